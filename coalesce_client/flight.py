@@ -1,0 +1,245 @@
+"""Keyed single-flight for asyncio: concurrent calls with one key share one run of the work.
+
+Rules of this module (the contract the rest of the package builds on):
+
+* It imports nothing but the standard library; it knows no HTTP.
+* The work runs in a task of its own. A caller only ever waits on a future of its own (its
+  *waiter*), so cancelling or timing out one caller never touches the work or the other callers.
+* The work is cancelled when its last waiter leaves before it finishes: nobody wants the result.
+* Results and exceptions reach the waiters of that flight only; nothing is remembered afterwards.
+  Caching is a separate layer (``coalescer.py``).
+* A flight removes its map entry when it finishes only if the entry is still its own, so a flight
+  that was ``forget()``-ed never removes the newer flight for its key (as Go's x/sync/singleflight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Outcome", "SingleFlight"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Python 3.12 can start a task eagerly: work that finishes without suspending (a warm in-process
+# cache, say) then costs no trip through the event loop.
+_EAGER = sys.version_info >= (3, 12)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[V]):
+    """What one caller of :meth:`SingleFlight.run` got.
+
+    ``joined`` is False for the caller that started the flight (the leader) and True for a caller
+    that joined a flight already in progress and so shared the leader's result.
+    """
+
+    value: V
+    joined: bool
+
+
+class _Call(Generic[V]):
+    """One flight. Touched only from the thread of the event loop it runs on."""
+
+    __slots__ = ("loop", "task", "waiters")
+
+    task: asyncio.Future[None]  # the work; set once, right after the call is registered
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop  # a flight never crosses event loops
+        # Futures of the callers still waiting. Appended by run(); removed by _leave() when a caller
+        # gives up (cancelled, timed out); drained by _work() when the work ends, which resolves
+        # them directly so that a waiter wakes one loop iteration after the work returns.
+        self.waiters: list[asyncio.Future[V]] = []
+
+
+class SingleFlight(Generic[K, V]):
+    """Run an async callable once per key among concurrent callers.
+
+    >>> import asyncio
+    >>> flight: SingleFlight[str, int] = SingleFlight()
+    >>> calls = 0
+    >>> async def fetch() -> int:
+    ...     global calls
+    ...     calls += 1
+    ...     await asyncio.sleep(0.01)
+    ...     return 42
+    >>> async def main() -> list[int]:
+    ...     return await asyncio.gather(*(flight.do("answer", fetch) for _ in range(10)))
+    >>> asyncio.run(main()), calls
+    ([42, 42, 42, 42, 42, 42, 42, 42, 42, 42], 1)
+    """
+
+    __slots__ = ("_calls", "_joined", "_started")
+
+    def __init__(self) -> None:
+        self._calls: dict[K, _Call[V]] = {}
+        self._started = 0  # flights started (each ran the work once)
+        self._joined = 0  # calls that joined a flight already in progress
+
+    async def do(
+        self, key: K, fetch: Callable[[], Awaitable[V]], *, timeout: float | None = None
+    ) -> V:
+        """Return ``await fetch()``, run at most once at a time per key among concurrent callers.
+
+        ``timeout`` bounds how long this caller waits; past it, this caller gets
+        :class:`asyncio.TimeoutError` and the flight goes on for the others.
+        """
+        # do() and run() repeat these few lines rather than one calling the other: an extra
+        # coroutine frame per call is a measurable share of the whole overhead (BENCHMARKS.md).
+        call, waiter, _ = self._enter(key, fetch)
+        timer = None if timeout is None else call.loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            self._exit(key, call, waiter, timer)
+
+    async def run(
+        self, key: K, fetch: Callable[[], Awaitable[V]], *, timeout: float | None = None
+    ) -> Outcome[V]:
+        """Like :meth:`do`, but also say whether this caller joined another caller's flight."""
+        call, waiter, joined = self._enter(key, fetch)
+        timer = None if timeout is None else call.loop.call_later(timeout, _expire, waiter)
+        try:
+            return Outcome(await waiter, joined)
+        finally:
+            self._exit(key, call, waiter, timer)
+
+    def _enter(
+        self, key: K, fetch: Callable[[], Awaitable[V]]
+    ) -> tuple[_Call[V], asyncio.Future[V], bool]:
+        """Join the flight for ``key``, starting it if there is none; return this caller's waiter."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[V] = loop.create_future()
+        call = self._calls.get(key)
+        if call is not None and call.loop is not loop:
+            if not call.loop.is_closed():
+                raise RuntimeError(
+                    f"SingleFlight: key {key!r} is in flight on another event loop; "
+                    "one SingleFlight serves one running event loop at a time"
+                )
+            # Left behind by a loop that was closed without finishing its tasks: nobody can
+            # ever complete it, so it is dropped rather than waited on forever.
+            del self._calls[key]
+            call = None
+        if call is None:
+            call = _Call(loop)
+            call.waiters.append(waiter)
+            self._calls[key] = call
+            self._started += 1
+            call.task = _start(loop, self._work(key, call, fetch))
+            return call, waiter, False
+        call.waiters.append(waiter)
+        self._joined += 1
+        return call, waiter, True
+
+    def _exit(
+        self,
+        key: K,
+        call: _Call[V],
+        waiter: asyncio.Future[V],
+        timer: asyncio.TimerHandle | None,
+    ) -> None:
+        """A caller is done waiting, whichever way."""
+        if timer is not None:
+            timer.cancel()
+        if call.waiters:  # possibly still listed: this caller left early
+            self._leave(key, call, waiter)
+        elif waiter.done() and not waiter.cancelled():
+            # Resolved by the work just as this caller was cancelled: nobody will look at it.
+            waiter.exception()
+
+    def forget(self, key: K) -> None:
+        """Make the next call for ``key`` start a new flight.
+
+        A flight in progress still completes for the callers already waiting on it.
+        """
+        self._calls.pop(key, None)
+
+    def __len__(self) -> int:
+        """Flights in progress."""
+        return len(self._calls)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._calls
+
+    @property
+    def started(self) -> int:
+        """Flights started: how many times the work actually ran."""
+        return self._started
+
+    @property
+    def joined(self) -> int:
+        """Calls that joined a flight already in progress instead of starting one."""
+        return self._joined
+
+    def __repr__(self) -> str:
+        return (
+            f"<SingleFlight in_flight={len(self._calls)} "
+            f"started={self._started} joined={self._joined}>"
+        )
+
+    async def _work(self, key: K, call: _Call[V], fetch: Callable[[], Awaitable[V]]) -> None:
+        """The body of a flight's task: run ``fetch`` once, resolve every waiter with the outcome.
+
+        Exceptions are handed to the waiters, never left on the task, so a flight that nobody waits
+        on any more leaves no "exception was never retrieved" behind.
+        """
+        try:
+            value = await fetch()
+        except Exception as exc:
+            self._release(key, call)
+            for w in call.waiters:
+                if not w.done():
+                    w.set_exception(exc)
+        except BaseException:  # cancelled (every caller left), or the process is going down
+            self._release(key, call)
+            for w in call.waiters:
+                w.cancel()
+            raise
+        else:
+            self._release(key, call)
+            for w in call.waiters:
+                if not w.done():
+                    w.set_result(value)
+        finally:
+            call.waiters = []
+
+    def _release(self, key: K, call: _Call[V]) -> None:
+        # Only our own entry: after forget(), the key may already belong to a newer flight.
+        if self._calls.get(key) is call:
+            del self._calls[key]
+
+    def _leave(self, key: K, call: _Call[V], waiter: asyncio.Future[V]) -> None:
+        """A caller stopped waiting before the work ended; the last one out cancels the work."""
+        try:
+            call.waiters.remove(waiter)
+        except ValueError:
+            return
+        if not call.waiters and not call.task.done():
+            if call.loop.is_closed():  # being garbage-collected after its loop was closed
+                self._release(key, call)
+                return
+            # Free the key now, not when the cancelled task gets round to ending: a caller that
+            # arrives in between must start a fresh flight, not join one that is being cancelled.
+            self._release(key, call)
+            call.task.cancel()
+
+
+def _start(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    if _EAGER:  # 3.12+: run up to the first suspension now, saving a trip through the loop
+        return asyncio.Task(work, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return loop.create_task(work)
+
+
+class _Timeout(asyncio.TimeoutError):
+    """Raised in a caller whose own wait timed out; the flight goes on for the others."""
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Timeout("timed out waiting for the flight in progress"))
