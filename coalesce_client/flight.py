@@ -112,7 +112,7 @@ class SingleFlight(Generic[K, V]):
     def _enter(
         self, key: K, fetch: Callable[[], Awaitable[V]]
     ) -> tuple[_Call[V], asyncio.Future[V], bool]:
-        """Join the flight for ``key``, starting it if there is none; return this caller's waiter."""
+        """Join the flight for ``key`` (starting it if there is none); return our waiter."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[V] = loop.create_future()
         call = self._calls.get(key)
