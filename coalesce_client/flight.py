@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Outcome", "SingleFlight"]
+__all__ = ["Outcome", "SingleFlight", "WaitTimeout"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -236,10 +236,14 @@ def _start(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> 
     return loop.create_task(work)
 
 
-class _Timeout(asyncio.TimeoutError):
-    """Raised in a caller whose own wait timed out; the flight goes on for the others."""
+class WaitTimeout(asyncio.TimeoutError):
+    """Raised in a caller whose own ``timeout`` passed; the flight goes on for the others.
+
+    A distinct type, so that a caller can tell its own wait running out from a timeout raised by
+    the work itself (aiohttp's ``ServerTimeoutError`` is an ``asyncio.TimeoutError`` too).
+    """
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
-        waiter.set_exception(_Timeout("timed out waiting for the flight in progress"))
+        waiter.set_exception(WaitTimeout("timed out waiting for the flight in progress"))

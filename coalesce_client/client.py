@@ -1,0 +1,384 @@
+"""CoalescingSession: coalescing and caching for outbound aiohttp requests.
+
+The only module that touches ``aiohttp.ClientSession``. It holds one (composition: aiohttp warns
+against subclassing it), turns each call into a key and a ``send`` callable, and leaves every
+decision to the framework-free ``Coalescer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json as jsonlib
+import math
+from collections.abc import Coroutine, Generator, Mapping
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from .coalescer import Coalescer, Fetched, Stats
+from .keys import KeyMaker, normalize_headers
+from .policy import CachePolicy
+from .response import CachedResponse
+from .snapshot import Snapshot
+from .storage.base import Clock, Storage, wall_clock
+from .storage.memory import MemoryStorage
+
+__all__ = ["CoalescingSession"]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_OUR_KWARGS = ("cache", "cache_ttl", "refresh")
+
+
+def _check_seconds(
+    name: str, value: Any, *, allow_none: bool = False, positive: bool = False
+) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        kind = "a positive" if positive else "a non-negative"
+        raise ValueError(f"{name} must be {kind} number of seconds, got {value!r}")
+
+
+class _CallContext(Coroutine[Any, Any, CachedResponse]):
+    """What ``s.get(...)`` returns: a coroutine that is also an async context manager.
+
+    Like aiohttp's own ``_RequestContextManager``: ``await``, ``async with``,
+    ``asyncio.create_task`` and ``gather`` all accept it.
+    """
+
+    __slots__ = ("_coro", "_resp")
+
+    def __init__(self, coro: Coroutine[Any, Any, CachedResponse]) -> None:
+        self._coro = coro
+        self._resp: CachedResponse | None = None
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, CachedResponse]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> CachedResponse:
+        self._resp = await self._coro
+        return self._resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._resp is not None:
+            self._resp.release()
+
+
+class CoalescingSession:
+    """An ``aiohttp.ClientSession`` wrapper that coalesces and caches requests.
+
+    >>> import asyncio
+    >>> async def main() -> None:
+    ...     async with CoalescingSession(ttl=60) as s:
+    ...         print(s.stats.requests)
+    >>> asyncio.run(main())
+    0
+
+    See README.md for a full example against a local origin.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_core",
+        "_keys",
+        "_owns_session",
+        "_session",
+        "_session_kwargs",
+        "policy",
+        "storage_owner",
+    )
+
+    def __init__(
+        self,
+        ttl: float = 60,
+        storage: Storage | None = None,
+        key_headers: tuple[str, ...] | list[str] = ("Accept",),
+        policy: CachePolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        wait_timeout: float | None = None,
+        *,
+        storage_owner: bool = True,
+        namespace: str = "",
+        clock: Clock = wall_clock,
+        **client_session_kwargs: Any,
+    ) -> None:
+        _check_seconds("ttl", ttl)
+        _check_seconds("wait_timeout", wait_timeout, allow_none=True, positive=True)
+        if policy is None:
+            policy = CachePolicy()
+        elif not isinstance(policy, CachePolicy):
+            raise ValueError(f"policy must be a CachePolicy, got {policy!r}")
+        if storage is None:
+            storage = MemoryStorage(clock=clock)
+        elif not isinstance(storage, Storage):
+            raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
+        if session is not None:
+            if not isinstance(session, aiohttp.ClientSession):
+                raise ValueError(f"session must be an aiohttp.ClientSession, got {session!r}")
+            if client_session_kwargs:
+                names = ", ".join(sorted(client_session_kwargs))
+                raise ValueError(
+                    f"session was given, so ClientSession options ({names}) cannot be applied; "
+                    "set them on the session you pass"
+                )
+        if not isinstance(storage_owner, bool):
+            raise ValueError(f"storage_owner must be True or False, got {storage_owner!r}")
+        if not isinstance(namespace, str):
+            raise ValueError(f"namespace must be a string, got {namespace!r}")
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        self.policy = policy
+        self.storage_owner = (
+            storage_owner  # close the storage with the session (like connector_owner)
+        )
+        self._keys = KeyMaker(
+            namespace=namespace,
+            key_headers=normalize_headers(key_headers, "key_headers"),
+            credential_headers=policy.credential_headers,
+            sort_query=policy.sort_query,
+            ignored_params=policy.ignored_params,
+        )
+        veto = policy.should_store
+        self._core = Coalescer(
+            storage=storage,
+            policy=policy,
+            ttl=float(ttl),
+            clock=clock,
+            wait_timeout=wait_timeout,
+            should_store=None
+            if veto is None
+            else lambda snap: bool(veto(CachedResponse(snap, "miss"))),
+        )
+        self._session = session
+        self._owns_session = session is None
+        self._session_kwargs = client_session_kwargs
+        self._closed = False
+
+    # -- the aiohttp-shaped surface ---------------------------------------------------------------
+
+    def request(self, method: str, url: str | URL, **kwargs: Any) -> _CallContext:
+        """Like ``ClientSession.request``, plus ``cache_ttl=``, ``refresh=`` and ``cache=``."""
+        return _CallContext(self._request(method, url, kwargs))
+
+    def get(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("GET", url, kwargs))
+
+    def head(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        kwargs.setdefault("allow_redirects", False)  # as aiohttp does for HEAD
+        return _CallContext(self._request("HEAD", url, kwargs))
+
+    def options(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("OPTIONS", url, kwargs))
+
+    def post(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("POST", url, kwargs))
+
+    def put(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("PUT", url, kwargs))
+
+    def patch(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("PATCH", url, kwargs))
+
+    def delete(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        return _CallContext(self._request("DELETE", url, kwargs))
+
+    @property
+    def stats(self) -> Stats:
+        """Counters so far, as a frozen snapshot (DESIGN.md: what each one counts)."""
+        return self._core.stats
+
+    @property
+    def storage(self) -> Storage:
+        return self._core.storage
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The wrapped aiohttp session (built on first use when we own it)."""
+        return self._client()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def invalidate(
+        self, url: str | URL, method: str = "GET", headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Forget what is stored for this request, so that the next one goes upstream."""
+        method = method.upper()
+        key = self._key(method, self._absolute(URL(url)), {"headers": headers} if headers else {})
+        if key is not None:
+            await self._core.invalidate(key)
+
+    async def clear(self) -> None:
+        """Remove every stored response."""
+        await self._core.storage.clear()
+
+    async def close(self) -> None:
+        """Close the session we built (never one we were given) and, if we own it, the storage."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        if self.storage_owner:
+            await self._core.storage.close()
+
+    async def __aenter__(self) -> CoalescingSession:
+        self._client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        s = self._core.stats
+        return (
+            f"<CoalescingSession ttl={self._core.ttl} storage={type(self._core.storage).__name__} "
+            f"requests={s.requests} hits={s.hits} in_flight={len(self._core.flight)}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("CoalescingSession is closed")
+        if self._session is None:
+            # Built on first use, inside the running loop, as aiohttp wants.
+            self._session = aiohttp.ClientSession(**self._session_kwargs)
+        return self._session
+
+    def _absolute(self, url: URL) -> URL:
+        if not url.absolute:
+            base: URL | None = getattr(self._client(), "_base_url", None)
+            if base is not None:
+                return base.join(url)
+        return url
+
+    async def _request(
+        self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
+    ) -> CachedResponse:
+        cache = kwargs.pop("cache", True)
+        cache_ttl = kwargs.pop("cache_ttl", None)
+        refresh = kwargs.pop("refresh", False)
+        _check_seconds("cache_ttl", cache_ttl, allow_none=True)
+        session = self._client()
+        method = method.upper()
+        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+        core = self._core
+
+        async def send() -> Fetched:
+            async with session.request(method, str_or_url, **kwargs) as resp:
+                body = await resp.read()
+                return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
+
+        key = self._key(method, url, kwargs) if cache and method in self.policy.methods else None
+        if key is None:
+            snap = await core.bypass(send)
+            return CachedResponse(snap, "bypass", request_url=url)
+        snap, status = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
+        return CachedResponse(snap, status, request_url=url)
+
+    def _key(self, method: str, url: URL, kwargs: Mapping[str, Any]) -> str | None:
+        """The request's key, or None when it cannot be coalesced (a body we cannot identify)."""
+        session = self._client()
+        body_digest = None
+        if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
+            body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
+            if body_digest is None:
+                return None
+        query: list[tuple[str, str]] = list(url.query.items())
+        params = kwargs.get("params")
+        if params:
+            # Merged as aiohttp merges them: the URL's own query first, then params.
+            query.extend(URL("/").with_query(params).query.items())
+        call_headers = kwargs.get("headers")
+        merged = CIMultiDict(session.headers)
+        if call_headers:
+            # The call's headers replace the session's defaults of the same name, as in aiohttp.
+            pairs = list(call_headers.items() if hasattr(call_headers, "items") else call_headers)
+            for name, _ in pairs:
+                merged.popall(name, None)
+            merged.extend(pairs)
+
+        def header(name: str) -> str | None:
+            values = merged.getall(name, None)
+            return None if values is None else ", ".join(values)
+
+        extra: list[str] = []
+        auth = kwargs.get("auth") or session.auth
+        if auth is not None:
+            extra.append("auth:" + auth.encode())
+        if "cookie" in self._keys.credential_headers and len(session.cookie_jar):
+            jar = session.cookie_jar.filter_cookies(url)
+            if jar:
+                extra.append("jar:" + "; ".join(f"{k}={m.value}" for k, m in sorted(jar.items())))
+        if not kwargs.get("allow_redirects", True):
+            extra.append("no-redirects")
+        return self._keys.make(
+            method,
+            url.scheme,
+            url.host or "",
+            url.explicit_port,
+            url.raw_path,
+            query,
+            header,
+            body_digest=body_digest,
+            extra=extra,
+        )
+
+
+def _body_digest(data: Any, json: Any) -> bytes | None:
+    """A digest of a request body we can identify, or None (a stream, a form, a file)."""
+    if json is not None:
+        raw = jsonlib.dumps(json, sort_keys=True, separators=(",", ":")).encode()
+        return b"json:" + hashlib.sha256(raw).digest()
+    if data is None:
+        return b"none"
+    if isinstance(data, str):
+        data = data.encode()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return b"data:" + hashlib.sha256(data).digest()
+    if isinstance(data, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raw = jsonlib.dumps(sorted(data.items())).encode()
+        return b"form:" + hashlib.sha256(raw).digest()
+    return None
+
+
+def _snapshot(resp: aiohttp.ClientResponse, body: bytes) -> Snapshot:
+    return Snapshot(
+        status=resp.status,
+        reason=resp.reason or "",
+        headers=tuple(resp.headers.items()),
+        url=str(resp.url),
+        method=resp.method,
+        body=body,
+        history=tuple(_snapshot(h, b"") for h in resp.history),
+    )

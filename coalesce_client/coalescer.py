@@ -1,0 +1,244 @@
+"""The pipeline both faces share: lookup -> single-flight -> filter -> store, with statistics.
+
+Rules of this module:
+
+* It knows no HTTP framework. A face hands it a request key and a ``send`` callable that performs
+  the real request and returns a complete ``Snapshot`` (body read) plus whether it may be shared.
+* Every call counts once in ``requests`` and once in exactly one of hits / misses / coalesced /
+  bypassed, the counter that matches the ``cache_status`` its caller sees; ``errors`` counts calls
+  that raised; ``upstream`` counts real requests sent.
+* Storage is an optimisation, never a point of failure: an exception from it is logged (once per
+  operation and exception type, then at DEBUG) and the call goes on as if nothing was stored.
+* Only a leader stores, and only what the policy allows; a follower that stopped waiting
+  (``wait_timeout``) or could not share makes its own request, which is never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .flight import SingleFlight, WaitTimeout
+from .policy import CachePolicy
+from .snapshot import Snapshot
+from .storage.base import Clock, Storage
+
+__all__ = ["CacheStatus", "Coalescer", "Fetched", "Stats"]
+
+log = logging.getLogger("coalesce_client")
+
+CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters of one session or middleware, as a frozen snapshot (see the module rules)."""
+
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    stored: int = 0
+    bypassed: int = 0
+    errors: int = 0
+    upstream: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a face's ``send`` returns: the complete response, and whether others may have it.
+
+    ``shareable`` is False for a response that must not reach another caller (too large to buffer
+    for sharing, or private to the caller in a shared cache); the flight's followers then send their
+    own request.
+    """
+
+    snapshot: Snapshot
+    shareable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Led:
+    """The value of a flight: the leader's own view, and the stripped one for everybody else."""
+
+    full: Snapshot
+    shared: Snapshot | None  # None: not shareable, followers send their own request
+
+
+Send = Callable[[], Awaitable[Fetched]]
+
+
+class Coalescer:
+    """One keyed single-flight in front of one storage, and the policy that filters between."""
+
+    __slots__ = (
+        "_clock",
+        "_counts",
+        "_flight",
+        "_logged",
+        "_should_store",
+        "policy",
+        "shared_cache",
+        "storage",
+        "ttl",
+        "wait_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        policy: CachePolicy,
+        ttl: float,
+        clock: Clock,
+        wait_timeout: float | None = None,
+        shared_cache: bool = False,
+        should_store: Callable[[Snapshot], bool] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.policy = policy
+        self.ttl = ttl  # default seconds a stored response stays fresh; 0 = store nothing
+        self.wait_timeout = wait_timeout  # how long a follower waits before sending its own
+        self.shared_cache = shared_cache  # True in the server middleware (RFC 9111 shared cache)
+        self._clock = clock
+        self._should_store = should_store  # the face's adapter around policy.should_store
+        self._flight: SingleFlight[str, _Led] = SingleFlight()
+        # requests, hits, misses, coalesced, stored, bypassed, errors, upstream (Stats order)
+        self._counts = [0] * 8
+        self._logged: set[tuple[str, type[BaseException]]] = set()
+
+    @property
+    def stats(self) -> Stats:
+        return Stats(*self._counts)
+
+    @property
+    def flight(self) -> SingleFlight[str, _Led]:
+        return self._flight
+
+    async def lookup(self, key: str) -> Snapshot | None:
+        """A fresh stored response for ``key``, or None; a broken storage is a miss."""
+        try:
+            snap = await self.storage.get(key)
+        except Exception as exc:
+            self._storage_failed("get", exc)
+            return None
+        if snap is not None and snap.expires_at <= self._clock():
+            return None
+        return snap
+
+    async def fetch(
+        self, key: str, send: Send, *, ttl: float | None = None, refresh: bool = False
+    ) -> tuple[Snapshot, CacheStatus]:
+        """The response for one call: from storage, from a flight in progress, or sent now."""
+        counts = self._counts
+        counts[0] += 1
+        if not refresh:
+            snap = await self.lookup(key)
+            if snap is not None:
+                counts[1] += 1
+                return snap, "hit"
+        flight = self._flight
+        joining = key in flight
+        try:
+            outcome = await flight.run(
+                key,
+                lambda: self._lead(key, send, ttl),
+                timeout=self.wait_timeout if joining else None,
+            )
+        except WaitTimeout:
+            # Waited longer than wait_timeout: send our own request, which is not stored
+            # (nginx proxy_cache_lock_timeout).
+            return await self._own(send), "miss"
+        except BaseException:
+            counts[3 if joining else 2] += 1  # coalesced or miss, as the caller would have been
+            counts[6] += 1
+            raise
+        led = outcome.value
+        if not outcome.joined:
+            counts[2] += 1
+            return led.full, "miss"
+        if led.shared is None:
+            return await self._own(send), "miss"
+        counts[3] += 1
+        return led.shared, "coalesced"
+
+    async def bypass(self, send: Send) -> Snapshot:
+        """A call that takes no part: no lookup, no flight, nothing stored."""
+        counts = self._counts
+        counts[0] += 1
+        counts[5] += 1
+        counts[7] += 1
+        try:
+            return (await send()).snapshot
+        except BaseException:
+            counts[6] += 1
+            raise
+
+    async def invalidate(self, key: str) -> None:
+        """Drop what is stored for ``key``; a flight in progress takes no new callers."""
+        self._flight.forget(key)
+        try:
+            await self.storage.delete(key)
+        except Exception as exc:
+            self._storage_failed("delete", exc)
+
+    async def _own(self, send: Send) -> Snapshot:
+        counts = self._counts
+        counts[2] += 1
+        counts[7] += 1
+        try:
+            return (await send()).snapshot
+        except BaseException:
+            counts[6] += 1
+            raise
+
+    async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Led:
+        """The work of a flight: one real request, then what the policy lets us keep of it."""
+        self._counts[7] += 1
+        fetched = await send()
+        full = fetched.snapshot
+        if not fetched.shareable:
+            return _Led(full, None)
+        policy = self.policy
+        headers = policy.storable_headers(full.headers)
+        ttl = policy.ttl_for(
+            full.status,
+            full.headers,
+            session_ttl=self.ttl,
+            call_ttl=call_ttl,
+            shared_cache=self.shared_cache,
+        )
+        history = tuple(
+            replace(h, headers=policy.storable_headers(h.headers)) for h in full.history
+        )
+        if ttl <= 0:
+            return _Led(full, replace(full, headers=headers, history=history))
+        now = self._clock()
+        shared = replace(
+            full, headers=headers, history=history, stored_at=now, expires_at=now + ttl
+        )
+        if self._should_store is not None and not self._should_store(full):
+            return _Led(full, shared)
+        try:
+            await self.storage.set(key, shared, ttl)
+        except Exception as exc:
+            self._storage_failed("set", exc)
+        else:
+            self._counts[4] += 1
+        return _Led(full, shared)
+
+    def _storage_failed(self, op: str, exc: Exception) -> None:
+        kind = (op, type(exc))
+        if kind in self._logged:
+            log.debug("storage %s failed again: %r", op, exc)
+            return
+        self._logged.add(kind)
+        log.warning(
+            "storage %s failed (%s: %s); going on without storage for this call. "
+            "Later failures of this kind are logged at DEBUG.",
+            op,
+            type(exc).__name__,
+            exc,
+        )

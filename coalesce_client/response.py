@@ -1,0 +1,301 @@
+"""CachedResponse: what every caller of CoalescingSession gets, its own object over a shared body.
+
+It quacks like ``aiohttp.ClientResponse`` for what people use. Everything derived from the
+snapshot (headers multidict, URL objects, the stream) is built on first use: a cache hit pays only
+for what its caller reads. The body bytes are the snapshot's own and are never copied per caller;
+each caller has its own read position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from http.cookies import SimpleCookie
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import ClientResponseError, ContentTypeError, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .snapshot import Snapshot
+
+__all__ = ["BodyStream", "CachedResponse"]
+
+CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+
+
+class BodyStream:
+    """A read-only stream over a body already in memory, shaped like aiohttp's ``StreamReader``."""
+
+    __slots__ = ("_body", "_pos")
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._pos = 0
+
+    def _take(self, n: int) -> bytes:
+        body, pos = self._body, self._pos
+        if pos == 0 and (n < 0 or n >= len(body)):
+            self._pos = len(body)
+            return body  # the whole body: no copy
+        end = len(body) if n < 0 else min(len(body), pos + n)
+        self._pos = end
+        return body[pos:end]
+
+    async def read(self, n: int = -1) -> bytes:
+        return self._take(n)
+
+    async def readany(self) -> bytes:
+        return self._take(-1)
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        return self._take(n)
+
+    async def readline(self) -> bytes:
+        return await self.readuntil(b"\n")
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        idx = self._body.find(separator, self._pos)
+        return self._take(-1 if idx < 0 else idx + len(separator) - self._pos)
+
+    async def readexactly(self, n: int) -> bytes:
+        data = self._take(n)
+        if len(data) < n:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        if n < 1:
+            raise ValueError(f"chunk size must be at least 1, got {n}")
+        while chunk := self._take(n):
+            yield chunk
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        if chunk := self._take(-1):
+            yield chunk
+
+    async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        if chunk := self._take(-1):
+            yield chunk, True
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        while line := await self.readline():
+            yield line
+
+    def at_eof(self) -> bool:
+        return self._pos >= len(self._body)
+
+    def is_eof(self) -> bool:
+        return self.at_eof()
+
+    def exception(self) -> BaseException | None:
+        return None
+
+    def total_bytes(self) -> int:
+        return len(self._body)
+
+    def __repr__(self) -> str:
+        return f"<BodyStream {self._pos}/{len(self._body)} bytes read>"
+
+
+class CachedResponse:
+    """One caller's response; see DESIGN.md for what it promises.
+
+    ``cache_status`` says where this caller's body came from: ``"miss"`` (a real request made for
+    this caller), ``"coalesced"`` (another caller's request in flight), ``"hit"`` (storage) or
+    ``"bypass"`` (not eligible: method, ``cache=False``).
+    """
+
+    __slots__ = (
+        "_content",
+        "_headers",
+        "_history",
+        "_req_headers",
+        "_req_url",
+        "_url",
+        "cache_status",
+        "closed",
+        "method",
+        "reason",
+        "snapshot",
+        "status",
+    )
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        cache_status: CacheStatus,
+        *,
+        request_url: URL | None = None,
+        request_headers: CIMultiDict[str] | None = None,
+    ) -> None:
+        self.snapshot = snapshot  # the shared, immutable response this object replays
+        self.cache_status: CacheStatus = cache_status
+        self.status = snapshot.status
+        self.reason = snapshot.reason
+        self.method = snapshot.method
+        self.closed = False
+        self._req_url = request_url
+        self._req_headers = request_headers
+        self._url: URL | None = None
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._content: BodyStream | None = None
+        self._history: tuple[CachedResponse, ...] | None = None
+
+    # -- what aiohttp.ClientResponse offers -------------------------------------------------------
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def url(self) -> URL:
+        if self._url is None:
+            self._url = URL(self.snapshot.url)
+        return self._url
+
+    @property
+    def real_url(self) -> URL:
+        return self.url.with_fragment(None)
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict(self.snapshot.headers))
+        return self._headers
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.snapshot.headers)
+
+    @property
+    def history(self) -> tuple[CachedResponse, ...]:
+        if self._history is None:
+            self._history = tuple(
+                CachedResponse(h, self.cache_status, request_url=self._req_url)
+                for h in self.snapshot.history
+            )
+        return self._history
+
+    @property
+    def content(self) -> BodyStream:
+        if self._content is None:
+            self._content = BodyStream(self.snapshot.body)
+        return self._content
+
+    @property
+    def content_type(self) -> str:
+        raw = self.snapshot.header("Content-Type")
+        if raw is None:
+            return "application/octet-stream"
+        return raw.partition(";")[0].strip().lower() or "application/octet-stream"
+
+    @property
+    def charset(self) -> str | None:
+        raw = self.snapshot.header("Content-Type")
+        if raw is None:
+            return None
+        for param in raw.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "charset":
+                return value.strip().strip('"').lower() or None
+        return None
+
+    @property
+    def content_length(self) -> int | None:
+        raw = self.snapshot.header("Content-Length")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    @property
+    def cookies(self) -> SimpleCookie:
+        jar: SimpleCookie = SimpleCookie()
+        for name, value in self.snapshot.headers:
+            if name.lower() == "set-cookie":
+                jar.load(value)
+        return jar
+
+    @property
+    def request_info(self) -> RequestInfo:
+        url = self._req_url if self._req_url is not None else self.url
+        headers = CIMultiDictProxy(self._req_headers or CIMultiDict())
+        return RequestInfo(url, self.method, headers, url)
+
+    def get_encoding(self) -> str:
+        return self.charset or "utf-8"
+
+    async def read(self) -> bytes:
+        return self.snapshot.body
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        return self.snapshot.body.decode(encoding or self.get_encoding(), errors)
+
+    async def json(
+        self,
+        *,
+        encoding: str | None = None,
+        loads: Callable[[str], Any] = json.loads,
+        content_type: str | None = "application/json",
+    ) -> Any:
+        if content_type is not None and not _json_like(self.content_type, content_type):
+            raise ContentTypeError(
+                self.request_info,
+                self.history,  # type: ignore[arg-type]  # quacks like ClientResponse
+                status=self.status,
+                message=(
+                    "Attempt to decode JSON with unexpected mimetype: "
+                    f"{self.snapshot.header('Content-Type') or ''}"
+                ),
+                headers=self.headers,
+            )
+        text = self.snapshot.body.decode(encoding or self.get_encoding()).strip()
+        return loads(text) if text else None
+
+    def raise_for_status(self) -> None:
+        if self.status >= 400:
+            raise ClientResponseError(
+                self.request_info,
+                self.history,  # type: ignore[arg-type]  # quacks like ClientResponse
+                status=self.status,
+                message=self.reason,
+                headers=self.headers,
+            )
+
+    def release(self) -> None:
+        """Nothing to give back: the body is in memory. Kept for aiohttp compatibility."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def wait_for_close(self) -> None:
+        self.closed = True
+
+    async def __aenter__(self) -> CachedResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return (
+            f"<CachedResponse({self.snapshot.url}) [{self.status} {self.reason}] "
+            f"cache_status={self.cache_status}>"
+        )
+
+
+def _json_like(actual: str, expected: str) -> bool:
+    # The same rule as aiohttp: the expected type, or for JSON any application/*+json type.
+    if expected == "application/json":
+        return actual == "application/json" or (
+            actual.startswith("application/") and actual.endswith("+json")
+        )
+    return expected in actual

@@ -1,0 +1,104 @@
+"""MemoryStorage: an in-process LRU of snapshots, bounded by entries and by bytes."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..snapshot import Snapshot
+from .base import Clock, StorageClosedError, wall_clock
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage:
+    """Least-recently-used storage in memory. A stored body is kept once and shared by every hit.
+
+    >>> import asyncio
+    >>> from coalesce_client.snapshot import Snapshot
+    >>> store = MemoryStorage(max_entries=2)
+    >>> snap = Snapshot(200, "OK", (), "http://x/", "GET", b"body")
+    >>> asyncio.run(store.set("k", snap, ttl=60))
+    >>> asyncio.run(store.get("k")) is snap
+    True
+    """
+
+    __slots__ = ("_bytes", "_clock", "_closed", "_entries", "max_bytes", "max_entries")
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        *,
+        clock: Clock = wall_clock,
+    ) -> None:
+        for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        self.max_entries = max_entries  # most entries kept; the least recently used go first
+        self.max_bytes = max_bytes  # most bytes kept (Snapshot.size); an entry larger is not kept
+        self._clock = clock
+        # key -> (snapshot, expiry on self._clock, size); the end of the dict is the most recent.
+        self._entries: OrderedDict[str, tuple[Snapshot, float, int]] = OrderedDict()
+        self._bytes = 0
+        self._closed = False
+
+    async def get(self, key: str) -> Snapshot | None:
+        if self._closed:
+            raise StorageClosedError("MemoryStorage is closed")
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+        if self._closed:
+            raise StorageClosedError("MemoryStorage is closed")
+        if key in self._entries:
+            self._drop(key)
+        size = value.size
+        if ttl <= 0 or size > self.max_bytes:
+            return
+        self._entries[key] = (value, self._clock() + ttl, size)
+        self._bytes += size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    async def delete(self, key: str) -> None:
+        if self._closed:
+            raise StorageClosedError("MemoryStorage is closed")
+        if key in self._entries:
+            self._drop(key)
+
+    async def clear(self) -> None:
+        if self._closed:
+            raise StorageClosedError("MemoryStorage is closed")
+        self._entries.clear()
+        self._bytes = 0
+
+    async def close(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+        self._closed = True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes held now (the sum of the entries' ``Snapshot.size``)."""
+        return self._bytes
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"entries={len(self._entries)} bytes={self._bytes}"
+        return f"<MemoryStorage {state} max_entries={self.max_entries} max_bytes={self.max_bytes}>"
+
+    def _drop(self, key: str) -> None:
+        _, _, size = self._entries.pop(key)
+        self._bytes -= size
