@@ -2,15 +2,24 @@
 
 Concurrent identical requests share one real call (single-flight); responses that pass a filter may
 then be kept for a while. Everything public is importable from here; other modules may move.
+
+The framework-free core is imported eagerly; the aiohttp faces are imported on first use, so that
+the core can be imported (and tested) where aiohttp is not wanted.
 """
 
-from .client import CoalescingSession
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .coalescer import CacheStatus, Stats
 from .flight import Outcome, SingleFlight, WaitTimeout
 from .policy import CachePolicy
-from .response import CachedResponse
 from .snapshot import Snapshot, SnapshotError
 from .storage import MemoryStorage, Storage, StorageClosedError
+
+if TYPE_CHECKING:
+    from .client import CoalescingSession
+    from .response import CachedResponse
 
 __all__ = [
     "CachePolicy",
@@ -29,3 +38,23 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+_LAZY = {
+    "CoalescingSession": "client",
+    "CachedResponse": "response",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coalesce_client' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

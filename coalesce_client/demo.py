@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
-from .flight import SingleFlight
+from .client import CoalescingSession
+from .coalescer import Stats
 
 __all__ = ["Row", "format_table", "run"]
 
@@ -20,7 +22,8 @@ class Row:
     label: str
     requests: int
     upstream: int
-    shared: int
+    hits: int
+    coalesced: int
     wall_s: float
     p50_ms: float
     p99_ms: float
@@ -45,6 +48,7 @@ async def _start_origin(delay: float) -> tuple[web.AppRunner, str, list[int]]:
 
 
 async def run(*, requests: int, urls: int, delay: float) -> list[Row]:
+    """Three bursts of the same requests: plain aiohttp, then coalesce_client cold, then warm."""
     runner, base, calls = await _start_origin(delay)
     targets = [f"{base}/item/{i % urls}" for i in range(requests)]
     rows: list[Row] = []
@@ -52,28 +56,33 @@ async def run(*, requests: int, urls: int, delay: float) -> list[Row]:
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def plain(url: str) -> bytes:
+            async def plain(url: str) -> str:
                 async with session.get(url) as resp:
-                    return await resp.read()
+                    return await resp.text()
 
-            rows.append(await _burst("plain aiohttp", targets, plain, calls))
+            rows.append(await _burst("plain aiohttp", targets, plain, calls, None))
+            async with CoalescingSession(ttl=60, connector=aiohttp.TCPConnector(limit=0)) as s:
 
-            flight: SingleFlight[str, bytes] = SingleFlight()
+                async def coalesced(url: str) -> str:
+                    async with s.get(url) as resp:
+                        return await resp.text()
 
-            async def coalesced(url: str) -> bytes:
-                return await flight.do(url, lambda: plain(url))
-
-            before = flight.joined
-            row = await _burst("SingleFlight", targets, coalesced, calls)
-            rows.append(_with_shared(row, flight.joined - before))
+                rows.append(await _burst("coalesce (cold)", targets, coalesced, calls, s))
+                rows.append(await _burst("coalesce (warm)", targets, coalesced, calls, s))
     finally:
         await runner.cleanup()
     return rows
 
 
-async def _burst(label: str, targets: list[str], get: object, calls: list[int]) -> Row:
-    assert callable(get)
-    before = calls[0]
+async def _burst(
+    label: str,
+    targets: list[str],
+    get: Callable[[str], Awaitable[str]],
+    calls: list[int],
+    session: CoalescingSession | None,
+) -> Row:
+    before_calls = calls[0]
+    before = session.stats if session is not None else Stats()
     latencies: list[float] = []
 
     async def one(url: str) -> None:
@@ -84,20 +93,29 @@ async def _burst(label: str, targets: list[str], get: object, calls: list[int]) 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(u) for u in targets))
     wall = time.perf_counter() - t0
+    after = session.stats if session is not None else Stats()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return Row(label, len(targets), calls[0] - before, 0, wall, q[49] * 1e3, q[98] * 1e3)
-
-
-def _with_shared(row: Row, shared: int) -> Row:
-    return Row(row.label, row.requests, row.upstream, shared, row.wall_s, row.p50_ms, row.p99_ms)
+    return Row(
+        label,
+        len(targets),
+        calls[0] - before_calls,
+        after.hits - before.hits,
+        after.coalesced - before.coalesced,
+        wall,
+        q[49] * 1e3,
+        q[98] * 1e3,
+    )
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'run':<16}{'requests':>9}{'upstream':>10}{'shared':>8}{'wall':>9}{'p50':>9}{'p99':>9}"
+    head = (
+        f"{'run':<17}{'requests':>9}{'upstream':>10}{'hits':>7}{'coalesced':>11}"
+        f"{'wall':>9}{'p50':>9}{'p99':>9}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r.label:<16}{r.requests:>9}{r.upstream:>10}{r.shared:>8}"
+            f"{r.label:<17}{r.requests:>9}{r.upstream:>10}{r.hits:>7}{r.coalesced:>11}"
             f"{r.wall_s * 1e3:>7.0f}ms{r.p50_ms:>7.1f}ms{r.p99_ms:>7.1f}ms"
         )
     return "\n".join(lines)

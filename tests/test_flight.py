@@ -334,7 +334,7 @@ def test_a_flight_in_progress_on_another_running_loop_is_a_clear_error() -> None
         thread.join(5)
 
 
-def test_flight_module_imports_without_aiohttp() -> None:
+def test_the_core_imports_without_aiohttp_or_diskcache() -> None:
     code = (
         "import sys\n"
         "class Block:\n"
@@ -342,7 +342,10 @@ def test_flight_module_imports_without_aiohttp() -> None:
         "        if name.split('.')[0] in {'aiohttp', 'diskcache', 'redis', 'yarl', 'multidict'}:\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import coalesce_client.flight\n"
+        "import coalesce_client.flight, coalesce_client.keys, coalesce_client.snapshot\n"
+        "import coalesce_client.policy, coalesce_client.coalescer, coalesce_client.storage.base\n"
+        "import coalesce_client.storage.memory\n"
+        "from coalesce_client import SingleFlight, CachePolicy, MemoryStorage, Snapshot\n"
         "assert not any(m.split('.')[0] in {'aiohttp', 'diskcache'} for m in sys.modules), "
         "sorted(sys.modules)\n"
         "print('core ok')\n"

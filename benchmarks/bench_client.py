@@ -1,0 +1,376 @@
+"""CoalescingSession beside aiohttp-client-cache and plain aiohttp: hot memory hits and a cold burst.
+
+    python benchmarks/bench_client.py            # full run (about a minute on 2 cores)
+    python benchmarks/bench_client.py --quick    # smaller counts, a few seconds
+    python benchmarks/bench_client.py --profile  # also: cProfile of our hot hit, top costs
+
+Needs ``aiohttp-client-cache`` (``pip install '.[bench]'``). No network: the script starts its own
+``aiohttp.web`` origin on 127.0.0.1 (port chosen by the OS) and counts the requests that reach it.
+Prints figures only; nothing here is a pass/fail test (the targets are shown as met or missed).
+
+What is measured:
+
+1. Hot memory hit: ``async with s.get(url) as r: await r.read()`` for a 2 KiB body already stored,
+   sequentially, per-call time in µs (median of rounds, contenders interleaved round by round):
+   ``CoalescingSession(ttl=600)`` with its default ``MemoryStorage``; aiohttp-client-cache's
+   ``CachedSession`` with its in-memory ``CacheBackend(expire_after=600)``; and plain aiohttp (a
+   real request over a kept-alive connection each time) for scale. Each cache is checked to serve
+   from storage: the origin's counter does not move during the timed rounds.
+2. Cold burst: N concurrent GETs (``asyncio.gather``) of one fresh URL whose handler answers after
+   50 ms, each contender on a fresh session, wall time from creating the tasks to the last result
+   (TCP connects included). The floor is the same N tasks awaiting one shared future that resolves
+   after 50 ms, measured in the same run. Plain aiohttp and aiohttp-client-cache use
+   ``TCPConnector(limit=0)`` (no connection limit: with aiohttp's default of 100, 1,000 requests
+   would queue in 10 waves of 50 ms). The origin listens with a backlog of 2,048 so that no
+   connection attempt is dropped and retried a second later.
+
+The origin and the clients share one process and one event loop (the default asyncio loop), so the
+origin's work is on the same CPU as the client's: the plain-aiohttp figures include the server
+handling every request, and a burst's wall time includes the origin's 50 ms plus its own CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp_client_cache import CacheBackend, CachedSession
+
+from coalesce_client import CoalescingSession
+
+BODY = bytes(range(256)) * 8  # 2 KiB
+DELAY = 0.05  # the slow route's answer time, seconds
+TTL = 600
+
+
+class Origin:
+    """A local aiohttp.web server: ``/fast/{name}`` answers at once, ``/slow/{name}`` after 50 ms."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.base = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _fast(self, request: web.Request) -> web.Response:
+        self.calls[request.path] += 1
+        return web.Response(body=BODY, content_type="application/octet-stream")
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        self.calls[request.path] += 1
+        await asyncio.sleep(DELAY)
+        return web.Response(body=BODY, content_type="application/octet-stream")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/fast/{name}", self._fast)
+        app.router.add_get("/slow/{name}", self._slow)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+# -- 1. hot memory hit ----------------------------------------------------------------------------
+
+Get = Callable[[str], Any]  # s.get: returns an awaitable async context manager
+
+
+async def _sequential(get: Get, url: str, n: int) -> float:
+    """Per-call time in µs of n sequential ``async with get(url) as r: await r.read()``."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        async with get(url) as r:
+            await r.read()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def hot_hits(
+    origin: Origin, hits: int, plain_calls: int, rounds: int
+) -> dict[str, list[float]]:
+    """Per-call µs of each round for each contender, interleaved round by round."""
+    ours_url, theirs_url, plain_url = (origin.url(f"/fast/hot-{n}") for n in "abc")
+    times: dict[str, list[float]] = {"ours": [], "theirs": [], "plain": []}
+    async with (
+        CoalescingSession(ttl=TTL) as ours,
+        CachedSession(cache=CacheBackend(expire_after=TTL)) as theirs,
+        aiohttp.ClientSession() as plain,
+    ):
+        # Store the body, then check that the next call is really served from storage.
+        for _ in range(2):
+            async with ours.get(ours_url) as r:
+                assert len(await r.read()) == len(BODY)
+        assert r.cache_status == "hit", r.cache_status
+        for _ in range(2):
+            async with theirs.get(theirs_url) as r:
+                assert len(await r.read()) == len(BODY)
+        assert r.from_cache is True, "aiohttp-client-cache did not serve from its cache"
+        async with plain.get(plain_url) as r:  # opens the kept-alive connection
+            await r.read()
+        assert origin.calls["/fast/hot-a"] == 1 and origin.calls["/fast/hot-b"] == 1
+
+        # One untimed round each: warm caches, allocator and branch history before timing.
+        await _sequential(ours.get, ours_url, hits // 4)
+        await _sequential(theirs.get, theirs_url, hits // 4)
+        await _sequential(plain.get, plain_url, plain_calls // 4)
+        plain_before = origin.calls["/fast/hot-c"]
+        for _ in range(rounds):
+            gc.collect()
+            times["ours"].append(await _sequential(ours.get, ours_url, hits))
+            gc.collect()
+            times["theirs"].append(await _sequential(theirs.get, theirs_url, hits))
+            gc.collect()
+            times["plain"].append(await _sequential(plain.get, plain_url, plain_calls))
+
+        # Nothing reached the origin for the two caches; every plain call did.
+        assert origin.calls["/fast/hot-a"] == 1, origin.calls["/fast/hot-a"]
+        assert origin.calls["/fast/hot-b"] == 1, origin.calls["/fast/hot-b"]
+        assert ours.stats.hits == 1 + hits // 4 + hits * rounds, ours.stats
+        assert origin.calls["/fast/hot-c"] - plain_before == plain_calls * rounds
+    return times
+
+
+# -- 2. cold burst --------------------------------------------------------------------------------
+
+
+class Burst:
+    """One burst's outcome: wall seconds, requests that reached the origin, and a note."""
+
+    def __init__(self, wall: float, upstream: int, note: str = "") -> None:
+        self.wall = wall
+        self.upstream = upstream
+        self.note = note
+
+
+async def _gather_reads(get: Get, url: str, n: int) -> list[Any]:
+    async def one() -> Any:
+        async with get(url) as r:
+            body = await r.read()
+            assert body == BODY
+            return r
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def burst_floor(n: int) -> Burst:
+    """The same n tasks awaiting one shared future that resolves after 50 ms."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    fut: asyncio.Future[bytes] = loop.create_future()
+    loop.call_later(DELAY, fut.set_result, BODY)
+
+    async def one() -> bytes:
+        return await fut
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return Burst(time.perf_counter() - t0, 0)
+
+
+async def burst_ours(origin: Origin, n: int, tag: str) -> Burst:
+    path = f"/slow/ours-{tag}"
+    async with CoalescingSession(ttl=TTL) as s:
+        t0 = time.perf_counter()
+        responses = await _gather_reads(s.get, origin.url(path), n)
+        wall = time.perf_counter() - t0
+        statuses = Counter(r.cache_status for r in responses)
+        assert origin.calls[path] == 1, f"{origin.calls[path]} upstream requests, expected 1"
+        assert s.stats.upstream == 1 and statuses == {"miss": 1, "coalesced": n - 1}, statuses
+    return Burst(wall, origin.calls[path], f"{statuses['miss']} miss, {statuses['coalesced']} coal")
+
+
+async def burst_theirs(origin: Origin, n: int, tag: str) -> Burst:
+    path = f"/slow/theirs-{tag}"
+    async with CachedSession(
+        cache=CacheBackend(expire_after=TTL), connector=aiohttp.TCPConnector(limit=0)
+    ) as s:
+        t0 = time.perf_counter()
+        responses = await _gather_reads(s.get, origin.url(path), n)
+        wall = time.perf_counter() - t0
+    cached = sum(1 for r in responses if r.from_cache)
+    return Burst(wall, origin.calls[path], f"{cached} from cache")
+
+
+async def burst_plain(origin: Origin, n: int, tag: str) -> Burst:
+    path = f"/slow/plain-{tag}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        t0 = time.perf_counter()
+        await _gather_reads(s.get, origin.url(path), n)
+        wall = time.perf_counter() - t0
+    assert origin.calls[path] == n, origin.calls[path]
+    return Burst(wall, origin.calls[path])
+
+
+async def bursts(origin: Origin, n: int, repeats: int) -> dict[str, list[Burst]]:
+    """Each contender ``repeats`` times, interleaved, each on a fresh URL and a fresh session."""
+    runs: dict[str, list[Burst]] = {"floor": [], "ours": [], "theirs": [], "plain": []}
+    steps: dict[str, Callable[[str], Awaitable[Burst]]] = {
+        "floor": lambda tag: burst_floor(n),
+        "ours": lambda tag: burst_ours(origin, n, tag),
+        "theirs": lambda tag: burst_theirs(origin, n, tag),
+        "plain": lambda tag: burst_plain(origin, n, tag),
+    }
+    for i in range(repeats):
+        for name, step in steps.items():
+            gc.collect()
+            await asyncio.sleep(0.05)  # let the origin finish closing the last burst's sockets
+            runs[name].append(await step(str(i)))
+    return runs
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+
+async def profile_hot_hit(origin: Origin, hits: int, top: int = 25) -> str:
+    """cProfile of our hot hit (sorted by own time); absolute times are inflated by the profiler."""
+    url = origin.url("/fast/profile")
+    async with CoalescingSession(ttl=TTL) as s:
+        for _ in range(2):
+            async with s.get(url) as r:
+                await r.read()
+        assert r.cache_status == "hit"
+        prof = cProfile.Profile()
+        prof.enable()
+        await _sequential(s.get, url, hits)
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+async def run(args: argparse.Namespace) -> None:
+    quick = args.quick
+    hits, plain_calls, rounds = (2_000, 200, 3) if quick else (20_000, 1_000, 7)
+    n, repeats = (200, 3) if quick else (1_000, 5)
+
+    print(
+        f"Python {sys.version.split()[0]} ({platform.python_implementation()}) on {sys.platform}, "
+        f"{platform.machine()}; aiohttp {aiohttp.__version__}, "
+        f"aiohttp-client-cache {version('aiohttp-client-cache')}, "
+        f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
+        f"mode {'quick' if quick else 'full'}"
+    )
+    origin = Origin()
+    await origin.start()
+    try:
+        print(
+            f"\n1. hot memory hit, 2 KiB body: {rounds} rounds of {hits:,} sequential hits "
+            f"(plain aiohttp: {plain_calls:,} real requests a round)"
+        )
+        times = await hot_hits(origin, hits, plain_calls, rounds)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        labels = {
+            "ours": "coalesce_client CoalescingSession",
+            "theirs": "aiohttp-client-cache (memory)",
+            "plain": "plain aiohttp (real request)",
+        }
+        for key, label in labels.items():
+            rounds_txt = " ".join(f"{t:.2f}" for t in times[key])
+            print(f"   {label:<36} median {med[key]:8.2f} µs   rounds: {rounds_txt}")
+        print("   origin counters did not move for either cache during the timed rounds")
+
+        print(
+            f"\n2. cold burst: {n:,} concurrent GETs of one fresh URL, origin answers after "
+            f"{DELAY * 1000:.0f} ms; {repeats} repeats, fresh session and URL each"
+        )
+        runs = await bursts(origin, n, repeats)
+        blabels = {
+            "floor": "floor: shared future, 50 ms",
+            "ours": "coalesce_client CoalescingSession",
+            "theirs": "aiohttp-client-cache (memory)",
+            "plain": "plain aiohttp (limit=0)",
+        }
+        bmed = {k: statistics.median(b.wall for b in v) for k, v in runs.items()}
+        for key, label in blabels.items():
+            walls = " ".join(f"{b.wall * 1000:.1f}" for b in runs[key])
+            ups = sorted({b.upstream for b in runs[key]})
+            up_txt = "-" if key == "floor" else "/".join(str(u) for u in ups)
+            note = runs[key][-1].note
+            print(
+                f"   {label:<36} median {bmed[key] * 1000:7.1f} ms  upstream {up_txt:>5}   "
+                f"runs (ms): {walls}{'   ' + note if note else ''}"
+            )
+    finally:
+        await origin.stop()
+
+    floor = bmed["floor"]
+    ups = {k: statistics.median(b.upstream for b in v) for k, v in runs.items()}
+    print("\nSummary (medians)")
+    print(
+        f"   {'':<34}{'coalesce_client':>17}{'aiohttp-client-cache':>22}{'plain aiohttp':>15}"
+    )
+    print(
+        f"   {'hot hit, µs per call':<34}{med['ours']:>17.2f}{med['theirs']:>22.2f}"
+        f"{med['plain']:>15.1f}"
+    )
+    print(
+        f"   {'  times slower than ours':<34}{1.0:>16.1f}x{med['theirs'] / med['ours']:>21.1f}x"
+        f"{med['plain'] / med['ours']:>14.1f}x"
+    )
+    print(
+        f"   {f'burst of {n:,}, ms wall':<34}{bmed['ours'] * 1000:>17.1f}"
+        f"{bmed['theirs'] * 1000:>22.1f}{bmed['plain'] * 1000:>15.1f}"
+    )
+    print(
+        f"   {'  / floor (' + f'{floor * 1000:.1f} ms)':<34}{bmed['ours'] / floor:>16.2f}x"
+        f"{bmed['theirs'] / floor:>21.2f}x{bmed['plain'] / floor:>14.2f}x"
+    )
+    print(
+        f"   {'  upstream requests':<34}{ups['ours']:>17.0f}{ups['theirs']:>22.0f}"
+        f"{ups['plain']:>15.0f}"
+    )
+    print("Targets")
+    print(f"   hot hit <= 10 µs: {med['ours']:.2f} µs, {_met(med['ours'] <= 10)}")
+    ratio = med["theirs"] / med["ours"]
+    print(f"   >= 10x faster than aiohttp-client-cache memory: {ratio:.1f}x, {_met(ratio >= 10)}")
+    print(
+        f"   burst within 1.3x of the floor: {bmed['ours'] / floor:.2f}x, "
+        f"{_met(bmed['ours'] / floor <= 1.3)}"
+    )
+
+    if args.profile:
+        origin = Origin()
+        await origin.start()
+        try:
+            print(f"\ncProfile of {hits:,} hot hits of CoalescingSession (sorted by own time):")
+            print(await profile_hot_hit(origin, hits))
+        finally:
+            await origin.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, a few seconds")
+    parser.add_argument("--profile", action="store_true", help="cProfile our hot hit too")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
