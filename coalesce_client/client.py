@@ -299,10 +299,11 @@ class CoalescingSession:
 
         key = self._key(method, url, kwargs) if cache and method in self.policy.methods else None
         if key is None:
-            snap = await core.bypass(send)
-            return CachedResponse(snap, "bypass", request_url=url)
-        snap, status = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
-        return CachedResponse(snap, status, request_url=url)
+            answer = await core.bypass(send)
+        else:
+            answer = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
+        assert answer.snapshot is not None  # send() always returns one
+        return CachedResponse(answer.snapshot, answer.status, request_url=url)
 
     def _key(self, method: str, url: URL, kwargs: Mapping[str, Any]) -> str | None:
         """The request's key, or None when it cannot be coalesced (a body we cannot identify)."""

@@ -18,18 +18,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .flight import SingleFlight, WaitTimeout
 from .policy import CachePolicy
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage
 
-__all__ = ["CacheStatus", "Coalescer", "Fetched", "Stats"]
+__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Stats"]
 
 log = logging.getLogger("coalesce_client")
 
 CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+
+_MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everything)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +52,33 @@ class Stats:
 class Fetched:
     """What a face's ``send`` returns: the complete response, and whether others may have it.
 
-    ``shareable`` is False for a response that must not reach another caller (too large to buffer
-    for sharing, or private to the caller in a shared cache); the flight's followers then send their
-    own request.
+    ``snapshot`` is None for an outcome that cannot be replayed from bytes (a streamed response, an
+    exception the handler raised): it is never stored. ``shareable`` False means no other caller
+    may see this outcome (too large to buffer for sharing, private to the caller); the flight's
+    followers then send their own request. ``original`` is the face's own object for the outcome
+    (the handler's response or exception), handed back untouched to the caller that sent it and,
+    when shareable, to the followers, who must copy what they use.
     """
 
-    snapshot: Snapshot
+    snapshot: Snapshot | None
     shareable: bool = True
+    original: object = None
+
+
+class Answer(NamedTuple):
+    """What one call gets: a snapshot to replay (or None), where it came from, the face's object."""
+
+    snapshot: Snapshot | None
+    status: CacheStatus
+    original: object = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Led:
-    """The value of a flight: the leader's own view, and the stripped one for everybody else."""
+    """The value of a flight: the leader's own outcome, and what everybody else may have of it."""
 
-    full: Snapshot
-    shared: Snapshot | None  # None: not shareable, followers send their own request
+    fetched: Fetched
+    shared: Snapshot | None  # stripped of strip_headers; None when there is nothing to replay
 
 
 Send = Callable[[], Awaitable[Fetched]]
@@ -78,7 +92,9 @@ class Coalescer:
         "_counts",
         "_flight",
         "_logged",
+        "_passes",
         "_should_store",
+        "pass_ttl",
         "policy",
         "shared_cache",
         "storage",
@@ -96,6 +112,7 @@ class Coalescer:
         wait_timeout: float | None = None,
         shared_cache: bool = False,
         should_store: Callable[[Snapshot], bool] | None = None,
+        pass_ttl: float = 0.0,
     ) -> None:
         self.storage = storage
         self.policy = policy
@@ -104,6 +121,10 @@ class Coalescer:
         self.shared_cache = shared_cache  # True in the server middleware (RFC 9111 shared cache)
         self._clock = clock
         self._should_store = should_store  # the face's adapter around policy.should_store
+        # Seconds a key whose outcome could not be shared goes straight through (0: never); the
+        # server middleware sets it from CachePolicy.pass_ttl.
+        self.pass_ttl = pass_ttl
+        self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
         self._flight: SingleFlight[str, _Led] = SingleFlight()
         # requests, hits, misses, coalesced, stored, bypassed, errors, upstream (Stats order)
         self._counts = [0] * 8
@@ -130,15 +151,17 @@ class Coalescer:
 
     async def fetch(
         self, key: str, send: Send, *, ttl: float | None = None, refresh: bool = False
-    ) -> tuple[Snapshot, CacheStatus]:
+    ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now."""
         counts = self._counts
+        if self._passes and self._passing(key):
+            return await self.bypass(send)
         counts[0] += 1
         if not refresh:
             snap = await self.lookup(key)
             if snap is not None:
                 counts[1] += 1
-                return snap, "hit"
+                return Answer(snap, "hit")
         flight = self._flight
         joining = key in flight
         try:
@@ -150,49 +173,71 @@ class Coalescer:
         except WaitTimeout:
             # Waited longer than wait_timeout: send our own request, which is not stored
             # (nginx proxy_cache_lock_timeout).
-            return await self._own(send), "miss"
+            return await self._own(send)
         except BaseException:
             counts[3 if joining else 2] += 1  # coalesced or miss, as the caller would have been
             counts[6] += 1
             raise
         led = outcome.value
+        fetched = led.fetched
         if not outcome.joined:
             counts[2] += 1
-            return led.full, "miss"
-        if led.shared is None:
-            return await self._own(send), "miss"
+            return Answer(fetched.snapshot, "miss", fetched.original)
+        if not fetched.shareable:
+            return await self._own(send)
         counts[3] += 1
-        return led.shared, "coalesced"
+        return Answer(led.shared, "coalesced", fetched.original)
 
-    async def bypass(self, send: Send) -> Snapshot:
+    async def bypass(self, send: Send) -> Answer:
         """A call that takes no part: no lookup, no flight, nothing stored."""
         counts = self._counts
         counts[0] += 1
         counts[5] += 1
         counts[7] += 1
         try:
-            return (await send()).snapshot
+            fetched = await send()
         except BaseException:
             counts[6] += 1
             raise
+        return Answer(fetched.snapshot, "bypass", fetched.original)
 
     async def invalidate(self, key: str) -> None:
         """Drop what is stored for ``key``; a flight in progress takes no new callers."""
         self._flight.forget(key)
+        self._passes.pop(key, None)
         try:
             await self.storage.delete(key)
         except Exception as exc:
             self._storage_failed("delete", exc)
 
-    async def _own(self, send: Send) -> Snapshot:
+    def _passing(self, key: str) -> bool:
+        until = self._passes.get(key)
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._passes[key]
+        return False
+
+    def _remember_pass(self, key: str) -> None:
+        """Varnish's hit-for-miss: for pass_ttl, this key goes straight through, unserialized."""
+        passes = self._passes
+        passes.pop(key, None)
+        passes[key] = self._clock() + self.pass_ttl
+        while len(passes) > _MAX_PASSES:  # bounded: the oldest go first
+            del passes[next(iter(passes))]
+
+    async def _own(self, send: Send) -> Answer:
+        """A follower's own request: it stopped waiting, or the flight's outcome was not for it."""
         counts = self._counts
         counts[2] += 1
         counts[7] += 1
         try:
-            return (await send()).snapshot
+            fetched = await send()
         except BaseException:
             counts[6] += 1
             raise
+        return Answer(fetched.snapshot, "miss", fetched.original)
 
     async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Led:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
@@ -200,7 +245,11 @@ class Coalescer:
         fetched = await send()
         full = fetched.snapshot
         if not fetched.shareable:
-            return _Led(full, None)
+            if self.pass_ttl > 0:
+                self._remember_pass(key)
+            return _Led(fetched, None)
+        if full is None:
+            return _Led(fetched, None)
         policy = self.policy
         headers = policy.storable_headers(full.headers)
         ttl = policy.ttl_for(
@@ -214,20 +263,20 @@ class Coalescer:
             replace(h, headers=policy.storable_headers(h.headers)) for h in full.history
         )
         if ttl <= 0:
-            return _Led(full, replace(full, headers=headers, history=history))
+            return _Led(fetched, replace(full, headers=headers, history=history))
         now = self._clock()
         shared = replace(
             full, headers=headers, history=history, stored_at=now, expires_at=now + ttl
         )
         if self._should_store is not None and not self._should_store(full):
-            return _Led(full, shared)
+            return _Led(fetched, shared)
         try:
             await self.storage.set(key, shared, ttl)
         except Exception as exc:
             self._storage_failed("set", exc)
         else:
             self._counts[4] += 1
-        return _Led(full, shared)
+        return _Led(fetched, shared)
 
     def _storage_failed(self, op: str, exc: Exception) -> None:
         kind = (op, type(exc))
