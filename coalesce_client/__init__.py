@@ -20,11 +20,13 @@ from .storage import MemoryStorage, Storage, StorageClosedError
 if TYPE_CHECKING:
     from .client import CoalescingSession
     from .response import CachedResponse
+    from .server import CoalesceMiddleware, coalesce_middleware
 
 __all__ = [
     "CachePolicy",
     "CacheStatus",
     "CachedResponse",
+    "CoalesceMiddleware",
     "CoalescingSession",
     "MemoryStorage",
     "Outcome",
@@ -35,6 +37,7 @@ __all__ = [
     "Storage",
     "StorageClosedError",
     "WaitTimeout",
+    "coalesce_middleware",
 ]
 
 __version__ = "0.1.0.dev0"
@@ -42,6 +45,8 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "CoalescingSession": "client",
     "CachedResponse": "response",
+    "CoalesceMiddleware": "server",
+    "coalesce_middleware": "server",
 }
 
 

@@ -1,0 +1,297 @@
+"""coalesce_middleware: stampede protection for aiohttp.web servers (go-chi/stampede's job).
+
+The only module that touches ``aiohttp.web``. It turns a request into a key and a ``send`` that
+runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md, Security):
+
+* This is a shared cache (RFC 9111 §3): a response with ``Set-Cookie``, ``Cache-Control: private``
+  or ``no-store`` is never shared or stored; the waiters run the handler themselves and the key
+  goes straight through for ``pass_ttl`` (Varnish's hit-for-miss), so the route is not serialized.
+* Requests carrying ``Authorization`` or ``Cookie`` bypass the middleware unless those headers are
+  in ``key_headers``.
+* Every waiter gets its own fresh ``web.Response`` (no headers object is shared), or a fresh
+  equivalent of the ``web.HTTPException`` the handler raised. Any other exception reaches every
+  waiter, and nothing from a failed run is stored.
+* What cannot be replayed from bytes (a prepared ``StreamResponse``, ``FileResponse``, a
+  WebSocket, a body over ``max_body_size``) goes to its own caller untouched and is not shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .coalescer import Answer, CacheStatus, Coalescer, Fetched, Stats
+from .keys import KeyMaker, normalize_headers
+from .policy import CachePolicy, parse_cache_control
+from .snapshot import Snapshot
+from .storage.base import Clock, Storage, wall_clock
+from .storage.memory import MemoryStorage
+
+__all__ = ["CoalesceMiddleware", "coalesce_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HEADER_VALUES: dict[CacheStatus, str] = {
+    "hit": "HIT",
+    "miss": "MISS",
+    "coalesced": "COALESCED",
+    "bypass": "BYPASS",
+}
+# Recomputed by aiohttp for every response it sends; never replayed from a snapshot.
+_NOT_REPLAYED = frozenset({"content-length", "date", "server"})
+
+
+class CoalesceMiddleware:
+    """The middleware object ``coalesce_middleware()`` returns; also a handler decorator.
+
+    Use it on a whole application (``web.Application(middlewares=[mw])``), on a sub-application
+    mounted with ``app.add_subapp()``, or on chosen routes: ``app.router.add_get("/slow",
+    mw.decorate(slow))``.
+    """
+
+    __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
+
+    __slots__ = ("_auth_bypass", "_core", "_header", "_key_func", "_keys", "policy")
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 5,
+        storage: Storage | None = None,
+        key_headers: Iterable[str] = (),
+        policy: CachePolicy | None = None,
+        wait_timeout: float | None = None,
+        key_func: Callable[[web.Request], str | None] | None = None,
+        cache_status_header: str | None = "X-Cache",
+        namespace: str = "",
+        clock: Clock = wall_clock,
+    ) -> None:
+        if not _seconds(ttl):
+            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
+        if wait_timeout is not None and (not _seconds(wait_timeout) or wait_timeout == 0):
+            raise ValueError(
+                f"wait_timeout must be a positive number of seconds or None, got {wait_timeout!r}"
+            )
+        if policy is None:
+            policy = CachePolicy()
+        elif not isinstance(policy, CachePolicy):
+            raise ValueError(f"policy must be a CachePolicy, got {policy!r}")
+        if storage is None:
+            storage = MemoryStorage(clock=clock)
+        elif not isinstance(storage, Storage):
+            raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
+        if key_func is not None and not callable(key_func):
+            raise ValueError(f"key_func must be callable, got {key_func!r}")
+        if cache_status_header is not None and (
+            not isinstance(cache_status_header, str)
+            or not cache_status_header
+            or ":" in cache_status_header
+        ):
+            raise ValueError(
+                f"cache_status_header must be a header name or None, got {cache_status_header!r}"
+            )
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        names = normalize_headers(key_headers, "key_headers")
+        self.policy = policy
+        self._keys = KeyMaker(
+            namespace=namespace,
+            key_headers=names,
+            credential_headers=policy.credential_headers,
+            sort_query=policy.sort_query,
+            ignored_params=policy.ignored_params,
+        )
+        # Credentials the user did not make part of the key: such requests are not ours to share.
+        self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
+        self._key_func = key_func
+        self._header = cache_status_header
+        veto = policy.should_store
+        self._core = Coalescer(
+            storage=storage,
+            policy=policy,
+            ttl=float(ttl),
+            clock=clock,
+            wait_timeout=wait_timeout,
+            shared_cache=True,
+            should_store=None if veto is None else lambda snap: bool(veto(_replay(snap))),
+            pass_ttl=policy.pass_ttl,
+        )
+
+    @property
+    def stats(self) -> Stats:
+        return self._core.stats
+
+    @property
+    def storage(self) -> Storage:
+        return self._core.storage
+
+    async def close(self) -> None:
+        """Close the storage (call it from ``app.on_cleanup`` if the storage holds resources)."""
+        await self._core.storage.close()
+
+    def decorate(self, handler: Handler) -> Handler:
+        """Apply the middleware to one handler: ``router.add_get("/slow", mw.decorate(slow))``."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            return await self(request, handler)
+
+        return wrapped
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        core = self._core
+        method = request.method
+        key = None
+        if method in self.policy.methods and not any(
+            h in request.headers for h in self._auth_bypass
+        ):
+            key = self._key(request)
+
+        async def send() -> Fetched:
+            return await self._run(request, handler)
+
+        answer = await (core.bypass(send) if key is None else core.fetch(key, send))
+        return self._respond(answer)
+
+    def _key(self, request: web.Request) -> str:
+        extra: tuple[str, ...] = ()
+        if self._key_func is not None:
+            part = self._key_func(request)
+            if part is not None:
+                extra = (str(part),)
+        url = request.rel_url
+        headers = request.headers
+
+        def header(name: str) -> str | None:
+            values = headers.getall(name, None)
+            return None if values is None else ", ".join(values)
+
+        return self._keys.make(
+            request.method,
+            request.scheme,
+            request.host,
+            None,
+            url.raw_path,
+            list(url.query.items()),
+            header,
+            extra=extra,
+        )
+
+    async def _run(self, request: web.Request, handler: Handler) -> Fetched:
+        """Run the handler once; say what of its outcome may be replayed and shared."""
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            # A pristine template, taken before aiohttp prepares and sends the exception for
+            # anybody: every caller, the leader too, raises its own copy of it.
+            return Fetched(None, _response_shareable(exc), _fresh_exception(exc))
+        if (
+            type(resp) is not web.Response
+            or resp.prepared
+            or not isinstance(resp.body, (bytes, bytearray))
+        ):
+            return Fetched(None, False, resp)  # streamed, a file, a WebSocket: its caller's alone
+        body = bytes(resp.body)
+        headers = tuple((k, v) for k, v in resp.headers.items() if k.lower() not in _NOT_REPLAYED)
+        shareable = len(body) <= self.policy.max_body_size and _response_shareable(resp)
+        snap = Snapshot(
+            status=resp.status,
+            reason=resp.reason,
+            headers=headers,
+            url=str(request.rel_url),
+            method=request.method,
+            body=body,
+        )
+        return Fetched(snap, shareable, resp)
+
+    def _respond(self, answer: Answer) -> web.StreamResponse:
+        original = answer.original
+        own = answer.status in ("miss", "bypass")  # this caller's own run of the handler
+        if isinstance(original, web.HTTPException):  # before StreamResponse: it is one in 3.x
+            raise _fresh_exception(original)
+        if own and isinstance(original, web.StreamResponse):
+            resp = original  # untouched
+        else:
+            assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
+            resp = _replay(answer.snapshot)
+        if self._header is not None and not resp.prepared:
+            resp.headers[self._header] = _HEADER_VALUES[answer.status]
+        return resp
+
+    def __repr__(self) -> str:
+        s = self._core.stats
+        return (
+            f"<CoalesceMiddleware ttl={self._core.ttl} "
+            f"storage={type(self._core.storage).__name__} requests={s.requests} hits={s.hits}>"
+        )
+
+
+def coalesce_middleware(
+    *,
+    ttl: float = 5,
+    storage: Storage | None = None,
+    key_headers: Iterable[str] = (),
+    policy: CachePolicy | None = None,
+    wait_timeout: float | None = None,
+    key_func: Callable[[web.Request], str | None] | None = None,
+    cache_status_header: str | None = "X-Cache",
+    namespace: str = "",
+    clock: Clock = wall_clock,
+) -> CoalesceMiddleware:
+    """An aiohttp.web middleware that runs a handler once for concurrent identical requests.
+
+    >>> from aiohttp import web
+    >>> app = web.Application(middlewares=[coalesce_middleware(ttl=5, key_headers=["Accept"])])
+    """
+    return CoalesceMiddleware(
+        ttl=ttl,
+        storage=storage,
+        key_headers=key_headers,
+        policy=policy,
+        wait_timeout=wait_timeout,
+        key_func=key_func,
+        cache_status_header=cache_status_header,
+        namespace=namespace,
+        clock=clock,
+    )
+
+
+def _seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _response_shareable(resp: web.StreamResponse) -> bool:
+    """A shared cache must not hand one client's private answer to another (RFC 9111 §3)."""
+    if resp.cookies or "Set-Cookie" in resp.headers:
+        return False
+    cc = parse_cache_control(", ".join(resp.headers.getall("Cache-Control", [])))
+    return not (cc.private or cc.no_store)
+
+
+def _replay(snap: Snapshot) -> web.Response:
+    """A fresh response from a snapshot: its own headers object, the shared body bytes."""
+    return web.Response(
+        status=snap.status, reason=snap.reason, body=snap.body, headers=CIMultiDict(snap.headers)
+    )
+
+
+def _fresh_exception(exc: web.HTTPException) -> web.HTTPException:
+    """An equivalent of ``exc`` that shares no mutable state with it, for one more waiter."""
+    cls = type(exc)
+    new = cls.__new__(cls)
+    state = dict(vars(exc))
+    for name, value in state.items():
+        if isinstance(value, CIMultiDict):
+            state[name] = CIMultiDict(value)
+        elif isinstance(value, dict):
+            state[name] = type(value)(value) if type(value) is dict else value.copy()
+    new.__dict__.update(state)
+    new.args = exc.args
+    return new
