@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, getversion
 from yarl import URL
 
 from .coalescer import Coalescer, Fetched, Stats
@@ -29,7 +29,9 @@ from .storage.memory import MemoryStorage
 __all__ = ["CoalescingSession"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_OUR_KWARGS = ("cache", "cache_ttl", "refresh")
+# Call arguments that feed the key beyond the method and the URL.
+_KEY_KWARGS = frozenset({"params", "headers", "auth", "data", "json"})
+_MEMO_SIZE = 4096  # remembered keys of plain calls; cleared when full
 
 
 def _check_seconds(
@@ -101,6 +103,7 @@ class CoalescingSession:
         "_closed",
         "_core",
         "_keys",
+        "_memo",
         "_owns_session",
         "_session",
         "_session_kwargs",
@@ -169,6 +172,7 @@ class CoalescingSession:
             if veto is None
             else lambda snap: bool(veto(CachedResponse(snap, "miss"))),
         )
+        self._memo: dict[tuple[Any, ...], tuple[URL, str]] = {}
         self._session = session
         self._owns_session = session is None
         self._session_kwargs = client_session_kwargs
@@ -286,18 +290,45 @@ class CoalescingSession:
         cache = kwargs.pop("cache", True)
         cache_ttl = kwargs.pop("cache_ttl", None)
         refresh = kwargs.pop("refresh", False)
-        _check_seconds("cache_ttl", cache_ttl, allow_none=True)
+        if cache_ttl is not None:
+            _check_seconds("cache_ttl", cache_ttl)
         session = self._client()
         method = method.upper()
-        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
         core = self._core
+        eligible = cache and method in self.policy.methods
+        # The key of a plain call (no params, headers, body or credentials of its own) depends only
+        # on the method, the URL and the session's default headers: remember it, since building
+        # it is most of what a cache hit costs. getversion() changes whenever those headers do.
+        memo_key = None
+        if (
+            eligible
+            and not (kwargs.keys() & _KEY_KWARGS)
+            and session.auth is None
+            and not len(session.cookie_jar)
+        ):
+            memo_key = (
+                method,
+                str_or_url,
+                kwargs.get("allow_redirects", True),
+                getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
+            )
+        memo = self._memo.get(memo_key) if memo_key is not None else None
+        key: str | None
+        if memo is not None:
+            url, key = memo
+        else:
+            url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+            key = self._key(method, url, kwargs) if eligible else None
+            if memo_key is not None and key is not None:
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[memo_key] = (url, key)
 
         async def send() -> Fetched:
             async with session.request(method, str_or_url, **kwargs) as resp:
                 body = await resp.read()
                 return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
 
-        key = self._key(method, url, kwargs) if cache and method in self.policy.methods else None
         if key is None:
             answer = await core.bypass(send)
         else:

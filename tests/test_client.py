@@ -164,6 +164,17 @@ async def test_key_headers_split_and_session_defaults_merge(started: Origin) -> 
         assert (await s.get(url, headers={"Accept": ""})).cache_status == "miss"  # absent != empty
 
 
+async def test_changing_the_sessions_default_headers_changes_the_key(started: Origin) -> None:
+    url = started.url("/text")
+    async with CoalescingSession(ttl=60, headers={"Accept": "text/plain"}) as s:
+        await s.get(url)
+        assert (await s.get(url)).cache_status == "hit"
+        s.session.headers["Accept"] = "application/json"
+        assert (await s.get(url)).cache_status == "miss"
+        s.session.headers["Accept"] = "text/plain"
+        assert (await s.get(url)).cache_status == "hit"
+
+
 async def test_credentials_always_split_the_key_unless_opted_out(started: Origin) -> None:
     url = started.url("/text")
     async with CoalescingSession(ttl=60, key_headers=()) as s:
