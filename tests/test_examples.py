@@ -30,6 +30,21 @@ def test_server_middleware_example() -> None:
     assert "X-Cache: 1 MISS, 199 COALESCED or HIT; the next request: HIT" in out
 
 
+def test_api_gateway_example() -> None:
+    out = run_example("api_gateway.py")
+    assert "150 gateway requests from 3 users" in out
+    assert "upstream calls per user: {'alice': 1, 'bob': 1, 'carol': 1}" in out
+    assert "('alice', 'pro'): 50, ('bob', 'free'): 50, ('carol', 'free'): 50" in out
+
+
+def test_wrap_existing_session_example() -> None:
+    out = run_example("wrap_existing_session.py")
+    assert "50 calls through the wrapper, 1 upstream request" in out
+    assert "'client': 'my-app/1.0'" in out
+    assert "wrapped session still open after the wrapper closed: True" in out
+    assert "direct call through the same session: 200" in out
+
+
 def test_every_example_has_a_test() -> None:
     tested = {
         line.split('"')[1]
