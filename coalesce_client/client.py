@@ -19,7 +19,6 @@ from multidict import CIMultiDict, getversion
 from yarl import URL
 
 from .coalescer import Coalescer, Fetched, Stats
-from .keys import KeyMaker, normalize_headers
 from .policy import CachePolicy
 from .response import CachedResponse
 from .snapshot import Snapshot
@@ -154,13 +153,7 @@ class CoalescingSession:
         self.storage_owner = (
             storage_owner  # close the storage with the session (like connector_owner)
         )
-        self._keys = KeyMaker(
-            namespace=namespace,
-            key_headers=normalize_headers(key_headers, "key_headers"),
-            credential_headers=policy.credential_headers,
-            sort_query=policy.sort_query,
-            ignored_params=policy.ignored_params,
-        )
+        self._keys = policy.key_maker(namespace=namespace, key_headers=key_headers)
         veto = policy.should_store
         self._core = Coalescer(
             storage=storage,

@@ -12,11 +12,12 @@ Rules of this module:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .keys import normalize_headers
+from .keys import KeyMaker, normalize_headers
 
 if TYPE_CHECKING:
     from .snapshot import Headers
@@ -83,7 +84,7 @@ def parse_cache_control(value: str | None) -> CacheControl:
 
 def _seconds(arg: str, previous: float | None) -> float:
     # RFC 9111 §4.2.1: an invalid or repeated freshness directive makes the response stale.
-    if previous is not None or not arg.isdigit():
+    if previous is not None or not (arg.isascii() and arg.isdigit()):  # §1.2.2: ASCII digits
         return 0.0
     return float(arg)
 
@@ -107,16 +108,16 @@ class CachePolicy:
     ValueError: max_body_size must be a non-negative number of bytes, got -1
     """
 
-    methods: frozenset[str] = frozenset({"GET", "HEAD"})
-    cacheable_statuses: frozenset[int] = frozenset({200, 203, 300, 301, 308})
+    methods: AbstractSet[str] = frozenset({"GET", "HEAD"})
+    cacheable_statuses: AbstractSet[int] = frozenset({200, 203, 300, 301, 308})
     status_ttl: Mapping[int, float] = field(default_factory=dict)
-    strip_headers: tuple[str, ...] = ("set-cookie", "access-control-*", "x-ratelimit-*")
+    strip_headers: Sequence[str] = ("set-cookie", "access-control-*", "x-ratelimit-*")
     max_body_size: int = 8 * 1024 * 1024
     respect_cache_control: bool = True
     sort_query: bool = True
-    ignored_params: frozenset[str] = frozenset()
+    ignored_params: AbstractSet[str] = frozenset()
     should_store: Callable[[Any], bool] | None = None
-    credential_headers: tuple[str, ...] = ("authorization", "cookie", "proxy-authorization")
+    credential_headers: Sequence[str] = ("authorization", "cookie", "proxy-authorization")
     pass_ttl: float = 120.0
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -141,6 +142,10 @@ class CachePolicy:
             if not _is_number(ttl) or not 0 <= ttl < math.inf:
                 raise ValueError(f"status_ttl[{status}] must be a non-negative number, got {ttl!r}")
         set_(self, "status_ttl", {s: float(t) for s, t in self.status_ttl.items()})
+        if isinstance(self.strip_headers, (str, bytes)):
+            raise ValueError(
+                "strip_headers must be a collection of header names, not a single string"
+            )
         normalize_headers(  # validates the names; a trailing "*" makes a prefix
             [h.rstrip("*") if isinstance(h, str) else h for h in self.strip_headers],
             "strip_headers",
@@ -150,7 +155,7 @@ class CachePolicy:
         set_(self, "_strip_exact", frozenset(h for h in raw if not h.endswith("*")) | HOP_BY_HOP)
         prefixes = tuple(h.rstrip("*") for h in raw if h.endswith("*"))
         set_(self, "_strip_prefixes", (*prefixes, "proxy-"))  # Proxy-* is hop-by-hop too
-        if not _is_number(self.max_body_size) or self.max_body_size < 0:
+        if not _is_number(self.max_body_size) or not self.max_body_size >= 0:  # NaN too
             raise ValueError(
                 f"max_body_size must be a non-negative number of bytes, got {self.max_body_size!r}"
             )
@@ -173,6 +178,16 @@ class CachePolicy:
                 f"pass_ttl must be a non-negative number of seconds, got {self.pass_ttl!r}"
             )
 
+    def key_maker(self, *, namespace: str, key_headers: Iterable[str]) -> KeyMaker:
+        """The key builder of a face (session or middleware) that uses this policy."""
+        return KeyMaker(
+            namespace=namespace,
+            key_headers=normalize_headers(key_headers, "key_headers"),
+            credential_headers=tuple(self.credential_headers),
+            sort_query=self.sort_query,
+            ignored_params=frozenset(self.ignored_params),
+        )
+
     def ttl_for(
         self,
         status: int,
@@ -183,14 +198,17 @@ class CachePolicy:
         shared_cache: bool = False,
     ) -> float:
         """How long a response may be stored, in seconds; 0 means not at all."""
-        if call_ttl is not None:
-            ttl = call_ttl
-        elif status in self.status_ttl:
+        # The status decides whether it may be stored at all; a call's cache_ttl only says how long.
+        if status in self.status_ttl:
             ttl = self.status_ttl[status]
+            if ttl <= 0:
+                return 0.0  # status_ttl={status: 0}: never stored, whatever the call asks
         elif status in self.cacheable_statuses:
             ttl = session_ttl
         else:
             return 0.0
+        if call_ttl is not None:
+            ttl = call_ttl
         if ttl <= 0:
             return 0.0
         if self.respect_cache_control:
@@ -205,6 +223,7 @@ class CachePolicy:
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
         """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""
         exact, prefixes = self._strip_exact, self._strip_prefixes
+        headers = tuple(headers)  # read twice below
         connection = {
             t.strip().lower()
             for name, value in headers

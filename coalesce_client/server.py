@@ -25,7 +25,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .coalescer import Answer, CacheStatus, Coalescer, Fetched, Stats
-from .keys import KeyMaker, normalize_headers
+from .keys import normalize_headers
 from .policy import CachePolicy, parse_cache_control
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
@@ -97,13 +97,7 @@ class CoalesceMiddleware:
             raise ValueError(f"clock must be callable, got {clock!r}")
         names = normalize_headers(key_headers, "key_headers")
         self.policy = policy
-        self._keys = KeyMaker(
-            namespace=namespace,
-            key_headers=names,
-            credential_headers=policy.credential_headers,
-            sort_query=policy.sort_query,
-            ignored_params=policy.ignored_params,
-        )
+        self._keys = policy.key_maker(namespace=namespace, key_headers=names)
         # Credentials the user did not make part of the key: such requests are not ours to share.
         self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
         self._key_func = key_func

@@ -62,7 +62,7 @@ class MemoryStorage:
         if key in self._entries:
             self._drop(key)
         size = value.size
-        if ttl <= 0 or size > self.max_bytes:
+        if not ttl > 0 or size > self.max_bytes:  # NaN never stored either
             return
         self._entries[key] = (value, self._clock() + ttl, size)
         self._bytes += size

@@ -1,0 +1,477 @@
+"""policy.py: option checks, the TTL a response gets, Cache-Control, and which headers are kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+
+from coalesce_client.policy import CacheControl, CachePolicy, parse_cache_control
+
+# -- validation -----------------------------------------------------------------------------------
+
+BAD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("methods", {"methods": "GET"}),
+    ("methods", {"methods": ["GET", ""]}),
+    ("methods", {"methods": ["GET", 1]}),
+    ("cacheable_statuses", {"cacheable_statuses": {99}}),
+    ("cacheable_statuses", {"cacheable_statuses": {600}}),
+    ("cacheable_statuses", {"cacheable_statuses": {200, True}}),
+    ("cacheable_statuses", {"cacheable_statuses": {200.0}}),
+    ("cacheable_statuses", {"cacheable_statuses": "200"}),
+    ("status_ttl", {"status_ttl": [(404, 10)]}),
+    ("status_ttl", {"status_ttl": {404: -1}}),
+    ("status_ttl", {"status_ttl": {404: math.nan}}),
+    ("status_ttl", {"status_ttl": {404: math.inf}}),
+    ("status_ttl", {"status_ttl": {404: "10"}}),
+    ("status_ttl", {"status_ttl": {404: None}}),
+    ("status_ttl", {"status_ttl": {404: True}}),
+    ("status_ttl", {"status_ttl": {99: 10}}),
+    ("status_ttl", {"status_ttl": {600: 10}}),
+    ("status_ttl", {"status_ttl": {True: 10}}),
+    ("status_ttl", {"status_ttl": {"404": 10}}),
+    ("strip_headers", {"strip_headers": [""]}),
+    ("strip_headers", {"strip_headers": ["*"]}),
+    ("strip_headers", {"strip_headers": ["x:y*"]}),
+    ("strip_headers", {"strip_headers": ["x-é"]}),
+    ("strip_headers", {"strip_headers": [None]}),
+    ("strip_headers", {"strip_headers": "set-cookie"}),
+    ("max_body_size", {"max_body_size": -1}),
+    ("max_body_size", {"max_body_size": "8MiB"}),
+    ("max_body_size", {"max_body_size": None}),
+    ("max_body_size", {"max_body_size": True}),
+    ("max_body_size", {"max_body_size": math.nan}),
+    ("respect_cache_control", {"respect_cache_control": 1}),
+    ("respect_cache_control", {"respect_cache_control": "yes"}),
+    ("respect_cache_control", {"respect_cache_control": None}),
+    ("sort_query", {"sort_query": 0}),
+    ("ignored_params", {"ignored_params": "utm_source"}),
+    ("ignored_params", {"ignored_params": b"utm_source"}),
+    ("ignored_params", {"ignored_params": ["utm_source", 1]}),
+    ("should_store", {"should_store": 42}),
+    ("should_store", {"should_store": "yes"}),
+    ("credential_headers", {"credential_headers": "authorization"}),
+    ("credential_headers", {"credential_headers": [""]}),
+    ("credential_headers", {"credential_headers": ["x:y"]}),
+    ("credential_headers", {"credential_headers": ["clé"]}),
+    ("credential_headers", {"credential_headers": [1]}),
+    ("pass_ttl", {"pass_ttl": -1}),
+    ("pass_ttl", {"pass_ttl": math.nan}),
+    ("pass_ttl", {"pass_ttl": math.inf}),
+    ("pass_ttl", {"pass_ttl": "120"}),
+    ("pass_ttl", {"pass_ttl": None}),
+    ("pass_ttl", {"pass_ttl": True}),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "kwargs"),
+    BAD_OPTIONS,
+    ids=[f"{option}={kwargs[option]!r}" for option, kwargs in BAD_OPTIONS],
+)
+def test_bad_option_raises_value_error_naming_it(option: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=option):
+        CachePolicy(**kwargs)
+
+
+def test_default_policy_matches_the_design() -> None:
+    p = CachePolicy()
+    assert p.methods == {"GET", "HEAD"}
+    assert p.cacheable_statuses == {200, 203, 300, 301, 308}
+    assert p.status_ttl == {}
+    assert p.max_body_size == 8 * 1024 * 1024
+    assert p.respect_cache_control is True
+    assert p.sort_query is True
+    assert p.credential_headers == ("authorization", "cookie", "proxy-authorization")
+    assert p.pass_ttl == 120
+
+
+def test_good_edge_values_are_accepted() -> None:
+    p = CachePolicy(
+        methods=[],
+        cacheable_statuses={100, 599},
+        status_ttl={100: 0, 599: 1.5},
+        strip_headers=(),
+        max_body_size=0,
+        ignored_params=[],
+        should_store=lambda response: True,
+        credential_headers=(),
+        pass_ttl=0,
+    )
+    assert p.cacheable_statuses == {100, 599}
+    assert p.status_ttl == {100: 0.0, 599: 1.5}
+    assert p.credential_headers == ()
+
+
+def test_methods_are_upper_cased() -> None:
+    assert CachePolicy(methods={"get", "Post", "HEAD"}).methods == {"GET", "POST", "HEAD"}
+
+
+def test_credential_headers_are_lower_cased_and_deduplicated() -> None:
+    p = CachePolicy(credential_headers=["Authorization", "X-Api-Key", "authorization"])
+    assert p.credential_headers == ("authorization", "x-api-key")
+
+
+def test_collections_are_frozen_copies() -> None:
+    statuses = [200]
+    params = ["utm_source"]
+    p = CachePolicy(cacheable_statuses=statuses, ignored_params=params)
+    statuses.append(500)
+    params.append("q")
+    assert p.cacheable_statuses == frozenset({200})
+    assert p.ignored_params == frozenset({"utm_source"})
+
+
+def test_policy_is_frozen() -> None:
+    p = CachePolicy()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.max_body_size = 1  # type: ignore[misc]
+
+
+# -- ttl_for: precedence --------------------------------------------------------------------------
+
+
+def test_session_ttl_applies_to_a_cacheable_status() -> None:
+    assert CachePolicy().ttl_for(200, [], session_ttl=60) == 60.0
+
+
+def test_status_ttl_beats_session_ttl() -> None:
+    assert CachePolicy(status_ttl={200: 10}).ttl_for(200, [], session_ttl=60) == 10.0
+
+
+def test_call_ttl_beats_status_ttl() -> None:
+    policy = CachePolicy(status_ttl={200: 10})
+    assert policy.ttl_for(200, [], session_ttl=60, call_ttl=5) == 5.0
+
+
+def test_call_ttl_beats_session_ttl() -> None:
+    assert CachePolicy().ttl_for(200, [], session_ttl=60, call_ttl=300) == 300.0
+
+
+@pytest.mark.parametrize("status", [201, 204, 302, 404, 500, 503])
+def test_status_outside_cacheable_and_status_ttl_is_not_stored(status: int) -> None:
+    assert CachePolicy().ttl_for(status, [], session_ttl=60) == 0.0
+
+
+@pytest.mark.parametrize("status", [404, 500, 503])
+def test_call_ttl_does_not_make_an_uncacheable_status_storable(status: int) -> None:
+    # DESIGN.md: "A status outside cacheable_statuses and status_ttl is never stored." A call's
+    # cache_ttl chooses how long, not whether: an error page must not be kept for cache_ttl.
+    assert CachePolicy().ttl_for(status, [], session_ttl=60, call_ttl=30) == 0.0
+
+
+def test_status_ttl_adds_a_status() -> None:
+    policy = CachePolicy(status_ttl={404: 10})
+    assert policy.ttl_for(404, [], session_ttl=60) == 10.0
+    assert policy.ttl_for(200, [], session_ttl=60) == 60.0
+
+
+def test_status_ttl_zero_disables_a_default_status() -> None:
+    policy = CachePolicy(status_ttl={200: 0})
+    assert policy.ttl_for(200, [], session_ttl=60) == 0.0
+    assert policy.ttl_for(203, [], session_ttl=60) == 60.0
+
+
+@pytest.mark.parametrize(("session_ttl", "call_ttl"), [(0, None), (60, 0), (60, -5), (-1, None)])
+def test_zero_or_negative_ttl_means_not_stored(session_ttl: float, call_ttl: float | None) -> None:
+    assert CachePolicy().ttl_for(200, [], session_ttl=session_ttl, call_ttl=call_ttl) == 0.0
+
+
+def test_ttl_for_returns_a_float() -> None:
+    ttl = CachePolicy().ttl_for(200, [], session_ttl=60)
+    assert type(ttl) is float
+
+
+# -- ttl_for: Cache-Control -----------------------------------------------------------------------
+
+
+def cc_ttl(
+    value: str, *, shared: bool = False, respect: bool = True, session_ttl: float = 60
+) -> float:
+    policy = CachePolicy(respect_cache_control=respect)
+    return policy.ttl_for(
+        200, [("Cache-Control", value)], session_ttl=session_ttl, shared_cache=shared
+    )
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize(
+    "value", ["no-store", "no-cache", "max-age=0", 'no-cache="Set-Cookie"', "public, no-store"]
+)
+def test_cache_control_forbidding_storage_gives_zero(value: str, shared: bool) -> None:
+    assert cc_ttl(value, shared=shared) == 0.0
+
+
+def test_no_store_beats_a_call_ttl() -> None:
+    policy = CachePolicy()
+    headers = [("Cache-Control", "no-store")]
+    assert policy.ttl_for(200, headers, session_ttl=60, call_ttl=30) == 0.0
+
+
+def test_max_age_caps_the_ttl() -> None:
+    assert cc_ttl("max-age=5") == 5.0
+
+
+def test_max_age_larger_than_ttl_does_not_raise_it() -> None:
+    assert cc_ttl("max-age=3600") == 60.0
+
+
+def test_max_age_caps_status_ttl_and_call_ttl() -> None:
+    policy = CachePolicy(status_ttl={404: 600})
+    headers = [("Cache-Control", "max-age=7")]
+    assert policy.ttl_for(404, headers, session_ttl=60) == 7.0
+    assert policy.ttl_for(200, headers, session_ttl=60, call_ttl=600) == 7.0
+
+
+def test_cache_control_header_name_is_case_insensitive() -> None:
+    headers = [("CACHE-CONTROL", "max-age=5")]
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 5.0
+
+
+def test_cache_control_split_over_two_headers_is_read_as_one() -> None:
+    headers = [("Cache-Control", "public"), ("cache-control", "max-age=5")]
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 5.0
+    headers = [("Cache-Control", "max-age=5"), ("Cache-Control", "no-store")]
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 0.0
+
+
+def test_max_age_repeated_over_two_headers_gives_zero() -> None:
+    headers = [("Cache-Control", "max-age=30"), ("Cache-Control", "max-age=30")]
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 0.0
+
+
+@pytest.mark.parametrize("value", ["max-age=abc", "max-age=30, max-age=30", "max-age=-1"])
+def test_invalid_max_age_gives_zero(value: str) -> None:
+    assert cc_ttl(value) == 0.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "no-store",
+        "no-cache",
+        "max-age=0",
+        "max-age=5",
+        "max-age=abc",
+        "private",
+        "s-maxage=0",
+        "no-store, private, max-age=0, s-maxage=0",
+    ],
+)
+@pytest.mark.parametrize("shared", [False, True])
+def test_respect_cache_control_false_ignores_it(value: str, shared: bool) -> None:
+    assert cc_ttl(value, respect=False, shared=shared) == 60.0
+
+
+def test_shared_cache_does_not_store_private() -> None:
+    assert cc_ttl("private, max-age=30", shared=True) == 0.0
+    assert cc_ttl('private="Set-Cookie"', shared=True) == 0.0
+
+
+def test_private_cache_stores_private() -> None:
+    assert cc_ttl("private") == 60.0
+    assert cc_ttl("private, max-age=30") == 30.0
+
+
+def test_shared_cache_prefers_s_maxage_over_max_age() -> None:
+    assert cc_ttl("max-age=5, s-maxage=30", shared=True) == 30.0
+    assert cc_ttl("max-age=30, s-maxage=5", shared=True) == 5.0
+    assert cc_ttl("max-age=30, s-maxage=0", shared=True) == 0.0
+
+
+def test_shared_cache_s_maxage_does_not_raise_the_ttl() -> None:
+    assert cc_ttl("s-maxage=3600", shared=True) == 60.0
+
+
+def test_shared_cache_uses_max_age_without_s_maxage() -> None:
+    assert cc_ttl("max-age=5", shared=True) == 5.0
+
+
+def test_private_cache_ignores_s_maxage() -> None:
+    assert cc_ttl("s-maxage=5") == 60.0
+    assert cc_ttl("max-age=30, s-maxage=5") == 30.0
+    assert cc_ttl("s-maxage=0") == 60.0
+
+
+# -- parse_cache_control --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", "public", "public, must-revalidate, immutable"])
+def test_parse_cache_control_without_relevant_directives(value: str | None) -> None:
+    assert parse_cache_control(value) == CacheControl()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("max-age=60", CacheControl(max_age=60.0)),
+        ('max-age="60"', CacheControl(max_age=60.0)),
+        ('s-maxage="30"', CacheControl(s_maxage=30.0)),
+        ("MAX-AGE=60", CacheControl(max_age=60.0)),
+        ("  max-age = 60  ", CacheControl(max_age=60.0)),
+        ("No-Store", CacheControl(no_store=True)),
+        ("NO-CACHE", CacheControl(no_cache=True)),
+        ('no-cache="Set-Cookie"', CacheControl(no_cache=True)),
+        ("Private", CacheControl(private=True)),
+        (
+            "  no-store ,PRIVATE,max-age=30,,  S-MaxAge = 10 ",
+            CacheControl(no_store=True, private=True, max_age=30.0, s_maxage=10.0),
+        ),
+        ("public, max-age=60, s-maxage=30", CacheControl(max_age=60.0, s_maxage=30.0)),
+        ("max-age=0", CacheControl(max_age=0.0)),
+    ],
+)
+def test_parse_cache_control_reads_directives(value: str, expected: CacheControl) -> None:
+    assert parse_cache_control(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "max-age=abc",
+        "max-age=",
+        "max-age",
+        "max-age=-1",
+        "max-age=1.5",
+        "max-age=1e3",
+        "max-age=60, max-age=60",
+        "max-age=60, max-age=30",
+        'max-age=""',
+    ],
+)
+def test_parse_cache_control_invalid_or_repeated_max_age_is_zero(value: str) -> None:
+    # RFC 9111 §4.2.1: an invalid or repeated freshness directive makes the response stale.
+    assert parse_cache_control(value).max_age == 0.0
+
+
+@pytest.mark.parametrize(
+    "digits",
+    [
+        pytest.param("\u00b2", id="superscript two"),
+        pytest.param("\u0661\u0662", id="arabic-indic digits"),
+        pytest.param("\uff16\uff10", id="fullwidth digits"),
+    ],
+)
+def test_parse_cache_control_non_ascii_digits_are_invalid_not_a_crash(digits: str) -> None:
+    # delta-seconds is 1*DIGIT, ASCII only (RFC 9111 §1.2.2); str.isdigit() accepts far more.
+    assert parse_cache_control(f"max-age={digits}").max_age == 0.0
+    assert parse_cache_control(f"s-maxage={digits}").s_maxage == 0.0
+    assert CachePolicy().ttl_for(200, [("Cache-Control", f"max-age={digits}")], session_ttl=60) == 0
+
+
+def test_parse_cache_control_repeated_s_maxage_is_zero() -> None:
+    assert parse_cache_control("s-maxage=10, s-maxage=10").s_maxage == 0.0
+
+
+# -- storable_headers -----------------------------------------------------------------------------
+
+
+def test_default_strip_keeps_order_and_repeats_of_other_headers() -> None:
+    headers = [
+        ("Content-Type", "text/html"),
+        ("Set-Cookie", "a=1"),
+        ("Vary", "Accept"),
+        ("set-cookie", "b=2"),
+        ("Vary", "Origin"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("X-RateLimit-Remaining", "9"),
+        ("Link", "</a>"),
+        ("ACCESS-CONTROL-MAX-AGE", "60"),
+        ("x-ratelimit-limit", "10"),
+        ("Link", "</b>"),
+    ]
+    assert CachePolicy().storable_headers(headers) == (
+        ("Content-Type", "text/html"),
+        ("Vary", "Accept"),
+        ("Vary", "Origin"),
+        ("Link", "</a>"),
+        ("Link", "</b>"),
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["Set-Cookie", "SET-COOKIE", "Access-Control-Expose-Headers", "X-RATELIMIT-RESET"]
+)
+def test_default_strip_headers_in_any_case(name: str) -> None:
+    assert CachePolicy().storable_headers([(name, "v"), ("ETag", '"1"')]) == (("ETag", '"1"'),)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Connection",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Proxy-Connection",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Something-New",
+        "transfer-encoding",
+        "PROXY-AUTHENTICATE",
+    ],
+)
+@pytest.mark.parametrize("strip", [None, ()], ids=["default strip", "strip nothing"])
+def test_hop_by_hop_headers_are_always_stripped(name: str, strip: tuple[str, ...] | None) -> None:
+    policy = CachePolicy() if strip is None else CachePolicy(strip_headers=strip)
+    headers = [("Content-Type", "text/plain"), (name, "x"), ("ETag", '"1"')]
+    assert policy.storable_headers(headers) == (("Content-Type", "text/plain"), ("ETag", '"1"'))
+
+
+def test_headers_named_by_connection_are_stripped() -> None:
+    headers = [
+        ("X-Conn-A", "1"),
+        ("Content-Type", "text/plain"),
+        ("Connection", "keep-alive, X-CONN-A ,x-conn-b"),
+        ("x-conn-b", "2"),
+        ("Connection", "X-Conn-C"),
+        ("X-Conn-C", "3"),
+        ("X-Conn-D", "4"),
+    ]
+    assert CachePolicy(strip_headers=()).storable_headers(headers) == (
+        ("Content-Type", "text/plain"),
+        ("X-Conn-D", "4"),
+    )
+
+
+def test_custom_strip_headers_replace_the_defaults() -> None:
+    policy = CachePolicy(strip_headers=("Server",))
+    headers = [("Server", "nginx"), ("Set-Cookie", "a=1"), ("Server-Timing", "db;dur=1")]
+    # An exact name is not a prefix: Server-Timing stays.
+    assert policy.storable_headers(headers) == (
+        ("Set-Cookie", "a=1"),
+        ("Server-Timing", "db;dur=1"),
+    )
+
+
+def test_custom_strip_header_with_trailing_star_is_a_prefix() -> None:
+    policy = CachePolicy(strip_headers=("X-Internal-*",))
+    headers = [
+        ("X-Internal-Id", "1"),
+        ("x-internal-trace", "2"),
+        ("X-Internalish", "3"),
+        ("X-Other", "4"),
+    ]
+    assert policy.storable_headers(headers) == (("X-Internalish", "3"), ("X-Other", "4"))
+
+
+def test_storable_headers_of_nothing_is_nothing() -> None:
+    assert CachePolicy().storable_headers([]) == ()
+
+
+def test_storable_headers_accepts_a_one_shot_iterator() -> None:
+    # The parameter is an Iterable: a generator (or multidict items iterator) must not lose headers.
+    headers = [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("ETag", '"1"')]
+    assert CachePolicy().storable_headers(iter(headers)) == (
+        ("Content-Type", "text/plain"),
+        ("ETag", '"1"'),
+    )
+
+
+def test_ttl_for_accepts_a_one_shot_iterator() -> None:
+    headers = iter([("Cache-Control", "max-age=5")])
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 5.0

@@ -1,0 +1,245 @@
+"""snapshot.py: the frozen stored response and its versioned binary codec (never pickle)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, SnapshotError, decode, encode
+
+
+def redirect(status: int, url: str, location: str) -> Snapshot:
+    return Snapshot(status, "Moved", (("Location", location),), url, "GET", b"", 10.0, 20.0)
+
+
+RICH = Snapshot(
+    status=200,
+    reason="OK",
+    headers=(
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Vary", "Accept"),
+        ("X-Title", "Café — 日本語 ✓"),
+        ("vary", "Origin"),
+        ("X-Raw", "caf\udce9"),  # how aiohttp hands over undecodable bytes (surrogateescape)
+        ("Vary", "Accept"),
+        ("X-Empty", ""),
+    ),
+    url="https://example.com/a/b?q=ü",
+    method="GET",
+    body=b"\x00\x01<html>\xff\xfe</html>",
+    stored_at=1_800_000_000.123456,
+    expires_at=1_800_000_060.654321,
+    history=(
+        redirect(301, "http://example.com/a", "https://example.com/a"),
+        redirect(308, "https://example.com/a", "https://example.com/a/b?q=ü"),
+    ),
+)
+
+SMALL = Snapshot(
+    201,
+    "Created",
+    (("A", "1"), ("B", "")),
+    "http://x/",
+    "POST",
+    b"xyz",
+    1.5,
+    2.5,
+    (redirect(302, "http://x/old", "http://x/"),),
+)
+
+
+# -- round trip -----------------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_every_field() -> None:
+    back = decode(encode(RICH))
+    assert back == RICH
+    assert back.headers == RICH.headers  # order and repeats, byte for byte
+    assert back.history == RICH.history
+    assert back.stored_at == RICH.stored_at and back.expires_at == RICH.expires_at
+    assert type(back.body) is bytes
+
+
+def test_round_trip_of_a_minimal_snapshot() -> None:
+    snap = Snapshot(204, "", (), "", "HEAD", b"")
+    back = decode(encode(snap))
+    assert back == snap
+    assert back.body == b"" and back.headers == () and back.history == ()
+
+
+def test_round_trip_of_a_multi_mib_body_byte_for_byte() -> None:
+    body = bytes(range(256)) * (3 * 4096 + 7)  # a little over 3 MiB, every byte value
+    snap = Snapshot(200, "OK", (("Content-Length", str(len(body))),), "http://x/big", "GET", body)
+    back = decode(encode(snap))
+    assert len(back.body) == len(body)
+    assert back.body == body
+
+
+def test_decode_accepts_a_memoryview() -> None:
+    assert decode(memoryview(encode(RICH))) == RICH
+
+
+@pytest.mark.parametrize("stored_at", [0.0, -1.0, 1e-9, 2.0**53 + 2, 1_800_000_000.000001])
+def test_round_trip_keeps_times_exactly(stored_at: float) -> None:
+    snap = dataclasses.replace(SMALL, stored_at=stored_at, expires_at=stored_at + 0.25)
+    back = decode(encode(snap))
+    assert back.stored_at == snap.stored_at
+    assert back.expires_at == snap.expires_at
+
+
+def test_encoding_starts_with_the_format_version() -> None:
+    assert encode(SMALL)[0] == FORMAT_VERSION
+
+
+header_text = st.text(max_size=20)
+snapshots = st.builds(
+    Snapshot,
+    status=st.integers(100, 999),
+    reason=st.text(max_size=10),
+    headers=st.lists(st.tuples(header_text, header_text), max_size=6).map(tuple),
+    url=st.text(max_size=30),
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    body=st.binary(max_size=200),
+    stored_at=st.floats(allow_nan=False),
+    expires_at=st.floats(allow_nan=False),
+    history=st.lists(
+        st.builds(
+            Snapshot,
+            status=st.integers(300, 399),
+            reason=st.text(max_size=5),
+            headers=st.lists(st.tuples(header_text, header_text), max_size=2).map(tuple),
+            url=st.text(max_size=10),
+            method=st.just("GET"),
+            body=st.just(b""),
+        ),
+        max_size=2,
+    ).map(tuple),
+)  # st.text() draws no surrogates, so every drawn snapshot is encodable
+
+
+@settings(max_examples=100, deadline=None)
+@given(snapshots)
+def test_round_trip_property(snap: Snapshot) -> None:
+    assert decode(encode(snap)) == snap
+
+
+# -- decoding what is not a snapshot --------------------------------------------------------------
+
+
+def test_snapshot_error_is_a_value_error() -> None:
+    assert issubclass(SnapshotError, ValueError)
+
+
+def test_decode_of_empty_bytes_raises() -> None:
+    with pytest.raises(SnapshotError):
+        decode(b"")
+
+
+@pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1, 0x80, 0xFF])
+def test_decode_of_another_version_raises(version: int) -> None:
+    data = bytearray(encode(SMALL))
+    data[0] = version
+    with pytest.raises(SnapshotError, match="version"):
+        decode(bytes(data))
+
+
+def test_decode_of_a_redirect_with_another_version_raises() -> None:
+    data = bytearray(encode(SMALL))
+    # A redirect without history is written exactly as encode() writes it alone.
+    hop = data.index(encode(SMALL.history[0]))
+    assert hop > 0 and data[hop] == FORMAT_VERSION
+    data[hop] = FORMAT_VERSION + 1
+    with pytest.raises(SnapshotError):
+        decode(bytes(data))
+
+
+def test_decode_of_every_truncation_raises() -> None:
+    data = encode(SMALL)
+    for n in range(len(data)):
+        with pytest.raises(SnapshotError):
+            decode(data[:n])
+
+
+@pytest.mark.parametrize("tail", [b"\x00", b"x", encode(SMALL)])
+def test_decode_with_trailing_bytes_raises(tail: bytes) -> None:
+    with pytest.raises(SnapshotError, match="trailing"):
+        decode(encode(SMALL) + tail)
+
+
+def test_decode_of_an_out_of_range_status_raises() -> None:
+    data = bytearray(encode(SMALL))
+    data[1:3] = (42).to_bytes(2, "big")
+    with pytest.raises(SnapshotError):
+        decode(bytes(data))
+
+
+def test_decode_of_a_body_length_past_the_end_raises() -> None:
+    data = encode(Snapshot(200, "OK", (), "u", "GET", b"abc"))
+    forged = data[:-11] + (2**63).to_bytes(8, "big") + b"abc"
+    with pytest.raises(SnapshotError):
+        decode(forged)
+
+
+def test_decode_of_a_pickle_raises() -> None:
+    with pytest.raises(SnapshotError):
+        decode(pickle.dumps(SMALL))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_snapshot_error(data: bytes) -> None:
+    with contextlib.suppress(SnapshotError):  # anything else fails the test
+        decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_after_a_version_byte_raise_only_snapshot_error(data: bytes) -> None:
+    # With the right first byte the decoder gets past the version check into the fields.
+    with contextlib.suppress(SnapshotError):  # anything else fails the test
+        decode(bytes([FORMAT_VERSION]) + data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_corrupted_encodings_raise_only_snapshot_error(data: st.DataObject) -> None:
+    good = bytearray(encode(SMALL))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(good) - 1))
+        good[i] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(SnapshotError):  # anything else fails the test
+        decode(bytes(good))
+
+
+# -- the Snapshot value ---------------------------------------------------------------------------
+
+
+def test_header_lookup_is_case_insensitive_and_returns_the_first_value() -> None:
+    assert RICH.header("content-type") == "text/html; charset=utf-8"
+    assert RICH.header("CONTENT-TYPE") == "text/html; charset=utf-8"
+    assert RICH.header("VARY") == "Accept"
+    assert RICH.header("x-empty") == ""
+    assert RICH.header("X-Missing") is None
+
+
+def test_snapshot_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RICH.status = 500  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RICH.body = b"other"  # type: ignore[misc]
+
+
+def test_snapshot_has_no_instance_dict() -> None:
+    # slots=True: a typo such as snap.boddy = ... cannot slip through on a copy either.
+    assert not hasattr(SMALL, "__dict__")
+
+
+def test_snapshot_size_counts_the_body() -> None:
+    small = Snapshot(200, "OK", (), "u", "GET", b"")
+    big = dataclasses.replace(small, body=b"x" * 1000)
+    assert big.size - small.size == 1000
