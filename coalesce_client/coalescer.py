@@ -157,13 +157,16 @@ class Coalescer:
         if self._passes and self._passing(key):
             return await self.bypass(send)
         counts[0] += 1
-        if not refresh:
+        flight = self._flight
+        joining = key in flight
+        # A caller that finds a flight in progress joins it without reading storage: whatever is
+        # stored is being replaced, and in a burst this saves a storage read per follower.
+        if not refresh and not joining:
             snap = await self.lookup(key)
             if snap is not None:
                 counts[1] += 1
                 return Answer(snap, "hit")
-        flight = self._flight
-        joining = key in flight
+            joining = key in flight  # a slow storage read may have let a flight start
         try:
             outcome = await flight.run(
                 key,
