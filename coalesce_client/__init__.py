@@ -15,12 +15,13 @@ from .coalescer import CacheStatus, Stats
 from .flight import Outcome, SingleFlight, WaitTimeout
 from .policy import CachePolicy
 from .snapshot import Snapshot, SnapshotError
-from .storage import MemoryStorage, Storage, StorageClosedError
+from .storage import MemoryStorage, Storage, StorageClosedError, TieredStorage
 
 if TYPE_CHECKING:
     from .client import CoalescingSession
     from .response import CachedResponse
     from .server import CoalesceMiddleware, coalesce_middleware
+    from .storage.disk import DiskStorage
 
 __all__ = [
     "CachePolicy",
@@ -28,6 +29,7 @@ __all__ = [
     "CachedResponse",
     "CoalesceMiddleware",
     "CoalescingSession",
+    "DiskStorage",
     "MemoryStorage",
     "Outcome",
     "SingleFlight",
@@ -36,6 +38,7 @@ __all__ = [
     "Stats",
     "Storage",
     "StorageClosedError",
+    "TieredStorage",
     "WaitTimeout",
     "coalesce_middleware",
 ]
@@ -47,6 +50,7 @@ _LAZY = {
     "CachedResponse": "response",
     "CoalesceMiddleware": "server",
     "coalesce_middleware": "server",
+    "DiskStorage": "storage.disk",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -10,9 +11,11 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .client import CoalescingSession
 from .coalescer import Stats
+from .storage.base import Storage
 
 __all__ = ["Row", "format_table", "run"]
 
@@ -29,7 +32,40 @@ class Row:
     p99_ms: float
 
 
-async def _start_origin(delay: float) -> tuple[web.AppRunner, str, list[int]]:
+# The demo's URLs name this host; a resolver of our own sends it to the origin's port on 127.0.0.1.
+# The URLs (and so the cache keys) stay the same from run to run, so a kept --cache-dir starts warm.
+DEMO_HOST = "origin.coalesce-demo.invalid"
+
+
+class _DemoResolver(AbstractResolver):
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host != DEMO_HOST:
+            raise OSError(f"the demo resolves only {DEMO_HOST}, not {host}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=self.port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def _connector(port: int) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(limit=0, resolver=_DemoResolver(port), use_dns_cache=False)
+
+
+async def _start_origin(delay: float) -> tuple[web.AppRunner, int, list[int]]:
     calls = [0]
 
     async def slow(request: web.Request) -> web.Response:
@@ -43,28 +79,38 @@ async def _start_origin(delay: float) -> tuple[web.AppRunner, str, list[int]]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}", calls
+    return runner, runner.addresses[0][1], calls
 
 
-async def run(*, requests: int, urls: int, delay: float) -> list[Row]:
-    """Three bursts of the same requests: plain aiohttp, then coalesce_client cold, then warm."""
-    runner, base, calls = await _start_origin(delay)
-    targets = [f"{base}/item/{i % urls}" for i in range(requests)]
+async def run(
+    *,
+    requests: int,
+    urls: int,
+    delay: float,
+    concurrency: int | None = None,
+    storage: Storage | None = None,
+) -> list[Row]:
+    """Three bursts of the same requests: plain aiohttp, then coalesce_client cold, then warm.
+
+    ``concurrency`` bounds the requests in flight at once (all of them by default); ``storage``
+    is where coalesce_client keeps responses (closed at the end).
+    """
+    runner, port, calls = await _start_origin(delay)
+    targets = [f"http://{DEMO_HOST}/item/{i % urls}" for i in range(requests)]
     rows: list[Row] = []
+    limit = asyncio.Semaphore(concurrency or requests)
     try:
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(connector=_connector(port)) as session:
 
             async def plain(url: str) -> str:
-                async with session.get(url) as resp:
+                async with limit, session.get(url) as resp:
                     return await resp.text()
 
             rows.append(await _burst("plain aiohttp", targets, plain, calls, None))
-            async with CoalescingSession(ttl=60, connector=aiohttp.TCPConnector(limit=0)) as s:
+            async with CoalescingSession(ttl=60, storage=storage, connector=_connector(port)) as s:
 
                 async def coalesced(url: str) -> str:
-                    async with s.get(url) as resp:
+                    async with limit, s.get(url) as resp:
                         return await resp.text()
 
                 rows.append(await _burst("coalesce (cold)", targets, coalesced, calls, s))

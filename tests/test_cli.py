@@ -1,33 +1,184 @@
-"""The coalesce-client command, run as a user runs it: in a subprocess."""
+"""The coalesce-client command, run as a user runs it: in a subprocess, against a local origin."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from conftest import Origin
+
+from coalesce_client import DiskStorage, Snapshot
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "coalesce_client", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
     )
+
+
+async def arun(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command while this test's event loop keeps serving the origin."""
+    return await asyncio.to_thread(run, *args)
+
+
+def table(stdout: str) -> dict[str, list[str]]:
+    return {line[:17].strip(): line[17:].split() for line in stdout.splitlines()[2:5]}
 
 
 def test_demo_shows_the_stampede_and_the_cure() -> None:
     out = run("demo", "--requests", "60", "--urls", "3", "--delay", "0.01")
     assert out.returncode == 0, out.stderr
-    rows = {line[:17].strip(): line[17:].split() for line in out.stdout.splitlines()[2:5]}
+    rows = table(out.stdout)
     # requests, upstream, hits, coalesced
     assert rows["plain aiohttp"][:4] == ["60", "60", "0", "0"]
     assert rows["coalesce (cold)"][:4] == ["60", "3", "0", "57"]
     assert rows["coalesce (warm)"][:4] == ["60", "0", "60", "0"]
+    assert "plain aiohttp sent 60 to the origin, coalesce_client sent 3" in out.stdout
 
 
-def test_bad_demo_options_are_one_clear_line_and_a_non_zero_exit() -> None:
-    out = run("demo", "--requests", "0")
+def test_demo_keeps_its_cache_dir_and_a_second_run_starts_warm(tmp_path: Path) -> None:
+    args = ("demo", "-n", "20", "-u", "2", "--delay", "0.01", "--cache-dir", str(tmp_path / "c"))
+    assert run(*args).returncode == 0
+    second = run(*args)
+    assert second.returncode == 0, second.stderr
+    assert table(second.stdout)["coalesce (cold)"][:3] == ["20", "0", "20"]  # all from disk
+
+
+def test_demo_with_bounded_concurrency() -> None:
+    out = run("demo", "-n", "30", "-u", "3", "-c", "5", "--delay", "0.005")
+    assert out.returncode == 0, out.stderr
+    assert table(out.stdout)["plain aiohttp"][:2] == ["30", "30"]
+
+
+async def test_fetch_coalesces_writes_bodies_and_a_rerun_hits_from_disk(
+    started: Origin, tmp_path: Path
+) -> None:
+    cache, out_dir = tmp_path / "cache", tmp_path / "out"
+    urls = [started.url(f"/text?page={i % 3}") for i in range(12)]
+    listing = tmp_path / "urls.txt"
+    listing.write_text("\n".join(urls[6:]) + "\n# a comment\n\n")
+    first = await arun("fetch", *urls[:6], "-i", str(listing), "--cache-dir", str(cache))
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert len([line for line in lines if line.startswith("200 ")]) == 12
+    assert lines[-1].startswith("12 requests: 0 hits, 9 coalesced, 3 misses; 3 sent upstream")
+    assert started.total == 3
+    assert first.stderr == ""  # not a terminal: no progress bar
+
+    second = await arun("fetch", *urls, "--cache-dir", str(cache), "-o", str(out_dir))
+    assert second.returncode == 0, second.stderr
+    assert "12 requests: 12 hits" in second.stdout
+    assert started.total == 3  # nothing upstream: all from disk
+    bodies = sorted(p.read_text() for p in out_dir.iterdir())
+    assert len(bodies) == 3  # one file per distinct URL
+    assert all(b.startswith("hello /text #") for b in bodies)
+
+
+async def test_fetch_sends_headers_and_reports_failures_per_url(
+    origin: Origin, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("X-Token", "none"))
+
+    origin.route("/echo", echo)
+    await origin.start()
+    dead = f"http://127.0.0.1:{unused_tcp_port}/nobody"
+    out = await arun(
+        "fetch",
+        origin.url("/echo"),
+        dead,
+        "--header",
+        "X-Token: abc",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "-o",
+        str(tmp_path / "o"),
+    )
+    assert out.returncode == 1
+    assert f"failed: {dead}" in out.stderr
+    assert "1 failed" in out.stdout
+    assert [p.read_text() for p in (tmp_path / "o").iterdir()] == ["abc"]
+
+
+async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    urls = [started.url(f"/text?n={i}") for i in range(3)]
+    assert (await arun("fetch", *urls, "--cache-dir", cache, "--ttl", "600")).returncode == 0
+    # One more entry, written by a process whose clock says it expired long ago.
+    long_ago = time.time() - 1000
+    old = DiskStorage(cache, clock=lambda: long_ago)
+    stale = Snapshot(200, "OK", (), "http://old.example/", "GET", b"old", long_ago, long_ago + 1)
+    await old.set("0" * 64, stale, ttl=1)
+    await old.close()
+
+    stats = run("cache", "stats", "--cache-dir", cache)
+    assert stats.returncode == 0, stats.stderr
+    assert "entries:   4 (1 expired)" in stats.stdout
+    assert "oldest:" in stats.stdout
+    listing = run("cache", "list", "--cache-dir", cache).stdout.splitlines()
+    assert len(listing) == 4
+    assert "expired" in listing[0]
+    assert "http://old.example/" in listing[0]  # oldest first
+    assert sum(any(u in line for line in listing) for u in urls) == 3
+    pruned = run("cache", "prune", "--cache-dir", cache)
+    assert pruned.stdout.strip() == "removed 1 expired entries"
+    cleared = run("cache", "clear", "--cache-dir", cache)
+    assert cleared.stdout.strip() == "removed 3 entries"
+    assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("demo", "--requests", "0"), "must be at least 1"),
+        (("demo", "--bogus"), "unrecognized arguments: --bogus"),
+        (("fetch", "http://x/", "--header", "no-colon"), "expected NAME:VALUE"),
+        (("fetch", "not a url"), "invalid URL: 'not a url'"),
+        (("fetch", "ftp://example.com/x"), "invalid URL"),
+        (("fetch",), "no URLs given"),
+        (("cache", "stats", "--cache-dir", "/nonexistent/place"), "no cache directory"),
+        (("cache", "explode"), "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_status_2(args: tuple[str, ...], message: str) -> None:
+    out = run(*args)
     assert out.returncode == 2
-    assert "--requests" in out.stderr
-    assert "must be at least 1" in out.stderr
+    assert message in out.stderr
+    assert out.stdout == ""
+    assert "Traceback" not in out.stderr
+
+
+def test_an_unusable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    out = run("fetch", "http://127.0.0.1:9/x", "--cache-dir", str(a_file))
+    assert out.returncode == 2
+    assert str(a_file) in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [(), ("demo",), ("fetch",), ("cache",)])
+def test_help_on_every_subcommand(command: tuple[str, ...]) -> None:
+    out = run(*command, "--help")
+    assert out.returncode == 0
+    assert out.stdout.startswith("usage: coalesce-client")
+
+
+def test_the_installed_command_runs() -> None:
+    exe = Path(sys.executable).parent / "coalesce-client"
+    if not exe.exists():
+        pytest.skip("the package is not installed with its console script in this environment")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0
+    assert "demo" in out.stdout

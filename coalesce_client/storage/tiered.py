@@ -1,0 +1,116 @@
+"""TieredStorage: a fast storage (memory) in front of a slower one (disk, later Redis).
+
+Rules of this module:
+
+* Reads try the front, then the back; a back hit refills the front with what is left of the back
+  entry's TTL, so the front never outlives the back's expiry. The back's own expiry is used when it
+  can tell it (``get_with_expiry``, as ``DiskStorage`` can), else the snapshot's ``expires_at``;
+  when neither is known the front is not refilled.
+* Writes go to the front, then to the back: the front's expiry is computed first, so it is never
+  later than the back's. A failing back write raises (the coalescer logs it); the front keeps the
+  response for its TTL.
+* Deletes and clears go to the back first, then the front, so that a read running meanwhile can
+  not refill the front with what was just removed. A refill whose back read overlapped any write
+  of this storage is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..snapshot import Snapshot
+from .base import Clock, Storage, StorageClosedError, wall_clock
+
+__all__ = ["TieredStorage"]
+
+GetWithExpiry = Callable[[str], Awaitable["tuple[Snapshot, float] | None"]]
+
+
+class TieredStorage:
+    """A small, fast ``front`` (usually ``MemoryStorage``) before a slower ``back``.
+
+    >>> import asyncio
+    >>> from coalesce_client.snapshot import Snapshot
+    >>> from coalesce_client.storage import MemoryStorage
+    >>> front, back = MemoryStorage(), MemoryStorage()
+    >>> store = TieredStorage(front, back)
+    >>> snap = Snapshot(200, "OK", (), "http://x/", "GET", b"body", 0.0, 1e11)
+    >>> asyncio.run(back.set("k", snap, ttl=60))  # as if stored by an earlier run
+    >>> asyncio.run(store.get("k")) is snap, len(front)  # a back hit refills the front
+    (True, 1)
+
+    Closing it closes both.
+    """
+
+    __slots__ = ("_back_entry", "_clock", "_closed", "_writes", "back", "front")
+
+    def __init__(self, front: Storage, back: Storage, *, clock: Clock = wall_clock) -> None:
+        for name, value in (("front", front), ("back", back)):
+            if not isinstance(value, Storage):
+                raise ValueError(f"{name} must implement the Storage protocol, got {value!r}")
+        if front is back:
+            raise ValueError("front and back must be two different storages")
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        self.front = front  # read first, refilled from the back
+        self.back = back  # the storage of record
+        self._clock = clock
+        self._back_entry: GetWithExpiry | None = getattr(back, "get_with_expiry", None)
+        self._writes = 0  # bumped by every set, delete and clear: a refill racing one is skipped
+        self._closed = False
+
+    async def get(self, key: str) -> Snapshot | None:
+        if self._closed:
+            raise StorageClosedError("TieredStorage is closed")
+        snap = await self.front.get(key)
+        if snap is not None:
+            return snap
+        writes = self._writes
+        if self._back_entry is not None:
+            entry = await self._back_entry(key)
+            if entry is None:
+                return None
+            snap, expires_at = entry
+        else:
+            snap = await self.back.get(key)
+            if snap is None:
+                return None
+            expires_at = snap.expires_at
+        remaining = expires_at - self._clock()
+        if remaining > 0 and writes == self._writes:
+            await self.front.set(key, snap, remaining)
+        return snap
+
+    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+        if self._closed:
+            raise StorageClosedError("TieredStorage is closed")
+        self._writes += 1
+        await self.front.set(key, value, ttl)
+        await self.back.set(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        if self._closed:
+            raise StorageClosedError("TieredStorage is closed")
+        self._writes += 1
+        await self.back.delete(key)
+        await self.front.delete(key)
+
+    async def clear(self) -> None:
+        if self._closed:
+            raise StorageClosedError("TieredStorage is closed")
+        self._writes += 1
+        await self.back.clear()
+        await self.front.clear()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.front.close()
+        finally:
+            await self.back.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<TieredStorage front={self.front!r} back={self.back!r}{state}>"

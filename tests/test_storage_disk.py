@@ -1,0 +1,840 @@
+"""DiskStorage and TieredStorage: the storage contract, then what only a directory on disk promises.
+
+Persistence and sharing are tested with real separate processes (tests/disk_child.py) against a
+real origin on 127.0.0.1; locks are taken by real processes on the real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import diskcache  # type: ignore[import-untyped]
+import pytest
+from aiohttp import web
+from conftest import FakeClock, Origin
+from storage_contract import *  # noqa: F403
+from storage_contract import KEY_A, KEY_B, KEY_C, MakeStorage, snapshot
+
+from coalesce_client import CoalescingSession
+from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
+from coalesce_client.storage import (
+    Clock,
+    DiskStorage,
+    MemoryStorage,
+    Storage,
+    StorageClosedError,
+    TieredStorage,
+)
+
+T = TypeVar("T")
+CHILD = Path(__file__).with_name("disk_child.py")
+BIG = 8 * 1024 * 1024  # the policy's default max_body_size
+
+
+@pytest.fixture(params=["disk", "tiered"])
+async def make_storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MakeStorage]:
+    """The contract's factory: a DiskStorage, or a MemoryStorage in front of one."""
+    made: list[Storage] = []
+    serial = itertools.count()
+
+    def make(*, clock: Clock) -> Storage:
+        disk = DiskStorage(tmp_path / f"cache{next(serial)}", clock=clock)
+        if request.param == "disk":
+            made.append(disk)
+        else:
+            made.append(TieredStorage(MemoryStorage(clock=clock), disk, clock=clock))
+        return made[-1]
+
+    yield make
+    for storage in made:
+        await storage.close()
+
+
+@pytest.fixture
+async def disk(tmp_path: Path) -> AsyncIterator[DiskStorage]:
+    storage = DiskStorage(tmp_path / "cache")
+    yield storage
+    await storage.close()
+
+
+def body_of(name: str) -> bytes:
+    return name.encode() * 100
+
+
+@pytest.fixture
+async def pages(origin: Origin) -> Origin:
+    """The origin with ``/page/{name}`` (name x 100, after 10 ms) and ``/big/{n}`` (8 MiB)."""
+
+    async def page(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.01)
+        return web.Response(body=body_of(request.match_info["name"]))
+
+    async def big(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        return web.Response(body=big_body(n), content_type="application/octet-stream")
+
+    origin.route("/page/{name}", page)
+    origin.route("/big/{n}", big)
+    await origin.start()
+    return origin
+
+
+def big_body(n: int, size: int = BIG) -> bytes:
+    return bytes((i * 7 + n) % 256 for i in range(256)) * (size // 256)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+async def child(*args: str, stdin: bool = False) -> asyncio.subprocess.Process:
+    """tests/disk_child.py in a new Python process; the test's loop keeps serving the origin."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHILD),
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def child_result(*args: str) -> dict[str, Any]:
+    proc = await child(*args)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def read_json_line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert proc.stdout is not None and proc.stderr is not None
+    line = await proc.stdout.readline()
+    if not line:
+        raise AssertionError((await proc.stderr.read()).decode())
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+async def worst_stall(work: Awaitable[T]) -> tuple[T, float, float]:
+    """``work``'s result, the longest the loop went without running a 1 ms ticker, and wall time."""
+    worst = 0.0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not stop:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            worst = max(worst, now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.005)  # the ticker is running before the work starts
+    t0 = time.perf_counter()
+    try:
+        result = await work
+    finally:
+        elapsed = time.perf_counter() - t0
+        stop = True
+        await tick
+    return result, worst, elapsed
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def value_files(path: Path) -> list[Path]:
+    return list(path.rglob("*.val"))
+
+
+# -- persistence across processes -----------------------------------------------------------------
+
+
+async def test_a_response_stored_by_one_process_is_a_hit_in_the_next_and_a_miss_after_its_ttl(
+    pages: Origin, tmp_path: Path
+) -> None:
+    directory, url = str(tmp_path / "cache"), pages.url("/page/persist")
+    first = await child_result("fetch", directory, "60", "0", url)
+    assert first["statuses"] == [["miss", 200, "persist" * 100]]
+    assert first["stored"] == 1 and pages.calls["/page/persist"] == 1
+
+    second = await child_result("fetch", directory, "60", "0", url)
+    assert second["statuses"] == [["hit", 200, "persist" * 100]]
+    assert second["upstream"] == 0 and pages.calls["/page/persist"] == 1
+
+    # A third process whose clock reads 61 s later: the expiry stored with the entry has passed.
+    third = await child_result("fetch", directory, "60", "61", url)
+    assert third["statuses"] == [["miss", 200, "persist" * 100]]
+    assert third["upstream"] == 1 and pages.calls["/page/persist"] == 2
+
+
+async def test_a_restarted_process_with_tiered_storage_reads_each_key_from_disk_once(
+    pages: Origin, tmp_path: Path
+) -> None:
+    directory = str(tmp_path / "cache")
+    urls = [pages.url(f"/page/t{i}") for i in range(3)]
+    first = await child_result("fetch", directory, "60", "0", *urls, "--tiered")
+    assert [s[0] for s in first["statuses"]] == ["miss"] * 3 and first["stored"] == 3
+
+    # The restarted process asks for each URL four times: one disk read per key, then memory.
+    again = await child_result("fetch", directory, "60", "0", *(urls * 4), "--tiered")
+    assert [s[0] for s in again["statuses"]] == ["hit"] * 12
+    assert again["upstream"] == 0
+    assert again["disk_reads"] == 3
+    assert pages.total == 3
+
+
+# -- nothing unreadable escapes, nothing is unpickled ---------------------------------------------
+
+
+GARBAGE: dict[str, tuple[Any, dict[str, Any]]] = {
+    "unknown version": (bytes([FORMAT_VERSION + 1]) + b"\x00" * 40, {}),
+    "truncated": (encode(snapshot())[:-3], {}),
+    "trailing bytes": (encode(snapshot()) + b"!", {}),
+    "empty": (b"", {}),
+    "no expiry": (encode(snapshot()), {"tag": None}),
+    "a string": ("not bytes", {}),
+    "a large string (text mode)": ("x" * 100_000, {}),
+    "an integer": (12345, {}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+async def test_an_unreadable_entry_is_a_miss_deleted_and_logged(
+    disk: DiskStorage, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    value, extra = GARBAGE[kind]
+    with diskcache.Cache(str(disk.directory)) as plain:  # another program writing our directory
+        plain.set(KEY_A, value, **{"tag": time.time() + 60, **extra})
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            assert await disk.get(KEY_A) is None
+        assert KEY_A not in plain
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert KEY_A in caplog.text and "unreadable" in caplog.text and "deleted" in caplog.text
+    await disk.set(KEY_A, snapshot(b"fresh"), 60)  # the key works again
+    got = await disk.get(KEY_A)
+    assert got is not None and got.body == b"fresh"
+
+
+async def test_garbage_under_a_real_key_is_a_miss_through_the_session(
+    pages: Origin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = pages.url("/page/garbage")
+    async with CoalescingSession(ttl=60, storage=DiskStorage(tmp_path / "cache")) as s:
+        assert (await s.get(url)).cache_status == "miss"
+        with diskcache.Cache(str(tmp_path / "cache")) as plain:
+            [key] = list(plain.iterkeys())  # the session's own key for this URL
+            plain.set(key, b"\x00garbage", tag=time.time() + 60)
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            r = await s.get(url)
+        assert r.cache_status == "miss" and await r.read() == body_of("garbage")
+        assert pages.calls["/page/garbage"] == 2
+        assert "unreadable" in caplog.text and key in caplog.text
+        assert (await s.get(url)).cache_status == "hit"  # stored again by the refetch
+
+
+class Payload:
+    """Unpickling this runs ``code``; padding makes the pickle as large as we like."""
+
+    def __init__(self, code: str, padding: int) -> None:
+        self.code = code + "  # " + "x" * padding
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (exec, (self.code,))
+
+
+@pytest.mark.parametrize("padding", [0, 100_000], ids=["in the database", "in a file"])
+async def test_an_entry_in_pickle_mode_is_never_unpickled(
+    disk: DiskStorage, tmp_path: Path, caplog: pytest.LogCaptureFixture, padding: int
+) -> None:
+    control, marker = tmp_path / "control", tmp_path / "marker"
+    pickle.loads(pickle.dumps(Payload(f"import os; os.mkdir({str(control)!r})", padding)))
+    assert control.is_dir()  # the payload does run when unpickled
+
+    with diskcache.Cache(str(disk.directory)) as plain:
+        payload = Payload(f"import os; os.mkdir({str(marker)!r})", padding)
+        plain.set(KEY_A, payload, tag=time.time() + 60)  # a pickle, as diskcache writes objects
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            assert await disk.get(KEY_A) is None
+        assert KEY_A not in plain
+    assert not marker.exists()
+    assert "pickle" in caplog.text and KEY_A in caplog.text
+    assert value_files(disk.directory) == []  # the large pickle's file went with its row
+
+
+# -- the event loop never waits long on disk ------------------------------------------------------
+
+
+@pytest.fixture
+def calls_by_thread() -> Iterator[list[tuple[str, str]]]:
+    """(thread name, function) for each call of diskcache's write paths, in every thread.
+
+    A profile hook observes the calls; nothing is patched. It is installed before the storage under
+    test makes its worker thread, which inherits it (``threading.setprofile``).
+    """
+    watched = {
+        diskcache.Cache.set.__code__: "Cache.set",
+        diskcache.Cache.__delitem__.__code__: "Cache.delete",
+        diskcache.Cache.clear.__code__: "Cache.clear",
+        diskcache.Cache._transact.__wrapped__.__code__: "Cache._transact",
+        diskcache.Cache.get.__code__: "Cache.get",
+    }
+    seen: list[tuple[str, str]] = []
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in watched:
+            seen.append((threading.current_thread().name, watched[frame.f_code]))
+
+    threading.setprofile(hook)
+    sys.setprofile(hook)
+    try:
+        yield seen
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+
+
+async def test_writes_never_run_on_the_event_loop_thread(
+    tmp_path: Path, calls_by_thread: list[tuple[str, str]]
+) -> None:
+    clock = FakeClock()
+    storage = DiskStorage(tmp_path / "cache", clock=clock)
+    try:
+        await storage.set(KEY_A, snapshot(), 60)
+        await storage.set(KEY_B, snapshot(b"x" * 200_000), 60)  # kept in a file
+        await storage.set(KEY_C, snapshot(), 0)  # a ttl of 0 deletes
+        assert await storage.get(KEY_B) is not None  # a value in a file is read in the thread
+        clock.advance(61)
+        assert await storage.get(KEY_A) is None  # expired: deleted
+        await storage.delete(KEY_B)
+        await storage.clear()
+    finally:
+        await storage.close()
+    loop_thread = threading.current_thread().name
+    writes = [(t, f) for t, f in calls_by_thread if f != "Cache.get"]
+    assert {f for _, f in writes} == {"Cache.set", "Cache.delete", "Cache.clear", "Cache._transact"}
+    assert all(t.startswith("coalesce_client-disk") for t, _ in writes), writes
+    # Small reads are the ones allowed on the loop; they take no write transaction.
+    assert (loop_thread, "Cache.get") in calls_by_thread
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")
+con.execute("UPDATE Settings SET value = value WHERE key = 'count'")
+print("locked", flush=True)
+sys.stdin.readline()
+con.execute("ROLLBACK")
+"""
+
+# What a process recovering the WAL after a crash holds: the write and recover locks of the
+# WAL-index (the -shm file, locks at byte 120 + n; sqlite.org/walformat.html), with the header
+# not yet valid. A reader then gets SQLITE_BUSY and waits through its busy timeout.
+HOLD_RECOVERY_LOCKS = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 120)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 122)
+os.pwrite(fd, bytes(96), 0)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+async def hold(code: str, path: Path) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        str(path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"locked\n"
+    return proc
+
+
+async def release(proc: asyncio.subprocess.Process) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n")
+    await proc.stdin.drain()
+    await proc.wait()
+
+
+async def test_another_process_holding_the_write_lock_stalls_neither_reads_nor_the_loop(
+    disk: DiskStorage,
+) -> None:
+    snap = snapshot(b"x" * 2048)
+    await disk.set(KEY_A, snap, 60)
+    holder = await hold(HOLD_WRITE_LOCK, disk.directory / "cache.db")
+    try:
+        results, stall, elapsed = await worst_stall(
+            asyncio.gather(*(disk.get(KEY_A) for _ in range(50)))
+        )
+        assert results == [snap] * 50  # WAL readers do not wait for a writer
+        assert stall < 0.05 and elapsed < 0.5, (stall, elapsed)
+
+        # A write waits for the lock in the worker thread; the loop keeps running meanwhile.
+        writing = asyncio.create_task(disk.set(KEY_B, snap, 60))
+        _, stall, _ = await worst_stall(asyncio.sleep(0.2))
+        assert not writing.done() and stall < 0.05, stall
+    finally:
+        await release(holder)
+    await writing
+    assert await disk.get(KEY_B) == snap
+
+
+async def test_a_read_of_a_busy_database_stalls_the_loop_no_longer_than_the_busy_timeout(
+    disk: DiskStorage,
+) -> None:
+    snap = snapshot(b"x" * 2048)
+    await disk.set(KEY_A, snap, 60)
+    assert await disk.get(KEY_A) == snap
+    holder = await hold(HOLD_RECOVERY_LOCKS, disk.directory / "cache.db-shm")
+
+    async def release_later() -> None:
+        await asyncio.sleep(0.3)
+        await release(holder)
+
+    releasing = asyncio.create_task(release_later())
+    try:
+        results, stall, elapsed = await worst_stall(
+            asyncio.gather(*(disk.get(KEY_A) for _ in range(20)))
+        )
+    finally:
+        await releasing
+    # The first read waited 5 ms on the loop, then it and the 19 others waited in the thread
+    # until the other process let go; every read then completed.
+    assert results == [snap] * 20
+    assert elapsed > 0.25, elapsed  # the reads really were blocked
+    assert stall < 0.05, stall
+
+
+async def test_reads_from_another_thread_use_the_worker_thread(disk: DiskStorage) -> None:
+    await disk.set(KEY_A, snapshot(b"across"), 60)
+
+    async def elsewhere() -> Snapshot | None:
+        return await disk.get(KEY_A)
+
+    got = await asyncio.to_thread(asyncio.run, elsewhere())
+    assert got is not None and got.body == b"across"
+
+
+# -- several processes, one directory -------------------------------------------------------------
+
+
+async def test_four_processes_share_one_directory_without_errors(
+    pages: Origin, tmp_path: Path
+) -> None:
+    directory = str(tmp_path / "cache")
+    urls = [pages.url(f"/page/u{i}") for i in range(50)]
+    procs = [await child("burst", directory, "200", *urls, stdin=True) for _ in range(4)]
+    try:
+        first = [await read_json_line(p) for p in procs]
+        for result in first:
+            assert result["errors"] == [] and result["warnings"] == [], result
+        assert sum(r["stored"] for r in first) >= 50
+        for p in procs:  # every process has stored its entries: now each reads them all
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+        second = [await read_json_line(p) for p in procs]
+    finally:
+        for p in procs:
+            await p.wait()
+    for result in second:
+        assert result["statuses"] == {"hit": 50} and result["bodies_ok"], result
+        assert result["warnings"] == []
+    assert all(1 <= pages.calls[f"/page/u{i}"] <= 4 for i in range(50)), pages.calls
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+
+
+# -- bounds and sizes -----------------------------------------------------------------------------
+
+
+async def test_max_bytes_evicts_the_oldest_and_keeps_the_directory_near_the_bound(
+    tmp_path: Path,
+) -> None:
+    bound = 2 * 1024 * 1024
+    for name, size, count in (("files", 128 * 1024, 48), ("rows", 8 * 1024, 600)):
+        directory = tmp_path / name
+        storage = DiskStorage(directory, max_bytes=bound)
+        try:
+            largest = 0
+            for i in range(count):
+                await storage.set(f"{i:064x}", snapshot(bytes([i % 256]) * size), 600)
+                largest = max(largest, directory_size(directory))
+            assert largest < bound * 1.3, (name, largest)
+            assert await storage.get(f"{0:064x}") is None  # the oldest went first
+            newest = await storage.get(f"{count - 1:064x}")
+            assert newest is not None and newest.body == bytes([(count - 1) % 256]) * size
+        finally:
+            await storage.close()
+
+
+async def test_an_entry_larger_than_max_bytes_is_not_kept(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path / "cache", max_bytes=64 * 1024)
+    try:
+        await storage.set(KEY_A, snapshot(b"small"), 60)
+        await storage.set(KEY_A, snapshot(b"x" * 100_000), 60)
+        assert await storage.get(KEY_A) is None  # neither the large one nor the one it replaced
+    finally:
+        await storage.close()
+
+
+async def test_bodies_up_to_max_body_size_round_trip_byte_for_byte(
+    pages: Origin, tmp_path: Path
+) -> None:
+    async with CoalescingSession(ttl=60, storage=DiskStorage(tmp_path / "cache")) as s:
+        first = await s.get(pages.url("/big/3"))
+        assert first.cache_status == "miss" and s.stats.stored == 1
+        again = await s.get(pages.url("/big/3"))
+        assert again.cache_status == "hit"
+        assert await again.read() == big_body(3)
+    assert len(value_files(tmp_path / "cache")) == 1  # kept in a file of its own
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [("disk-full", "File too large"), ("read-only", "Permission denied")],
+)
+async def test_a_failed_write_is_logged_the_request_succeeds_and_later_writes_are_retried(
+    pages: Origin, how: str, error: str
+) -> None:
+    # Real failures in a child process, both effective as root: "disk-full" may not write files
+    # past 512 KiB (RLIMIT_FSIZE: EFBIG), so storing an 8 MiB body fails half-way; "read-only"
+    # runs as nobody and makes its cache directory read-only mid-run (chmod does not stop root).
+    base = Path(tempfile.mkdtemp(prefix="coalesce-fail-"))  # under /tmp: reachable by nobody
+    try:
+        if os.geteuid() == 0:
+            os.chown(base, 65534, 65534)
+        directory = base / "cache"
+        small, big, other = (pages.url(p) for p in ("/page/small", "/big/1", "/big/2"))
+        result = await child_result("failing-write", how, str(directory), small, big, other)
+        assert result["failed_write"] == [200, "miss", BIG]
+        assert result["stored_after_failure"] == 1  # only the small page
+        [warning] = result["warnings"]
+        assert "storage set failed" in warning and error in warning, warning
+        # Once the disk takes writes again, the same response is stored on its next request.
+        assert result["retry"] == [200, "miss", BIG]
+        assert result["other"] == [200, "miss", BIG]
+        assert result["hit"] == [200, "hit", BIG]
+        assert result["stored"] == 3
+        assert len(value_files(directory)) == 2  # nothing half-written was left behind
+    finally:
+        shutil.rmtree(base)
+
+
+# -- maintenance (coalesce-client cache) ---------------------------------------------------------
+
+
+async def test_entries_volume_and_prune_for_maintenance(tmp_path: Path) -> None:
+    clock = FakeClock()
+    storage = DiskStorage(tmp_path / "cache", clock=clock)
+    try:
+        await storage.set(KEY_A, snapshot(b"short"), 10)
+        await storage.set(KEY_B, snapshot(b"x" * 100_000), 60)  # in a file
+        with diskcache.Cache(str(storage.directory)) as plain:
+            plain.set(KEY_C, b"garbage", tag=clock.now + 60)
+            plain.set(("a", "pickled", "key"), b"not ours")
+        clock.advance(30)
+        listed = await asyncio.to_thread(lambda: dict(storage.entries()))
+        assert sorted(listed) == [KEY_A, KEY_B]  # the expired one too; garbage skipped
+        assert listed[KEY_B].body == b"x" * 100_000
+        assert storage.volume() > 100_000
+        assert await storage.prune() == 2  # KEY_A expired, KEY_C unreadable
+        assert [key for key, _ in storage.entries()] == [KEY_B]
+    finally:
+        await storage.close()
+    with pytest.raises(StorageClosedError):
+        storage.volume()
+
+
+# -- lifecycle and construction -------------------------------------------------------------------
+
+
+def open_files_under(directory: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_close_releases_the_files_and_later_use_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    storage = DiskStorage(directory)
+    await storage.set(KEY_A, snapshot(b"x" * 100_000), 60)
+    assert await storage.get(KEY_A) is not None
+    assert open_files_under(directory)  # the database is open
+    await storage.close()
+    assert open_files_under(directory) == []
+    for use in (
+        storage.get(KEY_A),
+        storage.set(KEY_A, snapshot(), 60),
+        storage.delete(KEY_A),
+        storage.clear(),
+    ):
+        with pytest.raises(StorageClosedError, match="DiskStorage is closed"):
+            await use
+    await storage.close()
+    assert "closed" in repr(storage)
+
+
+def make_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a directory, not a database")
+    return path
+
+
+def make_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+BAD_DIRECTORIES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "a file": (lambda tmp: make_file(tmp / "file"), "not a directory"),
+    "under a file": (lambda tmp: make_file(tmp / "file") / "cache", "cannot be created"),
+    "a corrupt database": (
+        lambda tmp: make_file(tmp / "cache" / "cache.db").parent,
+        "file is not a database",
+    ),
+    "a database that is a directory": (
+        lambda tmp: make_dir(tmp / "cache" / "cache.db").parent,
+        "unable to open database file",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DIRECTORIES))
+def test_an_unusable_directory_fails_at_construction_naming_path_and_cause(
+    tmp_path: Path, kind: str
+) -> None:
+    make, cause = BAD_DIRECTORIES[kind]
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match=cause) as info:
+        DiskStorage(path)
+    assert str(path) in str(info.value)
+
+
+NO_PERMISSION = """
+import os, sys
+from coalesce_client.storage import DiskStorage
+if os.geteuid() == 0:  # root writes anywhere: drop to nobody, as a service account would run
+    os.setgid(65534)
+    os.setuid(65534)
+for path in sys.argv[1:]:
+    try:
+        DiskStorage(path)
+    except ValueError as exc:
+        print(exc)
+    else:
+        print("opened")
+"""
+
+
+def test_a_directory_without_permission_fails_at_construction_naming_path_and_cause() -> None:
+    base = Path(tempfile.mkdtemp(prefix="coalesce-perm-"))  # under /tmp: traversable by all
+    try:
+        existing, parent = base / "existing", base / "parent"
+        existing.mkdir()
+        parent.mkdir()
+        for path in (base, existing, parent):
+            path.chmod(0o555)  # readable and searchable, not writable
+        out = subprocess.run(
+            [sys.executable, "-c", NO_PERMISSION, str(existing), str(parent / "cache")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        first, second = out.stdout.splitlines()
+        assert str(existing) in first and "not readable and writable" in first
+        assert str(parent / "cache") in second and "Permission denied" in second
+    finally:
+        for path in (base, base / "existing", base / "parent"):
+            path.chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "cache"
+    DiskStorage(path)
+    assert (path / "cache.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"max_bytes": -1}, "max_bytes"),
+        ({"max_bytes": 1.5}, "max_bytes"),
+        ({"max_bytes": True}, "max_bytes"),
+        ({"lock_timeout": -1}, "lock_timeout"),
+        ({"loop_timeout": float("nan")}, "loop_timeout"),
+        ({"clock": 3}, "clock"),
+    ],
+)
+def test_bad_options_raise_value_error_naming_them(
+    tmp_path: Path, kwargs: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(ValueError, match=name):
+        DiskStorage(tmp_path / "cache", **kwargs)
+    assert not (tmp_path / "cache").exists()  # checked before touching the disk
+
+
+def test_importing_the_package_does_not_import_diskcache() -> None:
+    code = (
+        "import sys, coalesce_client, coalesce_client.storage\n"
+        "assert 'diskcache' not in sys.modules\n"
+        "from coalesce_client.storage import DiskStorage\n"
+        "assert 'diskcache' in sys.modules and DiskStorage.__name__ == 'DiskStorage'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+# -- TieredStorage --------------------------------------------------------------------------------
+
+
+class Counting:
+    """A storage wrapper that counts the reads reaching the wrapped one."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    async def get(self, key: str) -> Snapshot | None:
+        self.reads += 1
+        result: Snapshot | None = await self.inner.get(key)
+        return result
+
+    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+        await self.inner.set(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def clear(self) -> None:
+        await self.inner.clear()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_back_hit_refills_the_front_until_the_back_entry_expires(tmp_path: Path) -> None:
+    clock = FakeClock()
+    back = DiskStorage(tmp_path / "cache", clock=clock)
+    front = MemoryStorage(clock=clock)
+    tiered = TieredStorage(front, back, clock=clock)
+    try:
+        await back.set(KEY_A, snapshot(b"from disk"), 10)  # stored by an earlier run
+        clock.advance(4)
+        got = await tiered.get(KEY_A)
+        assert got is not None and got.body == b"from disk"
+        assert await front.get(KEY_A) == got  # refilled
+        clock.advance(5.9)  # 9.9 s after the back's write: both still fresh
+        assert await front.get(KEY_A) is not None
+        clock.advance(0.2)  # past the back's expiry: the front, refilled at 4 s, is gone too
+        assert await front.get(KEY_A) is None
+        assert await tiered.get(KEY_A) is None
+    finally:
+        await tiered.close()
+
+
+async def test_a_back_without_expiry_information_is_read_through_the_snapshot(
+    clock: FakeClock,
+) -> None:
+    back = Counting(MemoryStorage(clock=clock))
+    front = MemoryStorage(clock=clock)
+    tiered = TieredStorage(front, back, clock=clock)
+    fresh = Snapshot(200, "OK", (), "http://x/", "GET", b"a", clock.now, clock.now + 10)
+    unknown = Snapshot(200, "OK", (), "http://x/", "GET", b"b")  # expires_at not set
+    await back.set(KEY_A, fresh, 10)
+    await back.set(KEY_B, unknown, 10)
+    for _ in range(3):
+        assert await tiered.get(KEY_A) is fresh
+        assert await tiered.get(KEY_B) is unknown
+    assert back.reads == 1 + 3  # KEY_A once, then from memory; KEY_B never refilled
+    clock.advance(10.5)
+    assert await tiered.get(KEY_A) is None
+
+
+async def test_tiered_writes_deletes_and_clears_reach_both(clock: FakeClock) -> None:
+    front, back = MemoryStorage(clock=clock), MemoryStorage(clock=clock)
+    tiered = TieredStorage(front, back, clock=clock)
+    await tiered.set(KEY_A, snapshot(b"a"), 60)
+    await tiered.set(KEY_B, snapshot(b"b"), 60)
+    assert len(front) == len(back) == 2
+    await tiered.delete(KEY_A)
+    assert await front.get(KEY_A) is None and await back.get(KEY_A) is None
+    await tiered.clear()
+    assert len(front) == len(back) == 0
+    await tiered.close()
+    with pytest.raises(StorageClosedError):
+        await front.get(KEY_A)
+    with pytest.raises(StorageClosedError):
+        await back.get(KEY_A)
+    await tiered.close()
+
+
+async def test_a_refill_racing_a_delete_does_not_resurrect_the_entry(tmp_path: Path) -> None:
+    back = DiskStorage(tmp_path / "cache")
+    front = MemoryStorage()
+    tiered = TieredStorage(front, back)
+    try:
+        await back.set(KEY_A, snapshot(b"x" * 100_000), 60)  # in a file: read in the thread
+        reading = asyncio.create_task(tiered.get(KEY_A))
+        await asyncio.sleep(0)  # the read is under way in the worker thread
+        await tiered.delete(KEY_A)
+        await reading
+        assert await front.get(KEY_A) is None and await tiered.get(KEY_A) is None
+    finally:
+        await tiered.close()
+
+
+@pytest.mark.parametrize("bad", ["front", "back"])
+def test_tiered_checks_its_storages(bad: str) -> None:
+    good = MemoryStorage()
+    kwargs: dict[str, Any] = {"front": good, "back": MemoryStorage(), bad: "not a storage"}
+    with pytest.raises(ValueError, match=bad):
+        TieredStorage(**kwargs)
+    with pytest.raises(ValueError, match="different"):
+        TieredStorage(good, good)
+
+
+async def test_tiered_hits_through_a_session_come_from_memory_after_the_first(
+    pages: Origin, tmp_path: Path
+) -> None:
+    back = Counting(DiskStorage(tmp_path / "cache"))
+    storage = TieredStorage(MemoryStorage(), back)
+    async with CoalescingSession(ttl=60, storage=storage) as s:
+        statuses = [(await s.get(pages.url("/page/tier"))).cache_status for _ in range(5)]
+    assert statuses == ["miss", "hit", "hit", "hit", "hit"]
+    assert back.reads == 1  # the first lookup; every hit came from the front
