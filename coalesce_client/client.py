@@ -237,6 +237,7 @@ class CoalescingSession:
         self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
+        await self._core.drain()
         if self.storage_owner:
             await self._core.storage.close()
 

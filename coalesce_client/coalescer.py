@@ -15,6 +15,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ log = logging.getLogger("coalesce_client")
 
 CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
 
+_STORE_WAIT = 0.05  # seconds a flight waits for its storage write before answering anyway
 _MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everything)
 
 
@@ -88,12 +90,14 @@ class Coalescer:
     """One keyed single-flight in front of one storage, and the policy that filters between."""
 
     __slots__ = (
+        "_background",
         "_clock",
         "_counts",
         "_flight",
         "_logged",
         "_passes",
         "_should_store",
+        "_writing",
         "pass_ttl",
         "policy",
         "shared_cache",
@@ -125,6 +129,9 @@ class Coalescer:
         # server middleware sets it from CachePolicy.pass_ttl.
         self.pass_ttl = pass_ttl
         self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
+        # Snapshots whose storage write has not finished yet, and the tasks writing them.
+        self._writing: dict[str, Snapshot] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self._flight: SingleFlight[str, _Led] = SingleFlight()
         # requests, hits, misses, coalesced, stored, bypassed, errors, upstream (Stats order)
         self._counts = [0] * 8
@@ -140,14 +147,21 @@ class Coalescer:
 
     async def lookup(self, key: str) -> Snapshot | None:
         """A fresh stored response for ``key``, or None; a broken storage is a miss."""
-        try:
-            snap = await self.storage.get(key)
-        except Exception as exc:
-            self._storage_failed("get", exc)
-            return None
+        snap = self._writing.get(key)
+        if snap is None:
+            try:
+                snap = await self.storage.get(key)
+            except Exception as exc:
+                self._storage_failed("get", exc)
+                return None
         if snap is not None and snap.expires_at <= self._clock():
             return None
         return snap
+
+    async def drain(self) -> None:
+        """Wait for the storage writes still running in the background (before closing storage)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def fetch(
         self, key: str, send: Send, *, ttl: float | None = None, refresh: bool = False
@@ -273,13 +287,26 @@ class Coalescer:
         )
         if self._should_store is not None and not self._should_store(full):
             return _Led(fetched, shared)
+        # Write, but do not let a slow storage (a disk locked by another process) hold the answer
+        # back from everybody waiting on this flight: past _STORE_WAIT the write finishes in the
+        # background, and lookups meanwhile find the snapshot in _writing (no second flight).
+        self._writing[key] = shared
+        task = asyncio.ensure_future(self._store(key, shared, ttl))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.wait((task,), timeout=_STORE_WAIT)
+        return _Led(fetched, shared)
+
+    async def _store(self, key: str, shared: Snapshot, ttl: float) -> None:
         try:
             await self.storage.set(key, shared, ttl)
         except Exception as exc:
             self._storage_failed("set", exc)
         else:
             self._counts[4] += 1
-        return _Led(fetched, shared)
+        finally:
+            if self._writing.get(key) is shared:  # a newer write of the key may have replaced it
+                del self._writing[key]
 
     def _storage_failed(self, op: str, exc: Exception) -> None:
         kind = (op, type(exc))

@@ -124,6 +124,7 @@ class CoalesceMiddleware:
 
     async def close(self) -> None:
         """Close the storage (call it from ``app.on_cleanup`` if the storage holds resources)."""
+        await self._core.drain()
         await self._core.storage.close()
 
     def decorate(self, handler: Handler) -> Handler:

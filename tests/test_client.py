@@ -597,6 +597,38 @@ async def test_a_broken_storage_degrades_to_coalescing_and_logs_once(
     ]
 
 
+class StuckStorage(MemoryStorage):
+    """Writes wait until the test lets them through, like a disk locked by another process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.writes_started = 0
+
+    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+        self.writes_started += 1
+        await self.release.wait()
+        await super().set(key, value, ttl)
+
+
+async def test_a_slow_storage_write_does_not_hold_the_answer_back(started: Origin) -> None:
+    storage = StuckStorage()
+    s = CoalescingSession(ttl=60, storage=storage)
+    first = await s.get(started.url("/text"))  # answered although its write is still stuck
+    assert first.cache_status == "miss"
+    assert storage.writes_started == 1
+    second = await s.get(started.url("/text"))  # found in the write in progress: no new flight
+    assert second.cache_status == "hit"
+    assert started.calls["/text"] == 1
+    assert s.stats.stored == 0
+    closing = asyncio.ensure_future(s.close())
+    await asyncio.sleep(0)
+    assert not closing.done()  # close() waits for the write before closing the storage
+    storage.release.set()
+    await closing
+    assert s.stats.stored == 1
+
+
 async def test_logging_is_quiet_at_info(started: Origin, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="coalesce_client")
     async with CoalescingSession(ttl=60) as s:
