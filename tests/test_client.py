@@ -715,22 +715,6 @@ async def test_users_aioresponses_mocks_still_intercept_requests() -> None:
         assert calls == 1
 
 
-def test_the_readme_client_example_runs_as_written() -> None:
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "README.md has no python examples"
-    for block in blocks:
-        out = subprocess.run(
-            [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False
-        )
-        assert out.returncode == 0, f"README example failed:\n{block}\n{out.stderr}"
-
-
 def test_stats_and_cached_response_are_public() -> None:
     import coalesce_client
 

@@ -45,6 +45,15 @@ def test_wrap_existing_session_example() -> None:
     assert "direct call through the same session: 200" in out
 
 
+def test_scraper_example() -> None:
+    out = run_example("scraper.py")
+    lines = out.splitlines()
+    assert lines[0].startswith("first crawl: 600 pages (40 distinct)")
+    assert "origin requests: 40;" in lines[0]
+    assert lines[1].startswith("second crawl: 600 pages (40 distinct)")
+    assert "origin requests: 0; hits: 600, coalesced: 0" in lines[1]
+
+
 def test_every_example_has_a_test() -> None:
     tested = {
         line.split('"')[1]
