@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-import math
 from collections.abc import Coroutine, Generator, Mapping
 from types import TracebackType
 from typing import Any
@@ -18,12 +17,11 @@ import aiohttp
 from multidict import CIMultiDict, getversion
 from yarl import URL
 
-from .coalescer import Coalescer, Fetched, Stats
+from .coalescer import Coalescer, Fetched, Stats, valid_seconds
 from .policy import CachePolicy
 from .response import CachedResponse
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
-from .storage.memory import MemoryStorage
 
 __all__ = ["CoalescingSession"]
 
@@ -31,17 +29,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Call arguments that feed the key beyond the method and the URL.
 _KEY_KWARGS = frozenset({"params", "headers", "auth", "data", "json"})
 _MEMO_SIZE = 4096  # remembered keys of plain calls; cleared when full
-
-
-def _check_seconds(
-    name: str, value: Any, *, allow_none: bool = False, positive: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        kind = "a positive" if positive else "a non-negative"
-        raise ValueError(f"{name} must be {kind} number of seconds, got {value!r}")
 
 
 class _CallContext(Coroutine[Any, Any, CachedResponse]):
@@ -124,16 +111,6 @@ class CoalescingSession:
         clock: Clock = wall_clock,
         **client_session_kwargs: Any,
     ) -> None:
-        _check_seconds("ttl", ttl)
-        _check_seconds("wait_timeout", wait_timeout, allow_none=True, positive=True)
-        if policy is None:
-            policy = CachePolicy()
-        elif not isinstance(policy, CachePolicy):
-            raise ValueError(f"policy must be a CachePolicy, got {policy!r}")
-        if storage is None:
-            storage = MemoryStorage(clock=clock)
-        elif not isinstance(storage, Storage):
-            raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
         if session is not None:
             if not isinstance(session, aiohttp.ClientSession):
                 raise ValueError(f"session must be an aiohttp.ClientSession, got {session!r}")
@@ -147,24 +124,17 @@ class CoalescingSession:
             raise ValueError(f"storage_owner must be True or False, got {storage_owner!r}")
         if not isinstance(namespace, str):
             raise ValueError(f"namespace must be a string, got {namespace!r}")
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
-        self.policy = policy
-        self.storage_owner = (
-            storage_owner  # close the storage with the session (like connector_owner)
-        )
-        self._keys = policy.key_maker(namespace=namespace, key_headers=key_headers)
-        veto = policy.should_store
         self._core = Coalescer(
             storage=storage,
             policy=policy,
-            ttl=float(ttl),
+            ttl=ttl,
             clock=clock,
             wait_timeout=wait_timeout,
-            should_store=None
-            if veto is None
-            else lambda snap: bool(veto(CachedResponse(snap, "miss"))),
+            as_response=lambda snap: CachedResponse(snap, "miss"),  # what should_store sees
         )
+        self.policy = self._core.policy
+        self.storage_owner = storage_owner  # close the storage with us (like connector_owner)
+        self._keys = self.policy.key_maker(namespace=namespace, key_headers=key_headers)
         self._memo: dict[tuple[Any, ...], tuple[URL, str]] = {}
         self._session = session
         self._owns_session = session is None
@@ -284,8 +254,10 @@ class CoalescingSession:
         cache = kwargs.pop("cache", True)
         cache_ttl = kwargs.pop("cache_ttl", None)
         refresh = kwargs.pop("refresh", False)
-        if cache_ttl is not None:
-            _check_seconds("cache_ttl", cache_ttl)
+        if cache_ttl is not None and not valid_seconds(cache_ttl):
+            raise ValueError(
+                f"cache_ttl must be a non-negative number of seconds, got {cache_ttl!r}"
+            )
         session = self._client()
         method = method.upper()
         core = self._core

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
@@ -25,6 +26,7 @@ from .flight import SingleFlight, WaitTimeout
 from .policy import CachePolicy
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage
+from .storage.memory import MemoryStorage
 
 __all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Stats"]
 
@@ -90,13 +92,13 @@ class Coalescer:
     """One keyed single-flight in front of one storage, and the policy that filters between."""
 
     __slots__ = (
+        "_as_response",
         "_background",
         "_clock",
         "_counts",
         "_flight",
         "_logged",
         "_passes",
-        "_should_store",
         "_writing",
         "pass_ttl",
         "policy",
@@ -109,25 +111,42 @@ class Coalescer:
     def __init__(
         self,
         *,
-        storage: Storage,
-        policy: CachePolicy,
+        storage: Storage | None,
+        policy: CachePolicy | None,
         ttl: float,
         clock: Clock,
         wait_timeout: float | None = None,
         shared_cache: bool = False,
-        should_store: Callable[[Snapshot], bool] | None = None,
-        pass_ttl: float = 0.0,
+        as_response: Callable[[Snapshot], object] | None = None,
     ) -> None:
+        # The options both faces share are checked here, once, with the user's option names.
+        if not valid_seconds(ttl):
+            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
+        if wait_timeout is not None and (not valid_seconds(wait_timeout) or wait_timeout == 0):
+            raise ValueError(
+                f"wait_timeout must be a positive number of seconds or None, got {wait_timeout!r}"
+            )
+        if not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        if policy is None:
+            policy = CachePolicy()
+        elif not isinstance(policy, CachePolicy):
+            raise ValueError(f"policy must be a CachePolicy, got {policy!r}")
+        if storage is None:
+            storage = MemoryStorage(clock=clock)
+        elif not isinstance(storage, Storage):
+            raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
         self.storage = storage
         self.policy = policy
-        self.ttl = ttl  # default seconds a stored response stays fresh; 0 = store nothing
+        self.ttl = float(ttl)  # default seconds a stored response stays fresh; 0 = store nothing
         self.wait_timeout = wait_timeout  # how long a follower waits before sending its own
         self.shared_cache = shared_cache  # True in the server middleware (RFC 9111 shared cache)
         self._clock = clock
-        self._should_store = should_store  # the face's adapter around policy.should_store
-        # Seconds a key whose outcome could not be shared goes straight through (0: never); the
-        # server middleware sets it from CachePolicy.pass_ttl.
-        self.pass_ttl = pass_ttl
+        # Turns a snapshot into the face's response object, for policy.should_store to judge.
+        self._as_response = as_response
+        # Seconds a key whose outcome could not be shared goes straight through: a shared cache's
+        # defence against serializing private routes (0 in a private cache: never).
+        self.pass_ttl = policy.pass_ttl if shared_cache else 0.0
         self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
         # Snapshots whose storage write has not finished yet, and the tasks writing them.
         self._writing: dict[str, Snapshot] = {}
@@ -190,7 +209,7 @@ class Coalescer:
         except WaitTimeout:
             # Waited longer than wait_timeout: send our own request, which is not stored
             # (nginx proxy_cache_lock_timeout).
-            return await self._own(send)
+            return await self._alone(send, "miss")
         except BaseException:
             counts[3 if joining else 2] += 1  # coalesced or miss, as the caller would have been
             counts[6] += 1
@@ -201,22 +220,14 @@ class Coalescer:
             counts[2] += 1
             return Answer(fetched.snapshot, "miss", fetched.original)
         if not fetched.shareable:
-            return await self._own(send)
+            return await self._alone(send, "miss")
         counts[3] += 1
         return Answer(led.shared, "coalesced", fetched.original)
 
     async def bypass(self, send: Send) -> Answer:
         """A call that takes no part: no lookup, no flight, nothing stored."""
-        counts = self._counts
-        counts[0] += 1
-        counts[5] += 1
-        counts[7] += 1
-        try:
-            fetched = await send()
-        except BaseException:
-            counts[6] += 1
-            raise
-        return Answer(fetched.snapshot, "bypass", fetched.original)
+        self._counts[0] += 1
+        return await self._alone(send, "bypass")
 
     async def invalidate(self, key: str) -> None:
         """Drop what is stored for ``key``; a flight in progress takes no new callers."""
@@ -244,17 +255,21 @@ class Coalescer:
         while len(passes) > _MAX_PASSES:  # bounded: the oldest go first
             del passes[next(iter(passes))]
 
-    async def _own(self, send: Send) -> Answer:
-        """A follower's own request: it stopped waiting, or the flight's outcome was not for it."""
+    async def _alone(self, send: Send, status: Literal["miss", "bypass"]) -> Answer:
+        """One request for this caller only, outside any flight; never stored.
+
+        A bypass, or a follower's own request (it stopped waiting, or the flight's outcome was not
+        for it), which is a miss.
+        """
         counts = self._counts
-        counts[2] += 1
+        counts[2 if status == "miss" else 5] += 1
         counts[7] += 1
         try:
             fetched = await send()
         except BaseException:
             counts[6] += 1
             raise
-        return Answer(fetched.snapshot, "miss", fetched.original)
+        return Answer(fetched.snapshot, status, fetched.original)
 
     async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Led:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
@@ -285,7 +300,10 @@ class Coalescer:
         shared = replace(
             full, headers=headers, history=history, stored_at=now, expires_at=now + ttl
         )
-        if self._should_store is not None and not self._should_store(full):
+        veto = policy.should_store
+        if veto is not None and not veto(
+            full if self._as_response is None else self._as_response(full)
+        ):
             return _Led(fetched, shared)
         # Write, but do not let a slow storage (a disk locked by another process) hold the answer
         # back from everybody waiting on this flight: past _STORE_WAIT the write finishes in the
@@ -321,3 +339,13 @@ class Coalescer:
             type(exc).__name__,
             exc,
         )
+
+
+def valid_seconds(value: object) -> bool:
+    """A finite, non-negative number of seconds (bool is not a number here)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )

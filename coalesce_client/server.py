@@ -17,9 +17,7 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -29,7 +27,6 @@ from .keys import normalize_headers
 from .policy import CachePolicy, parse_cache_control
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
-from .storage.memory import MemoryStorage
 
 __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 
@@ -69,20 +66,6 @@ class CoalesceMiddleware:
         namespace: str = "",
         clock: Clock = wall_clock,
     ) -> None:
-        if not _seconds(ttl):
-            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
-        if wait_timeout is not None and (not _seconds(wait_timeout) or wait_timeout == 0):
-            raise ValueError(
-                f"wait_timeout must be a positive number of seconds or None, got {wait_timeout!r}"
-            )
-        if policy is None:
-            policy = CachePolicy()
-        elif not isinstance(policy, CachePolicy):
-            raise ValueError(f"policy must be a CachePolicy, got {policy!r}")
-        if storage is None:
-            storage = MemoryStorage(clock=clock)
-        elif not isinstance(storage, Storage):
-            raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
         if key_func is not None and not callable(key_func):
             raise ValueError(f"key_func must be callable, got {key_func!r}")
         if cache_status_header is not None and (
@@ -93,26 +76,22 @@ class CoalesceMiddleware:
             raise ValueError(
                 f"cache_status_header must be a header name or None, got {cache_status_header!r}"
             )
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
+        self._core = Coalescer(
+            storage=storage,
+            policy=policy,
+            ttl=ttl,
+            clock=clock,
+            wait_timeout=wait_timeout,
+            shared_cache=True,
+            as_response=_replay,  # what should_store sees
+        )
+        policy = self.policy = self._core.policy
         names = normalize_headers(key_headers, "key_headers")
-        self.policy = policy
         self._keys = policy.key_maker(namespace=namespace, key_headers=names)
         # Credentials the user did not make part of the key: such requests are not ours to share.
         self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
         self._key_func = key_func
         self._header = cache_status_header
-        veto = policy.should_store
-        self._core = Coalescer(
-            storage=storage,
-            policy=policy,
-            ttl=float(ttl),
-            clock=clock,
-            wait_timeout=wait_timeout,
-            shared_cache=True,
-            should_store=None if veto is None else lambda snap: bool(veto(_replay(snap))),
-            pass_ttl=policy.pass_ttl,
-        )
 
     @property
     def stats(self) -> Stats:
@@ -250,15 +229,6 @@ def coalesce_middleware(
         cache_status_header=cache_status_header,
         namespace=namespace,
         clock=clock,
-    )
-
-
-def _seconds(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
     )
 
 
