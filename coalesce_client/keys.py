@@ -72,6 +72,11 @@ class KeyMaker:
         )
         object.__setattr__(self, "_headers", names)
 
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """Every header the key reads (credential headers, then key_headers), lower-case."""
+        return self._headers
+
     def make(
         self,
         method: str,

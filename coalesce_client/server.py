@@ -18,6 +18,7 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -37,6 +38,7 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
     "coalesced": "COALESCED",
     "bypass": "BYPASS",
 }
+_MEMO_SIZE = 4096  # remembered keys and replay headers, each; cleared when full
 # Recomputed by aiohttp for every response it sends; never replayed from a snapshot.
 _NOT_REPLAYED = frozenset({"content-length", "date", "server"})
 
@@ -51,7 +53,16 @@ class CoalesceMiddleware:
 
     __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
 
-    __slots__ = ("_auth_bypass", "_core", "_header", "_key_func", "_keys", "policy")
+    __slots__ = (
+        "_auth_bypass",
+        "_core",
+        "_header",
+        "_key_func",
+        "_keys",
+        "_memo",
+        "_templates",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -83,7 +94,7 @@ class CoalesceMiddleware:
             clock=clock,
             wait_timeout=wait_timeout,
             shared_cache=True,
-            as_response=_replay,  # what should_store sees
+            as_response=_response_of,  # what should_store sees
         )
         policy = self.policy = self._core.policy
         names = normalize_headers(key_headers, "key_headers")
@@ -92,6 +103,9 @@ class CoalesceMiddleware:
         self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
         self._key_func = key_func
         self._header = cache_status_header
+        self._memo: dict[tuple[Any, ...], str] = {}  # request parts -> key, see _key()
+        # id(snapshot) -> (snapshot, its headers as a CIMultiDict): copied per replay, built once.
+        self._templates: dict[int, tuple[Snapshot, CIMultiDict[str]]] = {}
 
     @property
     def stats(self) -> Stats:
@@ -116,12 +130,17 @@ class CoalesceMiddleware:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self._core
-        method = request.method
         key = None
-        if method in self.policy.methods and not any(
-            h in request.headers for h in self._auth_bypass
-        ):
-            key = self._key(request)
+        if request.method in self.policy.methods:
+            headers = request.headers
+            for name in self._auth_bypass:
+                if name in headers:
+                    break
+            else:
+                key = self._key(request)
+                snap = core.peek(key)
+                if snap is not None:  # the hot path: a hit answered without awaiting anything
+                    return self._replay(snap, "hit")
 
         async def send() -> Fetched:
             return await self._run(request, handler)
@@ -135,23 +154,32 @@ class CoalesceMiddleware:
             part = self._key_func(request)
             if part is not None:
                 extra = (str(part),)
-        url = request.rel_url
         headers = request.headers
-
-        def header(name: str) -> str | None:
-            values = headers.getall(name, None)
-            return None if values is None else ", ".join(values)
-
-        return self._keys.make(
-            request.method,
-            request.scheme,
-            request.host,
-            None,
-            url.raw_path,
-            list(url.query.items()),
-            header,
-            extra=extra,
+        values = tuple(
+            ", ".join(headers.getall(name)) if name in headers else None
+            for name in self._keys.header_names
         )
+        # Everything the key is made of, as the request carries it: building the digest is most of
+        # what a hit costs, so a key seen before is looked up instead (bounded, cleared when full).
+        memo_key = (request.method, request.scheme, request.host, request.raw_path, values, extra)
+        key = self._memo.get(memo_key)
+        if key is None:
+            url = request.rel_url
+            lookup = dict(zip(self._keys.header_names, values, strict=True))
+            key = self._keys.make(
+                request.method,
+                request.scheme,
+                request.host,
+                None,
+                url.raw_path,
+                list(url.query.items()) if url.raw_query_string else (),
+                lookup.get,
+                extra=extra,
+            )
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[memo_key] = key
+        return key
 
     async def _run(self, request: web.Request, handler: Handler) -> Fetched:
         """Run the handler once; say what of its outcome may be replayed and shared."""
@@ -189,10 +217,25 @@ class CoalesceMiddleware:
             resp = original  # untouched
         else:
             assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
-            resp = _replay(answer.snapshot)
+            return self._replay(answer.snapshot, answer.status)
         if self._header is not None and not resp.prepared:
             resp.headers[self._header] = _HEADER_VALUES[answer.status]
         return resp
+
+    def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
+        """A fresh response for one more request: its own headers (a copy), the shared body."""
+        template = self._templates.get(id(snap))
+        if template is None or template[0] is not snap:
+            headers = CIMultiDict(snap.headers)
+            if len(self._templates) >= _MEMO_SIZE:
+                self._templates.clear()
+            self._templates[id(snap)] = (snap, headers)
+        else:
+            headers = template[1]
+        headers = headers.copy()
+        if self._header is not None:
+            headers[self._header] = _HEADER_VALUES[status]
+        return web.Response(status=snap.status, reason=snap.reason, body=snap.body, headers=headers)
 
     def __repr__(self) -> str:
         s = self._core.stats
@@ -240,7 +283,7 @@ def _response_shareable(resp: web.StreamResponse) -> bool:
     return not (cc.private or cc.no_store)
 
 
-def _replay(snap: Snapshot) -> web.Response:
+def _response_of(snap: Snapshot) -> web.Response:
     """A fresh response from a snapshot: its own headers object, the shared body bytes."""
     return web.Response(
         status=snap.status, reason=snap.reason, body=snap.body, headers=CIMultiDict(snap.headers)

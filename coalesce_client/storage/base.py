@@ -4,6 +4,10 @@ Rules: keys are the hex digests made by ``keys.py``; values are immutable ``Snap
 backend that keeps bytes outside the process encodes them with ``snapshot.encode`` (never pickle)
 and treats anything it cannot decode as a miss. ``ttl`` is in seconds from now; a backend never
 returns an entry past its expiry. Every backend passes ``tests/storage_contract.py``.
+
+A backend that keeps entries in process memory may also offer ``get_nowait(key)``: the same answer
+as ``get`` when it has one at hand, without waiting (None when it would have to wait or has none).
+The coalescer then serves hits without a trip through coroutines; None always falls back to ``get``.
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ class MemoryStorage:
         self._closed = False
 
     async def get(self, key: str) -> Snapshot | None:
+        return self.get_nowait(key)
+
+    def get_nowait(self, key: str) -> Snapshot | None:
+        """``get`` without waiting: the coalescer's fast path for a hit (see storage/base.py)."""
         if self._closed:
             raise StorageClosedError("MemoryStorage is closed")
         entry = self._entries.get(key)

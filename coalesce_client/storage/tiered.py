@@ -59,6 +59,14 @@ class TieredStorage:
         self._writes = 0  # bumped by every set, delete and clear: a refill racing one is skipped
         self._closed = False
 
+    def get_nowait(self, key: str) -> Snapshot | None:
+        """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
+        peek = getattr(self.front, "get_nowait", None)
+        if self._closed or peek is None:
+            return None
+        snap: Snapshot | None = peek(key)
+        return snap
+
     async def get(self, key: str) -> Snapshot | None:
         if self._closed:
             raise StorageClosedError("TieredStorage is closed")
