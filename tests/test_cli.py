@@ -182,3 +182,36 @@ def test_the_installed_command_runs() -> None:
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0
     assert "demo" in out.stdout
+
+
+async def test_fetch_shows_a_progress_bar_on_a_terminal(started: Origin, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    master, slave = pty.openpty()  # stderr is a terminal, as for a person at a shell
+    try:
+        argv = [sys.executable, "-m", "coalesce_client", "fetch", "--cache-dir", str(tmp_path)]
+        argv += [started.url(f"/text?i={i}") for i in range(3)]
+        out = await asyncio.to_thread(
+            subprocess.run, argv, stderr=slave, stdout=subprocess.PIPE, text=True, timeout=60
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    shown = b"".join(chunks).decode()
+    assert out.returncode == 0
+    assert "\r[##########....................] 1/3" in shown
+    assert "] 3/3" in shown
+    assert "3 requests:" in out.stdout
