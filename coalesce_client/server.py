@@ -44,11 +44,14 @@ _NOT_REPLAYED = frozenset({"content-length", "date", "server"})
 
 
 class CoalesceMiddleware:
-    """The middleware object ``coalesce_middleware()`` returns; also a handler decorator.
+    """An aiohttp.web middleware that runs a handler once for concurrent identical requests.
 
-    Use it on a whole application (``web.Application(middlewares=[mw])``), on a sub-application
-    mounted with ``app.add_subapp()``, or on chosen routes: ``app.router.add_get("/slow",
-    mw.decorate(slow))``.
+    ``coalesce_middleware`` is this class. Use it on a whole application
+    (``web.Application(middlewares=[mw])``), on a sub-application mounted with
+    ``app.add_subapp()``, or on chosen routes: ``app.router.add_get("/slow", mw.decorate(slow))``.
+
+    >>> from aiohttp import web
+    >>> app = web.Application(middlewares=[coalesce_middleware(ttl=5, key_headers=["Accept"])])
     """
 
     __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
@@ -245,34 +248,8 @@ class CoalesceMiddleware:
         )
 
 
-def coalesce_middleware(
-    *,
-    ttl: float = 5,
-    storage: Storage | None = None,
-    key_headers: Iterable[str] = (),
-    policy: CachePolicy | None = None,
-    wait_timeout: float | None = None,
-    key_func: Callable[[web.Request], str | None] | None = None,
-    cache_status_header: str | None = "X-Cache",
-    namespace: str = "",
-    clock: Clock = wall_clock,
-) -> CoalesceMiddleware:
-    """An aiohttp.web middleware that runs a handler once for concurrent identical requests.
-
-    >>> from aiohttp import web
-    >>> app = web.Application(middlewares=[coalesce_middleware(ttl=5, key_headers=["Accept"])])
-    """
-    return CoalesceMiddleware(
-        ttl=ttl,
-        storage=storage,
-        key_headers=key_headers,
-        policy=policy,
-        wait_timeout=wait_timeout,
-        key_func=key_func,
-        cache_status_header=cache_status_header,
-        namespace=namespace,
-        clock=clock,
-    )
+# The factory name DESIGN.md gives it: ``coalesce_middleware(ttl=5, ...)`` builds one.
+coalesce_middleware = CoalesceMiddleware
 
 
 def _response_shareable(resp: web.StreamResponse) -> bool:
