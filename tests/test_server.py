@@ -85,6 +85,18 @@ async def fetch(client: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int
         return r.status, await r.text(), r.headers
 
 
+async def burst(
+    app: App, client: aiohttp.ClientSession, path: str, n: int, **kw: Any
+) -> list[tuple[int, str, Any]]:
+    """``n`` concurrent GETs that all reach the middleware while the handler waits at the gate."""
+    before = app.mw.stats.requests
+    app.gate.clear()
+    tasks = [asyncio.ensure_future(fetch(client, app.url(path), **kw)) for _ in range(n)]
+    await eventually(lambda: app.mw.stats.requests == before + n)
+    app.gate.set()
+    return await asyncio.gather(*tasks)
+
+
 # -- coalescing and storing -----------------------------------------------------------------------
 
 
@@ -96,12 +108,8 @@ async def test_200_concurrent_gets_run_the_handler_once(clock: FakeClock) -> Non
         return web.Response(text="slow answer", headers={"X-Handler": "set"})
 
     app.get("/slow", slow)
-    app.gate.clear()
     async with running(app) as client:
-        tasks = [asyncio.ensure_future(fetch(client, app.url("/slow"))) for _ in range(200)]
-        await eventually(lambda: app.mw.stats.requests == 200)
-        app.gate.set()
-        results = await asyncio.gather(*tasks)
+        results = await burst(app, client, "/slow", 200)
         assert app.calls["/slow"] == 1
         assert {(s, b) for s, b, _ in results} == {(200, "slow answer")}
         assert all(h["X-Handler"] == "set" for _, _, h in results)
@@ -137,12 +145,8 @@ async def test_ttl_zero_coalesces_and_stores_nothing() -> None:
         return web.Response(text="x")
 
     app.get("/x", h)
-    app.gate.clear()
     async with running(app) as client:
-        tasks = [asyncio.ensure_future(fetch(client, app.url("/x"))) for _ in range(10)]
-        await eventually(lambda: app.mw.stats.requests == 10)
-        app.gate.set()
-        await asyncio.gather(*tasks)
+        await burst(app, client, "/x", 10)
         assert app.calls["/x"] == 1
         _, _, headers = await fetch(client, app.url("/x"))
         assert headers["X-Cache"] == "MISS"
@@ -270,12 +274,8 @@ async def test_private_responses_are_never_shared_and_the_key_passes_for_a_while
         return web.Response(text=f"for #{mine}", headers=private)
 
     app.get("/private", h)
-    app.gate.clear()
     async with running(app) as client:
-        tasks = [asyncio.ensure_future(fetch(client, app.url("/private"))) for _ in range(5)]
-        await eventually(lambda: app.mw.stats.requests == 5)
-        app.gate.set()
-        results = await asyncio.gather(*tasks)
+        results = await burst(app, client, "/private", 5)
         assert sorted(b for _, b, _ in results) == [f"for #{i}" for i in range(1, 6)]
         assert app.calls["/private"] == 5  # the waiters ran the handler themselves
         # Remembered as pass-through: neither serialized nor coalesced nor stored.
@@ -492,12 +492,8 @@ async def test_other_exceptions_are_a_500_for_each_and_nothing_is_stored() -> No
         return web.Response(text="fixed")
 
     app.get("/flaky", flaky)
-    app.gate.clear()
     async with running(app) as client:
-        tasks = [asyncio.ensure_future(fetch(client, app.url("/flaky"))) for _ in range(5)]
-        await eventually(lambda: app.mw.stats.requests == 5)
-        app.gate.set()
-        results = await asyncio.gather(*tasks)
+        results = await burst(app, client, "/flaky", 5)
         assert {s for s, _, _ in results} == {500}
         assert app.calls["/flaky"] == 1
         fail = False
@@ -547,12 +543,8 @@ async def test_a_broken_storage_degrades_to_coalescing() -> None:
         return web.Response(text="ok")
 
     app.get("/h", h)
-    app.gate.clear()
     async with running(app) as client:
-        tasks = [asyncio.ensure_future(fetch(client, app.url("/h"))) for _ in range(5)]
-        await eventually(lambda: app.mw.stats.requests == 5)
-        app.gate.set()
-        results = await asyncio.gather(*tasks)
+        results = await burst(app, client, "/h", 5)
         assert {(s, b) for s, b, _ in results} == {(200, "ok")}
         assert app.calls["/h"] == 1
 
