@@ -35,13 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import gc
-import io
-import platform
-import pstats
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,69 +44,25 @@ from importlib.metadata import version
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from aiohttp_client_cache import CacheBackend, CachedSession
 
 from coalesce_client import CoalescingSession
 
-BODY = bytes(range(256)) * 8  # 2 KiB
-DELAY = 0.05  # the slow route's answer time, seconds
-TTL = 600
-
-
-class Origin:
-    """A local aiohttp.web origin: ``/fast/{name}`` answers now, ``/slow/{name}`` after 50 ms."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.base = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _fast(self, request: web.Request) -> web.Response:
-        self.calls[request.path] += 1
-        return web.Response(body=BODY, content_type="application/octet-stream")
-
-    async def _slow(self, request: web.Request) -> web.Response:
-        self.calls[request.path] += 1
-        await asyncio.sleep(DELAY)
-        return web.Response(body=BODY, content_type="application/octet-stream")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/fast/{name}", self._fast)
-        app.router.add_get("/slow/{name}", self._slow)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-def _check(ok: bool, detail: object = "") -> None:
-    """A check that survives ``python -O``: the figures mean nothing if it fails."""
-    if not ok:
-        raise RuntimeError(f"benchmark check failed: {detail}")
-
+from _harness import (
+    BODY,
+    DELAY,
+    TTL,
+    Origin,
+    check,
+    met,
+    profile_sequential,
+    python_platform,
+    sequential,
+)
 
 # -- 1. hot memory hit ----------------------------------------------------------------------------
 
 Get = Callable[[str], Any]  # s.get: returns an awaitable async context manager
-
-
-async def _sequential(get: Get, url: str, n: int) -> float:
-    """Per-call time in µs of n sequential ``async with get(url) as r: await r.read()``."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        async with get(url) as r:
-            await r.read()
-    return (time.perf_counter() - t0) / n * 1e6
 
 
 async def hot_hits(
@@ -128,34 +79,34 @@ async def hot_hits(
         # Store the body, then check that the next call is really served from storage.
         for _ in range(2):
             async with ours.get(ours_url) as r:
-                _check(len(await r.read()) == len(BODY))
-        _check(r.cache_status == "hit", r.cache_status)
+                check(len(await r.read()) == len(BODY))
+        check(r.cache_status == "hit", r.cache_status)
         for _ in range(2):
             async with theirs.get(theirs_url) as r:
-                _check(len(await r.read()) == len(BODY))
-        _check(r.from_cache is True, "aiohttp-client-cache did not serve from its cache")
+                check(len(await r.read()) == len(BODY))
+        check(r.from_cache is True, "aiohttp-client-cache did not serve from its cache")
         async with plain.get(plain_url) as r:  # opens the kept-alive connection
             await r.read()
-        _check(origin.calls["/fast/hot-a"] == 1 and origin.calls["/fast/hot-b"] == 1)
+        check(origin.calls["/fast/hot-a"] == 1 and origin.calls["/fast/hot-b"] == 1)
 
         # One untimed round each: warm caches, allocator and branch history before timing.
-        await _sequential(ours.get, ours_url, hits // 4)
-        await _sequential(theirs.get, theirs_url, hits // 4)
-        await _sequential(plain.get, plain_url, plain_calls // 4)
+        await sequential(ours.get, ours_url, hits // 4)
+        await sequential(theirs.get, theirs_url, hits // 4)
+        await sequential(plain.get, plain_url, plain_calls // 4)
         plain_before = origin.calls["/fast/hot-c"]
         for _ in range(rounds):
             gc.collect()
-            times["ours"].append(await _sequential(ours.get, ours_url, hits))
+            times["ours"].append(await sequential(ours.get, ours_url, hits))
             gc.collect()
-            times["theirs"].append(await _sequential(theirs.get, theirs_url, hits))
+            times["theirs"].append(await sequential(theirs.get, theirs_url, hits))
             gc.collect()
-            times["plain"].append(await _sequential(plain.get, plain_url, plain_calls))
+            times["plain"].append(await sequential(plain.get, plain_url, plain_calls))
 
         # Nothing reached the origin for the two caches; every plain call did.
-        _check(origin.calls["/fast/hot-a"] == 1, origin.calls["/fast/hot-a"])
-        _check(origin.calls["/fast/hot-b"] == 1, origin.calls["/fast/hot-b"])
-        _check(ours.stats.hits == 1 + hits // 4 + hits * rounds, ours.stats)
-        _check(origin.calls["/fast/hot-c"] - plain_before == plain_calls * rounds)
+        check(origin.calls["/fast/hot-a"] == 1, origin.calls["/fast/hot-a"])
+        check(origin.calls["/fast/hot-b"] == 1, origin.calls["/fast/hot-b"])
+        check(ours.stats.hits == 1 + hits // 4 + hits * rounds, ours.stats)
+        check(origin.calls["/fast/hot-c"] - plain_before == plain_calls * rounds)
     return times
 
 
@@ -175,7 +126,7 @@ async def _gather_reads(get: Get, url: str, n: int) -> list[Any]:
     async def one() -> Any:
         async with get(url) as r:
             body = await r.read()
-            _check(body == BODY)
+            check(body == BODY)
             return r
 
     return await asyncio.gather(*(one() for _ in range(n)))
@@ -202,8 +153,8 @@ async def burst_ours(origin: Origin, n: int, tag: str) -> Burst:
         responses = await _gather_reads(s.get, origin.url(path), n)
         wall = time.perf_counter() - t0
         statuses = Counter(r.cache_status for r in responses)
-        _check(origin.calls[path] == 1, f"{origin.calls[path]} upstream requests, expected 1")
-        _check(s.stats.upstream == 1 and statuses == {"miss": 1, "coalesced": n - 1}, statuses)
+        check(origin.calls[path] == 1, f"{origin.calls[path]} upstream requests, expected 1")
+        check(s.stats.upstream == 1 and statuses == {"miss": 1, "coalesced": n - 1}, statuses)
     return Burst(wall, origin.calls[path], f"{statuses['miss']} miss, {statuses['coalesced']} coal")
 
 
@@ -225,7 +176,7 @@ async def burst_plain(origin: Origin, n: int, tag: str) -> Burst:
         t0 = time.perf_counter()
         await _gather_reads(s.get, origin.url(path), n)
         wall = time.perf_counter() - t0
-    _check(origin.calls[path] == n, origin.calls[path])
+    check(origin.calls[path] == n, origin.calls[path])
     return Burst(wall, origin.calls[path])
 
 
@@ -256,21 +207,11 @@ async def profile_hot_hit(origin: Origin, hits: int, top: int = 25) -> str:
         for _ in range(2):
             async with s.get(url) as r:
                 await r.read()
-        _check(r.cache_status == "hit")
-        prof = cProfile.Profile()
-        prof.enable()
-        await _sequential(s.get, url, hits)
-        prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+        check(r.cache_status == "hit")
+        return await profilesequential(s.get, url, hits, top)
 
 
 # -- report ---------------------------------------------------------------------------------------
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -279,8 +220,7 @@ async def run(args: argparse.Namespace) -> None:
     n, repeats = (200, 3) if quick else (1_000, 5)
 
     print(
-        f"Python {sys.version.split()[0]} ({platform.python_implementation()}) on {sys.platform}, "
-        f"{platform.machine()}; aiohttp {aiohttp.__version__}, "
+        f"{python_platform()}; aiohttp {aiohttp.__version__}, "
         f"aiohttp-client-cache {version('aiohttp-client-cache')}, "
         f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
         f"mode {'quick' if quick else 'full'}"
@@ -357,12 +297,12 @@ async def run(args: argparse.Namespace) -> None:
         f"{ups['plain']:>15.0f}"
     )
     print("Targets")
-    print(f"   hot hit <= 10 µs: {med['ours']:.2f} µs, {_met(med['ours'] <= 10)}")
+    print(f"   hot hit <= 10 µs: {med['ours']:.2f} µs, {met(med['ours'] <= 10)}")
     ratio = med["theirs"] / med["ours"]
-    print(f"   >= 10x faster than aiohttp-client-cache memory: {ratio:.1f}x, {_met(ratio >= 10)}")
+    print(f"   >= 10x faster than aiohttp-client-cache memory: {ratio:.1f}x, {met(ratio >= 10)}")
     print(
         f"   burst within 1.3x of the floor: {bmed['ours'] / floor:.2f}x, "
-        f"{_met(bmed['ours'] / floor <= 1.3)}"
+        f"{met(bmed['ours'] / floor <= 1.3)}"
     )
 
     if args.profile:

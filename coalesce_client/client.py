@@ -290,15 +290,15 @@ class CoalescingSession:
                     self._memo.clear()
                 self._memo[memo_key] = (url, key)
 
-        async def send() -> Fetched:
-            async with session.request(method, str_or_url, **kwargs) as resp:
-                body = await resp.read()
-                return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
-
         if key is not None and not refresh:
             snap = core.peek(key)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
                 return CachedResponse(snap, "hit", request_url=url)
+
+        async def send() -> Fetched:
+            async with session.request(method, str_or_url, **kwargs) as resp:
+                body = await resp.read()
+                return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
         if key is None:
             answer = await core.bypass(send)
         else:
