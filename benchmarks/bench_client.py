@@ -44,10 +44,6 @@ from importlib.metadata import version
 from typing import Any
 
 import aiohttp
-from aiohttp_client_cache import CacheBackend, CachedSession
-
-from coalesce_client import CoalescingSession
-
 from _harness import (
     BODY,
     DELAY,
@@ -59,6 +55,9 @@ from _harness import (
     python_platform,
     sequential,
 )
+from aiohttp_client_cache import CacheBackend, CachedSession
+
+from coalesce_client import CoalescingSession
 
 # -- 1. hot memory hit ----------------------------------------------------------------------------
 
@@ -208,7 +207,7 @@ async def profile_hot_hit(origin: Origin, hits: int, top: int = 25) -> str:
             async with s.get(url) as r:
                 await r.read()
         check(r.cache_status == "hit")
-        return await profilesequential(s.get, url, hits, top)
+        return await profile_sequential(s.get, url, hits, top)
 
 
 # -- report ---------------------------------------------------------------------------------------
