@@ -34,14 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import gc
-import io
-import platform
-import pstats
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -52,7 +47,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import diskcache
-from aiohttp import web
+from _harness import BODY, DELAY, TTL, Origin, met, profile_sequential, python_platform, sequential
 from aiohttp_client_cache import CachedSession, SQLiteBackend
 
 from coalesce_client import CoalescingSession, Snapshot
@@ -60,44 +55,6 @@ from coalesce_client.snapshot import encode
 from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
 
 T = TypeVar("T")
-BODY = bytes(range(256)) * 8  # 2 KiB
-DELAY = 0.05  # the slow route's answer time, seconds
-TTL = 600
-
-
-class Origin:
-    """A local aiohttp.web server: ``/fast/{name}`` answers at once, ``/slow/{name}`` in 50 ms."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.base = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _fast(self, request: web.Request) -> web.Response:
-        self.calls[request.path] += 1
-        return web.Response(body=BODY, content_type="application/octet-stream")
-
-    async def _slow(self, request: web.Request) -> web.Response:
-        self.calls[request.path] += 1
-        await asyncio.sleep(DELAY)
-        return web.Response(body=BODY, content_type="application/octet-stream")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/fast/{name}", self._fast)
-        app.router.add_get("/slow/{name}", self._slow)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, path: str) -> str:
-        return self.base + path
 
 
 class CountingBack:
@@ -131,15 +88,6 @@ class CountingBack:
 # -- 1. hot hit -----------------------------------------------------------------------------------
 
 
-async def _sequential(get: Any, url: str, n: int) -> float:
-    """Per-call time in µs of n sequential ``async with get(url) as r: await r.read()``."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        async with get(url) as r:
-            await r.read()
-    return (time.perf_counter() - t0) / n * 1e6
-
-
 async def hot_hits(
     origin: Origin, tmp: Path, hits: int, their_hits: int, rounds: int
 ) -> dict[str, list[float]]:
@@ -171,11 +119,11 @@ async def hot_hits(
         assert all(origin.calls[f"/fast/hot-{name}"] == 1 for name in names), origin.calls
 
         for name in names:  # one untimed round each: warm caches, allocator, branch history
-            await _sequential(sessions[name].get, urls[name], counts[name] // 4)
+            await sequential(sessions[name].get, urls[name], counts[name] // 4)
         for _ in range(rounds):
             for name in names:
                 gc.collect()
-                times[name].append(await _sequential(sessions[name].get, urls[name], counts[name]))
+                times[name].append(await sequential(sessions[name].get, urls[name], counts[name]))
 
         # Nothing reached the origin; the tiered disk was read once (the first hit's refill).
         assert all(origin.calls[f"/fast/hot-{name}"] == 1 for name in names), origin.calls
@@ -197,13 +145,7 @@ async def profile_hot_hit(origin: Origin, tmp: Path, hits: int, top: int = 25) -
             async with s.get(url) as r:
                 await r.read()
         assert r.cache_status == "hit"
-        prof = cProfile.Profile()
-        prof.enable()
-        await _sequential(s.get, url, hits)
-        prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+        return await profile_sequential(s.get, url, hits, top)
 
 
 # -- 2. cold burst --------------------------------------------------------------------------------
@@ -307,10 +249,6 @@ async def write_stalls(
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 async def run(args: argparse.Namespace, tmp: Path) -> None:
     quick = args.quick
     hits, their_hits, rounds = (2_000, 300, 3) if quick else (20_000, 2_000, 7)
@@ -318,8 +256,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     writes, stall_repeats = (50, 2) if quick else (200, 3)
 
     print(
-        f"Python {sys.version.split()[0]} ({platform.python_implementation()}) on {sys.platform}, "
-        f"{platform.machine()}; aiohttp {aiohttp.__version__}, diskcache {diskcache.__version__}, "
+        f"{python_platform()}; aiohttp {aiohttp.__version__}, diskcache {diskcache.__version__}, "
         f"SQLite {sqlite3.sqlite_version}, aiohttp-client-cache {version('aiohttp-client-cache')}, "
         f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
         f"mode {'quick' if quick else 'full'}; caches in {tmp}"
@@ -393,13 +330,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"   cold burst, memory:    {bmed['memory'] * 1000:8.1f} ms   1 upstream")
     print(f"   worst loop stall during {writes} x 1 MiB writes: {ours_stall * 1000:.1f} ms")
     print("Targets (issue 4)")
-    print(f"   disk hit <= 100 µs: {med['disk']:.2f} µs, {_met(med['disk'] <= 100)}")
+    print(f"   disk hit <= 100 µs: {med['disk']:.2f} µs, {met(med['disk'] <= 100)}")
     ratio = med["sqlite"] / med["disk"]
-    print(f"   >= 5x faster than aiohttp-client-cache SQLite: {ratio:.1f}x, {_met(ratio >= 5)}")
+    print(f"   >= 5x faster than aiohttp-client-cache SQLite: {ratio:.1f}x, {met(ratio >= 5)}")
     tiered = med["tiered"] / med["memory"]
-    print(f"   tiered hit within 1.5x of memory: {tiered:.2f}x, {_met(tiered <= 1.5)}")
+    print(f"   tiered hit within 1.5x of memory: {tiered:.2f}x, {met(tiered <= 1.5)}")
     burst = bmed["disk"] / bmed["memory"]
-    print(f"   cold burst within 1.5x of memory: {burst:.2f}x, {_met(burst <= 1.5)}")
+    print(f"   cold burst within 1.5x of memory: {burst:.2f}x, {met(burst <= 1.5)}")
 
 
 def main() -> None:

@@ -56,7 +56,6 @@ import functools
 import gc
 import json
 import os
-import platform
 import pstats
 import re
 import shutil
@@ -73,6 +72,7 @@ from importlib.metadata import version
 from typing import Any
 
 import aiohttp
+from _harness import check, met, python_platform
 from aiohttp import web
 
 from coalesce_client import coalesce_middleware
@@ -111,12 +111,6 @@ def _body() -> bytes:
 
 
 BODY = _body()
-
-
-def _check(ok: bool, detail: object = "") -> None:
-    """A check that survives ``python -O``: the figures mean nothing if it fails."""
-    if not ok:
-        raise RuntimeError(f"benchmark check failed: {detail}")
 
 
 # -- the measured app (server subprocess; also used in-process by --profile) -----------------------
@@ -268,7 +262,7 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        _check(bool(line), f"server {mode} did not start")
+        check(bool(line), f"server {mode} did not start")
         ports = json.loads(line)
         self.base = f"http://{HOST}:{ports['port']}"
         self._control = f"http://{HOST}:{ports['control']}"
@@ -311,7 +305,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 def _ms(text: str) -> float:
     m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    _check(m is not None, f"unreadable wrk time {text!r}")
+    check(m is not None, f"unreadable wrk time {text!r}")
     assert m is not None
     return float(m.group(1)) * _UNITS[m.group(2)]
 
@@ -321,7 +315,7 @@ def parse_wrk(out: str) -> Load:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    _check(bool(done and rps and p50 and p99), f"unreadable wrk output:\n{out}")
+    check(bool(done and rps and p50 and p99), f"unreadable wrk output:\n{out}")
     assert done and rps and p50 and p99
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -360,12 +354,8 @@ def measured(srv: Server, loadgen: str, path: str, conns: int, seconds: float) -
     delta["cpu"] = after["cpu"] - before["cpu"]
     if after["mw"] is not None:
         delta.update({k: v - before["mw"][k] for k, v in after["mw"].items()})
-    _check(res.errors == 0 and res.non2xx == 0, res)
+    check(res.errors == 0 and res.non2xx == 0, res)
     return res, delta
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 @dataclass
@@ -406,7 +396,7 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
             for expect in ("MISS", "HIT") if srv is mw else ("(none)",):
                 status, headers, body = get_once(srv.base + "/item")
                 got = headers.get("X-Cache", "(none)")
-                _check(status == 200 and body == BODY and got == expect, headers)
+                check(status == 200 and body == BODY and got == expect, headers)
                 print(
                     f"   curl {LABELS[srv.mode]:<8} /item: {status}, {len(body)} B, "
                     f"Content-Type {headers.get('Content-Type')}, X-Cache {got}"
@@ -419,8 +409,8 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
                 res, d = measured(srv, loadgen, "/item", conns, seconds)
                 if srv is mw:
                     # The handler never ran; every request the server saw was a HIT.
-                    _check(d["calls.item"] == 0 and d["requests"] == d["hits"], d)
-                    _check(abs(d["hits"] - res.requests) <= conns, (d, res))
+                    check(d["calls.item"] == 0 and d["requests"] == d["hits"], d)
+                    check(abs(d["hits"] - res.requests) <= conns, (d, res))
                     served = d["hits"]
                     note = f"{served:,} HIT of {d['requests']:,}, handler ran 0 times"
                 else:
@@ -526,8 +516,8 @@ async def components(n: int, rounds: int) -> dict[str, float]:
         for _ in range(2):  # the middleware's MISS, then a HIT
             getattr(req, "_cache", {}).clear()
             resp = await app._handle(req)
-        _check(isinstance(resp, web.Response) and resp.body == BODY, mode)
-        _check(resp.headers.get("X-Cache") == ("HIT" if mode in ("mw", "decorate") else None))
+        check(isinstance(resp, web.Response) and resp.body == BODY, mode)
+        check(resp.headers.get("X-Cache") == ("HIT" if mode in ("mw", "decorate") else None))
         steps[mode] = (functools.partial(app._handle, req), req, True)
     mw, req = mws["mw"], steps["mw"][1]
     key = mw._key(req)
@@ -536,7 +526,7 @@ async def components(n: int, rounds: int) -> dict[str, float]:
         raise AssertionError("a HIT does not run the handler")
 
     answer = await mw._core.fetch(key, never)
-    _check(answer.status == "hit", answer)
+    check(answer.status == "hit", answer)
     steps["_key"] = (lambda: mw._key(req), req, False)
     steps["KeyMaker.make"] = (
         lambda: mw._keys.make("GET", "http", "127.0.0.1:8080", None, "/item", [], {}.get),
@@ -618,8 +608,7 @@ def main_bench(args: argparse.Namespace) -> None:
         why = "--loadgen python" if args.loadgen else "wrk not found"
         gen = f"Python aiohttp {aiohttp.__version__} client in a subprocess ({why})"
     print(
-        f"Python {sys.version.split()[0]} ({platform.python_implementation()}) on {sys.platform}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; aiohttp {aiohttp.__version__}, "
+        f"{python_platform()}, {os.cpu_count()} CPUs; aiohttp {aiohttp.__version__}, "
         f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
         f"mode {'quick' if args.quick else 'full'}"
     )
@@ -645,10 +634,10 @@ def main_bench(args: argparse.Namespace) -> None:
         f"{bare_d['calls.slow']:,} times for {bare_res.requests:,}"
     )
     print("Targets")
-    print(f"   coalesce >= 80% of bare on a stored route: {tp.ratio:.1%}, {_met(tp.ratio >= 0.8)}")
+    print(f"   coalesce >= 80% of bare on a stored route: {tp.ratio:.1%}, {met(tp.ratio >= 0.8)}")
     print(
         f"   stampede, about one handler run per second ({lo}-{hi} in {burst:g} s): "
-        f"{calls}, {_met(lo <= calls <= hi)}"
+        f"{calls}, {met(lo <= calls <= hi)}"
     )
     if args.profile:
         profile(loadgen, args.quick)

@@ -299,6 +299,7 @@ class CoalescingSession:
             async with session.request(method, str_or_url, **kwargs) as resp:
                 body = await resp.read()
                 return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
+
         if key is None:
             answer = await core.bypass(send)
         else:

@@ -1,0 +1,97 @@
+"""What the benchmark scripts share: the local origin, its body and timings, and small helpers.
+
+Not a benchmark itself. The scripts import it as ``_harness``: ``python benchmarks/bench_X.py``
+puts ``benchmarks/`` first on ``sys.path``, so no install is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import platform
+import pstats
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+BODY = bytes(range(256)) * 8  # 2 KiB
+DELAY = 0.05  # the slow route's answer time, seconds
+TTL = 600
+
+
+class Origin:
+    """A local aiohttp.web origin: ``/fast/{name}`` answers now, ``/slow/{name}`` after 50 ms."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.base = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _fast(self, request: web.Request) -> web.Response:
+        self.calls[request.path] += 1
+        return web.Response(body=BODY, content_type="application/octet-stream")
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        self.calls[request.path] += 1
+        await asyncio.sleep(DELAY)
+        return web.Response(body=BODY, content_type="application/octet-stream")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/fast/{name}", self._fast)
+        app.router.add_get("/slow/{name}", self._slow)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
+        await site.start()
+        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def check(ok: bool, detail: object = "") -> None:
+    """A check that survives ``python -O``: the figures mean nothing if it fails."""
+    if not ok:
+        raise RuntimeError(f"benchmark check failed: {detail}")
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def python_platform() -> str:
+    """The start of each script's first line: Python version and implementation, OS, machine."""
+    return (
+        f"Python {sys.version.split()[0]} ({platform.python_implementation()}) on {sys.platform}, "
+        f"{platform.machine()}"
+    )
+
+
+async def sequential(get: Callable[[str], Any], url: str, n: int) -> float:
+    """Per-call time in µs of n sequential ``async with get(url) as r: await r.read()``."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        async with get(url) as r:
+            await r.read()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def profile_sequential(get: Callable[[str], Any], url: str, n: int, top: int) -> str:
+    """cProfile of ``sequential(get, url, n)``, the ``top`` functions by own time, as text."""
+    prof = cProfile.Profile()
+    prof.enable()
+    await sequential(get, url, n)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
