@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import diskcache  # type: ignore[import-untyped]
 import pytest
@@ -104,32 +104,59 @@ def big_body(n: int, size: int = BIG) -> bytes:
 
 
 async def child(*args: str, stdin: bool = False) -> asyncio.subprocess.Process:
-    """tests/disk_child.py in a new Python process; the test's loop keeps serving the origin."""
-    return await asyncio.create_subprocess_exec(
+    """tests/disk_child.py in a new Python process; the test's loop keeps serving the origin.
+
+    Its stderr goes to a file, not a pipe: a pipe nobody reads while waiting on stdout (or on the
+    process's exit) fills up and blocks the child for good.
+    """
+    err = tempfile.TemporaryFile()  # noqa: SIM115  # closed by stderr_of()
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(CHILD),
         *args,
         stdin=asyncio.subprocess.PIPE if stdin else None,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=err,
     )
+    _stderr[proc.pid] = err
+    return proc
+
+
+_stderr: dict[int, IO[bytes]] = {}
+
+
+def stderr_of(proc: asyncio.subprocess.Process) -> str:
+    err = _stderr.pop(proc.pid, None)
+    if err is None:
+        return ""
+    with err:
+        err.seek(0)
+        return err.read().decode(errors="replace")
 
 
 async def child_result(*args: str) -> dict[str, Any]:
     proc = await child(*args)
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    out, _ = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT)
+    assert proc.returncode == 0, stderr_of(proc)
+    stderr_of(proc)
     result: dict[str, Any] = json.loads(out)
     return result
 
 
 async def read_json_line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert proc.stdout is not None and proc.stderr is not None
-    line = await proc.stdout.readline()
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), CHILD_TIMEOUT)
+    except asyncio.TimeoutError:
+        proc.kill()
+        raise AssertionError(f"child gave no answer in time; stderr:\n{stderr_of(proc)}") from None
     if not line:
-        raise AssertionError((await proc.stderr.read()).decode())
+        raise AssertionError(stderr_of(proc))
     result: dict[str, Any] = json.loads(line)
     return result
+
+
+CHILD_TIMEOUT = 40.0  # seconds; a child that says nothing for this long is stuck: fail, with why
 
 
 async def worst_stall(work: Awaitable[T]) -> tuple[T, float, float]:
@@ -461,7 +488,8 @@ async def test_four_processes_share_one_directory_without_errors(
         second = [await read_json_line(p) for p in procs]
     finally:
         for p in procs:
-            await p.wait()
+            await asyncio.wait_for(p.wait(), CHILD_TIMEOUT)
+            stderr_of(p)
     for result in second:
         assert result["statuses"] == {"hit": 50} and result["bodies_ok"], result
         assert result["warnings"] == []
