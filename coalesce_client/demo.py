@@ -77,7 +77,7 @@ async def _start_origin(delay: float) -> tuple[web.AppRunner, int, list[int]]:
     app.router.add_get("/item/{n}", slow)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
     return runner, runner.addresses[0][1], calls
 

@@ -32,7 +32,7 @@ async def upstream_profile(request: web.Request) -> web.Response:
 async def start(app: web.Application) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 

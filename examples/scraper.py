@@ -53,7 +53,7 @@ async def main(cache_dir: Path) -> None:
     app.router.add_get("/page/{n}", page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     for run in ("first crawl", "second crawl"):
         before = origin_calls

@@ -32,7 +32,7 @@ async def main() -> None:
     app.router.add_get("/report", report)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/report"
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:

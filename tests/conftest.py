@@ -54,7 +54,10 @@ class Origin:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # Hundreds of connections arrive at once in these tests; with the default backlog (128) the
+        # kernel drops the extra SYNs and clients retry 1, 3, 7... seconds later: slow, and under
+        # load slower than the test's timeout.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         port = self._runner.addresses[0][1]
         self.base = f"http://127.0.0.1:{port}"

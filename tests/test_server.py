@@ -53,7 +53,7 @@ class App:
     async def start(self, **runner_kwargs: Any) -> None:
         self.runner = web.AppRunner(self.app, access_log=None, **runner_kwargs)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self.runner, "127.0.0.1", 0, backlog=1024).start()
         self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
 
     def url(self, path: str) -> str:
@@ -562,7 +562,7 @@ async def test_decorate_applies_it_to_chosen_routes_only() -> None:
     application.router.add_get("/plain", h)
     runner = web.AppRunner(application)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         async with aiohttp.ClientSession() as client:
