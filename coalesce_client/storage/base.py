@@ -5,9 +5,15 @@ backend that keeps bytes outside the process encodes them with ``snapshot.encode
 and treats anything it cannot decode as a miss. ``ttl`` is in seconds from now; a backend never
 returns an entry past its expiry. Every backend passes ``tests/storage_contract.py``.
 
-A backend that keeps entries in process memory may also offer ``get_nowait(key)``: the same answer
-as ``get`` when it has one at hand, without waiting (None when it would have to wait or has none).
-The coalescer then serves hits without a trip through coroutines; None always falls back to ``get``.
+Optional abilities are small ``runtime_checkable`` protocols, checked once with ``isinstance`` when
+a storage is handed over (never looked up with ``getattr``, where a misspelt name silently turns a
+fast path off):
+
+* ``ReadsNowait``: ``get_nowait(key)``, the same answer as ``get`` when the backend has one at hand,
+  without waiting (None when it would have to wait or has none). The coalescer then serves hits
+  without a trip through coroutines; None always falls back to ``get``.
+* ``ReadsExpiry``: ``get_with_expiry(key)``, the entry and its absolute expiry on the storage's
+  clock; ``TieredStorage`` refills its front with what is left of it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from typing import Protocol, runtime_checkable
 
 from ..snapshot import Snapshot
 
-__all__ = ["Clock", "Storage", "StorageClosedError", "wall_clock"]
+__all__ = [
+    "Clock",
+    "ReadsExpiry",
+    "ReadsNowait",
+    "Storage",
+    "StorageBase",
+    "StorageClosedError",
+    "wall_clock",
+]
 
 Clock = Callable[[], float]
 """Returns wall-clock seconds; tests pass a fake one to move time without sleeping."""
@@ -53,3 +67,38 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Release resources; later calls raise StorageClosedError. Closing twice is allowed."""
         ...
+
+
+@runtime_checkable
+class ReadsNowait(Protocol):
+    """A storage that can answer a read without waiting (see the module rules)."""
+
+    def get_nowait(self, key: str) -> Snapshot | None:
+        """The entry for ``key`` if at hand now; None when absent, expired, or it would wait."""
+        ...
+
+
+@runtime_checkable
+class ReadsExpiry(Protocol):
+    """A storage that can tell when an entry expires (see the module rules)."""
+
+    async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
+        """The entry for ``key`` and its absolute expiry on the storage's clock, or None."""
+        ...
+
+
+class StorageBase:
+    """What every backend of this package shares: the closed state and its one check."""
+
+    __slots__ = ("_closed",)
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(f"{type(self).__name__} is closed")
