@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +17,9 @@ import aiohttp
 from multidict import CIMultiDict, getversion
 from yarl import URL
 
-from .coalescer import Coalescer, Fetched, Stats, valid_seconds
+from .coalescer import Coalescer, Fetched, Stats
+from .keys import KeyMemo
+from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
 from .response import CachedResponse
 from .snapshot import Snapshot
@@ -28,7 +30,6 @@ __all__ = ["CoalescingSession"]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Call arguments that feed the key beyond the method and the URL.
 _KEY_KWARGS = frozenset({"params", "headers", "auth", "data", "json"})
-_MEMO_SIZE = 4096  # remembered keys of plain calls; cleared when full
 
 
 class _CallContext(Coroutine[Any, Any, CachedResponse]):
@@ -75,6 +76,30 @@ class _CallContext(Coroutine[Any, Any, CachedResponse]):
 class CoalescingSession:
     """An ``aiohttp.ClientSession`` wrapper that coalesces and caches requests.
 
+    Concurrent identical requests share one real request; a response that the policy allows is
+    then kept in ``storage`` and answered from there while it is fresh.
+
+    Parameters:
+        ttl: seconds a stored response stays fresh (capped by the origin's ``Cache-Control``);
+            ``0`` coalesces only and stores nothing.
+        storage: where responses are kept; a ``MemoryStorage()`` when None. ``DiskStorage`` keeps
+            them across restarts, ``TieredStorage`` puts memory in front of it.
+        key_headers: request header names (any iterable of strings, case-insensitive) whose
+            values split the key, e.g. ``("Accept", "Accept-Language")``.
+        policy: a ``CachePolicy``: which methods and statuses are stored, size limits, ...
+        session: an existing ``aiohttp.ClientSession`` to wrap; it stays yours to close. Without
+            it, one is built from ``client_session_kwargs`` and closed with this object.
+        wait_timeout: seconds a caller waits for another caller's request in flight; past it, it
+            sends its own (not stored). None: wait as long as the request takes.
+        storage_owner: close ``storage`` when this session closes (False to share one storage).
+        namespace: a prefix of every key, to keep several sessions apart in one storage.
+        base_url: the base of relative URLs, as ``ClientSession(base_url=...)``. With
+            ``session=``, name the base URL that session was built with: it cannot be read from
+            a session, and relative URLs are refused without it.
+        clock: wall-clock seconds (``time.time``); tests pass a fake one.
+        client_session_kwargs: options for the ``aiohttp.ClientSession`` built when ``session``
+            is None (``headers``, ``timeout``, ``connector``, ...).
+
     >>> import asyncio
     >>> async def main() -> None:
     ...     async with CoalescingSession(ttl=60) as s:
@@ -82,10 +107,13 @@ class CoalescingSession:
     >>> asyncio.run(main())
     0
 
-    See README.md for a full example against a local origin.
+    Requests take aiohttp's own keyword arguments plus ``cache_ttl=`` (this call's TTL),
+    ``refresh=True`` (skip the stored response, still coalesce and store) and ``cache=False`` (a
+    plain pass-through).
     """
 
     __slots__ = (
+        "_base_url",
         "_closed",
         "_core",
         "_keys",
@@ -101,13 +129,14 @@ class CoalescingSession:
         self,
         ttl: float = 60,
         storage: Storage | None = None,
-        key_headers: tuple[str, ...] | list[str] = ("Accept",),
+        key_headers: Iterable[str] = ("Accept",),
         policy: CachePolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         wait_timeout: float | None = None,
         *,
         storage_owner: bool = True,
         namespace: str = "",
+        base_url: str | URL | None = None,
         clock: Clock = wall_clock,
         **client_session_kwargs: Any,
     ) -> None:
@@ -120,22 +149,19 @@ class CoalescingSession:
                     f"session was given, so ClientSession options ({names}) cannot be applied; "
                     "set them on the session you pass"
                 )
-        if not isinstance(storage_owner, bool):
-            raise ValueError(f"storage_owner must be True or False, got {storage_owner!r}")
-        if not isinstance(namespace, str):
-            raise ValueError(f"namespace must be a string, got {namespace!r}")
+        self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
-            storage=storage,
-            policy=policy,
-            ttl=ttl,
-            clock=clock,
-            wait_timeout=wait_timeout,
-            as_response=lambda snap: CachedResponse(snap, "miss"),  # what should_store sees
+            storage=storage, policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout
         )
         self.policy = self._core.policy
-        self.storage_owner = storage_owner  # close the storage with us (like connector_owner)
-        self._keys = self.policy.key_maker(namespace=namespace, key_headers=key_headers)
-        self._memo: dict[tuple[Any, ...], tuple[URL, str]] = {}
+        self._keys = self.policy.key_maker(
+            namespace=check_string(namespace, "namespace"), key_headers=key_headers
+        )
+        self._base_url = _base_url(base_url)
+        if base_url is not None and session is None:
+            client_session_kwargs["base_url"] = base_url
+        # Request parts of plain calls -> (absolute URL, key): see _request().
+        self._memo: KeyMemo[tuple[URL, str]] = KeyMemo()
         self._session = session
         self._owns_session = session is None
         self._session_kwargs = client_session_kwargs
@@ -144,29 +170,43 @@ class CoalescingSession:
     # -- the aiohttp-shaped surface ---------------------------------------------------------------
 
     def request(self, method: str, url: str | URL, **kwargs: Any) -> _CallContext:
-        """Like ``ClientSession.request``, plus ``cache_ttl=``, ``refresh=`` and ``cache=``."""
+        """Send a request like ``ClientSession.request``, coalesced and cached by the policy.
+
+        Returns a coroutine that is also an async context manager, as aiohttp's own
+        (``resp = await s.get(url)`` or ``async with s.get(url) as resp``); the response is a
+        ``CachedResponse``, whose ``cache_status`` says where it came from. Extra options:
+        ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` skips the
+        stored response (still coalesced and stored); ``cache=False`` is a plain pass-through.
+        """
         return _CallContext(self._request(method, url, kwargs))
 
     def get(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """GET ``url``, like ``ClientSession.get``; see ``request`` for the extra options."""
         return _CallContext(self._request("GET", url, kwargs))
 
     def head(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """HEAD ``url`` (without following redirects, as aiohttp); see ``request``."""
         kwargs.setdefault("allow_redirects", False)  # as aiohttp does for HEAD
         return _CallContext(self._request("HEAD", url, kwargs))
 
     def options(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """OPTIONS ``url``: passed through unless the policy lists OPTIONS; see ``request``."""
         return _CallContext(self._request("OPTIONS", url, kwargs))
 
     def post(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """POST ``url``: passed through unless the policy lists POST; see ``request``."""
         return _CallContext(self._request("POST", url, kwargs))
 
     def put(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """PUT ``url``: passed through unless the policy lists PUT; see ``request``."""
         return _CallContext(self._request("PUT", url, kwargs))
 
     def patch(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """PATCH ``url``: passed through unless the policy lists PATCH; see ``request``."""
         return _CallContext(self._request("PATCH", url, kwargs))
 
     def delete(self, url: str | URL, **kwargs: Any) -> _CallContext:
+        """DELETE ``url``: passed through unless the policy lists DELETE; see ``request``."""
         return _CallContext(self._request("DELETE", url, kwargs))
 
     @property
@@ -242,11 +282,14 @@ class CoalescingSession:
         return self._session
 
     def _absolute(self, url: URL) -> URL:
-        if not url.absolute:
-            base: URL | None = getattr(self._client(), "_base_url", None)
-            if base is not None:
-                return base.join(url)
-        return url
+        """The URL aiohttp will request: relative ones joined to the base URL, as aiohttp does."""
+        if url.absolute:
+            return url
+        if self._base_url is None:
+            raise ValueError(
+                f"relative URL {str(url)!r} and no base_url: give CoalescingSession(base_url=...)"
+            )
+        return self._base_url.join(url)
 
     async def _request(
         self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
@@ -254,10 +297,7 @@ class CoalescingSession:
         cache = kwargs.pop("cache", True)
         cache_ttl = kwargs.pop("cache_ttl", None)
         refresh = kwargs.pop("refresh", False)
-        if cache_ttl is not None and not valid_seconds(cache_ttl):
-            raise ValueError(
-                f"cache_ttl must be a non-negative number of seconds, got {cache_ttl!r}"
-            )
+        cache_ttl = check_seconds_or_none(cache_ttl, "cache_ttl")
         session = self._client()
         method = method.upper()
         core = self._core
@@ -265,45 +305,45 @@ class CoalescingSession:
         # The key of a plain call (no params, headers, body or credentials of its own) depends only
         # on the method, the URL and the session's default headers: remember it, since building
         # it is most of what a cache hit costs. getversion() changes whenever those headers do.
-        memo_key = None
+        parts = None
         if (
             eligible
             and not (kwargs.keys() & _KEY_KWARGS)
             and session.auth is None
             and not len(session.cookie_jar)
         ):
-            memo_key = (
+            parts = (
                 method,
                 str_or_url,
                 kwargs.get("allow_redirects", True),
                 getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
             )
-        memo = self._memo.get(memo_key) if memo_key is not None else None
+        known = self._memo.get(parts) if parts is not None else None
         key: str | None
-        if memo is not None:
-            url, key = memo
+        if known is not None:
+            url, key = known
         else:
             url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
             key = self._key(method, url, kwargs) if eligible else None
-            if memo_key is not None and key is not None:
-                if len(self._memo) >= _MEMO_SIZE:
-                    self._memo.clear()
-                self._memo[memo_key] = (url, key)
+            if parts is not None and key is not None:
+                self._memo.remember(parts, (url, key))
 
         if key is not None and not refresh:
             snap = core.peek(key)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
                 return CachedResponse(snap, "hit", request_url=url)
 
+        should_store = self.policy.should_store
+
         async def send() -> Fetched:
             async with session.request(method, str_or_url, **kwargs) as resp:
-                body = await resp.read()
-                return Fetched(_snapshot(resp, body), len(body) <= self.policy.max_body_size)
+                snap = _snapshot(resp, await resp.read())
+            # The user's filter sees a response like every caller's, not aiohttp's (released).
+            return Fetched(
+                snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
+            )
 
-        if key is None:
-            answer = await core.bypass(send)
-        else:
-            answer = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
+        answer = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
         assert answer.snapshot is not None  # send() always returns one
         return CachedResponse(answer.snapshot, answer.status, request_url=url)
 
@@ -344,16 +384,30 @@ class CoalescingSession:
         if not kwargs.get("allow_redirects", True):
             extra.append("no-redirects")
         return self._keys.make(
-            method,
-            url.scheme,
-            url.host or "",
-            url.explicit_port,
-            url.raw_path,
-            query,
-            header,
+            method=method,
+            scheme=url.scheme,
+            host=url.host or "",
+            port=url.explicit_port,
+            path=url.raw_path,
+            query=query,
+            header=header,
             body_digest=body_digest,
             extra=extra,
         )
+
+
+def _base_url(value: str | URL | None) -> URL | None:
+    if value is None:
+        return None
+    try:
+        url = URL(value)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or not url.absolute or not url.path.endswith("/"):
+        raise ValueError(
+            f"base_url must be an absolute URL whose path ends with '/', got {value!r}"
+        )
+    return url
 
 
 def _body_digest(data: Any, json: Any) -> bytes | None:

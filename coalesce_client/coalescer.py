@@ -2,11 +2,20 @@
 
 Rules of this module:
 
-* It knows no HTTP framework. A face hands it a request key and a ``send`` callable that performs
-  the real request and returns a complete ``Snapshot`` (body read) plus whether it may be shared.
-* Every call counts once in ``requests`` and once in exactly one of hits / misses / coalesced /
-  bypassed, the counter that matches the ``cache_status`` its caller sees; ``errors`` counts calls
-  that raised; ``upstream`` counts real requests sent.
+* It knows no HTTP framework and holds none of a face's objects. A face hands it a request key and a
+  ``send`` closure that performs the real request and returns a ``Fetched``: the complete response
+  as a ``Snapshot`` (body read), or None when it cannot be replayed from bytes (a streamed
+  response). Whatever the face needs of its own objects (the handler's response, an exception it
+  must not share) stays in that closure.
+* What may reach another caller is decided here, once for both faces: a response over
+  ``max_body_size`` never does, and in a shared cache nor does a private one (``Set-Cookie``,
+  ``Cache-Control: private`` or ``no-store``). An exception raised by ``send`` reaches every caller
+  of that flight (the flight's own rule) and nothing of it is stored.
+* Every call counts once in ``requests`` when it begins, and once in exactly one outcome when it
+  ends: the counter named by the ``cache_status`` its caller sees (``_count`` is the one place),
+  cancelled callers included. So ``requests`` minus the outcomes is the calls in progress, and
+  nothing once all are done. ``errors`` counts calls that raised, ``upstream`` real requests sent,
+  ``stored`` successful storage writes.
 * Storage is an optimisation, never a point of failure: an exception from it is logged (once per
   operation and exception type, then at DEBUG) and the call goes on as if nothing was stored.
 * Only a leader stores, and only what the policy allows; a follower that stopped waiting
@@ -17,22 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 from .flight import SingleFlight, WaitTimeout
+from .options import check_callable, check_seconds, check_seconds_or_none
 from .policy import CachePolicy
 from .snapshot import Snapshot
-from .storage.base import Clock, Storage
+from .storage.base import Clock, ReadsNowait, Storage
 from .storage.memory import MemoryStorage
 
-__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Stats"]
+__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats"]
 
 log = logging.getLogger("coalesce_client")
 
 CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+"""Where a caller's response came from; each status is also the name of its counter."""
 
 _STORE_WAIT = 0.05  # seconds a flight waits for its storage write before answering anyway
 _MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everything)
@@ -54,35 +64,35 @@ class Stats:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What a face's ``send`` returns: the complete response, and whether others may have it.
+    """What a face's ``send`` returns for one real request.
 
-    ``snapshot`` is None for an outcome that cannot be replayed from bytes (a streamed response, an
-    exception the handler raised): it is never stored. ``shareable`` False means no other caller
-    may see this outcome (too large to buffer for sharing, private to the caller); the flight's
-    followers then send their own request. ``original`` is the face's own object for the outcome
-    (the handler's response or exception), handed back untouched to the caller that sent it and,
-    when shareable, to the followers, who must copy what they use.
+    ``snapshot`` is the complete response, or None when it cannot be replayed from bytes (a
+    streamed response, an outcome private to its caller): then it is neither stored nor shared,
+    and the flight's followers send requests of their own. ``storable`` is the verdict of the
+    user's ``should_store`` filter, which the face asks about its own response object.
     """
 
     snapshot: Snapshot | None
-    shareable: bool = True
-    original: object = None
+    storable: bool = True
 
 
 class Answer(NamedTuple):
-    """What one call gets: a snapshot to replay (or None), where it came from, the face's object."""
+    """What one call gets: the response to replay, and where it came from.
+
+    ``snapshot`` is None only for a caller whose own ``send`` returned None: its face still holds
+    the response in its closure.
+    """
 
     snapshot: Snapshot | None
     status: CacheStatus
-    original: object = None
 
 
 @dataclass(frozen=True, slots=True)
-class _Led:
-    """The value of a flight: the leader's own outcome, and what everybody else may have of it."""
+class _Result:
+    """The value of one flight: the leader's own response, and what its followers may have."""
 
-    fetched: Fetched
-    shared: Snapshot | None  # stripped of strip_headers; None when there is nothing to replay
+    own: Snapshot | None  # as received: the leader's (Set-Cookie and all)
+    shared: Snapshot | None  # stripped for replay; None: not for the followers, who send their own
 
 
 Send = Callable[[], Awaitable[Fetched]]
@@ -92,20 +102,23 @@ class Coalescer:
     """One keyed single-flight in front of one storage, and the policy that filters between."""
 
     __slots__ = (
-        "_as_response",
         "_background",
         "_clock",
-        "_counts",
         "_flight",
         "_get_nowait",
         "_logged",
+        "_outcomes",
         "_passes",
         "_writing",
+        "errors",
         "pass_ttl",
         "policy",
+        "requests",
         "shared_cache",
         "storage",
+        "stored",
         "ttl",
+        "upstream",
         "wait_timeout",
     )
 
@@ -118,17 +131,12 @@ class Coalescer:
         clock: Clock,
         wait_timeout: float | None = None,
         shared_cache: bool = False,
-        as_response: Callable[[Snapshot], object] | None = None,
     ) -> None:
         # The options both faces share are checked here, once, with the user's option names.
-        if not valid_seconds(ttl):
-            raise ValueError(f"ttl must be a non-negative number of seconds, got {ttl!r}")
-        if wait_timeout is not None and (not valid_seconds(wait_timeout) or wait_timeout == 0):
-            raise ValueError(
-                f"wait_timeout must be a positive number of seconds or None, got {wait_timeout!r}"
-            )
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
+        self.ttl = check_seconds(ttl, "ttl")  # default seconds a stored response stays fresh
+        # How long a follower waits for the leader before sending its own request.
+        self.wait_timeout = check_seconds_or_none(wait_timeout, "wait_timeout", positive=True)
+        self._clock: Clock = check_callable(clock, "clock")
         if policy is None:
             policy = CachePolicy()
         elif not isinstance(policy, CachePolicy):
@@ -138,16 +146,10 @@ class Coalescer:
         elif not isinstance(storage, Storage):
             raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
         self.storage = storage
-        self._get_nowait: Callable[[str], Snapshot | None] | None = getattr(
-            storage, "get_nowait", None
-        )
+        # Hits without a coroutine, when the storage can answer without waiting (storage/base.py).
+        self._get_nowait = storage.get_nowait if isinstance(storage, ReadsNowait) else None
         self.policy = policy
-        self.ttl = float(ttl)  # default seconds a stored response stays fresh; 0 = store nothing
-        self.wait_timeout = wait_timeout  # how long a follower waits before sending its own
         self.shared_cache = shared_cache  # True in the server middleware (RFC 9111 shared cache)
-        self._clock = clock
-        # Turns a snapshot into the face's response object, for policy.should_store to judge.
-        self._as_response = as_response
         # Seconds a key whose outcome could not be shared goes straight through: a shared cache's
         # defence against serializing private routes (0 in a private cache: never).
         self.pass_ttl = policy.pass_ttl if shared_cache else 0.0
@@ -155,18 +157,39 @@ class Coalescer:
         # Snapshots whose storage write has not finished yet, and the tasks writing them.
         self._writing: dict[str, Snapshot] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self._flight: SingleFlight[str, _Led] = SingleFlight()
-        # requests, hits, misses, coalesced, stored, bypassed, errors, upstream (Stats order)
-        self._counts = [0] * 8
+        self._flight: SingleFlight[str, _Result] = SingleFlight()
+        self.requests = 0  # calls begun (fetch and peek's hits)
+        # Calls by outcome, written only by _count() (and peek's inlined copy of it).
+        self._outcomes: dict[CacheStatus, int] = dict.fromkeys(get_args(CacheStatus), 0)
+        self.errors = 0  # calls that raised (written by the faces' calls, through count_error)
+        self.upstream = 0  # real requests sent: one per flight, one per call alone
+        self.stored = 0  # storage writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
 
     @property
     def stats(self) -> Stats:
-        return Stats(*self._counts)
+        o = self._outcomes
+        return Stats(
+            requests=self.requests,
+            hits=o["hit"],
+            misses=o["miss"],
+            coalesced=o["coalesced"],
+            stored=self.stored,
+            bypassed=o["bypass"],
+            errors=self.errors,
+            upstream=self.upstream,
+        )
 
     @property
-    def flight(self) -> SingleFlight[str, _Led]:
+    def flight(self) -> SingleFlight[str, _Result]:
         return self._flight
+
+    def count_error(self) -> None:
+        """A call raised after its answer was counted (a face raising its own saved exception)."""
+        self.errors += 1
+
+    def _count(self, status: CacheStatus) -> None:
+        self._outcomes[status] += 1
 
     async def lookup(self, key: str) -> Snapshot | None:
         """A fresh stored response for ``key``, or None; a broken storage is a miss."""
@@ -200,9 +223,8 @@ class Coalescer:
                 return None
         if snap.expires_at <= self._clock():
             return None
-        counts = self._counts
-        counts[0] += 1
-        counts[1] += 1
+        self.requests += 1
+        self._outcomes["hit"] += 1  # _count("hit"), inlined: this is the whole cost of a hit
         return snap
 
     async def drain(self) -> None:
@@ -211,21 +233,28 @@ class Coalescer:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def fetch(
-        self, key: str, send: Send, *, ttl: float | None = None, refresh: bool = False
+        self, key: str | None, send: Send, *, ttl: float | None = None, refresh: bool = False
     ) -> Answer:
-        """The response for one call: from storage, from a flight in progress, or sent now."""
-        counts = self._counts
-        if self._passes and self._passing(key):
-            return await self.bypass(send)
-        counts[0] += 1
+        """The response for one call: from storage, from a flight in progress, or sent now.
+
+        ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
+        """
+        self.requests += 1
+        if key is None or (self._passes and self._passing(key)):
+            return await self._alone(send, "bypass")
         flight = self._flight
         joining = key in flight
         # A caller that finds a flight in progress joins it without reading storage: whatever is
         # stored is being replaced, and in a burst this saves a storage read per follower.
         if not refresh and not joining:
-            snap = await self.lookup(key)
+            try:
+                snap = await self.lookup(key)
+            except BaseException:  # cancelled while the storage read was pending
+                self._count("miss")
+                self.errors += 1
+                raise
             if snap is not None:
-                counts[1] += 1
+                self._count("hit")
                 return Answer(snap, "hit")
             joining = key in flight  # a slow storage read may have let a flight start
         try:
@@ -239,23 +268,17 @@ class Coalescer:
             # (nginx proxy_cache_lock_timeout).
             return await self._alone(send, "miss")
         except BaseException:
-            counts[3 if joining else 2] += 1  # coalesced or miss, as the caller would have been
-            counts[6] += 1
+            self._count("coalesced" if joining else "miss")  # as the caller would have been
+            self.errors += 1
             raise
-        led = outcome.value
-        fetched = led.fetched
+        result = outcome.value
         if not outcome.joined:
-            counts[2] += 1
-            return Answer(fetched.snapshot, "miss", fetched.original)
-        if not fetched.shareable:
+            self._count("miss")
+            return Answer(result.own, "miss")
+        if result.shared is None:
             return await self._alone(send, "miss")
-        counts[3] += 1
-        return Answer(led.shared, "coalesced", fetched.original)
-
-    async def bypass(self, send: Send) -> Answer:
-        """A call that takes no part: no lookup, no flight, nothing stored."""
-        self._counts[0] += 1
-        return await self._alone(send, "bypass")
+        self._count("coalesced")
+        return Answer(result.shared, "coalesced")
 
     async def invalidate(self, key: str) -> None:
         """Drop what is stored for ``key``; a flight in progress takes no new callers."""
@@ -289,50 +312,47 @@ class Coalescer:
         A bypass, or a follower's own request (it stopped waiting, or the flight's outcome was not
         for it), which is a miss.
         """
-        counts = self._counts
-        counts[2 if status == "miss" else 5] += 1
-        counts[7] += 1
+        self._count(status)
+        self.upstream += 1
         try:
             fetched = await send()
         except BaseException:
-            counts[6] += 1
+            self.errors += 1
             raise
-        return Answer(fetched.snapshot, status, fetched.original)
+        return Answer(fetched.snapshot, status)
 
-    async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Led:
+    def _shareable(self, snap: Snapshot) -> bool:
+        """May another caller have this response? (the module rules)"""
+        policy = self.policy
+        if len(snap.body) > policy.max_body_size:
+            return False
+        return not (self.shared_cache and policy.is_private(snap.headers))
+
+    async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Result:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
-        self._counts[7] += 1
+        self.upstream += 1
         fetched = await send()
-        full = fetched.snapshot
-        if not fetched.shareable:
+        own = fetched.snapshot
+        if own is None or not self._shareable(own):
             if self.pass_ttl > 0:
                 self._remember_pass(key)
-            return _Led(fetched, None)
-        if full is None:
-            return _Led(fetched, None)
+            return _Result(own, None)
         policy = self.policy
-        headers = policy.storable_headers(full.headers)
-        ttl = policy.ttl_for(
-            full.status,
-            full.headers,
-            session_ttl=self.ttl,
-            call_ttl=call_ttl,
-            shared_cache=self.shared_cache,
-        )
-        history = tuple(
-            replace(h, headers=policy.storable_headers(h.headers)) for h in full.history
-        )
+        headers = policy.storable_headers(own.headers)
+        history = tuple(replace(h, headers=policy.storable_headers(h.headers)) for h in own.history)
+        ttl = 0.0
+        if fetched.storable:
+            ttl = policy.ttl_for(
+                own.status,
+                own.headers,
+                session_ttl=self.ttl,
+                call_ttl=call_ttl,
+                shared_cache=self.shared_cache,
+            )
         if ttl <= 0:
-            return _Led(fetched, replace(full, headers=headers, history=history))
+            return _Result(own, replace(own, headers=headers, history=history))
         now = self._clock()
-        shared = replace(
-            full, headers=headers, history=history, stored_at=now, expires_at=now + ttl
-        )
-        veto = policy.should_store
-        if veto is not None and not veto(
-            full if self._as_response is None else self._as_response(full)
-        ):
-            return _Led(fetched, shared)
+        shared = replace(own, headers=headers, history=history, stored_at=now, expires_at=now + ttl)
         # Write, but do not let a slow storage (a disk locked by another process) hold the answer
         # back from everybody waiting on this flight: past _STORE_WAIT the write finishes in the
         # background, and lookups meanwhile find the snapshot in _writing (no second flight).
@@ -341,7 +361,7 @@ class Coalescer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         await asyncio.wait((task,), timeout=_STORE_WAIT)
-        return _Led(fetched, shared)
+        return _Result(own, shared)
 
     async def _store(self, key: str, shared: Snapshot, ttl: float) -> None:
         try:
@@ -349,7 +369,7 @@ class Coalescer:
         except Exception as exc:
             self._storage_failed("set", exc)
         else:
-            self._counts[4] += 1
+            self.stored += 1
         finally:
             if self._writing.get(key) is shared:  # a newer write of the key may have replaced it
                 del self._writing[key]
@@ -367,13 +387,3 @@ class Coalescer:
             type(exc).__name__,
             exc,
         )
-
-
-def valid_seconds(value: object) -> bool:
-    """A finite, non-negative number of seconds (bool is not a number here)."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )

@@ -17,34 +17,39 @@ Rules of this module:
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-__all__ = ["KeyMaker", "normalize_headers"]
+from .options import check_header_names
+from .snapshot import put_field
+
+__all__ = ["KeyMaker", "KeyMemo", "normalize_headers"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ABSENT = b"\xff\xff\xff\xff"  # a header count that no present header can have
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 §5.6.2)
+_MEMO_SIZE = 4096  # remembered keys per face; cleared when full
+
+V = TypeVar("V")
+
+normalize_headers = check_header_names  # lower-case names, repeats dropped, ValueError naming it
 
 
-def normalize_headers(names: Iterable[str], option: str) -> tuple[str, ...]:
-    """Lower-case header names, drop repeats, keep order; a bad name is a ValueError."""
-    if isinstance(names, (str, bytes)):
-        raise ValueError(f"{option} must be a collection of header names, not a single string")
-    out: list[str] = []
-    for name in names:
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            raise ValueError(f"{option}: {name!r} is not a valid header name")
-        low = name.lower()
-        if low not in out:
-            out.append(low)
-    return tuple(out)
+class KeyMemo(dict[Hashable, V]):
+    """Keys already built, by the request parts they were built from (bounded, cleared when full).
 
+    Building the digest is most of what a cache hit costs; both faces look a key up here first,
+    by a tuple of exactly the request parts that feed the key. ``V`` is what a face keeps per
+    key: the key itself, or the key with the URL it resolved.
+    """
 
-def _field(parts: list[bytes], data: bytes) -> None:
-    parts.append(len(data).to_bytes(4, "big"))
-    parts.append(data)
+    __slots__ = ()
+
+    def remember(self, parts: Hashable, value: V) -> V:
+        if len(self) >= _MEMO_SIZE:
+            self.clear()
+        self[parts] = value
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +57,16 @@ class KeyMaker:
     """Builds the key of a request from its parts; one per session or middleware.
 
     >>> km = KeyMaker(namespace="demo", key_headers=("accept",))
-    >>> a = km.make("GET", "http", "example.com", 80, "/a", [("y", "2"), ("x", "1")], {}.get)
-    >>> b = km.make("GET", "HTTP", "Example.com", None, "/a", [("x", "1"), ("y", "2")], {}.get)
+    >>> a = km.make(method="GET", scheme="http", host="example.com", port=80, path="/a",
+    ...             query=[("y", "2"), ("x", "1")], header={}.get)
+    >>> b = km.make(method="GET", scheme="HTTP", host="Example.com", port=None, path="/a",
+    ...             query=[("x", "1"), ("y", "2")], header={}.get)
     >>> a == b, len(a)
     (True, 64)
     """
 
     namespace: str = ""
-    key_headers: tuple[str, ...] = ()  # lower-case names, see normalize_headers()
+    key_headers: tuple[str, ...] = ()  # lower-case names, see options.check_header_names()
     credential_headers: tuple[str, ...] = ("authorization", "cookie", "proxy-authorization")
     sort_query: bool = True
     ignored_params: frozenset[str] = frozenset()
@@ -79,6 +86,7 @@ class KeyMaker:
 
     def make(
         self,
+        *,
         method: str,
         scheme: str,
         host: str,
@@ -86,7 +94,6 @@ class KeyMaker:
         path: str,
         query: Sequence[tuple[str, str]],
         header: Callable[[str], str | None],
-        *,
         body_digest: bytes | None = None,
         extra: Sequence[str] = (),
     ) -> str:
@@ -99,34 +106,34 @@ class KeyMaker:
         """
         scheme = scheme.lower()
         parts: list[bytes] = []
-        _field(parts, self.namespace.encode())
-        _field(parts, method.upper().encode())
-        _field(parts, scheme.encode())
-        _field(parts, host.lower().encode())
+        put_field(parts, self.namespace.encode())
+        put_field(parts, method.upper().encode())
+        put_field(parts, scheme.encode())
+        put_field(parts, host.lower().encode())
         default = _DEFAULT_PORTS.get(scheme)
-        _field(parts, b"" if port is None or port == default else str(port).encode())
-        _field(parts, path.encode("utf-8", "surrogatepass"))
+        put_field(parts, b"" if port is None or port == default else str(port).encode())
+        put_field(parts, path.encode("utf-8", "surrogatepass"))
         if self.ignored_params:
             query = [kv for kv in query if kv[0] not in self.ignored_params]
         if self.sort_query and len(query) > 1:
             query = sorted(query, key=_name)  # sorted() is stable: repeated names keep their order
         parts.append(len(query).to_bytes(4, "big"))
         for qname, qvalue in query:
-            _field(parts, qname.encode("utf-8", "surrogatepass"))
-            _field(parts, qvalue.encode("utf-8", "surrogatepass"))
+            put_field(parts, qname.encode("utf-8", "surrogatepass"))
+            put_field(parts, qvalue.encode("utf-8", "surrogatepass"))
         for name in self._headers:
             hvalue = header(name)
             if hvalue is None:
                 parts.append(_ABSENT)
             else:
-                _field(parts, hvalue.encode("utf-8", "surrogatepass"))
+                put_field(parts, hvalue.encode("utf-8", "surrogatepass"))
         if body_digest is None:
             parts.append(_ABSENT)
         else:
-            _field(parts, body_digest)
+            put_field(parts, body_digest)
         parts.append(len(extra).to_bytes(4, "big"))
         for item in extra:
-            _field(parts, item.encode("utf-8", "surrogatepass"))
+            put_field(parts, item.encode("utf-8", "surrogatepass"))
         return hashlib.sha256(b"".join(parts)).hexdigest()
 
 

@@ -21,13 +21,16 @@ from typing import Any
 __all__ = [
     "MAX_INT64",
     "check_callable",
+    "check_collection",
     "check_count",
     "check_flag",
     "check_header_name",
     "check_header_names",
     "check_seconds",
+    "check_seconds_or_none",
     "check_string",
     "is_seconds",
+    "is_status",
 ]
 
 MAX_INT64 = 2**63 - 1  # the largest size any backend can represent (SQLite integers, Redis)
@@ -48,10 +51,8 @@ def is_seconds(value: Any) -> bool:
         return False
 
 
-def check_seconds(
-    value: Any, option: str, *, positive: bool = False, none_ok: bool = False
-) -> float | None:
-    """``value`` as float seconds; ``positive`` refuses 0, ``none_ok`` lets None through.
+def check_seconds(value: Any, option: str, *, positive: bool = False) -> float:
+    """``value`` as float seconds; ``positive`` refuses 0.
 
     >>> check_seconds(5, "ttl")
     5.0
@@ -60,13 +61,20 @@ def check_seconds(
     ...
     ValueError: ttl must be a non-negative number of seconds, got 1000...000
     """
-    if value is None and none_ok:
-        return None
     if not is_seconds(value) or (positive and value == 0):
         what = "a positive" if positive else "a non-negative"
-        tail = " or None" if none_ok else ""
-        raise ValueError(f"{option} must be {what} number of seconds{tail}, got {_show(value)}")
+        raise ValueError(f"{option} must be {what} number of seconds, got {_show(value)}")
     return float(value)
+
+
+def check_seconds_or_none(value: Any, option: str, *, positive: bool = False) -> float | None:
+    """None, or ``value`` as float seconds (a wait that may be unbounded)."""
+    if value is None:
+        return None
+    try:
+        return check_seconds(value, option, positive=positive)
+    except ValueError as exc:
+        raise ValueError(f"{exc.args[0].replace(' seconds,', ' seconds or None,', 1)}") from None
 
 
 def check_count(value: Any, option: str, *, minimum: int = 0, unit: str = "bytes") -> int:
@@ -74,12 +82,17 @@ def check_count(value: Any, option: str, *, minimum: int = 0, unit: str = "bytes
     if not (isinstance(value, int) and not isinstance(value, bool)) or not (
         minimum <= value <= MAX_INT64
     ):
-        low = "non-negative" if minimum == 0 else ("positive" if minimum == 1 else f">= {minimum}")
         raise ValueError(
-            f"{option} must be a {low} whole number of {unit} (at most 2**63 - 1), "
+            f"{option} must be a whole number of {unit} from {minimum} to 2**63 - 1, "
             f"got {_show(value)}"
         )
     return value
+
+
+def is_status(value: Any) -> bool:
+    """An HTTP status code, 100 to 599 (RFC 9110 §15): the one range the package accepts, in
+    options and in stored bytes alike (a response outside it is never stored)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 def check_flag(value: Any, option: str) -> bool:
@@ -91,13 +104,30 @@ def check_flag(value: Any, option: str) -> bool:
 def check_callable(value: Any, option: str, *, none_ok: bool = False) -> Any:
     if (value is None and none_ok) or callable(value):
         return value
-    raise ValueError(f"{option} must be callable{' or None' if none_ok else ''}, got {_show(value)}")
+    raise ValueError(
+        f"{option} must be callable{' or None' if none_ok else ''}, got {_show(value)}"
+    )
 
 
 def check_string(value: Any, option: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{option} must be a string, got {_show(value)}")
     return value
+
+
+def check_collection(value: Any, option: str, item_ok: Any, what: str) -> tuple[Any, ...]:
+    """The items of a collection (not a single string), each passing ``item_ok``.
+
+    ``None``, a number or a string where a collection belongs is a ``ValueError`` naming the
+    option, as is any item that ``item_ok`` refuses.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{option} must be a collection of {what}, got {_show(value)}")
+    items = tuple(value)
+    for item in items:
+        if not item_ok(item):
+            raise ValueError(f"{option}: {item!r} is not one of {what}")
+    return items
 
 
 def check_header_name(value: Any, option: str) -> str:

@@ -11,13 +11,21 @@ Rules of this module:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .keys import KeyMaker, normalize_headers
+from .keys import KeyMaker
+from .options import (
+    check_callable,
+    check_collection,
+    check_count,
+    check_flag,
+    check_header_names,
+    check_seconds,
+    is_status,
+)
 
 if TYPE_CHECKING:
     from .snapshot import Headers
@@ -89,10 +97,6 @@ def _seconds(arg: str, previous: float | None) -> float:
     return float(arg)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     """What may be shared and stored.
@@ -105,7 +109,7 @@ class CachePolicy:
     >>> CachePolicy(max_body_size=-1)
     Traceback (most recent call last):
     ...
-    ValueError: max_body_size must be a non-negative number of bytes, got -1
+    ValueError: max_body_size must be a whole number of bytes from 0 to 2**63 - 1, got -1
     """
 
     methods: AbstractSet[str] = frozenset({"GET", "HEAD"})
@@ -124,65 +128,41 @@ class CachePolicy:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        methods = self.methods
-        if isinstance(methods, str) or not all(isinstance(m, str) and m for m in methods):
-            raise ValueError(f"methods must be a collection of HTTP method names, got {methods!r}")
+        methods = check_collection(self.methods, "methods", _is_method, "HTTP method names")
         set_(self, "methods", frozenset(m.upper() for m in methods))
-        statuses = self.cacheable_statuses
-        if isinstance(statuses, (str, bytes)) or not all(_is_status(s) for s in statuses):
-            raise ValueError(f"cacheable_statuses must be HTTP status codes, got {statuses!r}")
+        statuses = check_collection(
+            self.cacheable_statuses, "cacheable_statuses", is_status, "HTTP status codes"
+        )
         set_(self, "cacheable_statuses", frozenset(statuses))
         if not isinstance(self.status_ttl, Mapping):
             raise ValueError(
                 f"status_ttl must map status codes to seconds, got {self.status_ttl!r}"
             )
-        for status, ttl in self.status_ttl.items():
-            if not _is_status(status):
-                raise ValueError(f"status_ttl: {status!r} is not an HTTP status code")
-            if not _is_number(ttl) or not 0 <= ttl < math.inf:
-                raise ValueError(f"status_ttl[{status}] must be a non-negative number, got {ttl!r}")
+        for status in check_collection(self.status_ttl, "status_ttl", is_status, "status codes"):
+            check_seconds(self.status_ttl[status], f"status_ttl[{status}]")
         set_(self, "status_ttl", {s: float(t) for s, t in self.status_ttl.items()})
-        if isinstance(self.strip_headers, (str, bytes)):
-            raise ValueError(
-                "strip_headers must be a collection of header names, not a single string"
-            )
-        normalize_headers(  # validates the names; a trailing "*" makes a prefix
-            [h.rstrip("*") if isinstance(h, str) else h for h in self.strip_headers],
-            "strip_headers",
-        )
-        raw = [h.strip().lower() for h in self.strip_headers]
-        set_(self, "strip_headers", tuple(raw))
+        strip = check_collection(self.strip_headers, "strip_headers", _is_str, "header names")
+        check_header_names([h.rstrip("*") for h in strip], "strip_headers")  # "x-*": a prefix
+        raw = tuple(h.strip().lower() for h in strip)
+        set_(self, "strip_headers", raw)
         set_(self, "_strip_exact", frozenset(h for h in raw if not h.endswith("*")) | HOP_BY_HOP)
         prefixes = tuple(h.rstrip("*") for h in raw if h.endswith("*"))
         set_(self, "_strip_prefixes", (*prefixes, "proxy-"))  # Proxy-* is hop-by-hop too
-        if not _is_number(self.max_body_size) or not self.max_body_size >= 0:  # NaN too
-            raise ValueError(
-                f"max_body_size must be a non-negative number of bytes, got {self.max_body_size!r}"
-            )
-        for name in ("respect_cache_control", "sort_query"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        params = self.ignored_params
-        if isinstance(params, (str, bytes)) or not all(isinstance(p, str) for p in params):
-            raise ValueError(f"ignored_params must be a collection of names, got {params!r}")
+        check_count(self.max_body_size, "max_body_size")
+        check_flag(self.respect_cache_control, "respect_cache_control")
+        check_flag(self.sort_query, "sort_query")
+        params = check_collection(self.ignored_params, "ignored_params", _is_str, "names")
         set_(self, "ignored_params", frozenset(params))
-        if self.should_store is not None and not callable(self.should_store):
-            raise ValueError(f"should_store must be callable, got {self.should_store!r}")
-        set_(
-            self,
-            "credential_headers",
-            normalize_headers(self.credential_headers, "credential_headers"),
-        )
-        if not _is_number(self.pass_ttl) or not 0 <= self.pass_ttl < math.inf:
-            raise ValueError(
-                f"pass_ttl must be a non-negative number of seconds, got {self.pass_ttl!r}"
-            )
+        check_callable(self.should_store, "should_store", none_ok=True)
+        creds = check_header_names(self.credential_headers, "credential_headers")
+        set_(self, "credential_headers", creds)
+        check_seconds(self.pass_ttl, "pass_ttl")
 
     def key_maker(self, *, namespace: str, key_headers: Iterable[str]) -> KeyMaker:
         """The key builder of a face (session or middleware) that uses this policy."""
         return KeyMaker(
             namespace=namespace,
-            key_headers=normalize_headers(key_headers, "key_headers"),
+            key_headers=check_header_names(key_headers, "key_headers"),
             credential_headers=tuple(self.credential_headers),
             sort_query=self.sort_query,
             ignored_params=frozenset(self.ignored_params),
@@ -220,6 +200,17 @@ class CachePolicy:
                 ttl = min(ttl, limit)
         return float(ttl)
 
+    def is_private(self, headers: Iterable[tuple[str, str]]) -> bool:
+        """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``.
+
+        A shared cache (RFC 9111 §3, §5.2.2.7) neither stores nor shares such a response.
+        """
+        headers = tuple(headers)
+        if any(name.lower() == "set-cookie" for name, _ in headers):
+            return True
+        cc = parse_cache_control(_joined(headers, "cache-control"))
+        return cc.private or cc.no_store
+
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
         """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""
         exact, prefixes = self._strip_exact, self._strip_prefixes
@@ -239,8 +230,12 @@ class CachePolicy:
         return tuple(out)
 
 
-def _is_status(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_method(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _joined(headers: Iterable[tuple[str, str]], name: str) -> str | None:

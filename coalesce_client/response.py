@@ -13,17 +13,16 @@ import json
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import ClientResponseError, ContentTypeError, RequestInfo
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .coalescer import CacheStatus
 from .snapshot import Snapshot
 
 __all__ = ["BodyStream", "CachedResponse"]
-
-CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
 
 
 class BodyStream:

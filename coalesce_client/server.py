@@ -18,14 +18,14 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .coalescer import Answer, CacheStatus, Coalescer, Fetched, Stats
-from .keys import normalize_headers
-from .policy import CachePolicy, parse_cache_control
+from .coalescer import CacheStatus, Coalescer, Fetched, Stats
+from .keys import KeyMemo
+from .options import check_callable, check_header_name, check_header_names, check_string
+from .policy import CachePolicy
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
 
@@ -38,7 +38,6 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
     "coalesced": "COALESCED",
     "bypass": "BYPASS",
 }
-_MEMO_SIZE = 4096  # remembered keys and replay headers, each; cleared when full
 # Recomputed by aiohttp for every response it sends; never replayed from a snapshot.
 _NOT_REPLAYED = frozenset({"content-length", "date", "server"})
 
@@ -63,7 +62,6 @@ class CoalesceMiddleware:
         "_key_func",
         "_keys",
         "_memo",
-        "_templates",
         "policy",
     )
 
@@ -80,16 +78,10 @@ class CoalesceMiddleware:
         namespace: str = "",
         clock: Clock = wall_clock,
     ) -> None:
-        if key_func is not None and not callable(key_func):
-            raise ValueError(f"key_func must be callable, got {key_func!r}")
-        if cache_status_header is not None and (
-            not isinstance(cache_status_header, str)
-            or not cache_status_header
-            or ":" in cache_status_header
-        ):
-            raise ValueError(
-                f"cache_status_header must be a header name or None, got {cache_status_header!r}"
-            )
+        check_callable(key_func, "key_func", none_ok=True)
+        if cache_status_header is not None:
+            check_header_name(cache_status_header, "cache_status_header")
+        check_string(namespace, "namespace")
         self._core = Coalescer(
             storage=storage,
             policy=policy,
@@ -97,18 +89,15 @@ class CoalesceMiddleware:
             clock=clock,
             wait_timeout=wait_timeout,
             shared_cache=True,
-            as_response=_response_of,  # what should_store sees
         )
         policy = self.policy = self._core.policy
-        names = normalize_headers(key_headers, "key_headers")
+        names = check_header_names(key_headers, "key_headers")
         self._keys = policy.key_maker(namespace=namespace, key_headers=names)
         # Credentials the user did not make part of the key: such requests are not ours to share.
         self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
         self._key_func = key_func
         self._header = cache_status_header
-        self._memo: dict[tuple[Any, ...], str] = {}  # request parts -> key, see _key()
-        # id(snapshot) -> (snapshot, its headers as a CIMultiDict): copied per replay, built once.
-        self._templates: dict[int, tuple[Snapshot, CIMultiDict[str]]] = {}
+        self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
 
     @property
     def stats(self) -> Stats:
@@ -144,12 +133,28 @@ class CoalesceMiddleware:
                 snap = core.peek(key)
                 if snap is not None:  # the hot path: a hit answered without awaiting anything
                     return self._replay(snap, "hit")
+        # This caller's own outcome, when its send ran: the handler's response (answered to this
+        # caller untouched), or an exception the handler raised that no one else may see.
+        own: list[web.StreamResponse] = []
 
         async def send() -> Fetched:
-            return await self._run(request, handler)
+            return await self._run(request, handler, own)
 
-        answer = await (core.bypass(send) if key is None else core.fetch(key, send))
-        return self._respond(answer)
+        try:
+            answer = await core.fetch(key, send)
+        except web.HTTPException as exc:
+            # Shared through the flight: each caller, the leader too, raises its own copy.
+            raise _fresh_exception(exc) from None
+        if own:
+            resp = own[0]
+            if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
+                core.count_error()
+                raise resp
+            if self._header is not None and not resp.prepared:
+                resp.headers[self._header] = _HEADER_VALUES[answer.status]
+            return resp
+        assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
+        return self._replay(answer.snapshot, answer.status)
 
     def _key(self, request: web.Request) -> str:
         extra: tuple[str, ...] = ()
@@ -162,80 +167,63 @@ class CoalesceMiddleware:
             ", ".join(headers.getall(name)) if name in headers else None
             for name in self._keys.header_names
         )
-        # Everything the key is made of, as the request carries it: building the digest is most of
-        # what a hit costs, so a key seen before is looked up instead (bounded, cleared when full).
-        memo_key = (request.method, request.scheme, request.host, request.raw_path, values, extra)
-        key = self._memo.get(memo_key)
+        # Everything the key is made of, as the request carries it (see KeyMemo).
+        parts = (request.method, request.scheme, request.host, request.raw_path, values, extra)
+        key = self._memo.get(parts)
         if key is None:
             url = request.rel_url
             lookup = dict(zip(self._keys.header_names, values, strict=True))
-            key = self._keys.make(
-                request.method,
-                request.scheme,
-                request.host,
-                None,
-                url.raw_path,
-                list(url.query.items()) if url.raw_query_string else (),
-                lookup.get,
-                extra=extra,
+            key = self._memo.remember(
+                parts,
+                self._keys.make(
+                    method=request.method,
+                    scheme=request.scheme,
+                    host=request.host,
+                    port=None,
+                    path=url.raw_path,
+                    query=list(url.query.items()) if url.raw_query_string else (),
+                    header=lookup.get,
+                    extra=extra,
+                ),
             )
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()
-            self._memo[memo_key] = key
         return key
 
-    async def _run(self, request: web.Request, handler: Handler) -> Fetched:
-        """Run the handler once; say what of its outcome may be replayed and shared."""
+    async def _run(
+        self, request: web.Request, handler: Handler, own: list[web.StreamResponse]
+    ) -> Fetched:
+        """Run the handler once; keep this caller's own outcome in ``own``; say what may be
+        replayed to others (the coalescer decides whether it is shared and stored)."""
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
             # A pristine template, taken before aiohttp prepares and sends the exception for
-            # anybody: every caller, the leader too, raises its own copy of it.
-            return Fetched(None, _response_shareable(exc), _fresh_exception(exc))
+            # anybody: every caller raises its own copy of it.
+            template = _fresh_exception(exc)
+            if self.policy.is_private(_headers_of(exc)):
+                own.append(template)  # its caller's alone; the others run the handler themselves
+                return Fetched(None)
+            raise template from None
+        own.append(resp)
         if (
             type(resp) is not web.Response
             or resp.prepared
             or not isinstance(resp.body, (bytes, bytearray))
         ):
-            return Fetched(None, False, resp)  # streamed, a file, a WebSocket: its caller's alone
-        body = bytes(resp.body)
-        headers = tuple((k, v) for k, v in resp.headers.items() if k.lower() not in _NOT_REPLAYED)
-        shareable = len(body) <= self.policy.max_body_size and _response_shareable(resp)
+            return Fetched(None)  # streamed, a file, a WebSocket: its caller's alone
         snap = Snapshot(
             status=resp.status,
             reason=resp.reason,
-            headers=headers,
+            headers=_headers_of(resp),
             url=str(request.rel_url),
             method=request.method,
-            body=body,
+            body=bytes(resp.body),
         )
-        return Fetched(snap, shareable, resp)
-
-    def _respond(self, answer: Answer) -> web.StreamResponse:
-        original = answer.original
-        own = answer.status in ("miss", "bypass")  # this caller's own run of the handler
-        if isinstance(original, web.HTTPException):  # before StreamResponse: it is one in 3.x
-            raise _fresh_exception(original)
-        if own and isinstance(original, web.StreamResponse):
-            resp = original  # untouched
-        else:
-            assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
-            return self._replay(answer.snapshot, answer.status)
-        if self._header is not None and not resp.prepared:
-            resp.headers[self._header] = _HEADER_VALUES[answer.status]
-        return resp
+        should_store = self.policy.should_store
+        return Fetched(snap, should_store is None or bool(should_store(_response_of(snap))))
 
     def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
         """A fresh response for one more request: its own headers (a copy), the shared body."""
-        template = self._templates.get(id(snap))
-        if template is None or template[0] is not snap:
-            headers = CIMultiDict(snap.headers)
-            if len(self._templates) >= _MEMO_SIZE:
-                self._templates.clear()
-            self._templates[id(snap)] = (snap, headers)
-        else:
-            headers = template[1]
-        headers = headers.copy()
+        headers = CIMultiDict(snap.headers)
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]
         return web.Response(status=snap.status, reason=snap.reason, body=snap.body, headers=headers)
@@ -252,12 +240,13 @@ class CoalesceMiddleware:
 coalesce_middleware = CoalesceMiddleware
 
 
-def _response_shareable(resp: web.StreamResponse) -> bool:
-    """A shared cache must not hand one client's private answer to another (RFC 9111 §3)."""
-    if resp.cookies or "Set-Cookie" in resp.headers:
-        return False
-    cc = parse_cache_control(", ".join(resp.headers.getall("Cache-Control", [])))
-    return not (cc.private or cc.no_store)
+def _headers_of(resp: web.StreamResponse) -> tuple[tuple[str, str], ...]:
+    """The headers a response will be sent with, as far as they can be replayed: its cookies as
+    ``Set-Cookie`` (aiohttp adds them only when it prepares the response), without those that
+    aiohttp computes anew for every response."""
+    headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in _NOT_REPLAYED]
+    headers.extend(("Set-Cookie", morsel.OutputString()) for morsel in resp.cookies.values())
+    return tuple(headers)
 
 
 def _response_of(snap: Snapshot) -> web.Response:

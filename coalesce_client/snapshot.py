@@ -15,7 +15,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["FORMAT_VERSION", "Headers", "Snapshot", "SnapshotError", "decode", "encode"]
+from .options import is_status
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Headers",
+    "Snapshot",
+    "SnapshotError",
+    "decode",
+    "encode",
+    "put_field",
+]
 
 Headers = tuple[tuple[str, str], ...]
 FORMAT_VERSION = 1
@@ -61,10 +71,15 @@ class Snapshot:
 _HEAD = struct.Struct(">BHddIH")  # version, status, stored_at, expires_at, header count, history
 
 
-def _put_str(out: list[bytes], text: str) -> None:
-    data = text.encode("utf-8", "surrogateescape")
+def put_field(out: list[bytes], data: bytes) -> None:
+    """Append ``data`` with its length in front (4 bytes, big-endian): the one field encoding of
+    the package, used by this codec and by the key builder (``keys.py``)."""
     out.append(len(data).to_bytes(4, "big"))
     out.append(data)
+
+
+def _put_str(out: list[bytes], text: str) -> None:
+    put_field(out, text.encode("utf-8", "surrogateescape"))
 
 
 def _encode_into(out: list[bytes], snap: Snapshot, depth: int) -> None:
@@ -128,7 +143,7 @@ def _decode_from(r: _Reader, depth: int) -> Snapshot:
     if version != FORMAT_VERSION:
         raise SnapshotError(f"unknown snapshot format version {version!r}")
     _, status, stored_at, expires_at, n_headers, n_history = _HEAD.unpack(r.take(_HEAD.size))
-    if not 100 <= status <= 999 or (depth and n_history):
+    if not is_status(status) or (depth and n_history):
         raise SnapshotError("malformed snapshot")
     reason, method, url = r.str(), r.str(), r.str()
     headers = tuple((r.str(), r.str()) for _ in range(n_headers))

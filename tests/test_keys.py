@@ -33,13 +33,13 @@ def make_key(
         km = KeyMaker()
     by_name = {name.lower(): value for name, value in (headers or {}).items()}
     return km.make(
-        method,
-        scheme,
-        host,
-        port,
-        path,
-        list(query),
-        by_name.get,
+        method=method,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        query=list(query),
+        header=by_name.get,
         body_digest=body_digest,
         extra=extra,
     )
@@ -260,7 +260,9 @@ def test_header_lookup_uses_lower_case_names() -> None:
         asked.append(name)
         return None
 
-    KeyMaker(key_headers=("accept",)).make("GET", "http", "h", None, "/", [], header)
+    KeyMaker(key_headers=("accept",)).make(
+        method="GET", scheme="http", host="h", port=None, path="/", query=[], header=header
+    )
     assert asked == ["authorization", "cookie", "proxy-authorization", "accept"]
 
 
@@ -272,7 +274,7 @@ def test_credential_listed_in_key_headers_is_looked_up_once() -> None:
         return None
 
     km = KeyMaker(key_headers=("cookie", "accept"))
-    km.make("GET", "http", "h", None, "/", [], header)
+    km.make(method="GET", scheme="http", host="h", port=None, path="/", query=[], header=header)
     assert asked.count("cookie") == 1
 
 

@@ -63,6 +63,21 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("pass_ttl", {"pass_ttl": "120"}),
     ("pass_ttl", {"pass_ttl": None}),
     ("pass_ttl", {"pass_ttl": True}),
+    # Values that used to escape as TypeError or OverflowError (issue 9).
+    ("methods", {"methods": None}),
+    ("cacheable_statuses", {"cacheable_statuses": None}),
+    ("strip_headers", {"strip_headers": None}),
+    ("ignored_params", {"ignored_params": None}),
+    ("ignored_params", {"ignored_params": 3}),
+    ("credential_headers", {"credential_headers": None}),
+    ("status_ttl", {"status_ttl": None}),
+    ("status_ttl", {"status_ttl": {404: 10**400}}),
+    ("pass_ttl", {"pass_ttl": 10**400}),
+    ("max_body_size", {"max_body_size": 2**63}),
+    ("max_body_size", {"max_body_size": 10**400}),
+    ("max_body_size", {"max_body_size": 1.5}),
+    ("max_body_size", {"max_body_size": math.inf}),
+    ("should_store", {"should_store": "yes"}),
 ]
 
 
