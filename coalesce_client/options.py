@@ -91,7 +91,9 @@ def check_flag(value: Any, option: str) -> bool:
 def check_callable(value: Any, option: str, *, none_ok: bool = False) -> Any:
     if (value is None and none_ok) or callable(value):
         return value
-    raise ValueError(f"{option} must be callable{' or None' if none_ok else ''}, got {_show(value)}")
+    raise ValueError(
+        f"{option} must be callable{' or None' if none_ok else ''}, got {_show(value)}"
+    )
 
 
 def check_string(value: Any, option: str) -> str:
