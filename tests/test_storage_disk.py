@@ -724,8 +724,11 @@ def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
         ({"max_bytes": -1}, "max_bytes"),
         ({"max_bytes": 1.5}, "max_bytes"),
         ({"max_bytes": True}, "max_bytes"),
+        ({"max_bytes": 2**63}, "max_bytes"),  # beyond SQLite's integers
         ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lock_timeout": 10**400}, "lock_timeout"),  # beyond a float
         ({"loop_timeout": float("nan")}, "loop_timeout"),
+        ({"loop_timeout": "0.1"}, "loop_timeout"),
         ({"clock": 3}, "clock"),
     ],
 )

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
+from ..options import check_callable, check_count, check_seconds
 from ..snapshot import Snapshot
 from . import _diskcache as rows
 from ._disk_io import USE_THREAD, DiskIO
@@ -73,18 +74,15 @@ class DiskStorage(StorageBase):
         loop_timeout: float = 0.005,
     ) -> None:
         super().__init__()
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        for name, value in (("lock_timeout", lock_timeout), ("loop_timeout", loop_timeout)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
-        self.max_bytes = max_bytes  # diskcache size_limit: entries are evicted oldest first past it
-        self.lock_timeout = float(lock_timeout)  # a write waits this long for another's lock
-        self.loop_timeout = float(loop_timeout)  # a read on the loop waits this long, then moves
-        self._clock = clock
+        # Every option is checked before the disk is touched (check_seconds returns None only
+        # with none_ok=True).
+        # diskcache size_limit: entries are evicted oldest first past it
+        self.max_bytes = check_count(max_bytes, "max_bytes", minimum=1)
+        # a write waits this long for another process's lock
+        self.lock_timeout = cast(float, check_seconds(lock_timeout, "lock_timeout"))
+        # a read on the loop waits this long, then moves to the worker thread
+        self.loop_timeout = cast(float, check_seconds(loop_timeout, "loop_timeout"))
+        self._clock: Clock = check_callable(clock, "clock")
         try:
             path = Path(os.fspath(directory)).expanduser()
         except TypeError:
