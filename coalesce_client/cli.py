@@ -323,23 +323,33 @@ async def _cache(args: argparse.Namespace) -> int:
     storage = _open_disk(directory)
     try:
         if args.action == "stats":
-            entries = [snap for _, snap in storage.entries()]
             now = time.time()
+            count = expired = 0
+            oldest = newest = None
+            async for _, snap in storage.entries():
+                count += 1
+                expired += snap.expires_at <= now
+                oldest = snap.stored_at if oldest is None else min(oldest, snap.stored_at)
+                newest = snap.stored_at if newest is None else max(newest, snap.stored_at)
             print(f"directory: {directory}")
-            print(
-                f"entries:   {len(entries)} ({sum(s.expires_at <= now for s in entries)} expired)"
-            )
-            print(f"bytes:     {storage.volume()}")
-            if entries:
-                print(f"oldest:    {_when(min(s.stored_at for s in entries))}")
-                print(f"newest:    {_when(max(s.stored_at for s in entries))}")
+            print(f"entries:   {count} ({expired} expired)")
+            print(f"bytes:     {await storage.volume()}")
+            if oldest is not None and newest is not None:
+                print(f"oldest:    {_when(oldest)}")
+                print(f"newest:    {_when(newest)}")
         elif args.action == "list":
             now = time.time()
-            for key, snap in sorted(storage.entries(), key=lambda e: e[1].stored_at):
+            listed = []  # (stored_at, line): the bodies are not kept
+            async for key, snap in storage.entries():
                 state = "expired" if snap.expires_at <= now else f"expires {_when(snap.expires_at)}"
-                print(f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {snap.url}")
+                line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {snap.url}"
+                listed.append((snap.stored_at, line))
+            for _, line in sorted(listed, key=lambda item: item[0]):
+                print(line)
         elif args.action == "clear":
-            count = sum(1 for _ in storage.entries())
+            count = 0
+            async for _ in storage.entries():
+                count += 1
             await storage.clear()
             print(f"removed {count} entries")
         elif args.action == "prune":

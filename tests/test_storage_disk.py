@@ -586,16 +586,38 @@ async def test_entries_volume_and_prune_for_maintenance(tmp_path: Path) -> None:
             plain.set(KEY_C, b"garbage", tag=clock.now + 60)
             plain.set(("a", "pickled", "key"), b"not ours")
         clock.advance(30)
-        listed = await asyncio.to_thread(lambda: dict(storage.entries()))
+        listed = {key: snap async for key, snap in storage.entries()}
         assert sorted(listed) == [KEY_A, KEY_B]  # the expired one too; garbage skipped
         assert listed[KEY_B].body == b"x" * 100_000
-        assert storage.volume() > 100_000
+        assert await storage.volume() > 100_000
         assert await storage.prune() == 2  # KEY_A expired, KEY_C unreadable
-        assert [key for key, _ in storage.entries()] == [KEY_B]
+        assert [key async for key, _ in storage.entries()] == [KEY_B]
     finally:
         await storage.close()
     with pytest.raises(StorageClosedError):
-        storage.volume()
+        await storage.volume()
+    with pytest.raises(StorageClosedError):
+        storage.entries()
+    with pytest.raises(StorageClosedError):
+        await storage.prune()
+
+
+async def test_maintenance_reads_the_disk_in_the_worker_thread(
+    tmp_path: Path, calls_by_thread: list[tuple[str, str]]
+) -> None:
+    storage = DiskStorage(tmp_path / "cache")
+    try:
+        for i in range(250):
+            await storage.set(f"{i:064x}", snapshot(b"x"), 60)
+        calls_by_thread.clear()
+        assert len([key async for key, _ in storage.entries()]) == 250
+        assert await storage.volume() > 0
+        assert await storage.prune() == 0
+    finally:
+        await storage.close()
+    reads = [t for t, f in calls_by_thread if f == "Cache.get"]
+    assert len(reads) == 2 * 250  # entries(), then prune()
+    assert all(t.startswith("coalesce_client-disk") for t in reads), set(reads)
 
 
 # -- lifecycle and construction -------------------------------------------------------------------

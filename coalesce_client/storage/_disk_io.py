@@ -113,12 +113,6 @@ class DiskIO:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._in_worker, op, *args)
 
-    def blocking(self, op: Callable[..., T], *args: Any) -> T:
-        """``op(cache, *args)`` in the worker thread, the calling thread waiting for it."""
-        if self._closed:
-            raise StorageClosedError("DiskStorage is closed")
-        return self._executor.submit(self._in_worker, op, *args).result()
-
     def _in_worker(self, op: Callable[..., T], *args: Any) -> T:
         try:
             return op(self._worker_cache, *args)

@@ -10,7 +10,8 @@ touches the disk is ``_disk_io``'s):
   at WARNING, later ones at DEBUG), never served and never raised to the caller.
 * A write that fails (disk full, locked for longer than ``lock_timeout``) raises; the coalescer
   logs it and goes on without storing, and the next write tries again.
-* Maintenance (``entries``, ``volume``, ``prune``) runs in the worker thread like the rest.
+* Maintenance (``entries``, ``volume``, ``prune``) is async like the rest and runs in the worker
+  thread, ``entries`` a batch at a time: a maintenance tool on an event loop never blocks it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
@@ -44,9 +45,11 @@ class DiskStorage(StorageBase):
     ...     store = DiskStorage(tempfile.mkdtemp())
     ...     await store.set("k", Snapshot(200, "OK", (), "http://x/", "GET", b"body"), ttl=60)
     ...     print((await store.get("k")).body)
+    ...     print([key async for key, _ in store.entries()], await store.prune())
     ...     await store.close()
     >>> asyncio.run(main())
     b'body'
+    ['k'] 0
 
     ``max_bytes`` bounds the directory (diskcache ``size_limit``): past it, each write evicts the
     oldest stored entries. ``lock_timeout`` is how long a write waits for another process's lock
@@ -147,22 +150,26 @@ class DiskStorage(StorageBase):
 
     # -- maintenance (the coalesce-client cache command) ------------------------------------------
 
-    def entries(self) -> Iterator[tuple[str, Snapshot]]:
+    def entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
         """Every readable entry with its key, expired ones included, in key order.
 
-        Blocking (each batch of 100 entries is read in the worker thread, the caller waits): meant
-        for maintenance tools, not for code running on an event loop. Unreadable entries are
-        skipped; ``prune`` removes them.
+        ``async for key, snapshot in storage.entries()``: the keys, then the entries 100 at a
+        time, are read in the worker thread, so a large cache neither blocks the event loop nor
+        has every body in memory at once. Unreadable entries are skipped; ``prune`` removes them.
         """
         self._check_open()
-        keys = self._io.blocking(rows.keys)
-        for start in range(0, len(keys), _BATCH):
-            yield from self._io.blocking(rows.read_batch, keys[start : start + _BATCH])
+        return self._entries()
 
-    def volume(self) -> int:
+    async def _entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
+        keys = await self._io.run(rows.keys)
+        for start in range(0, len(keys), _BATCH):
+            for item in await self._io.run(rows.read_batch, keys[start : start + _BATCH]):
+                yield item
+
+    async def volume(self) -> int:
         """Bytes used on disk as diskcache counts them (database pages plus value files)."""
         self._check_open()
-        return self._io.blocking(rows.volume)
+        return await self._io.run(rows.volume)
 
     async def prune(self) -> int:
         """Remove the entries that have expired on this storage's clock or are unreadable."""
