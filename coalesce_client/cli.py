@@ -93,6 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         default=None,
+        metavar="DIR",
         help="keep the disk cache here (default: a temp dir)",
     )
 
@@ -105,11 +106,22 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("urls", nargs="*", metavar="URL", help="URLs to fetch")
-    p.add_argument("-i", "--input", type=Path, help="read more URLs from FILE, one per line")
-    p.add_argument("--cache-dir", type=Path, default=Path(DEFAULT_CACHE_DIR), help="disk cache")
+    p.add_argument(
+        "-i", "--input", type=Path, metavar="FILE", help="read more URLs from FILE, one per line"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(DEFAULT_CACHE_DIR),
+        metavar="DIR",
+        help="keep the disk cache here, created if missing (default: %(default)s, under the "
+        "current directory)",
+    )
     p.add_argument("--ttl", type=_seconds, default=3600.0, help="seconds to keep responses (3600)")
     p.add_argument("-c", "--concurrency", type=_positive_int, default=20, help="at once (20)")
-    p.add_argument("-o", "--output", type=Path, help="write each body to a file in this folder")
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="DIR", help="write each body to a file in this folder"
+    )
     p.add_argument(
         "--header",
         type=_header,
@@ -131,7 +143,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="stats: size and age; list: one line per entry; clear: remove all; "
         "prune: remove what has expired",
     )
-    p.add_argument("--cache-dir", type=Path, default=Path(DEFAULT_CACHE_DIR), help="disk cache")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(DEFAULT_CACHE_DIR),
+        metavar="DIR",
+        help="the disk cache (default: %(default)s, under the current directory)",
+    )
     return parser
 
 

@@ -175,6 +175,13 @@ def test_help_on_every_subcommand(command: tuple[str, ...]) -> None:
     assert out.stdout.startswith("usage: coalesce-client")
 
 
+@pytest.mark.parametrize("command", ["fetch", "cache"])
+def test_help_names_the_default_cache_directory(command: str) -> None:
+    out = run(command, "--help")
+    shown = " ".join(out.stdout.split())  # argparse wraps lines where it likes
+    assert "(default: .cache/coalesce-client, under the current directory)" in shown
+
+
 def test_the_installed_command_runs() -> None:
     exe = Path(sys.executable).parent / "coalesce-client"
     if not exe.exists():
