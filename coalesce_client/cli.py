@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 from yarl import URL
 
 from . import demo
+from .options import check_header_name, is_seconds
 
 if TYPE_CHECKING:
     from .storage.disk import DiskStorage
@@ -50,17 +51,19 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
+    if not is_seconds(value):
         raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {text}")
     return value
 
 
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
-        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}")
-    return name, value.strip()
+    try:
+        if not sep:
+            raise ValueError("no colon")
+        return check_header_name(name.strip(), "--header"), value.strip()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}") from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -128,7 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME:VALUE",
-        help="send this header (repeatable)",
+        help="send this header; repeat the option for more headers, or for more values of one",
     )
     p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request (30)")
 
@@ -290,8 +293,9 @@ async def _fetch(args: argparse.Namespace) -> int:
     failures: list[tuple[str, str]] = []
     lines: list[str] = [""] * len(urls)
     timeout = aiohttp.ClientTimeout(total=args.timeout or None)
+    # A list of pairs, not a dict: a header given twice is sent twice, as curl sends it.
     async with CoalescingSession(
-        ttl=args.ttl, storage=storage, headers=dict(args.header), timeout=timeout
+        ttl=args.ttl, storage=storage, headers=args.header, timeout=timeout
     ) as session:
 
         async def one(i: int, url: str) -> None:

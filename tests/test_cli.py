@@ -110,6 +110,19 @@ async def test_fetch_sends_headers_and_reports_failures_per_url(
     assert [p.read_text() for p in (tmp_path / "o").iterdir()] == ["abc"]
 
 
+async def test_a_header_given_twice_is_sent_twice(origin: Origin, tmp_path: Path) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text="seen")
+
+    origin.route("/echo", echo)
+    await origin.start()
+    args = ("--header", "X-A: 1", "--header", "X-A:2", "--header", "X-B: 3")
+    out = await arun("fetch", origin.url("/echo"), *args, "--cache-dir", str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr
+    assert origin.requests[0].headers.getall("X-A") == ["1", "2"]
+    assert origin.requests[0].headers.getall("X-B") == ["3"]
+
+
 async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     urls = [started.url(f"/text?n={i}") for i in range(3)]
