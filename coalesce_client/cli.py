@@ -123,7 +123,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=_seconds, default=3600.0, help="seconds to keep responses (3600)")
     p.add_argument("-c", "--concurrency", type=_positive_int, default=20, help="at once (20)")
     p.add_argument(
-        "-o", "--output", type=Path, metavar="DIR", help="write each body to a file in this folder"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="write each body to a file in this folder (a URL given twice is fetched and "
+        "written once)",
     )
     p.add_argument(
         "--header",
@@ -248,6 +253,10 @@ def _output_name(url: str) -> str:
     return f"{stem or 'index'}-{hashlib.sha256(url.encode()).hexdigest()[:10]}"
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 class _Progress:
     """A one-line progress bar on a terminal; silent otherwise."""
 
@@ -288,10 +297,16 @@ async def _fetch(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot use output folder {args.output}: {exc.strerror}") from None
     storage = _open_disk(args.cache_dir)
+    repeated = 0
+    if args.output is not None:
+        # One file per URL: a URL given more than once is fetched and written once.
+        distinct = list(dict.fromkeys(urls))
+        repeated, urls = len(urls) - len(distinct), distinct
     progress = _Progress(len(urls), sys.stderr)
     limit = asyncio.Semaphore(args.concurrency)
     failures: list[tuple[str, str]] = []
     lines: list[str] = [""] * len(urls)
+    written = 0
     timeout = aiohttp.ClientTimeout(total=args.timeout or None)
     # A list of pairs, not a dict: a header given twice is sent twice, as curl sends it.
     async with CoalescingSession(
@@ -299,6 +314,7 @@ async def _fetch(args: argparse.Namespace) -> int:
     ) as session:
 
         async def one(i: int, url: str) -> None:
+            nonlocal written
             async with limit:
                 try:
                     async with session.get(url) as resp:
@@ -310,9 +326,16 @@ async def _fetch(args: argparse.Namespace) -> int:
                     lines[i] = f"ERR  {'-':<9} {'-':>9}  {url}  ({reason})"
                     progress.step(False)
                     return
-            if args.output is not None:
-                (args.output / _output_name(url)).write_bytes(body)
             lines[i] = f"{status:<4} {cache_status:<9} {len(body):>9}  {url}"
+            if args.output is not None:
+                path = args.output / _output_name(url)
+                try:
+                    await asyncio.to_thread(path.write_bytes, body)
+                except OSError as exc:
+                    failures.append((url, f"cannot write {path}: {exc.strerror or exc}"))
+                    progress.step(False)
+                    return
+                written += 1
             progress.step(True)
 
         await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
@@ -322,7 +345,9 @@ async def _fetch(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
     else:
-        print(f"wrote {len(urls) - len(failures)} bodies to {args.output}")
+        files = _plural(written, "file")
+        once = f" ({_plural(repeated, 'repeated URL')} fetched once)" if repeated else ""
+        print(f"wrote {files} to {args.output}{once}")
     print(
         f"{stats.requests} requests: {stats.hits} hits, {stats.coalesced} coalesced, "
         f"{stats.misses} misses; {stats.upstream} sent upstream, {stats.stored} stored, "

@@ -77,11 +77,38 @@ async def test_fetch_coalesces_writes_bodies_and_a_rerun_hits_from_disk(
 
     second = await arun("fetch", *urls, "--cache-dir", str(cache), "-o", str(out_dir))
     assert second.returncode == 0, second.stderr
-    assert "12 requests: 12 hits" in second.stdout
+    assert "3 requests: 3 hits" in second.stdout  # each distinct URL once
     assert started.total == 3  # nothing upstream: all from disk
     bodies = sorted(p.read_text() for p in out_dir.iterdir())
     assert len(bodies) == 3  # one file per distinct URL
     assert all(b.startswith("hello /text #") for b in bodies)
+
+
+async def test_fetch_to_a_folder_writes_a_repeated_url_once_and_counts_the_files(
+    started: Origin, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    a, b = started.url("/text?a"), started.url("/text?b")
+    out = await arun("fetch", a, b, a, a, "--cache-dir", str(tmp_path / "c"), "-o", str(out_dir))
+    assert out.returncode == 0, out.stderr
+    assert len(list(out_dir.iterdir())) == 2
+    assert f"wrote 2 files to {out_dir} (2 repeated URLs fetched once)" in out.stdout
+    assert "2 requests:" in out.stdout and started.total == 2
+
+
+async def test_fetch_to_a_folder_counts_only_the_files_it_wrote(
+    started: Origin, tmp_path: Path
+) -> None:
+    from coalesce_client.cli import _output_name
+
+    out_dir = tmp_path / "out"
+    a, b = started.url("/text?a"), started.url("/text?b")
+    (out_dir / _output_name(b)).mkdir(parents=True)  # where b's body would go: not writable
+    out = await arun("fetch", a, b, "--cache-dir", str(tmp_path / "c"), "-o", str(out_dir))
+    assert out.returncode == 1
+    assert f"wrote 1 file to {out_dir}" in out.stdout
+    assert f"failed: {b}: cannot write {out_dir / _output_name(b)}" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 async def test_fetch_sends_headers_and_reports_failures_per_url(
