@@ -107,6 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
             "Fetch URLs concurrently through CoalescingSession and a disk cache that survives "
             "runs: repeated URLs share one request, and a second run answers from disk."
         ),
+        epilog=(
+            "Exit status: 0 when every URL was fetched, whatever its HTTP status (a 404 too, as "
+            "with curl); 1 when a URL could not be fetched or its body written; 22 with --fail "
+            "when a URL answered with a status of 400 or more (and none failed otherwise); 2 for "
+            "bad input."
+        ),
     )
     p.add_argument("urls", nargs="*", metavar="URL", help="URLs to fetch")
     p.add_argument(
@@ -139,6 +145,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="send this header; repeat the option for more headers, or for more values of one",
     )
     p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request (30)")
+    p.add_argument(
+        "--fail",
+        action="store_true",
+        help="treat an HTTP status of 400 or more as a failure: its body is not written, and "
+        "the exit status is 22 (as curl --fail)",
+    )
 
     p = sub.add_parser(
         "cache",
@@ -304,7 +316,8 @@ async def _fetch(args: argparse.Namespace) -> int:
         repeated, urls = len(urls) - len(distinct), distinct
     progress = _Progress(len(urls), sys.stderr)
     limit = asyncio.Semaphore(args.concurrency)
-    failures: list[tuple[str, str]] = []
+    failures: list[tuple[str, str]] = []  # (url, reason): not fetched, or body not written
+    refused: list[tuple[str, str]] = []  # (url, reason): an HTTP error status under --fail
     lines: list[str] = [""] * len(urls)
     written = 0
     timeout = aiohttp.ClientTimeout(total=args.timeout or None)
@@ -320,6 +333,7 @@ async def _fetch(args: argparse.Namespace) -> int:
                     async with session.get(url) as resp:
                         body = await resp.read()
                         status, cache_status = resp.status, resp.cache_status
+                        reason = f"HTTP {status} {resp.reason or ''}".rstrip()
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     reason = str(exc) or type(exc).__name__
                     failures.append((url, reason))
@@ -327,6 +341,10 @@ async def _fetch(args: argparse.Namespace) -> int:
                     progress.step(False)
                     return
             lines[i] = f"{status:<4} {cache_status:<9} {len(body):>9}  {url}"
+            if args.fail and status >= 400:
+                refused.append((url, reason))
+                progress.step(False)
+                return
             if args.output is not None:
                 path = args.output / _output_name(url)
                 try:
@@ -351,11 +369,11 @@ async def _fetch(args: argparse.Namespace) -> int:
     print(
         f"{stats.requests} requests: {stats.hits} hits, {stats.coalesced} coalesced, "
         f"{stats.misses} misses; {stats.upstream} sent upstream, {stats.stored} stored, "
-        f"{len(failures)} failed"
+        f"{len(failures) + len(refused)} failed"
     )
-    for url, reason in failures:
+    for url, reason in failures + refused:
         print(f"failed: {url}: {reason}", file=sys.stderr)
-    return 1 if failures else 0
+    return 1 if failures else 22 if refused else 0
 
 
 # -- cache ----------------------------------------------------------------------------------------

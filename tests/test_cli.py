@@ -150,6 +150,39 @@ async def test_a_header_given_twice_is_sent_twice(origin: Origin, tmp_path: Path
     assert origin.requests[0].headers.getall("X-B") == ["3"]
 
 
+async def test_an_http_error_exits_0_unless_fail_is_given(
+    origin: Origin, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    async def missing(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="no such page")
+
+    origin.route("/missing", missing)
+    await origin.start()
+    url, ok, cache = origin.url("/missing"), origin.url("/text"), str(tmp_path / "c")
+
+    plain = await arun("fetch", url, "--cache-dir", cache)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("404 ")
+
+    out_dir = tmp_path / "o"
+    failed = await arun("fetch", url, ok, "--fail", "--cache-dir", cache, "-o", str(out_dir))
+    assert failed.returncode == 22
+    assert f"failed: {url}: HTTP 404 Not Found" in failed.stderr
+    assert "1 failed" in failed.stdout
+    [written] = [p.read_text() for p in out_dir.iterdir()]  # the 200's body, not the 404's
+    assert written.startswith("hello /text")
+
+    # A URL that could not be fetched at all is the worse failure: exit status 1.
+    dead = f"http://127.0.0.1:{unused_tcp_port}/nobody"
+    both = await arun("fetch", url, dead, "--fail", "--cache-dir", cache)
+    assert both.returncode == 1
+    assert "2 failed" in both.stdout
+
+    shown = " ".join(run("fetch", "--help").stdout.split())
+    assert "--fail treat an HTTP status of 400 or more as a failure" in shown
+    assert "22 with --fail when a URL answered with a status of 400 or more" in shown
+
+
 async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     urls = [started.url(f"/text?n={i}") for i in range(3)]
