@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -620,6 +621,65 @@ async def test_maintenance_reads_the_disk_in_the_worker_thread(
     assert all(t.startswith("coalesce_client-disk") for t in reads), set(reads)
 
 
+def files_under(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+async def test_a_read_only_storage_reads_what_a_writer_stored_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "cache"
+    writer = DiskStorage(directory)
+    await writer.set(KEY_A, snapshot(b"small"), 60)
+    await writer.set(KEY_B, snapshot(b"x" * 100_000), 60)  # in a file
+    reader = DiskStorage(directory, read_only=True)  # the writer is still open: its log is read
+    try:
+        await writer.set(KEY_C, snapshot(b"later"), 60)
+        before = {k: v for k, v in files_under(directory).items() if k != "cache.db-shm"}
+        got = await reader.get(KEY_B)
+        assert got is not None and got.body == b"x" * 100_000
+        listed = {key: snap.body async for key, snap in reader.entries()}
+        assert listed == {KEY_A: b"small", KEY_B: b"x" * 100_000, KEY_C: b"later"}
+        assert await reader.volume() == await writer.volume()
+        for write in (
+            reader.set(KEY_A, snapshot(), 60),
+            reader.delete(KEY_A),
+            reader.clear(),
+            reader.prune(),
+        ):
+            with pytest.raises(PermissionError, match="read-only"):
+                await write
+        assert {k: v for k, v in files_under(directory).items() if k != "cache.db-shm"} == before
+        assert "read-only" in repr(reader)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+@pytest.mark.parametrize("options", [{"create": False}, {"read_only": True}])
+@pytest.mark.parametrize("kind", ["empty", "other files", "another database"])
+def test_without_create_a_directory_that_holds_no_cache_is_refused_untouched(
+    tmp_path: Path, options: dict[str, bool], kind: str
+) -> None:
+    directory = tmp_path / "notes"
+    directory.mkdir()
+    if kind == "other files":
+        (directory / "notes.txt").write_text("mine")
+    elif kind == "another database":
+        with sqlite3.connect(directory / "cache.db") as con:
+            con.execute("CREATE TABLE notes (body TEXT)")
+    before = files_under(directory)
+    with pytest.raises(ValueError, match="holds no cache") as info:
+        DiskStorage(directory, **options)
+    assert str(directory) in str(info.value)
+    assert files_under(directory) == before
+    with pytest.raises(ValueError, match="does not exist"):
+        DiskStorage(tmp_path / "missing", **options)
+    assert not (tmp_path / "missing").exists()
+
+
 # -- lifecycle and construction -------------------------------------------------------------------
 
 
@@ -752,6 +812,8 @@ def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
         ({"loop_timeout": float("nan")}, "loop_timeout"),
         ({"loop_timeout": "0.1"}, "loop_timeout"),
         ({"clock": 3}, "clock"),
+        ({"create": 0}, "create"),
+        ({"read_only": "yes"}, "read_only"),
     ],
 )
 def test_bad_options_raise_value_error_naming_them(

@@ -13,7 +13,7 @@ Rules of this module:
   for up to about 10 s, while another process holds every WAL read lock; only a broken or hostile
   process does that.)
 * The loop's connection belongs to the thread that built the storage; reads from any other thread
-  go to the worker thread.
+  go to the worker thread, and so does every read of a storage without one (read-only).
 * The worker's cache is touched in the worker thread only: work is handed over as an operation of
   ``_diskcache`` (``run(op, *args)`` calls ``op(cache, *args)`` there), and the worker closes it.
   One worker: SQLite takes one writer at a time anyway, and FIFO order means a read that was
@@ -25,6 +25,7 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -80,6 +81,8 @@ class DiskIO:
         self._loop_thread = threading.get_ident()
         self._loop_reads = True  # False for LOOP_BACKOFF seconds after a busy database
         self._loop_reads_after = 0.0
+        if reader is None:  # no connection for the loop: every read goes to the thread
+            self._loop_reads, self._loop_reads_after = False, math.inf
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="coalesce_client-disk")
         self._closed = False
 

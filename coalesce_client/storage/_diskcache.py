@@ -14,7 +14,10 @@ Rules of this module (the only one that imports diskcache):
   that cannot be read, or whose bytes do not decode, raises ``Unreadable``; the storage deletes it.
 * A value file left half-written by a failed write is removed.
 * The operations below take the cache they work on as their first argument and block: the storage
-  runs them in its worker thread (``_disk_io``).
+  runs them in its worker thread (``_disk_io``). They work on a ``diskcache.Cache`` or on a
+  ``ReadOnlyCache``, which reads the same rows through a read-only SQLite connection and refuses
+  every write with ``PermissionError``: diskcache's own ``Cache`` writes its settings whenever it
+  opens a database, so a cache that must not change (a read-only directory) is read without it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import errno
 import math
 import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import-untyped]
@@ -37,6 +41,7 @@ __all__ = [
     "KEEP_EXPIRED",
     "BytesDisk",
     "LockTimeout",
+    "ReadOnlyCache",
     "Unreadable",
     "clear",
     "delete",
@@ -211,10 +216,26 @@ def open_caches(
     max_bytes: int,
     lock_timeout: float,
     loop_timeout: float,
+    *,
+    create: bool,
+    read_only: bool,
 ) -> tuple[Any, Any]:
-    """The worker's cache and the loop's cache on one directory; ValueError naming the path."""
+    """The worker's cache and the loop's cache on one directory; ValueError naming the path.
+
+    ``read_only``: a ``ReadOnlyCache`` for the worker and no cache for the loop; nothing in the
+    directory is created or changed. ``create=False``: the directory must hold a cache already.
+    """
     if path.exists() and not path.is_dir():
         raise ValueError(f"DiskStorage directory {str(path)!r} exists and is not a directory")
+    if read_only or not create:
+        if not path.is_dir():
+            raise ValueError(f"DiskStorage directory {str(path)!r} does not exist")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ValueError(f"DiskStorage directory {str(path)!r} is not readable")
+        reader = ReadOnlyCache(path, lock_timeout)  # also checks that it holds a cache
+        if read_only:
+            return reader, None
+        reader.close()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -254,3 +275,95 @@ def _cannot_hold_a_cache(path: Path, exc: BaseException) -> ValueError:
         f"DiskStorage directory {str(path)!r} cannot hold a cache: {cause} "
         f"(its database is {str(path / DBNAME)!r})"
     )
+
+
+class ReadOnlyCache:
+    """The reads of ``diskcache.Cache`` that DiskStorage uses, on a read-only SQLite connection.
+
+    The queries are diskcache's own (the fast path of ``Cache.get``, ``iterkeys``, ``volume``);
+    every write raises ``PermissionError``. Built in one thread and then used by the worker thread
+    alone, one call at a time.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.directory = path
+        self._disk = BytesDisk(str(path))
+        database = path / DBNAME
+        if not database.is_file():
+            raise ValueError(
+                f"DiskStorage directory {str(path)!r} holds no cache (it has no {DBNAME})"
+            )
+        try:
+            self._con, tables = _connect_read_only(database, timeout)
+        except sqlite3.Error as exc:
+            raise _cannot_hold_a_cache(path, exc) from None
+        if not {"Settings", "Cache"} <= tables:
+            self._con.close()
+            raise ValueError(
+                f"DiskStorage directory {str(path)!r} holds no cache "
+                f"(its {DBNAME} is not a diskcache database)"
+            )
+
+    def get(self, key: str, read: bool = False, tag: bool = False) -> Any:
+        db_key, raw = self._disk.put(key)
+        rows = self._con.execute(
+            "SELECT tag, mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (db_key, raw, time.time()),
+        ).fetchall()
+        if not rows:
+            return (None, None) if tag else None
+        ((db_tag, mode, filename, db_value),) = rows
+        try:
+            value = self._disk.fetch(mode, filename, db_value, read)
+        except OSError:  # the file went with its row, removed by a writer meanwhile
+            return (None, None) if tag else None
+        return (value, db_tag) if tag else value
+
+    def iterkeys(self) -> list[Any]:
+        rows = self._con.execute("SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC")
+        return [self._disk.get(key, raw) for key, raw in rows]
+
+    def volume(self) -> int:
+        ((page_count,),) = self._con.execute("PRAGMA page_count").fetchall()
+        ((page_size,),) = self._con.execute("PRAGMA page_size").fetchall()
+        ((size,),) = self._con.execute("SELECT value FROM Settings WHERE key = 'size'").fetchall()
+        return int(page_count) * int(page_size) + int(size)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise PermissionError(f"DiskStorage {str(self.directory)!r} was opened read-only")
+
+    set = delete = clear = expire = transact = _refuse
+
+
+def _connect_read_only(database: Path, timeout: float) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection, and the names of the database's tables.
+
+    A reader of a WAL database needs its ``-wal`` and ``-shm`` files, and creates them when they
+    are missing (SQLite leaves them behind). Where it may not (a directory we may not write) and
+    there is no ``-wal`` file (no writer has the database open: the log was checkpointed into it),
+    the database file holds every committed row: it is then read as immutable, without them.
+    """
+    uri = database.absolute().as_uri()
+    wal = database.with_name(database.name + "-wal")
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        con = sqlite3.connect(
+            f"{uri}?{query}",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,  # built here, then used by the worker thread alone
+        )
+        try:
+            return con, {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            con.close()
+            if query != "mode=ro" or wal.exists() or os.access(database.parent, os.W_OK):
+                raise
+        except BaseException:
+            con.close()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover

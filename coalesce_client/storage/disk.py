@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
 
-from ..options import check_callable, check_count, check_seconds
+from ..options import check_callable, check_count, check_flag, check_seconds
 from ..snapshot import Snapshot
 from . import _diskcache as rows
 from ._disk_io import USE_THREAD, DiskIO
@@ -55,16 +55,24 @@ class DiskStorage(StorageBase):
     oldest stored entries. ``lock_timeout`` is how long a write waits for another process's lock
     before it fails; ``loop_timeout`` how long a read on the event loop waits before it moves to the
     worker thread. Construction opens the database and may block briefly: do it at start-up.
+
+    ``create=False`` refuses a directory that does not hold a cache yet (``ValueError``) instead of
+    making one. ``read_only=True`` opens an existing cache for reading only (``create`` does not
+    matter then): its database is opened read-only, nothing in the directory is created or
+    changed, so a read-only directory will do; every read runs in the worker thread, and writes,
+    deletes and ``prune`` raise ``PermissionError``. ``coalesce-client cache stats`` reads so.
     """
 
     __slots__ = (
         "_clock",
         "_io",
         "_logged_unreadable",
+        "create",
         "directory",
         "lock_timeout",
         "loop_timeout",
         "max_bytes",
+        "read_only",
     )
 
     def __init__(
@@ -75,6 +83,8 @@ class DiskStorage(StorageBase):
         clock: Clock = wall_clock,
         lock_timeout: float = 5.0,
         loop_timeout: float = 0.005,
+        create: bool = True,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
         # Every option is checked before the disk is touched (check_seconds returns None only
@@ -86,13 +96,22 @@ class DiskStorage(StorageBase):
         # a read on the loop waits this long, then moves to the worker thread
         self.loop_timeout = cast(float, check_seconds(loop_timeout, "loop_timeout"))
         self._clock: Clock = check_callable(clock, "clock")
+        # False: the directory must hold a cache already (nothing is created)
+        self.create = check_flag(create, "create")
+        # True: an existing cache, only read (nothing in the directory is created or changed)
+        self.read_only = check_flag(read_only, "read_only")
         try:
             path = Path(os.fspath(directory)).expanduser()
         except TypeError:
             raise ValueError(f"directory must be a path, got {directory!r}") from None
         self.directory = path  # where the cache lives: cache.db and the files of large values
         worker_cache, loop_reader = rows.open_caches(
-            path, self.max_bytes, self.lock_timeout, self.loop_timeout
+            path,
+            self.max_bytes,
+            self.lock_timeout,
+            self.loop_timeout,
+            create=self.create,
+            read_only=self.read_only,
         )
         self._io = DiskIO(worker_cache, loop_reader, path, self.lock_timeout)
         self._logged_unreadable = False
@@ -177,7 +196,7 @@ class DiskStorage(StorageBase):
         return await self._io.run(rows.prune, self._clock())
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._closed else "open read-only" if self.read_only else "open"
         return f"<DiskStorage {str(self.directory)!r} {state} max_bytes={self.max_bytes}>"
 
     # -- internals --------------------------------------------------------------------------------
