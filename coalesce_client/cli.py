@@ -160,8 +160,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "action",
         choices=["stats", "list", "clear", "prune"],
-        help="stats: size and age; list: one line per entry; clear: remove all; "
-        "prune: remove what has expired",
+        help="stats: size and age; list: one line per entry (these two only read: a read-only "
+        "cache will do); clear: remove all; prune: remove what has expired",
     )
     p.add_argument(
         "--cache-dir",
@@ -179,12 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        # Each command opens its storage before its event loop starts (opening may block briefly).
         if args.command == "fetch":
-            return asyncio.run(_fetch(args))
+            urls = _read_urls(args)
+            _make_output_folder(args.output)
+            return asyncio.run(_fetch(args, urls, _open_disk(args.cache_dir)))
         if args.command == "cache":
             if not args.cache_dir.is_dir():
                 raise UsageError(f"no cache directory at {args.cache_dir}")
-            return asyncio.run(_cache(args))
+            # Never a new cache where there was none; stats and list only read, so that they
+            # work on a read-only cache and change nothing in it.
+            reads_only = args.action in ("stats", "list")
+            storage = _open_disk(args.cache_dir, create=False, read_only=reads_only)
+            return asyncio.run(_cache(args, storage))
     except UsageError as exc:
         print(f"coalesce-client {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -199,11 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.cache_dir is not None:
-        directory = args.cache_dir
-        rows = asyncio.run(_demo_rows(args, directory))
+        rows = asyncio.run(_demo_rows(args, _open_disk(args.cache_dir)))
     else:
         with tempfile.TemporaryDirectory(prefix="coalesce-demo-") as tmp:
-            rows = asyncio.run(_demo_rows(args, Path(tmp)))
+            rows = asyncio.run(_demo_rows(args, _open_disk(Path(tmp))))
     print(demo.format_table(rows))
     plain, cold = rows[0], rows[1]
     print(
@@ -215,8 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _demo_rows(args: argparse.Namespace, directory: Path) -> list[demo.Row]:
-    storage = _open_disk(directory)
+async def _demo_rows(args: argparse.Namespace, storage: DiskStorage) -> list[demo.Row]:
     return await demo.run(
         requests=args.requests,
         urls=args.urls,
@@ -226,11 +231,11 @@ async def _demo_rows(args: argparse.Namespace, directory: Path) -> list[demo.Row
     )
 
 
-def _open_disk(directory: Path) -> DiskStorage:
+def _open_disk(directory: Path, *, create: bool = True, read_only: bool = False) -> DiskStorage:
     from .storage.disk import DiskStorage
 
     try:
-        return DiskStorage(directory)
+        return DiskStorage(directory, create=create, read_only=read_only)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -297,18 +302,19 @@ class _Progress:
             self.stream.flush()
 
 
-async def _fetch(args: argparse.Namespace) -> int:
+def _make_output_folder(folder: Path | None) -> None:
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use output folder {folder}: {exc.strerror}") from None
+
+
+async def _fetch(args: argparse.Namespace, urls: list[str], storage: DiskStorage) -> int:
     import aiohttp
 
     from .client import CoalescingSession
 
-    urls = _read_urls(args)
-    if args.output is not None:
-        try:
-            args.output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot use output folder {args.output}: {exc.strerror}") from None
-    storage = _open_disk(args.cache_dir)
     repeated = 0
     if args.output is not None:
         # One file per URL: a URL given more than once is fetched and written once.
@@ -383,9 +389,8 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-async def _cache(args: argparse.Namespace) -> int:
+async def _cache(args: argparse.Namespace, storage: DiskStorage) -> int:
     directory: Path = args.cache_dir
-    storage = _open_disk(directory)
     try:
         if args.action == "stats":
             now = time.time()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,6 +210,82 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
     cleared = run("cache", "clear", "--cache-dir", cache)
     assert cleared.stdout.strip() == "removed 3 entries"
     assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout
+
+
+def files_under(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``directory`` with its content and modification time."""
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("action", ["stats", "list", "clear", "prune"])
+def test_cache_commands_refuse_a_directory_that_is_not_a_cache(tmp_path: Path, action: str) -> None:
+    (tmp_path / "notes.txt").write_text("not a cache")
+    before = files_under(tmp_path)
+    out = run("cache", action, "--cache-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stdout == ""
+    [line] = out.stderr.splitlines()
+    assert line.startswith("coalesce-client cache: error: ")
+    assert str(tmp_path) in line and "holds no cache (it has no cache.db)" in line
+    assert files_under(tmp_path) == before  # no cache.db, nothing else either
+
+
+# Runs the command as nobody when the tests run as root, for whom permission bits stop nothing.
+# What nobody may not read (root's Python installation) is imported before dropping privileges.
+AS_NOBODY = """
+import os, sys
+from coalesce_client import cli
+from coalesce_client.storage import disk
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+async def fill(directory: Path) -> None:
+    storage = DiskStorage(directory)
+    now = time.time()
+    for i, body in enumerate((b"small", b"x" * 100_000)):  # in the database, and in a file
+        url = f"http://example.com/{i}"
+        await storage.set(f"{i:064x}", Snapshot(200, "OK", (), url, "GET", body, now, now + 60), 60)
+    await storage.close()
+
+
+def test_cache_stats_and_list_read_a_read_only_cache_and_change_nothing(tmp_path: Path) -> None:
+    asyncio.run(fill(tmp_path / "cache"))
+    base = Path(tempfile.mkdtemp(prefix="coalesce-ro-"))  # under /tmp: reachable by nobody
+    cache = base / "cache"
+    try:
+        shutil.copytree(tmp_path / "cache", cache)
+        for path in [cache, *cache.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        base.chmod(0o555)
+        before = files_under(cache)
+        stats, listing = (
+            subprocess.run(
+                [sys.executable, "-c", AS_NOBODY, "cache", action, "--cache-dir", str(cache)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            for action in ("stats", "list")
+        )
+        assert stats.returncode == 0, stats.stderr
+        assert "entries:   2 (0 expired)" in stats.stdout
+        assert listing.returncode == 0, listing.stderr
+        assert len(listing.stdout.splitlines()) == 2
+        assert "http://example.com/1" in listing.stdout
+        assert files_under(cache) == before  # same files, same bytes, same times: none new
+    finally:
+        for path in [base, cache, *cache.rglob("*")]:
+            path.chmod(0o755)
+        shutil.rmtree(base)
 
 
 @pytest.mark.parametrize(
