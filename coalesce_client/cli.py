@@ -25,6 +25,7 @@ from . import demo
 from .options import check_header_name, is_seconds
 
 if TYPE_CHECKING:
+    from .snapshot import Snapshot
     from .storage.disk import DiskStorage
 
 __all__ = ["main"]
@@ -389,6 +390,12 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _urls(snap: Snapshot) -> str:
+    """The URL that was asked for, then where its redirects led if elsewhere."""
+    requested = snap.history[0].url if snap.history else snap.url
+    return requested if requested == snap.url else f"{requested} -> {snap.url}"
+
+
 async def _cache(args: argparse.Namespace, storage: DiskStorage) -> int:
     directory: Path = args.cache_dir
     try:
@@ -412,7 +419,7 @@ async def _cache(args: argparse.Namespace, storage: DiskStorage) -> int:
             listed = []  # (stored_at, line): the bodies are not kept
             async for key, snap in storage.entries():
                 state = "expired" if snap.expires_at <= now else f"expires {_when(snap.expires_at)}"
-                line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {snap.url}"
+                line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {_urls(snap)}"
                 listed.append((snap.stored_at, line))
             for _, line in sorted(listed, key=lambda item: item[0]):
                 print(line)

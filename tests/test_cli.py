@@ -212,6 +212,24 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
     assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout
 
 
+async def test_cache_list_shows_the_requested_url_and_where_it_was_redirected(
+    origin: Origin, tmp_path: Path
+) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/text?to")
+
+    origin.route("/old", moved)
+    await origin.start()
+    started = origin
+    cache = str(tmp_path / "cache")
+    old, plain = started.url("/old"), started.url("/text?plain")
+    assert (await arun("fetch", old, plain, "--cache-dir", cache)).returncode == 0
+    listing = run("cache", "list", "--cache-dir", cache)
+    assert listing.returncode == 0, listing.stderr
+    lines = sorted(line.split("  ")[-1] for line in listing.stdout.splitlines())
+    assert lines == sorted([f"{old} -> {started.url('/text?to')}", plain])
+
+
 def files_under(directory: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``directory`` with its content and modification time."""
     return {
