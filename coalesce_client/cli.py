@@ -2,7 +2,9 @@
 
 argparse from the standard library: three subcommands with a few options each need nothing more,
 and the command stays free of runtime dependencies beyond the library's own. Bad input is one line
-on stderr and exit status 2; a fetch that had failures exits 1.
+on stderr and exit status 2; a fetch that had failures exits 1, and one that met HTTP errors under
+``--fail`` exits 22, as curl does. Storage is opened before the event loop starts, and nothing
+blocking runs on the loop after that (maintenance is async, bodies are written in a thread).
 """
 
 from __future__ import annotations
