@@ -60,7 +60,8 @@ class DiskStorage(StorageBase):
     making one. ``read_only=True`` opens an existing cache for reading only (``create`` does not
     matter then): its database is opened read-only, nothing in the directory is created or
     changed, so a read-only directory will do; every read runs in the worker thread, and writes,
-    deletes and ``prune`` raise ``PermissionError``. ``coalesce-client cache stats`` reads so.
+    deletes and ``prune`` raise ``PermissionError`` (``coalesce-client cache stats`` and ``list``
+    read so).
     """
 
     __slots__ = (
@@ -87,18 +88,13 @@ class DiskStorage(StorageBase):
         read_only: bool = False,
     ) -> None:
         super().__init__()
-        # Every option is checked before the disk is touched (check_seconds returns None only
-        # with none_ok=True).
-        # diskcache size_limit: entries are evicted oldest first past it
+        # Every option is checked before the disk is touched; each is described above.
+        # (check_seconds returns None only with none_ok=True.)
         self.max_bytes = check_count(max_bytes, "max_bytes", minimum=1)
-        # a write waits this long for another process's lock
         self.lock_timeout = cast(float, check_seconds(lock_timeout, "lock_timeout"))
-        # a read on the loop waits this long, then moves to the worker thread
         self.loop_timeout = cast(float, check_seconds(loop_timeout, "loop_timeout"))
         self._clock: Clock = check_callable(clock, "clock")
-        # False: the directory must hold a cache already (nothing is created)
         self.create = check_flag(create, "create")
-        # True: an existing cache, only read (nothing in the directory is created or changed)
         self.read_only = check_flag(read_only, "read_only")
         try:
             path = Path(os.fspath(directory)).expanduser()
