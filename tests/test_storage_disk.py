@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -586,16 +587,97 @@ async def test_entries_volume_and_prune_for_maintenance(tmp_path: Path) -> None:
             plain.set(KEY_C, b"garbage", tag=clock.now + 60)
             plain.set(("a", "pickled", "key"), b"not ours")
         clock.advance(30)
-        listed = await asyncio.to_thread(lambda: dict(storage.entries()))
+        listed = {key: snap async for key, snap in storage.entries()}
         assert sorted(listed) == [KEY_A, KEY_B]  # the expired one too; garbage skipped
         assert listed[KEY_B].body == b"x" * 100_000
-        assert storage.volume() > 100_000
+        assert await storage.volume() > 100_000
         assert await storage.prune() == 2  # KEY_A expired, KEY_C unreadable
-        assert [key for key, _ in storage.entries()] == [KEY_B]
+        assert [key async for key, _ in storage.entries()] == [KEY_B]
     finally:
         await storage.close()
     with pytest.raises(StorageClosedError):
-        storage.volume()
+        await storage.volume()
+    with pytest.raises(StorageClosedError):
+        storage.entries()
+    with pytest.raises(StorageClosedError):
+        await storage.prune()
+
+
+async def test_maintenance_reads_the_disk_in_the_worker_thread(
+    tmp_path: Path, calls_by_thread: list[tuple[str, str]]
+) -> None:
+    storage = DiskStorage(tmp_path / "cache")
+    try:
+        for i in range(250):
+            await storage.set(f"{i:064x}", snapshot(b"x"), 60)
+        calls_by_thread.clear()
+        assert len([key async for key, _ in storage.entries()]) == 250
+        assert await storage.volume() > 0
+        assert await storage.prune() == 0
+    finally:
+        await storage.close()
+    reads = [t for t, f in calls_by_thread if f == "Cache.get"]
+    assert len(reads) == 2 * 250  # entries(), then prune()
+    assert all(t.startswith("coalesce_client-disk") for t in reads), set(reads)
+
+
+def files_under(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+async def test_a_read_only_storage_reads_what_a_writer_stored_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "cache"
+    writer = DiskStorage(directory)
+    await writer.set(KEY_A, snapshot(b"small"), 60)
+    await writer.set(KEY_B, snapshot(b"x" * 100_000), 60)  # in a file
+    reader = DiskStorage(directory, read_only=True)  # the writer is still open: its log is read
+    try:
+        await writer.set(KEY_C, snapshot(b"later"), 60)
+        before = {k: v for k, v in files_under(directory).items() if k != "cache.db-shm"}
+        got = await reader.get(KEY_B)
+        assert got is not None and got.body == b"x" * 100_000
+        listed = {key: snap.body async for key, snap in reader.entries()}
+        assert listed == {KEY_A: b"small", KEY_B: b"x" * 100_000, KEY_C: b"later"}
+        assert await reader.volume() == await writer.volume()
+        for write in (
+            reader.set(KEY_A, snapshot(), 60),
+            reader.delete(KEY_A),
+            reader.clear(),
+            reader.prune(),
+        ):
+            with pytest.raises(PermissionError, match="read-only"):
+                await write
+        assert {k: v for k, v in files_under(directory).items() if k != "cache.db-shm"} == before
+        assert "read-only" in repr(reader)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+@pytest.mark.parametrize("options", [{"create": False}, {"read_only": True}])
+@pytest.mark.parametrize("kind", ["empty", "other files", "another database"])
+def test_without_create_a_directory_that_holds_no_cache_is_refused_untouched(
+    tmp_path: Path, options: dict[str, bool], kind: str
+) -> None:
+    directory = tmp_path / "notes"
+    directory.mkdir()
+    if kind == "other files":
+        (directory / "notes.txt").write_text("mine")
+    elif kind == "another database":
+        with sqlite3.connect(directory / "cache.db") as con:
+            con.execute("CREATE TABLE notes (body TEXT)")
+    before = files_under(directory)
+    with pytest.raises(ValueError, match="holds no cache") as info:
+        DiskStorage(directory, **options)
+    assert str(directory) in str(info.value)
+    assert files_under(directory) == before
+    with pytest.raises(ValueError, match="does not exist"):
+        DiskStorage(tmp_path / "missing", **options)
+    assert not (tmp_path / "missing").exists()
 
 
 # -- lifecycle and construction -------------------------------------------------------------------
@@ -724,9 +806,14 @@ def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
         ({"max_bytes": -1}, "max_bytes"),
         ({"max_bytes": 1.5}, "max_bytes"),
         ({"max_bytes": True}, "max_bytes"),
+        ({"max_bytes": 2**63}, "max_bytes"),  # beyond SQLite's integers
         ({"lock_timeout": -1}, "lock_timeout"),
+        ({"lock_timeout": 10**400}, "lock_timeout"),  # beyond a float
         ({"loop_timeout": float("nan")}, "loop_timeout"),
+        ({"loop_timeout": "0.1"}, "loop_timeout"),
         ({"clock": 3}, "clock"),
+        ({"create": 0}, "create"),
+        ({"read_only": "yes"}, "read_only"),
     ],
 )
 def test_bad_options_raise_value_error_naming_them(

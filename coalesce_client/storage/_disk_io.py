@@ -1,0 +1,144 @@
+"""Which thread does DiskStorage's disk work: the event loop for small reads, else one worker.
+
+Rules of this module:
+
+* The event loop never waits long on disk. Writes (set, delete, clear, deleting a bad entry),
+  maintenance, and reads of values kept in files run in one worker thread owned by the storage,
+  and so do reads that found the database busy. A read of a value kept inside SQLite runs on the
+  loop, because handing a call to a thread costs more (70-250 µs) than the read (about 10 µs): it
+  uses a connection of its own whose SQLite busy timeout is ``loop_timeout`` (5 ms), after which
+  the read moves to the thread and later reads go there for ``LOOP_BACKOFF`` seconds. Readers of a
+  WAL database are not blocked by writers at all, so the timeout matters only while another
+  process recovers the database. (One case no busy timeout bounds: SQLite retries inside a read,
+  for up to about 10 s, while another process holds every WAL read lock; only a broken or hostile
+  process does that.)
+* The loop's connection belongs to the thread that built the storage; reads from any other thread
+  go to the worker thread, and so does every read of a storage without one (read-only).
+* The worker's cache is touched in the worker thread only: work is handed over as an operation of
+  ``_diskcache`` (``run(op, *args)`` calls ``op(cache, *args)`` there), and the worker closes it.
+  One worker: SQLite takes one writer at a time anyway, and FIFO order means a read that was
+  queued before a delete finishes before it.
+* A write that waits longer than ``lock_timeout`` for another process's lock raises
+  ``TimeoutError`` naming the directory; the coalescer logs it and goes on without storing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..snapshot import Snapshot
+from ._diskcache import BUSY, LockTimeout, entry
+from .base import StorageClosedError
+
+__all__ = ["LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
+
+T = TypeVar("T")
+
+LOOP_BACKOFF = 0.5  # seconds the loop leaves reads to the thread after finding the database busy
+
+
+class UseThread:
+    """What a loop-side read returns when the worker thread must read: a value kept in a file, a
+    busy database, or a call from a thread that does not own the loop's connection."""
+
+    __slots__ = ()
+
+
+USE_THREAD = UseThread()
+
+
+class DiskIO:
+    """The loop's connection, the worker thread and its connection, for one DiskStorage."""
+
+    __slots__ = (
+        "_closed",
+        "_executor",
+        "_loop_reads",
+        "_loop_reads_after",
+        "_loop_thread",
+        "_reader",
+        "_worker_cache",
+        "directory",
+        "lock_timeout",
+    )
+
+    def __init__(
+        self, worker_cache: Any, reader: Any, directory: Path, lock_timeout: float
+    ) -> None:
+        self.directory = directory  # named in errors
+        self.lock_timeout = lock_timeout  # named in errors: how long a write waited for a lock
+        self._worker_cache = worker_cache  # used and closed in the worker thread only
+        self._reader = reader  # the loop's connection: used in _loop_thread only
+        # The reader's connection was opened by this thread, and SQLite's Python connections are
+        # bound to the thread that opened them: only this thread reads on its loop (module rules).
+        self._loop_thread = threading.get_ident()
+        self._loop_reads = True  # False for LOOP_BACKOFF seconds after a busy database
+        self._loop_reads_after = 0.0
+        if reader is None:  # no connection for the loop: every read goes to the thread
+            self._loop_reads, self._loop_reads_after = False, math.inf
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="coalesce_client-disk")
+        self._closed = False
+
+    def read_on_loop(self, key: str) -> tuple[Snapshot, float] | UseThread | None:
+        """A read on the event loop when it is cheap and bounded, or ``USE_THREAD``.
+
+        Raises ``Unreadable`` for a row that does not decode.
+        """
+        if not self._loop_reads:
+            if time.monotonic() < self._loop_reads_after:
+                return USE_THREAD
+            self._loop_reads = True
+        if threading.get_ident() != self._loop_thread:
+            return USE_THREAD
+        try:
+            value, expiry = self._reader.get(key, read=True, tag=True)
+        except BUSY:
+            # Busy (another process is recovering the database) or worse: the thread retries
+            # with the long timeout, and reports what is really wrong.
+            self._loop_reads = False
+            self._loop_reads_after = time.monotonic() + LOOP_BACKOFF
+            return USE_THREAD
+        if type(value) is bytes:
+            return entry(value, expiry)
+        return None if value is None else USE_THREAD  # a value in a file: read in the thread
+
+    async def run(self, op: Callable[..., T], *args: Any) -> T:
+        """``op(cache, *args)`` in the worker thread, after everything queued before it."""
+        if self._closed:
+            raise StorageClosedError("DiskStorage is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._in_worker, op, *args)
+
+    def _in_worker(self, op: Callable[..., T], *args: Any) -> T:
+        try:
+            return op(self._worker_cache, *args)
+        except LockTimeout:
+            raise TimeoutError(
+                f"DiskStorage {str(self.directory)!r}: the database stayed locked by another "
+                f"process for more than {self.lock_timeout:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        """Wait for the operations in progress, then release the database, files and thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            # Connections belong to their thread: the worker's is closed by the worker, after
+            # everything queued before it.
+            await loop.run_in_executor(self._executor, self._worker_cache.close)
+        finally:
+            self._executor.shutdown(wait=True)
+            if self._reader is not None and threading.get_ident() == self._loop_thread:
+                self._reader.close()
+            # From another thread the loop's connection cannot be closed; dropping the reader lets
+            # the garbage collector close it.
+            self._reader = self._worker_cache = None
