@@ -21,7 +21,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 from ..options import check_callable, check_count, check_flag, check_seconds
 from ..snapshot import Snapshot
@@ -89,10 +88,9 @@ class DiskStorage(StorageBase):
     ) -> None:
         super().__init__()
         # Every option is checked before the disk is touched; each is described above.
-        # (check_seconds returns None only with none_ok=True.)
         self.max_bytes = check_count(max_bytes, "max_bytes", minimum=1)
-        self.lock_timeout = cast(float, check_seconds(lock_timeout, "lock_timeout"))
-        self.loop_timeout = cast(float, check_seconds(loop_timeout, "loop_timeout"))
+        self.lock_timeout = check_seconds(lock_timeout, "lock_timeout")
+        self.loop_timeout = check_seconds(loop_timeout, "loop_timeout")
         self._clock: Clock = check_callable(clock, "clock")
         self.create = check_flag(create, "create")
         self.read_only = check_flag(read_only, "read_only")
