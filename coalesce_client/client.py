@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-from collections.abc import Coroutine, Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +21,7 @@ from .coalescer import Coalescer, Fetched, Stats
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
-from .response import CachedResponse
+from .response import CachedResponse, CallContext
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
 
@@ -30,47 +30,6 @@ __all__ = ["CoalescingSession"]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Call arguments that feed the key beyond the method and the URL.
 _KEY_KWARGS = frozenset({"params", "headers", "auth", "data", "json"})
-
-
-class _CallContext(Coroutine[Any, Any, CachedResponse]):
-    """What ``s.get(...)`` returns: a coroutine that is also an async context manager.
-
-    Like aiohttp's own ``_RequestContextManager``: ``await``, ``async with``,
-    ``asyncio.create_task`` and ``gather`` all accept it.
-    """
-
-    __slots__ = ("_coro", "_resp")
-
-    def __init__(self, coro: Coroutine[Any, Any, CachedResponse]) -> None:
-        self._coro = coro
-        self._resp: CachedResponse | None = None
-
-    def send(self, value: Any) -> Any:
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if val is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, CachedResponse]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> CachedResponse:
-        self._resp = await self._coro
-        return self._resp
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._resp is not None:
-            self._resp.release()
 
 
 class CoalescingSession:
@@ -169,7 +128,7 @@ class CoalescingSession:
 
     # -- the aiohttp-shaped surface ---------------------------------------------------------------
 
-    def request(self, method: str, url: str | URL, **kwargs: Any) -> _CallContext:
+    def request(self, method: str, url: str | URL, **kwargs: Any) -> CallContext:
         """Send a request like ``ClientSession.request``, coalesced and cached by the policy.
 
         Returns a coroutine that is also an async context manager, as aiohttp's own
@@ -178,36 +137,36 @@ class CoalescingSession:
         ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` skips the
         stored response (still coalesced and stored); ``cache=False`` is a plain pass-through.
         """
-        return _CallContext(self._request(method, url, kwargs))
+        return CallContext(self._request(method, url, kwargs))
 
-    def get(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def get(self, url: str | URL, **kwargs: Any) -> CallContext:
         """GET ``url``, like ``ClientSession.get``; see ``request`` for the extra options."""
-        return _CallContext(self._request("GET", url, kwargs))
+        return CallContext(self._request("GET", url, kwargs))
 
-    def head(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def head(self, url: str | URL, **kwargs: Any) -> CallContext:
         """HEAD ``url`` (without following redirects, as aiohttp); see ``request``."""
         kwargs.setdefault("allow_redirects", False)  # as aiohttp does for HEAD
-        return _CallContext(self._request("HEAD", url, kwargs))
+        return CallContext(self._request("HEAD", url, kwargs))
 
-    def options(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def options(self, url: str | URL, **kwargs: Any) -> CallContext:
         """OPTIONS ``url``: passed through unless the policy lists OPTIONS; see ``request``."""
-        return _CallContext(self._request("OPTIONS", url, kwargs))
+        return CallContext(self._request("OPTIONS", url, kwargs))
 
-    def post(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def post(self, url: str | URL, **kwargs: Any) -> CallContext:
         """POST ``url``: passed through unless the policy lists POST; see ``request``."""
-        return _CallContext(self._request("POST", url, kwargs))
+        return CallContext(self._request("POST", url, kwargs))
 
-    def put(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def put(self, url: str | URL, **kwargs: Any) -> CallContext:
         """PUT ``url``: passed through unless the policy lists PUT; see ``request``."""
-        return _CallContext(self._request("PUT", url, kwargs))
+        return CallContext(self._request("PUT", url, kwargs))
 
-    def patch(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def patch(self, url: str | URL, **kwargs: Any) -> CallContext:
         """PATCH ``url``: passed through unless the policy lists PATCH; see ``request``."""
-        return _CallContext(self._request("PATCH", url, kwargs))
+        return CallContext(self._request("PATCH", url, kwargs))
 
-    def delete(self, url: str | URL, **kwargs: Any) -> _CallContext:
+    def delete(self, url: str | URL, **kwargs: Any) -> CallContext:
         """DELETE ``url``: passed through unless the policy lists DELETE; see ``request``."""
-        return _CallContext(self._request("DELETE", url, kwargs))
+        return CallContext(self._request("DELETE", url, kwargs))
 
     @property
     def stats(self) -> Stats:

@@ -3,14 +3,15 @@
 It quacks like ``aiohttp.ClientResponse`` for what people use. Everything derived from the
 snapshot (headers multidict, URL objects, the stream) is built on first use: a cache hit pays only
 for what its caller reads. The body bytes are the snapshot's own and are never copied per caller;
-each caller has its own read position.
+each caller has its own read position. ``CallContext`` is what a request method returns before
+the response exists: a coroutine that is also an async context manager, as aiohttp's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
@@ -22,7 +23,7 @@ from yarl import URL
 from .coalescer import CacheStatus
 from .snapshot import Snapshot
 
-__all__ = ["BodyStream", "CachedResponse"]
+__all__ = ["BodyStream", "CachedResponse", "CallContext"]
 
 
 class BodyStream:
@@ -298,3 +299,44 @@ def _json_like(actual: str, expected: str) -> bool:
             actual.startswith("application/") and actual.endswith("+json")
         )
     return expected in actual
+
+
+class CallContext(Coroutine[Any, Any, CachedResponse]):
+    """What ``s.get(...)`` returns: a coroutine that is also an async context manager.
+
+    Like aiohttp's own ``_RequestContextManager``: ``await``, ``async with``,
+    ``asyncio.create_task`` and ``gather`` all accept it.
+    """
+
+    __slots__ = ("_coro", "_resp")
+
+    def __init__(self, coro: Coroutine[Any, Any, CachedResponse]) -> None:
+        self._coro = coro
+        self._resp: CachedResponse | None = None
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, CachedResponse]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> CachedResponse:
+        self._resp = await self._coro
+        return self._resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._resp is not None:
+            self._resp.release()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ..options import check_callable, check_count
 from ..snapshot import Snapshot
-from .base import Clock, StorageClosedError, wall_clock
+from .base import Clock, StorageBase, wall_clock
 
 __all__ = ["MemoryStorage"]
 
 
-class MemoryStorage:
+class MemoryStorage(StorageBase):
     """Least-recently-used storage in memory. A stored body is kept once and shared by every hit.
 
     >>> import asyncio
@@ -22,7 +23,7 @@ class MemoryStorage:
     True
     """
 
-    __slots__ = ("_bytes", "_clock", "_closed", "_entries", "max_bytes", "max_entries")
+    __slots__ = ("_bytes", "_clock", "_entries", "max_bytes", "max_entries")
 
     def __init__(
         self,
@@ -31,26 +32,23 @@ class MemoryStorage:
         *,
         clock: Clock = wall_clock,
     ) -> None:
-        for name, value in (("max_entries", max_entries), ("max_bytes", max_bytes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
-        self.max_entries = max_entries  # most entries kept; the least recently used go first
-        self.max_bytes = max_bytes  # most bytes kept (Snapshot.size); an entry larger is not kept
-        self._clock = clock
+        super().__init__()
+        # Most entries kept; the least recently used go first.
+        self.max_entries = check_count(max_entries, "max_entries", minimum=1, unit="entries")
+        # Most bytes kept (Snapshot.size); an entry larger is not kept.
+        self.max_bytes = check_count(max_bytes, "max_bytes", minimum=1)
+        self._clock: Clock = check_callable(clock, "clock")
         # key -> (snapshot, expiry on self._clock, size); the end of the dict is the most recent.
         self._entries: OrderedDict[str, tuple[Snapshot, float, int]] = OrderedDict()
         self._bytes = 0
-        self._closed = False
 
     async def get(self, key: str) -> Snapshot | None:
         return self.get_nowait(key)
 
     def get_nowait(self, key: str) -> Snapshot | None:
         """``get`` without waiting: the coalescer's fast path for a hit (see storage/base.py)."""
-        if self._closed:
-            raise StorageClosedError("MemoryStorage is closed")
+        if self._closed:  # the hot path of a hit: the check costs one attribute read
+            self._check_open()
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -61,8 +59,7 @@ class MemoryStorage:
         return entry[0]
 
     async def set(self, key: str, value: Snapshot, ttl: float) -> None:
-        if self._closed:
-            raise StorageClosedError("MemoryStorage is closed")
+        self._check_open()
         if key in self._entries:
             self._drop(key)
         size = value.size
@@ -75,14 +72,12 @@ class MemoryStorage:
             self._drop(oldest)
 
     async def delete(self, key: str) -> None:
-        if self._closed:
-            raise StorageClosedError("MemoryStorage is closed")
+        self._check_open()
         if key in self._entries:
             self._drop(key)
 
     async def clear(self) -> None:
-        if self._closed:
-            raise StorageClosedError("MemoryStorage is closed")
+        self._check_open()
         self._entries.clear()
         self._bytes = 0
 

@@ -4,8 +4,9 @@ Rules of this module:
 
 * Reads try the front, then the back; a back hit refills the front with what is left of the back
   entry's TTL, so the front never outlives the back's expiry. The back's own expiry is used when it
-  can tell it (``get_with_expiry``, as ``DiskStorage`` can), else the snapshot's ``expires_at``;
-  when neither is known the front is not refilled.
+  can tell it (``ReadsExpiry``, as ``DiskStorage`` can), else the snapshot's ``expires_at``;
+  when neither is known the front is not refilled. A front that ``ReadsNowait`` makes this
+  storage read without waiting too.
 * Writes go to the front, then to the back: the front's expiry is computed first, so it is never
   later than the back's. A failing back write raises (the coalescer logs it); the front keeps the
   response for its TTL.
@@ -16,17 +17,14 @@ Rules of this module:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
+from ..options import check_callable
 from ..snapshot import Snapshot
-from .base import Clock, Storage, StorageClosedError, wall_clock
+from .base import Clock, ReadsExpiry, ReadsNowait, Storage, StorageBase, wall_clock
 
 __all__ = ["TieredStorage"]
 
-GetWithExpiry = Callable[[str], Awaitable["tuple[Snapshot, float] | None"]]
 
-
-class TieredStorage:
+class TieredStorage(StorageBase):
     """A small, fast ``front`` (usually ``MemoryStorage``) before a slower ``back``.
 
     >>> import asyncio
@@ -42,7 +40,7 @@ class TieredStorage:
     Closing it closes both.
     """
 
-    __slots__ = ("_back_entry", "_clock", "_closed", "_writes", "back", "front")
+    __slots__ = ("_back_expiry", "_clock", "_front_nowait", "_writes", "back", "front")
 
     def __init__(self, front: Storage, back: Storage, *, clock: Clock = wall_clock) -> None:
         for name, value in (("front", front), ("back", back)):
@@ -50,32 +48,30 @@ class TieredStorage:
                 raise ValueError(f"{name} must implement the Storage protocol, got {value!r}")
         if front is back:
             raise ValueError("front and back must be two different storages")
-        if not callable(clock):
-            raise ValueError(f"clock must be callable, got {clock!r}")
+        super().__init__()
+        self._clock: Clock = check_callable(clock, "clock")
         self.front = front  # read first, refilled from the back
         self.back = back  # the storage of record
-        self._clock = clock
-        self._back_entry: GetWithExpiry | None = getattr(back, "get_with_expiry", None)
+        # The optional abilities this storage builds on, found once (storage/base.py).
+        self._front_nowait = front if isinstance(front, ReadsNowait) else None
+        self._back_expiry = back if isinstance(back, ReadsExpiry) else None
         self._writes = 0  # bumped by every set, delete and clear: a refill racing one is skipped
-        self._closed = False
 
     def get_nowait(self, key: str) -> Snapshot | None:
         """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
-        peek = getattr(self.front, "get_nowait", None)
-        if self._closed or peek is None:
+        front = self._front_nowait
+        if self._closed or front is None:
             return None
-        snap: Snapshot | None = peek(key)
-        return snap
+        return front.get_nowait(key)
 
     async def get(self, key: str) -> Snapshot | None:
-        if self._closed:
-            raise StorageClosedError("TieredStorage is closed")
+        self._check_open()
         snap = await self.front.get(key)
         if snap is not None:
             return snap
         writes = self._writes
-        if self._back_entry is not None:
-            entry = await self._back_entry(key)
+        if self._back_expiry is not None:
+            entry = await self._back_expiry.get_with_expiry(key)
             if entry is None:
                 return None
             snap, expires_at = entry
@@ -90,22 +86,19 @@ class TieredStorage:
         return snap
 
     async def set(self, key: str, value: Snapshot, ttl: float) -> None:
-        if self._closed:
-            raise StorageClosedError("TieredStorage is closed")
+        self._check_open()
         self._writes += 1
         await self.front.set(key, value, ttl)
         await self.back.set(key, value, ttl)
 
     async def delete(self, key: str) -> None:
-        if self._closed:
-            raise StorageClosedError("TieredStorage is closed")
+        self._check_open()
         self._writes += 1
         await self.back.delete(key)
         await self.front.delete(key)
 
     async def clear(self) -> None:
-        if self._closed:
-            raise StorageClosedError("TieredStorage is closed")
+        self._check_open()
         self._writes += 1
         await self.back.clear()
         await self.front.clear()

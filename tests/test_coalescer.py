@@ -1,0 +1,224 @@
+"""The framework-free pipeline alone: counting, shareability, storage abilities (no aiohttp here).
+
+Each test drives ``Coalescer`` with a ``send`` closure of its own, gated by events, and counts
+the real "requests" that closure makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from dataclasses import astuple
+
+import pytest
+from conftest import FakeClock
+
+from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
+from coalesce_client.coalescer import Coalescer, Fetched
+from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
+
+KEY = "k" * 64
+
+
+def snap(body: bytes = b"body", headers: tuple[tuple[str, str], ...] = ()) -> Snapshot:
+    return Snapshot(200, "OK", headers, "http://origin/x", "GET", body)
+
+
+class Upstream:
+    """A ``send`` that counts its calls and holds each at a gate until the test opens it."""
+
+    def __init__(self, response: Snapshot | None = None) -> None:
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.arrived = asyncio.Event()
+        self.response = response if response is not None else snap()
+
+    async def __call__(self) -> Fetched:
+        self.calls += 1
+        self.arrived.set()
+        await self.gate.wait()
+        return Fetched(self.response)
+
+
+def outcomes(stats: Stats) -> int:
+    return stats.hits + stats.misses + stats.coalesced + stats.bypassed
+
+
+class ParkedStorage(MemoryStorage):
+    """A storage whose reads wait at a gate: a slow disk, under the test's control."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.gate = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def get(self, key: str) -> Snapshot | None:
+        self.reading.set()
+        await self.gate.wait()
+        return await super().get(key)
+
+
+async def test_a_caller_cancelled_during_the_storage_read_counts_in_one_outcome(
+    clock: FakeClock,
+) -> None:
+    storage = ParkedStorage(clock)
+    core = Coalescer(storage=storage, policy=None, ttl=60, clock=clock)
+    upstream = Upstream()
+    task = asyncio.ensure_future(core.fetch(KEY, upstream))
+    await storage.reading.wait()
+    assert core.stats.requests == 1 and outcomes(core.stats) == 0  # in progress
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = core.stats
+    assert (stats.requests, stats.misses, stats.errors, outcomes(stats)) == (1, 1, 1, 1)
+    assert upstream.calls == 0
+
+
+async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: FakeClock) -> None:
+    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
+    upstream = Upstream()
+    upstream.gate.clear()
+    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(20)]
+    await upstream.arrived.wait()
+    assert core.flight.joined == 19  # every follower is waiting on the leader's flight
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert sorted(a.status for a in answers) == ["coalesced"] * 19 + ["miss"]
+    assert core.peek(KEY) is not None  # a hit without a coroutine (MemoryStorage reads nowait)
+    assert (await core.fetch(KEY, upstream)).status == "hit"
+    assert (await core.fetch(None, upstream)).status == "bypass"
+    stats = core.stats
+    assert astuple(stats) == (23, 2, 1, 19, 1, 1, 0, 2)
+    assert stats.requests == outcomes(stats)
+    assert upstream.calls == 2
+
+
+async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_own(
+    clock: FakeClock,
+) -> None:
+    core = Coalescer(
+        storage=None, policy=CachePolicy(max_body_size=3), ttl=60, clock=clock, shared_cache=False
+    )
+    upstream = Upstream(snap(b"four"))
+    upstream.gate.clear()
+    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(5)]
+    await upstream.arrived.wait()
+    assert core.flight.joined == 4
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert {a.status for a in answers} == {"miss"}
+    assert all(a.snapshot is not None and a.snapshot.body == b"four" for a in answers)
+    assert upstream.calls == 5  # the leader's, then one each: nobody got a body not theirs
+    assert core.stats.stored == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("Set-Cookie", "session=alice"),),
+        (("Cache-Control", "private, max-age=60"),),
+        (("Cache-Control", "no-store"),),
+    ],
+)
+async def test_a_shared_cache_never_shares_a_private_response(
+    clock: FakeClock, headers: tuple[tuple[str, str], ...]
+) -> None:
+    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=True)
+    upstream = Upstream(snap(b"alice's page", headers))
+    upstream.gate.clear()
+    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(10)]
+    await upstream.arrived.wait()
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert [a.status for a in answers] == ["miss"] * 10
+    assert upstream.calls == 10
+    # Remembered as pass-through (hit-for-miss): the next call neither waits nor coalesces.
+    assert (await core.fetch(KEY, upstream)).status == "bypass"
+    assert core.stats.stored == 0
+
+
+async def test_a_private_cache_shares_set_cookie_responses_within_a_flight(
+    clock: FakeClock,
+) -> None:
+    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=False)
+    upstream = Upstream(snap(b"page", (("Set-Cookie", "a=1"),)))
+    upstream.gate.clear()
+    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(3)]
+    await upstream.arrived.wait()
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert upstream.calls == 1
+    leader = next(a for a in answers if a.status == "miss")
+    assert leader.snapshot is not None and leader.snapshot.header("set-cookie") == "a=1"
+    followers = [a for a in answers if a.status == "coalesced"]
+    assert all(
+        a.snapshot is not None and a.snapshot.header("set-cookie") is None for a in followers
+    )
+
+
+class NoNowait(StorageBase):
+    """A storage without the optional abilities: only the Storage protocol."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = MemoryStorage()
+        self.reads = 0
+
+    async def get(self, key: str) -> Snapshot | None:
+        self.reads += 1
+        return await self.inner.get(key)
+
+    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+        await self.inner.set(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def clear(self) -> None:
+        await self.inner.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+async def test_optional_abilities_are_protocols_checked_with_isinstance(clock: FakeClock) -> None:
+    plain = NoNowait()
+    assert isinstance(plain, Storage)
+    assert not isinstance(plain, ReadsNowait) and not isinstance(plain, ReadsExpiry)
+    assert isinstance(MemoryStorage(), ReadsNowait)
+    core = Coalescer(storage=plain, policy=None, ttl=60, clock=clock)
+    await core.fetch(KEY, Upstream())
+    assert core.peek(KEY) is None  # no get_nowait: peek never guesses, fetch reads
+    reads = plain.reads
+    assert (await core.fetch(KEY, Upstream())).status == "hit"
+    assert plain.reads == reads + 1
+
+
+async def test_a_closed_storage_raises_through_the_one_check() -> None:
+    storage = NoNowait()
+    await storage.close()
+    assert storage.closed
+    with pytest.raises(StorageClosedError, match="NoNowait is closed"):
+        storage._check_open()
+
+
+def test_the_whole_core_imports_without_aiohttp_diskcache_or_redis() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'aiohttp', 'diskcache', 'redis', 'yarl', 'multidict'}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import coalesce_client.flight, coalesce_client.keys, coalesce_client.snapshot\n"
+        "import coalesce_client.policy, coalesce_client.coalescer, coalesce_client.options\n"
+        "import coalesce_client.storage.base, coalesce_client.storage.memory\n"
+        "import coalesce_client.storage.tiered\n"
+        "print('core ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "core ok"
