@@ -529,12 +529,20 @@ async def components(n: int, rounds: int) -> dict[str, float]:
     check(answer.status == "hit", answer)
     steps["_key"] = (lambda: mw._key(req), req, False)
     steps["KeyMaker.make"] = (
-        lambda: mw._keys.make("GET", "http", "127.0.0.1:8080", None, "/item", [], {}.get),
+        lambda: mw._keys.make(
+            method="GET",
+            scheme="http",
+            host="127.0.0.1:8080",
+            port=None,
+            path="/item",
+            query=[],
+            header={}.get,
+        ),
         req,
         False,
     )
     steps["Coalescer.fetch"] = (lambda: mw._core.fetch(key, never), req, True)
-    steps["_respond"] = (lambda: mw._respond(answer), req, False)
+    steps["_replay"] = (lambda: mw._replay(answer.snapshot, answer.status), req, False)
     steps["handler"] = (functools.partial(item, steps["bare"][1]), steps["bare"][1], True)
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(rounds):
@@ -563,7 +571,7 @@ def profile(loadgen: str, quick: bool) -> None:
     print(
         f"      inside coalesce_middleware on a HIT: _key {med['_key']:.2f} µs (of which "
         f"KeyMaker.make {med['KeyMaker.make']:.2f}), Coalescer.fetch "
-        f"{med['Coalescer.fetch']:.2f} µs, _respond {med['_respond']:.2f} µs (the bare "
+        f"{med['Coalescer.fetch']:.2f} µs, _replay {med['_replay']:.2f} µs (the bare "
         f"handler's own web.Response: {med['handler']:.2f} µs)"
     )
     seconds = 3.0 if quick else 5.0

@@ -721,3 +721,29 @@ def test_stats_and_cached_response_are_public() -> None:
     for name in coalesce_client.__all__:
         assert hasattr(coalesce_client, name), name
     assert json.dumps(sorted(coalesce_client.__all__))
+
+
+# -- base_url -------------------------------------------------------------------------------------
+
+
+async def test_relative_urls_join_base_url_and_share_the_absolute_key(started: Origin) -> None:
+    async with CoalescingSession(ttl=60, base_url=started.base + "/") as s:
+        first = await s.get("text")
+        again = await s.get(started.url("/text"))  # the same resource, written absolutely
+        assert (first.cache_status, again.cache_status) == ("miss", "hit")
+        assert await again.text() == "hello /text #1"
+        assert started.calls["/text"] == 1
+
+
+async def test_a_wrapped_session_needs_its_base_url_named_for_relative_urls(
+    started: Origin,
+) -> None:
+    async with aiohttp.ClientSession(base_url=started.base + "/") as plain:
+        async with CoalescingSession(ttl=60, session=plain) as s:
+            with pytest.raises(ValueError, match="base_url"):
+                await s.get("text")
+            assert started.calls["/text"] == 0  # refused before anything was sent
+        async with CoalescingSession(ttl=60, session=plain, base_url=started.base + "/") as s:
+            assert (await s.get("text")).cache_status == "miss"
+            assert (await s.get("text")).cache_status == "hit"
+        assert started.calls["/text"] == 1
