@@ -101,7 +101,7 @@ async def test_fetch_to_a_folder_writes_a_repeated_url_once_and_counts_the_files
 async def test_fetch_to_a_folder_counts_only_the_files_it_wrote(
     started: Origin, tmp_path: Path
 ) -> None:
-    from coalesce_client.cli import _output_name
+    from coalesce_client.cli._fetch import _output_name
 
     out_dir = tmp_path / "out"
     a, b = started.url("/text?a"), started.url("/text?b")
