@@ -16,16 +16,19 @@ Rules of this module:
   cancelled callers included. So ``requests`` minus the outcomes is the calls in progress, and
   nothing once all are done. ``errors`` counts calls that raised, ``upstream`` real requests sent,
   ``stored`` successful storage writes.
-* Storage is an optimisation, never a point of failure: an exception from it is logged (once per
-  operation and exception type, then at DEBUG) and the call goes on as if nothing was stored.
+* Storage is an optimisation, never a point of failure (``writer.py``: reads, writes in the
+  background, Vary pointers, failures logged once).
+* Vary (``vary.py``): a response that varies is stored under its variant key, with a pointer under
+  the request's key; a lookup that finds a pointer reads the variant of its own request's values,
+  and its flight runs on that variant's key. A follower of a flight whose response varies takes it
+  only if its own values of the named headers equal the leader's; the others look up again and
+  coalesce among themselves on their own variant. ``Vary: *`` is never stored nor shared.
 * Only a leader stores, and only what the policy allows; a follower that stopped waiting
   (``wait_timeout``) or could not share makes its own request, which is never stored.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple, get_args
@@ -34,17 +37,16 @@ from .flight import SingleFlight, WaitTimeout
 from .options import check_callable, check_seconds, check_seconds_or_none
 from .policy import CachePolicy
 from .snapshot import Snapshot
-from .storage.base import Clock, ReadsNowait, Storage
+from .storage.base import Clock, Storage
 from .storage.memory import MemoryStorage
+from .vary import ANY, POINTER_METHOD, Header, values_of, variant_key, vary_names
+from .writer import Writer
 
 __all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats"]
-
-log = logging.getLogger("coalesce_client")
 
 CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
 """Where a caller's response came from; each status is also the name of its counter."""
 
-_STORE_WAIT = 0.05  # seconds a flight waits for its storage write before answering anyway
 _MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everything)
 
 
@@ -93,6 +95,13 @@ class _Result:
 
     own: Snapshot | None  # as received: the leader's (Set-Cookie and all)
     shared: Snapshot | None  # stripped for replay; None: not for the followers, who send their own
+    # When the response varies: the names, and the leader's values of them. A follower takes
+    # ``shared`` only if its own values are the same.
+    vary: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None
+
+
+def _no_headers(name: str) -> str | None:
+    return None
 
 
 Send = Callable[[], Awaitable[Fetched]]
@@ -102,21 +111,17 @@ class Coalescer:
     """One keyed single-flight in front of one storage, and the policy that filters between."""
 
     __slots__ = (
-        "_background",
         "_clock",
         "_flight",
-        "_get_nowait",
-        "_logged",
         "_outcomes",
         "_passes",
-        "_writing",
+        "_writer",
         "errors",
         "pass_ttl",
         "policy",
         "requests",
         "shared_cache",
         "storage",
-        "stored",
         "ttl",
         "upstream",
         "wait_timeout",
@@ -146,25 +151,19 @@ class Coalescer:
         elif not isinstance(storage, Storage):
             raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
         self.storage = storage
-        # Hits without a coroutine, when the storage can answer without waiting (storage/base.py).
-        self._get_nowait = storage.get_nowait if isinstance(storage, ReadsNowait) else None
+        self._writer = Writer(storage, clock, policy.max_variants)
         self.policy = policy
         self.shared_cache = shared_cache  # True in the server middleware (RFC 9111 shared cache)
         # Seconds a key whose outcome could not be shared goes straight through: a shared cache's
         # defence against serializing private routes (0 in a private cache: never).
         self.pass_ttl = policy.pass_ttl if shared_cache else 0.0
         self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
-        # Snapshots whose storage write has not finished yet, and the tasks writing them.
-        self._writing: dict[str, Snapshot] = {}
-        self._background: set[asyncio.Future[None]] = set()
         self._flight: SingleFlight[str, _Result] = SingleFlight()
         self.requests = 0  # calls begun (fetch and peek's hits)
         # Calls by outcome, written only by _count() (and peek's inlined copy of it).
         self._outcomes: dict[CacheStatus, int] = dict.fromkeys(get_args(CacheStatus), 0)
         self.errors = 0  # calls that raised (written by the faces' calls, through count_error)
         self.upstream = 0  # real requests sent: one per flight, one per call alone
-        self.stored = 0  # storage writes that succeeded
-        self._logged: set[tuple[str, type[BaseException]]] = set()
 
     @property
     def stats(self) -> Stats:
@@ -174,7 +173,7 @@ class Coalescer:
             hits=o["hit"],
             misses=o["miss"],
             coalesced=o["coalesced"],
-            stored=self.stored,
+            stored=self._writer.stored,
             bypassed=o["bypass"],
             errors=self.errors,
             upstream=self.upstream,
@@ -192,33 +191,29 @@ class Coalescer:
         self._outcomes[status] += 1
 
     async def lookup(self, key: str) -> Snapshot | None:
-        """A fresh stored response for ``key``, or None; a broken storage is a miss."""
-        snap = self._writing.get(key)
-        if snap is None:
-            try:
-                snap = await self.storage.get(key)
-            except Exception as exc:
-                self._storage_failed("get", exc)
-                return None
+        """A fresh stored response (or Vary pointer) for ``key``, or None; a broken storage is a
+        miss."""
+        snap = await self._writer.read(key)
         if snap is not None and snap.expires_at <= self._clock():
             return None
         return snap
 
-    def peek(self, key: str) -> Snapshot | None:
+    def peek(self, key: str, header: Header = _no_headers) -> Snapshot | None:
         """A fresh stored response found without waiting, counted as a hit; else None.
 
         The faces try this before ``fetch``: with a storage that offers ``get_nowait`` a hit then
         costs no coroutine at all. None means only "not here without waiting": ``fetch`` decides.
+        ``header`` gives the request's header values, read only where the URL's responses vary.
         """
-        get_nowait = self._get_nowait
-        if get_nowait is None or (self._passes and key in self._passes):
+        if self._passes and key in self._passes:
             return None
-        snap = self._writing.get(key)
+        read = self._writer.read_nowait
+        snap = read(key)
         if snap is None:
-            try:
-                snap = get_nowait(key)
-            except Exception:
-                return None  # fetch() reads again, and logs what is wrong
+            return None
+        if snap.method == POINTER_METHOD:  # Vary: this request's own variant, or nothing
+            names = vary_names(snap.headers)
+            snap = read(variant_key(key, names, values_of(names, header)))
             if snap is None:
                 return None
         if snap.expires_at <= self._clock():
@@ -229,26 +224,38 @@ class Coalescer:
 
     async def drain(self) -> None:
         """Wait for the storage writes still running in the background (before closing storage)."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._writer.drain()
 
     async def fetch(
-        self, key: str | None, send: Send, *, ttl: float | None = None, refresh: bool = False
+        self,
+        key: str | None,
+        send: Send,
+        *,
+        header: Header = _no_headers,
+        ttl: float | None = None,
+        refresh: bool = False,
     ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
 
         ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
+        ``header`` gives the request's header values (for Vary).
         """
         self.requests += 1
         if key is None or (self._passes and self._passing(key)):
             return await self._alone(send, "bypass")
+        return await self._fetch(key, send, header, ttl, refresh, retry=True)
+
+    async def _fetch(
+        self, key: str, send: Send, header: Header, ttl: float | None, refresh: bool, retry: bool
+    ) -> Answer:
         flight = self._flight
+        fkey = key  # the flight's key: the request's, or its variant's once a pointer says so
         joining = key in flight
         # A caller that finds a flight in progress joins it without reading storage: whatever is
         # stored is being replaced, and in a burst this saves a storage read per follower.
         if not refresh and not joining:
             try:
-                snap = await self.lookup(key)
+                fkey, snap = await self._resolve(key, header)
             except BaseException:  # cancelled while the storage read was pending
                 self._count("miss")
                 self.errors += 1
@@ -256,11 +263,11 @@ class Coalescer:
             if snap is not None:
                 self._count("hit")
                 return Answer(snap, "hit")
-            joining = key in flight  # a slow storage read may have let a flight start
+            joining = fkey in flight  # a slow storage read may have let a flight start
         try:
             outcome = await flight.run(
-                key,
-                lambda: self._lead(key, send, ttl),
+                fkey,
+                lambda: self._lead(key, send, ttl, header),
                 timeout=self.wait_timeout if joining else None,
             )
         except WaitTimeout:
@@ -277,17 +284,32 @@ class Coalescer:
             return Answer(result.own, "miss")
         if result.shared is None:
             return await self._alone(send, "miss")
+        if result.vary is not None and values_of(result.vary[0], header) != result.vary[1]:
+            # Another variant than ours: look up again, and coalesce with our own variant.
+            if retry:
+                return await self._fetch(key, send, header, ttl, refresh, retry=False)
+            return await self._alone(send, "miss")
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
 
+    async def _resolve(self, key: str, header: Header) -> tuple[str, Snapshot | None]:
+        """The flight key of this request and its fresh stored response, through a Vary pointer."""
+        snap = await self.lookup(key)
+        if snap is None or snap.method != POINTER_METHOD:
+            return key, snap
+        names = vary_names(snap.headers)
+        vkey = variant_key(key, names, values_of(names, header))
+        if vkey in self._flight:
+            return vkey, None
+        return vkey, await self.lookup(vkey)
+
     async def invalidate(self, key: str) -> None:
-        """Drop what is stored for ``key``; a flight in progress takes no new callers."""
+        """Drop what is stored for ``key``, every Vary variant included; a flight in progress
+        takes no new callers."""
         self._flight.forget(key)
         self._passes.pop(key, None)
-        try:
-            await self.storage.delete(key)
-        except Exception as exc:
-            self._storage_failed("delete", exc)
+        for vkey in await self._writer.delete(key):
+            self._flight.forget(vkey)
 
     def _passing(self, key: str) -> bool:
         until = self._passes.get(key)
@@ -328,15 +350,19 @@ class Coalescer:
             return False
         return not (self.shared_cache and policy.is_private(snap.headers))
 
-    async def _lead(self, key: str, send: Send, call_ttl: float | None) -> _Result:
+    async def _lead(self, key: str, send: Send, call_ttl: float | None, header: Header) -> _Result:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
         self.upstream += 1
         fetched = await send()
         own = fetched.snapshot
-        if own is None or not self._shareable(own):
+        names = () if own is None else vary_names(own.headers)
+        if own is None or names == ANY or not self._shareable(own):
             if self.pass_ttl > 0:
                 self._remember_pass(key)
             return _Result(own, None)
+        vary = None
+        if names:
+            vary = (names, values_of(names, header))
         policy = self.policy
         headers = policy.storable_headers(own.headers)
         history = tuple(replace(h, headers=policy.storable_headers(h.headers)) for h in own.history)
@@ -350,40 +376,9 @@ class Coalescer:
                 shared_cache=self.shared_cache,
             )
         if ttl <= 0:
-            return _Result(own, replace(own, headers=headers, history=history))
+            return _Result(own, replace(own, headers=headers, history=history), vary)
         now = self._clock()
         shared = replace(own, headers=headers, history=history, stored_at=now, expires_at=now + ttl)
-        # Write, but do not let a slow storage (a disk locked by another process) hold the answer
-        # back from everybody waiting on this flight: past _STORE_WAIT the write finishes in the
-        # background, and lookups meanwhile find the snapshot in _writing (no second flight).
-        self._writing[key] = shared
-        task = asyncio.ensure_future(self._store(key, shared, ttl))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        await asyncio.wait((task,), timeout=_STORE_WAIT)
-        return _Result(own, shared)
-
-    async def _store(self, key: str, shared: Snapshot, ttl: float) -> None:
-        try:
-            await self.storage.set(key, shared, ttl)
-        except Exception as exc:
-            self._storage_failed("set", exc)
-        else:
-            self.stored += 1
-        finally:
-            if self._writing.get(key) is shared:  # a newer write of the key may have replaced it
-                del self._writing[key]
-
-    def _storage_failed(self, op: str, exc: Exception) -> None:
-        kind = (op, type(exc))
-        if kind in self._logged:
-            log.debug("storage %s failed again: %r", op, exc)
-            return
-        self._logged.add(kind)
-        log.warning(
-            "storage %s failed (%s: %s); going on without storage for this call. "
-            "Later failures of this kind are logged at DEBUG.",
-            op,
-            type(exc).__name__,
-            exc,
-        )
+        vkey = None if vary is None else variant_key(key, *vary)
+        await self._writer.write(key, vkey, shared, ttl)  # waits only briefly (writer.py)
+        return _Result(own, shared, vary)

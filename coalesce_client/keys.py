@@ -8,7 +8,9 @@ Rules of this module:
 * The faces hand over a URL already parsed into parts; this module only decides what is the same
   resource: the method, scheme and host lower-cased, the default port dropped, the fragment
   dropped, the path as given (case kept), the query sorted by name (stable for repeated names)
-  unless told not to, ignored parameters removed.
+  unless told not to, ignored parameters removed. The query is keyed as the request sends it,
+  raw (``query_pairs``): ``?t=%FF`` and ``?t=%FE`` decode to the same text but are different
+  requests, and so are ``?a`` and ``?a=``.
 * The values of ``key_headers`` and of the credential headers split the key. An absent header is
   written differently from an empty one. Credentials only ever reach the digest, never storage.
 * The result is a hex digest: it is the storage key, and safe to show in logs.
@@ -20,17 +22,28 @@ import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import unquote_plus
 
 from .options import check_header_names
 from .snapshot import put_field
 
-__all__ = ["KeyMaker", "KeyMemo", "normalize_headers"]
+__all__ = ["CREDENTIAL_HEADERS", "KeyMaker", "KeyMemo", "normalize_headers", "query_pairs"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ABSENT = b"\xff\xff\xff\xff"  # a header count that no present header can have
 _MEMO_SIZE = 4096  # remembered keys per face; cleared when full
 
 V = TypeVar("V")
+
+# Request headers that carry who is asking: always part of the key (DESIGN.md, Who may share).
+CREDENTIAL_HEADERS = (
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
+    "api-key",
+)
 
 normalize_headers = check_header_names  # lower-case names, repeats dropped, ValueError naming it
 
@@ -67,7 +80,7 @@ class KeyMaker:
 
     namespace: str = ""
     key_headers: tuple[str, ...] = ()  # lower-case names, see options.check_header_names()
-    credential_headers: tuple[str, ...] = ("authorization", "cookie", "proxy-authorization")
+    credential_headers: tuple[str, ...] = CREDENTIAL_HEADERS
     sort_query: bool = True
     ignored_params: frozenset[str] = frozenset()
     _headers: tuple[str, ...] = field(init=False, repr=False)
@@ -114,7 +127,8 @@ class KeyMaker:
         put_field(parts, b"" if port is None or port == default else str(port).encode())
         put_field(parts, path.encode("utf-8", "surrogatepass"))
         if self.ignored_params:
-            query = [kv for kv in query if kv[0] not in self.ignored_params]
+            ignored = self.ignored_params
+            query = [kv for kv in query if unquote_plus(kv[0]) not in ignored]
         if self.sort_query and len(query) > 1:
             query = sorted(query, key=_name)  # sorted() is stable: repeated names keep their order
         parts.append(len(query).to_bytes(4, "big"))
@@ -135,6 +149,23 @@ class KeyMaker:
         for item in extra:
             put_field(parts, item.encode("utf-8", "surrogatepass"))
         return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """A raw query string as (raw name, raw rest) pairs for ``KeyMaker.make``, nothing decoded.
+
+    The rest keeps its ``=``, so that ``a`` and ``a=`` stay apart.
+
+    >>> query_pairs("b=%FF&a&a=")
+    [('b', '=%FF'), ('a', ''), ('a', '=')]
+    """
+    if not raw_query:
+        return []
+    pairs = []
+    for piece in raw_query.split("&"):
+        name, sep, value = piece.partition("=")
+        pairs.append((name, sep + value))
+    return pairs
 
 
 def _name(kv: tuple[str, str]) -> str:

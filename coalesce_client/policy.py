@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .keys import KeyMaker
+from .keys import CREDENTIAL_HEADERS, KeyMaker
 from .options import (
     check_callable,
     check_collection,
@@ -121,8 +121,9 @@ class CachePolicy:
     sort_query: bool = True
     ignored_params: AbstractSet[str] = frozenset()
     should_store: Callable[[Any], bool] | None = None
-    credential_headers: Sequence[str] = ("authorization", "cookie", "proxy-authorization")
+    credential_headers: Sequence[str] = CREDENTIAL_HEADERS
     pass_ttl: float = 120.0
+    max_variants: int = 32
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -157,6 +158,7 @@ class CachePolicy:
         creds = check_header_names(self.credential_headers, "credential_headers")
         set_(self, "credential_headers", creds)
         check_seconds(self.pass_ttl, "pass_ttl")
+        check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
 
     def key_maker(self, *, namespace: str, key_headers: Iterable[str]) -> KeyMaker:
         """The key builder of a face (session or middleware) that uses this policy."""

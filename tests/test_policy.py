@@ -99,7 +99,14 @@ def test_default_policy_matches_the_design() -> None:
     assert p.max_body_size == 8 * 1024 * 1024
     assert p.respect_cache_control is True
     assert p.sort_query is True
-    assert p.credential_headers == ("authorization", "cookie", "proxy-authorization")
+    assert p.credential_headers == (
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "api-key",
+    )
     assert p.pass_ttl == 120
 
 
