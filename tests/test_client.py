@@ -713,11 +713,3 @@ async def test_users_aioresponses_mocks_still_intercept_requests() -> None:
             assert second.cache_status == "hit"
         calls = sum(len(v) for v in m.requests.values())
         assert calls == 1
-
-
-def test_stats_and_cached_response_are_public() -> None:
-    import coalesce_client
-
-    for name in coalesce_client.__all__:
-        assert hasattr(coalesce_client, name), name
-    assert json.dumps(sorted(coalesce_client.__all__))
