@@ -1,4 +1,5 @@
-"""Shared fixtures: a real aiohttp.web origin on 127.0.0.1 counting its calls, and a fake clock."""
+"""Shared fixtures and helpers: a real aiohttp.web origin on 127.0.0.1 counting its calls, a fake
+clock, and the snapshots and keys the storage tests store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+
+from coalesce_client.snapshot import Snapshot
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -104,3 +107,26 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- what the storage tests store -----------------------------------------------------------------
+
+KEY_A = "a" * 64  # keys are 64-character hex digests made by keys.py
+KEY_B = "b" * 64
+KEY_C = "0123456789abcdef" * 4
+
+
+def snapshot(
+    body: bytes = b"hello", *, url: str = "http://example.com/", status: int = 200
+) -> Snapshot:
+    """A small stored response, with repeated headers (their order must survive storage)."""
+    return Snapshot(
+        status,
+        "OK",
+        (("Content-Type", "text/plain"), ("Vary", "Accept"), ("Vary", "Origin")),
+        url,
+        "GET",
+        body,
+        1_800_000_000.0,
+        1_800_000_060.0,
+    )

@@ -1,4 +1,5 @@
-"""DiskStorage and TieredStorage: the storage contract, then what only a directory on disk promises.
+"""DiskStorage and TieredStorage: what only a directory on disk promises (the contract:
+test_storage_contract.py).
 
 Persistence and sharing are tested with real separate processes (tests/disk_child.py) against a
 real origin on 127.0.0.1; locks are taken by real processes on the real database.
@@ -7,7 +8,6 @@ real origin on 127.0.0.1; locks are taken by real processes on the real database
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -26,45 +26,15 @@ from typing import IO, Any, TypeVar
 import diskcache  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
-from conftest import FakeClock, Origin
-from storage_contract import *  # noqa: F403
-from storage_contract import KEY_A, KEY_B, KEY_C, MakeStorage, snapshot
+from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
-from coalesce_client.storage import (
-    Clock,
-    DiskStorage,
-    MemoryStorage,
-    Storage,
-    StorageClosedError,
-    TieredStorage,
-)
+from coalesce_client.storage import DiskStorage, MemoryStorage, StorageClosedError, TieredStorage
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")
 BIG = 8 * 1024 * 1024  # the policy's default max_body_size
-
-
-@pytest.fixture(params=["disk", "tiered"])
-async def make_storage(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MakeStorage]:
-    """The contract's factory: a DiskStorage, or a MemoryStorage in front of one."""
-    made: list[Storage] = []
-    serial = itertools.count()
-
-    def make(*, clock: Clock) -> Storage:
-        disk = DiskStorage(tmp_path / f"cache{next(serial)}", clock=clock)
-        if request.param == "disk":
-            made.append(disk)
-        else:
-            made.append(TieredStorage(MemoryStorage(clock=clock), disk, clock=clock))
-        return made[-1]
-
-    yield make
-    for storage in made:
-        await storage.close()
 
 
 @pytest.fixture
