@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import FakeClock, Origin
+from conftest import WAIT, FakeClock, LoopClock, Origin, signalled, until
 
 from coalesce_client import CachedResponse, CachePolicy, CoalescingSession, MemoryStorage, Snapshot
 
@@ -28,7 +28,7 @@ async def test_500_concurrent_gets_make_one_upstream_request(origin: Origin) -> 
     origin.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(500)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         bodies = await asyncio.gather(*(r.read() for r in responses))
@@ -60,7 +60,7 @@ async def test_ttl_zero_coalesces_but_stores_nothing(started: Origin) -> None:
     started.gate.clear()
     async with CoalescingSession(ttl=0) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(20)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         await asyncio.gather(*tasks)
         assert started.calls["/text"] == 1
@@ -259,7 +259,7 @@ async def test_post_is_coalesced_by_body_when_the_policy_says_so(origin: Origin)
         tasks = [
             asyncio.ensure_future(s.post(origin.url("/q"), json={"q": i % 2})) for i in range(10)
         ]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(2, "one request per body at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert origin.calls["/q"] == 2  # one per distinct body
@@ -279,7 +279,7 @@ async def test_a_503_storm_is_one_503_and_is_not_stored(origin: Origin) -> None:
     origin.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/down"))) for _ in range(20)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert origin.calls["/down"] == 1
@@ -355,7 +355,7 @@ async def test_a_body_over_max_body_size_is_not_shared_and_everyone_gets_all_of_
     origin.gate.clear()
     async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=100_000)) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(5)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert [await r.read() for r in responses] == [body] * 5
@@ -442,7 +442,7 @@ async def test_each_caller_reads_its_own_stream(started: Origin) -> None:
     started.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(3)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         a, b, c = await asyncio.gather(*tasks)
         assert await a.content.read() == b"hello /text #1"
@@ -498,7 +498,9 @@ async def test_connection_errors_reach_every_caller_as_aiohttp_raises_them(
         assert s.stats.upstream == 2
 
 
-async def test_timeouts_reach_every_caller_and_nothing_is_stored(origin: Origin) -> None:
+async def test_timeouts_reach_every_caller_and_nothing_is_stored(
+    origin: Origin, loop_clock: LoopClock
+) -> None:
     async def stuck(request: web.Request) -> web.Response:
         await origin.wait()
         return web.Response(text="late")
@@ -506,11 +508,14 @@ async def test_timeouts_reach_every_caller_and_nothing_is_stored(origin: Origin)
     origin.route("/stuck", stuck)
     await origin.start()
     origin.gate.clear()
-    timeout = aiohttp.ClientTimeout(total=0.05)
+    timeout = aiohttp.ClientTimeout(total=20)  # reached by moving the loop's clock, not by waiting
     async with CoalescingSession(ttl=60, timeout=timeout) as s:
-        results = await asyncio.gather(
+        calls = asyncio.gather(
             *(s.get(origin.url("/stuck")) for _ in range(5)), return_exceptions=True
         )
+        await origin.at_gate.reach(1, "the shared request at the origin")  # its timer is set
+        loop_clock.advance(21)  # aiohttp rounds a timeout of 20 s up to the next whole second
+        results = await asyncio.wait_for(calls, WAIT)
         assert all(isinstance(r, asyncio.TimeoutError) for r in results), results
         assert origin.calls["/stuck"] == 1
         origin.gate.set()
@@ -523,9 +528,10 @@ async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -
     started.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         leader = asyncio.ensure_future(s.get(started.url("/text")))
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         followers = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(5)]
-        await asyncio.sleep(0)  # let the followers join the flight
+        # From its start to the flight it joins, a follower awaits nothing that could wait.
+        await until(lambda: s.stats.requests == 6, "the five followers in the session")
         leader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leader
@@ -538,27 +544,25 @@ async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -
 
 
 async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
-    origin: Origin,
+    origin: Origin, loop_clock: LoopClock
 ) -> None:
-    second_arrived = asyncio.Event()
-
     async def slow(request: web.Request) -> web.Response:
         n = origin.calls["/slow"]
-        if n == 2:
-            second_arrived.set()
         await origin.wait()
         return web.Response(text=f"answer #{n}")
 
     origin.route("/slow", slow)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, wait_timeout=0.01) as s:
+    async with CoalescingSession(ttl=60, wait_timeout=20) as s:
         leader = asyncio.ensure_future(s.get(origin.url("/slow")))
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         impatient = asyncio.ensure_future(s.get(origin.url("/slow")))
-        await second_arrived.wait()  # its own request reached the origin after 10 ms
+        await loop_clock.scheduled(20, "the follower waiting, with its wait_timeout")
+        loop_clock.advance(20)
+        await origin.at_gate.reach(2, "the follower's own request at the gate")
         origin.gate.set()
-        first, second = await asyncio.gather(leader, impatient)
+        first, second = await asyncio.wait_for(asyncio.gather(leader, impatient), WAIT)
         assert first.cache_status == second.cache_status == "miss"
         assert await second.text() == "answer #2"
         hit = await s.get(origin.url("/slow"))
@@ -582,7 +586,7 @@ async def test_a_broken_storage_degrades_to_coalescing_and_logs_once(
     started.gate.clear()
     async with CoalescingSession(ttl=60, storage=BrokenStorage()) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(10)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         responses = await asyncio.gather(*tasks)
         assert {r.status for r in responses} == {200}
@@ -598,34 +602,70 @@ async def test_a_broken_storage_degrades_to_coalescing_and_logs_once(
 
 
 class StuckStorage(MemoryStorage):
-    """Writes wait until the test lets them through, like a disk locked by another process."""
+    """Writes park until the test lets them through, like a disk locked by another process; what
+    happens to the storage is noted in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
-        self.writes_started = 0
+        self.write_started = asyncio.Event()
+        self.events: list[str] = []
 
     async def set(self, key: str, value: Snapshot, ttl: float) -> None:
-        self.writes_started += 1
+        self.events.append("write started")
+        self.write_started.set()
         await self.release.wait()
         await super().set(key, value, ttl)
+        self.events.append("write done")
+
+    async def close(self) -> None:
+        self.events.append("closed")
+        await super().close()
 
 
-async def test_a_slow_storage_write_does_not_hold_the_answer_back(started: Origin) -> None:
+async def answered_while_the_write_is_parked(
+    s: CoalescingSession, storage: StuckStorage, url: str, loop_clock: LoopClock
+) -> CachedResponse:
+    getting = asyncio.ensure_future(s.get(url))
+    await signalled(storage.write_started, "the flight's storage write started")
+    loop_clock.advance(1)  # a flight waits for its write a moment (well under a second), no more
+    first = await asyncio.wait_for(getting, WAIT)
+    assert storage.events == ["write started"]
+    return first
+
+
+async def test_a_slow_storage_write_does_not_hold_the_answer_back(
+    started: Origin, loop_clock: LoopClock
+) -> None:
     storage = StuckStorage()
-    s = CoalescingSession(ttl=60, storage=storage)
-    first = await s.get(started.url("/text"))  # answered although its write is still stuck
-    assert first.cache_status == "miss"
-    assert storage.writes_started == 1
-    second = await s.get(started.url("/text"))  # found in the write in progress: no new flight
-    assert second.cache_status == "hit"
-    assert started.calls["/text"] == 1
-    assert s.stats.stored == 0
-    closing = asyncio.ensure_future(s.close())
-    await asyncio.sleep(0)
-    assert not closing.done()  # close() waits for the write before closing the storage
-    storage.release.set()
-    await closing
+    url = started.url("/text")
+    async with CoalescingSession(ttl=60, storage=storage) as s:
+        first = await answered_while_the_write_is_parked(s, storage, url, loop_clock)
+        assert first.cache_status == "miss"
+        second = await s.get(url)  # found in the write in progress: no new flight
+        assert second.cache_status == "hit"
+        assert started.calls["/text"] == 1
+        assert s.stats.stored == 0
+        storage.release.set()
+    assert storage.events == ["write started", "write done", "closed"]
+    assert s.stats.stored == 1
+
+
+async def test_close_waits_for_a_pending_storage_write_then_closes_the_storage(
+    started: Origin, loop_clock: LoopClock
+) -> None:
+    storage = StuckStorage()
+    async with aiohttp.ClientSession() as own:  # ours to close: close() goes straight to storage
+        s = CoalescingSession(ttl=60, storage=storage, session=own)
+        await answered_while_the_write_is_parked(s, storage, started.url("/text"), loop_clock)
+        closing = asyncio.ensure_future(s.close())
+        # close() runs until it must wait: for the parked write, with the storage still open.
+        await until(lambda: s.closed, "close() started")
+        assert storage.events == ["write started"]
+        assert not closing.done()
+        storage.release.set()
+        await asyncio.wait_for(closing, WAIT)
+    assert storage.events == ["write started", "write done", "closed"]
     assert s.stats.stored == 1
 
 
