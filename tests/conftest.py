@@ -14,7 +14,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -22,6 +22,7 @@ from aiohttp import web
 from coalesce_client.snapshot import Snapshot
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 WAIT = 2.0  # seconds any event may take to happen before a test fails, naming it
 
@@ -35,6 +36,19 @@ async def signalled(event: asyncio.Event, what: str) -> None:
         await asyncio.wait_for(event.wait(), WAIT)
     except asyncio.TimeoutError:
         raise AssertionError(f"not within {WAIT} s: {what}") from None
+
+
+async def finished(work: Awaitable[T], what: str) -> T:
+    """The result of ``work``; fail within ``WAIT`` seconds, saying ``what`` did not finish.
+
+    What ``work`` raises is raised as it is, a ``TimeoutError`` of its own included.
+    """
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"not within {WAIT} s: {what}")
+    return task.result()
 
 
 async def until(condition: Callable[[], bool], what: str, *, turns: int = 100) -> None:
@@ -210,6 +224,7 @@ class Origin:
         self.base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self.gate.set()  # a test that failed may have left handlers waiting: shut down at once
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import WAIT, FakeClock, LoopClock, Origin, signalled, until
+from conftest import FakeClock, LoopClock, Origin, finished, signalled, until
 
 from coalesce_client import CachedResponse, CachePolicy, CoalescingSession, MemoryStorage, Snapshot
 
@@ -515,7 +515,7 @@ async def test_timeouts_reach_every_caller_and_nothing_is_stored(
         )
         await origin.at_gate.reach(1, "the shared request at the origin")  # its timer is set
         loop_clock.advance(21)  # aiohttp rounds a timeout of 20 s up to the next whole second
-        results = await asyncio.wait_for(calls, WAIT)
+        results = await finished(calls, "every caller answered")
         assert all(isinstance(r, asyncio.TimeoutError) for r in results), results
         assert origin.calls["/stuck"] == 1
         origin.gate.set()
@@ -562,7 +562,7 @@ async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
         loop_clock.advance(20)
         await origin.at_gate.reach(2, "the follower's own request at the gate")
         origin.gate.set()
-        first, second = await asyncio.wait_for(asyncio.gather(leader, impatient), WAIT)
+        first, second = await finished(asyncio.gather(leader, impatient), "both answered")
         assert first.cache_status == second.cache_status == "miss"
         assert await second.text() == "answer #2"
         hit = await s.get(origin.url("/slow"))
@@ -629,7 +629,7 @@ async def answered_while_the_write_is_parked(
     getting = asyncio.ensure_future(s.get(url))
     await signalled(storage.write_started, "the flight's storage write started")
     loop_clock.advance(1)  # a flight waits for its write a moment (well under a second), no more
-    first = await asyncio.wait_for(getting, WAIT)
+    first = await finished(getting, "the answer, while the write is parked")
     assert storage.events == ["write started"]
     return first
 
@@ -664,7 +664,7 @@ async def test_close_waits_for_a_pending_storage_write_then_closes_the_storage(
         assert storage.events == ["write started"]
         assert not closing.done()
         storage.release.set()
-        await asyncio.wait_for(closing, WAIT)
+        await finished(closing, "close(), once the write could finish")
     assert storage.events == ["write started", "write done", "closed"]
     assert s.stats.stored == 1
 

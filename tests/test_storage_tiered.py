@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import KEY_A, KEY_B, FakeClock, Origin, snapshot
+from conftest import KEY_A, KEY_B, FakeClock, Origin, finished, signalled, snapshot
 
 from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import Snapshot
@@ -153,10 +153,10 @@ async def test_a_refill_racing_a_write_never_brings_the_old_entry_back(
     try:
         await back.inner.set(KEY_A, snapshot(b"old"), 60)  # in the back only: a read refills
         reading = asyncio.create_task(tiered.get(KEY_A))
-        await asyncio.wait_for(back.parked.wait(), 2)  # the read holds "old"
+        await signalled(back.parked, "the back read parked")  # it holds "old"
         await racing_write(tiered)
         back.proceed.set()
-        old = await asyncio.wait_for(reading, 2)
+        old = await finished(reading, "the read")
         assert old is not None and old.body == b"old"  # it began before the write: fair enough
         in_front = await front.get(KEY_A)
         assert (None if in_front is None else in_front.body) == left  # but no refill with it
