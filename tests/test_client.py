@@ -667,6 +667,7 @@ async def test_close_waits_for_a_pending_storage_write_then_closes_the_storage(
         await finished(closing, "close(), once the write could finish")
     assert storage.events == ["write started", "write done", "closed"]
     assert s.stats.stored == 1
+    assert started.calls["/text"] == 1
 
 
 async def test_logging_is_quiet_at_info(started: Origin, caplog: pytest.LogCaptureFixture) -> None:

@@ -268,17 +268,17 @@ async def test_two_users_never_see_each_others_cookie() -> None:
     origin.route("/login", login)
     origin.gate.clear()
     async with serving(origin) as client:
-        login = origin.url("/login")
-        alice = asyncio.ensure_future(fetch(client, login, headers={"X-User": "alice"}))
+        url = origin.url("/login")
+        alice = asyncio.ensure_future(fetch(client, url, headers={"X-User": "alice"}))
         await origin.at_gate.reach(1, "alice's request at the handler's gate")
-        bob = asyncio.ensure_future(fetch(client, login, headers={"X-User": "bob"}))
+        bob = asyncio.ensure_future(fetch(client, url, headers={"X-User": "bob"}))
         await origin.entered.reach(2, "bob's request in the middleware")
         origin.gate.set()
         (_, a_body, a_headers), (_, b_body, b_headers) = await asyncio.gather(alice, bob)
         assert (a_body, b_body) == ("welcome alice", "welcome bob")
         assert [c.split(";")[0] for c in a_headers.getall("Set-Cookie")] == ["sid=secret-of-alice"]
         assert [c.split(";")[0] for c in b_headers.getall("Set-Cookie")] == ["sid=secret-of-bob"]
-        _, c_body, c_headers = await fetch(client, login, headers={"X-User": "carol"})
+        _, c_body, c_headers = await fetch(client, url, headers={"X-User": "carol"})
         assert c_body == "welcome carol"
         assert c_headers["X-Cache"] == "BYPASS"  # remembered as pass-through
         assert origin.calls["/login"] == 3
