@@ -1,30 +1,189 @@
-"""Shared fixtures: a real aiohttp.web origin on 127.0.0.1 counting its calls, and a fake clock."""
+"""Shared fixtures and helpers: a real aiohttp.web origin on 127.0.0.1 counting its calls, ways to
+wait for events rather than for time (counted arrivals, loop turns, the loop's clock moved by the
+test), a fake wall clock, and the snapshots and keys the storage tests store.
+
+How tests wait here: on an event (an ``asyncio.Event``, ``Arrivals.reach``) when I/O decides it;
+with ``until`` when only ready work decides it (callers joining a flight); with ``LoopClock`` when a
+timer decides it (a wait timeout). Every wait is bounded and fails with an assertion that says
+what did not happen, never with the suite's 60 s timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 
+from coalesce_client.snapshot import Snapshot
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+WAIT = 2.0  # seconds any event may take to happen before a test fails, naming it
+
+
+# -- waiting for events, not for time -------------------------------------------------------------
+
+
+async def signalled(event: asyncio.Event, what: str) -> None:
+    """Wait for ``event``; fail within ``WAIT`` seconds, saying ``what`` did not happen."""
+    try:
+        await asyncio.wait_for(event.wait(), WAIT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"not within {WAIT} s: {what}") from None
+
+
+async def finished(work: Awaitable[T], what: str) -> T:
+    """The result of ``work``; fail within ``WAIT`` seconds, saying ``what`` did not finish.
+
+    What ``work`` raises is raised as it is, a ``TimeoutError`` of its own included.
+    """
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"not within {WAIT} s: {what}")
+    return task.result()
+
+
+async def until(condition: Callable[[], bool], what: str, *, turns: int = 100) -> None:
+    """Let the work that is ready run, one loop turn at a time, until ``condition`` holds.
+
+    For conditions that only ready work decides, never I/O or a timer: callers joining a flight, a
+    cancelled task running its cleanup. Each takes a turn or two, so ``turns`` is ample; past it the
+    test fails at once, saying ``what`` did not happen. No wall time is involved.
+    """
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    if not condition():
+        raise AssertionError(f"not within {turns} loop turns: {what}")
+
+
+class Arrivals:
+    """A count that a test can wait on: ``await arrivals.reach(n, ...)`` once ``n`` have arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def arrive(self) -> None:
+        self.count += 1
+        for n, waiter in self._waiters:
+            if n <= self.count and not waiter.done():
+                waiter.set_result(None)
+
+    async def reach(self, n: int, what: str) -> None:
+        """Return once ``n`` have arrived in all; fail within ``WAIT`` seconds, naming ``what``."""
+        if self.count >= n:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (n, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(waiter, WAIT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{what}: {self.count} of {n} within {WAIT} s") from None
+        finally:
+            self._waiters.remove(entry)
+
+
+class LoopClock:
+    """The running loop's clock, moved forward by the test (aiolimiter's way, for timers).
+
+    ``time()`` is the loop's own monotonic time plus what the test has advanced: timers fire when
+    the test jumps past them, and a timer nobody jumps past still fires in real time, so a mistake
+    makes a test slow, never stuck. ``await clock.scheduled(delay)`` waits until a timer ``delay``
+    seconds ahead has been set (a caller's wait timeout, say), so that the jump comes after it.
+
+    Jumps must stay below the timeouts of the real connections a test has open (aiohttp's
+    ``sock_connect`` of 30 s, the server's keep-alive of 75 s), and nobody may be in a bounded wait
+    (``signalled``, ``Arrivals.reach``) while the test jumps.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._time = loop.time
+        self._call_at = loop.call_at
+        self.offset = 0.0  # seconds the test has moved the clock forward
+        self.delays: list[float] = []  # of every timer set since, in seconds from its setting
+        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+
+    def time(self) -> float:
+        return self._time() + self.offset
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        delay = when - self.time()
+        self.delays.append(delay)
+        for wanted, waiter in self._waiters:
+            if _about(delay, wanted) and not waiter.done():
+                waiter.set_result(None)
+        return self._call_at(when, callback, *args, context=context)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward; timers now due fire at the loop's next turn."""
+        self.offset += seconds
+
+    async def scheduled(self, delay: float, what: str) -> None:
+        """Return once a timer about ``delay`` seconds ahead has been set (not one of ``WAIT``: the
+        bounded waits set those); fail within ``WAIT`` seconds, naming ``what``."""
+        if any(_about(d, delay) for d in self.delays):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (delay, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(waiter, WAIT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no timer of {delay} s within {WAIT} s: {what}") from None
+        finally:
+            self._waiters.remove(entry)
+
+
+def _about(delay: float, wanted: float) -> bool:
+    return math.isclose(delay, wanted, abs_tol=1.0)  # aiohttp rounds long timeouts up to 1 s
+
+
+@pytest.fixture
+async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> LoopClock:
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop)
+    monkeypatch.setattr(loop, "time", clock.time)
+    monkeypatch.setattr(loop, "call_at", clock.call_at)  # call_later goes through it
+    return clock
+
+
+# -- a real origin --------------------------------------------------------------------------------
 
 
 class Origin:
     """A local HTTP server whose routes the test defines; ``calls[path]`` counts real requests.
 
     ``gate`` holds every handler (that awaits ``origin.wait()``) until the test opens it, so a test
-    can line up concurrent callers without sleeping.
+    can line up concurrent callers without sleeping: ``at_gate`` counts the handlers that reached
+    it. ``entered`` counts the requests that entered the application, before any of its
+    ``middlewares`` (such as the coalescing middleware under test) saw them.
     """
 
-    def __init__(self) -> None:
-        self.app = web.Application()
+    def __init__(self, *, middlewares: Iterable[Any] = ()) -> None:
+        self.entered = Arrivals()
+
+        @web.middleware
+        async def entering(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.entered.arrive()
+            return await handler(request)
+
+        self.app = web.Application(middlewares=[entering, *middlewares])
         self.calls: Counter[str] = Counter()
         self.gate = asyncio.Event()
         self.gate.set()
-        self.arrived = asyncio.Event()  # set when a handler starts waiting at the gate
+        self.at_gate = Arrivals()  # handlers that reached origin.wait(), open or closed
+        self.arrived = asyncio.Event()  # set when a handler first reaches the gate
         self.requests: list[web.Request] = []
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -42,6 +201,7 @@ class Origin:
 
     async def wait(self) -> None:
         self.arrived.set()
+        self.at_gate.arrive()
         await self.gate.wait()
 
     def url(self, path: str) -> str:
@@ -51,8 +211,9 @@ class Origin:
     def total(self) -> int:
         return sum(self.calls.values())
 
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+    async def start(self, **runner_kwargs: Any) -> None:
+        """Listen on 127.0.0.1; ``runner_kwargs`` go to ``web.AppRunner`` (handler_cancellation)."""
+        self._runner = web.AppRunner(self.app, access_log=None, **runner_kwargs)
         await self._runner.setup()
         # Hundreds of connections arrive at once in these tests; with the default backlog (128) the
         # kernel drops the extra SYNs and clients retry 1, 3, 7... seconds later: slow, and under
@@ -63,6 +224,7 @@ class Origin:
         self.base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self.gate.set()  # a test that failed may have left handlers waiting: shut down at once
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -104,3 +266,26 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- what the storage tests store -----------------------------------------------------------------
+
+KEY_A = "a" * 64  # keys are 64-character hex digests made by keys.py
+KEY_B = "b" * 64
+KEY_C = "0123456789abcdef" * 4
+
+
+def snapshot(
+    body: bytes = b"hello", *, url: str = "http://example.com/", status: int = 200
+) -> Snapshot:
+    """A small stored response, with repeated headers (their order must survive storage)."""
+    return Snapshot(
+        status,
+        "OK",
+        (("Content-Type", "text/plain"), ("Vary", "Accept"), ("Vary", "Origin")),
+        url,
+        "GET",
+        body,
+        1_800_000_000.0,
+        1_800_000_060.0,
+    )

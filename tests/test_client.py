@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import warnings
@@ -11,9 +12,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import FakeClock, Origin
+from conftest import FakeClock, LoopClock, Origin, finished, signalled, until
 
-from coalesce_client import CachedResponse, CachePolicy, CoalescingSession, MemoryStorage, Snapshot
+from coalesce_client import (
+    CachedResponse,
+    CachePolicy,
+    CoalescingSession,
+    MemoryStorage,
+    Snapshot,
+    Stats,
+)
 
 # -- coalescing and caching -----------------------------------------------------------------------
 
@@ -28,7 +36,7 @@ async def test_500_concurrent_gets_make_one_upstream_request(origin: Origin) -> 
     origin.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(500)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         bodies = await asyncio.gather(*(r.read() for r in responses))
@@ -60,7 +68,7 @@ async def test_ttl_zero_coalesces_but_stores_nothing(started: Origin) -> None:
     started.gate.clear()
     async with CoalescingSession(ttl=0) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(20)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         await asyncio.gather(*tasks)
         assert started.calls["/text"] == 1
@@ -259,7 +267,7 @@ async def test_post_is_coalesced_by_body_when_the_policy_says_so(origin: Origin)
         tasks = [
             asyncio.ensure_future(s.post(origin.url("/q"), json={"q": i % 2})) for i in range(10)
         ]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(2, "one request per body at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert origin.calls["/q"] == 2  # one per distinct body
@@ -279,7 +287,7 @@ async def test_a_503_storm_is_one_503_and_is_not_stored(origin: Origin) -> None:
     origin.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/down"))) for _ in range(20)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert origin.calls["/down"] == 1
@@ -355,7 +363,7 @@ async def test_a_body_over_max_body_size_is_not_shared_and_everyone_gets_all_of_
     origin.gate.clear()
     async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=100_000)) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(5)]
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
         responses = await asyncio.gather(*tasks)
         assert [await r.read() for r in responses] == [body] * 5
@@ -442,7 +450,7 @@ async def test_each_caller_reads_its_own_stream(started: Origin) -> None:
     started.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(3)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         a, b, c = await asyncio.gather(*tasks)
         assert await a.content.read() == b"hello /text #1"
@@ -498,7 +506,9 @@ async def test_connection_errors_reach_every_caller_as_aiohttp_raises_them(
         assert s.stats.upstream == 2
 
 
-async def test_timeouts_reach_every_caller_and_nothing_is_stored(origin: Origin) -> None:
+async def test_timeouts_reach_every_caller_and_nothing_is_stored(
+    origin: Origin, loop_clock: LoopClock
+) -> None:
     async def stuck(request: web.Request) -> web.Response:
         await origin.wait()
         return web.Response(text="late")
@@ -506,11 +516,14 @@ async def test_timeouts_reach_every_caller_and_nothing_is_stored(origin: Origin)
     origin.route("/stuck", stuck)
     await origin.start()
     origin.gate.clear()
-    timeout = aiohttp.ClientTimeout(total=0.05)
+    timeout = aiohttp.ClientTimeout(total=20)  # reached by moving the loop's clock, not by waiting
     async with CoalescingSession(ttl=60, timeout=timeout) as s:
-        results = await asyncio.gather(
+        calls = asyncio.gather(
             *(s.get(origin.url("/stuck")) for _ in range(5)), return_exceptions=True
         )
+        await origin.at_gate.reach(1, "the shared request at the origin")  # its timer is set
+        loop_clock.advance(21)  # aiohttp rounds a timeout of 20 s up to the next whole second
+        results = await finished(calls, "every caller answered")
         assert all(isinstance(r, asyncio.TimeoutError) for r in results), results
         assert origin.calls["/stuck"] == 1
         origin.gate.set()
@@ -523,9 +536,10 @@ async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -
     started.gate.clear()
     async with CoalescingSession(ttl=60) as s:
         leader = asyncio.ensure_future(s.get(started.url("/text")))
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         followers = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(5)]
-        await asyncio.sleep(0)  # let the followers join the flight
+        # From its start to the flight it joins, a follower awaits nothing that could wait.
+        await until(lambda: s.stats.requests == 6, "the five followers in the session")
         leader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leader
@@ -538,27 +552,25 @@ async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -
 
 
 async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
-    origin: Origin,
+    origin: Origin, loop_clock: LoopClock
 ) -> None:
-    second_arrived = asyncio.Event()
-
     async def slow(request: web.Request) -> web.Response:
         n = origin.calls["/slow"]
-        if n == 2:
-            second_arrived.set()
         await origin.wait()
         return web.Response(text=f"answer #{n}")
 
     origin.route("/slow", slow)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, wait_timeout=0.01) as s:
+    async with CoalescingSession(ttl=60, wait_timeout=20) as s:
         leader = asyncio.ensure_future(s.get(origin.url("/slow")))
-        await origin.arrived.wait()
+        await origin.at_gate.reach(1, "the leader's request at the gate")
         impatient = asyncio.ensure_future(s.get(origin.url("/slow")))
-        await second_arrived.wait()  # its own request reached the origin after 10 ms
+        await loop_clock.scheduled(20, "the follower waiting, with its wait_timeout")
+        loop_clock.advance(20)
+        await origin.at_gate.reach(2, "the follower's own request at the gate")
         origin.gate.set()
-        first, second = await asyncio.gather(leader, impatient)
+        first, second = await finished(asyncio.gather(leader, impatient), "both answered")
         assert first.cache_status == second.cache_status == "miss"
         assert await second.text() == "answer #2"
         hit = await s.get(origin.url("/slow"))
@@ -582,7 +594,7 @@ async def test_a_broken_storage_degrades_to_coalescing_and_logs_once(
     started.gate.clear()
     async with CoalescingSession(ttl=60, storage=BrokenStorage()) as s:
         tasks = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(10)]
-        await started.arrived.wait()
+        await started.at_gate.reach(1, "the leader's request at the gate")
         started.gate.set()
         responses = await asyncio.gather(*tasks)
         assert {r.status for r in responses} == {200}
@@ -598,35 +610,114 @@ async def test_a_broken_storage_degrades_to_coalescing_and_logs_once(
 
 
 class StuckStorage(MemoryStorage):
-    """Writes wait until the test lets them through, like a disk locked by another process."""
+    """Writes park until the test lets them through, like a disk locked by another process; what
+    happens to the storage is noted in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
-        self.writes_started = 0
+        self.write_started = asyncio.Event()
+        self.events: list[str] = []
 
     async def set(self, key: str, value: Snapshot, ttl: float) -> None:
-        self.writes_started += 1
+        self.events.append("write started")
+        self.write_started.set()
         await self.release.wait()
         await super().set(key, value, ttl)
+        self.events.append("write done")
+
+    async def close(self) -> None:
+        self.events.append("closed")
+        await super().close()
 
 
-async def test_a_slow_storage_write_does_not_hold_the_answer_back(started: Origin) -> None:
+async def answered_while_the_write_is_parked(
+    s: CoalescingSession, storage: StuckStorage, url: str, loop_clock: LoopClock
+) -> CachedResponse:
+    getting = asyncio.ensure_future(s.get(url))
+    await signalled(storage.write_started, "the flight's storage write started")
+    loop_clock.advance(1)  # a flight waits for its write a moment (well under a second), no more
+    first = await finished(getting, "the answer, while the write is parked")
+    assert storage.events == ["write started"]
+    return first
+
+
+async def test_a_slow_storage_write_does_not_hold_the_answer_back(
+    started: Origin, loop_clock: LoopClock
+) -> None:
     storage = StuckStorage()
-    s = CoalescingSession(ttl=60, storage=storage)
-    first = await s.get(started.url("/text"))  # answered although its write is still stuck
-    assert first.cache_status == "miss"
-    assert storage.writes_started == 1
-    second = await s.get(started.url("/text"))  # found in the write in progress: no new flight
-    assert second.cache_status == "hit"
-    assert started.calls["/text"] == 1
-    assert s.stats.stored == 0
-    closing = asyncio.ensure_future(s.close())
-    await asyncio.sleep(0)
-    assert not closing.done()  # close() waits for the write before closing the storage
-    storage.release.set()
-    await closing
+    url = started.url("/text")
+    async with CoalescingSession(ttl=60, storage=storage) as s:
+        first = await answered_while_the_write_is_parked(s, storage, url, loop_clock)
+        assert first.cache_status == "miss"
+        second = await s.get(url)  # found in the write in progress: no new flight
+        assert second.cache_status == "hit"
+        assert started.calls["/text"] == 1
+        assert s.stats.stored == 0
+        storage.release.set()
+    assert storage.events == ["write started", "write done", "closed"]
     assert s.stats.stored == 1
+
+
+async def test_close_waits_for_a_pending_storage_write_then_closes_the_storage(
+    started: Origin, loop_clock: LoopClock
+) -> None:
+    storage = StuckStorage()
+    async with aiohttp.ClientSession() as own:  # ours to close: close() goes straight to storage
+        s = CoalescingSession(ttl=60, storage=storage, session=own)
+        await answered_while_the_write_is_parked(s, storage, started.url("/text"), loop_clock)
+        closing = asyncio.ensure_future(s.close())
+        # close() runs until it must wait: for the parked write, with the storage still open.
+        await until(lambda: s.closed, "close() started")
+        assert storage.events == ["write started"]
+        assert not closing.done()
+        storage.release.set()
+        await finished(closing, "close(), once the write could finish")
+    assert storage.events == ["write started", "write done", "closed"]
+    assert s.stats.stored == 1
+    assert started.calls["/text"] == 1
+
+
+class ParkedReads(MemoryStorage):
+    """Reads wait until the test lets them through, like a slow disk or a remote storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def get_nowait(self, key: str) -> Snapshot | None:
+        return None  # never at hand: every lookup goes through get()
+
+    async def get(self, key: str) -> Snapshot | None:
+        self.reading.set()
+        await self.release.wait()
+        return await super().get(key)
+
+
+def outcomes(stats: Stats) -> int:
+    """The calls counted in an outcome (hits, misses, coalesced, bypassed and any later one)."""
+    not_outcomes = {"requests", "stored", "errors", "upstream"}
+    return sum(
+        getattr(stats, f.name) for f in dataclasses.fields(stats) if f.name not in not_outcomes
+    )
+
+
+async def test_a_caller_cancelled_during_its_storage_read_is_counted_in_one_outcome(
+    started: Origin,
+) -> None:
+    storage = ParkedReads()
+    async with CoalescingSession(ttl=60, storage=storage) as s:
+        caller = asyncio.ensure_future(s.get(started.url("/text")))
+        await signalled(storage.reading, "the caller's storage read started")
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        storage.release.set()
+        st = s.stats
+    assert st.requests == 1
+    assert outcomes(st) == 1, st
+    assert started.calls["/text"] == 0
 
 
 async def test_logging_is_quiet_at_info(started: Origin, caplog: pytest.LogCaptureFixture) -> None:
@@ -713,14 +804,6 @@ async def test_users_aioresponses_mocks_still_intercept_requests() -> None:
             assert second.cache_status == "hit"
         calls = sum(len(v) for v in m.requests.values())
         assert calls == 1
-
-
-def test_stats_and_cached_response_are_public() -> None:
-    import coalesce_client
-
-    for name in coalesce_client.__all__:
-        assert hasattr(coalesce_client, name), name
-    assert json.dumps(sorted(coalesce_client.__all__))
 
 
 # -- base_url -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""DiskStorage and TieredStorage: the storage contract, then what only a directory on disk promises.
+"""DiskStorage: what only a directory on disk promises (the contract: test_storage_contract.py).
 
 Persistence and sharing are tested with real separate processes (tests/disk_child.py) against a
 real origin on 127.0.0.1; locks are taken by real processes on the real database.
@@ -7,7 +7,6 @@ real origin on 127.0.0.1; locks are taken by real processes on the real database
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -27,45 +26,15 @@ from typing import IO, Any, TypeVar
 import diskcache  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
-from conftest import FakeClock, Origin
-from storage_contract import *  # noqa: F403
-from storage_contract import KEY_A, KEY_B, KEY_C, MakeStorage, snapshot
+from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
-from coalesce_client.storage import (
-    Clock,
-    DiskStorage,
-    MemoryStorage,
-    Storage,
-    StorageClosedError,
-    TieredStorage,
-)
+from coalesce_client.storage import DiskStorage, StorageClosedError
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")
 BIG = 8 * 1024 * 1024  # the policy's default max_body_size
-
-
-@pytest.fixture(params=["disk", "tiered"])
-async def make_storage(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MakeStorage]:
-    """The contract's factory: a DiskStorage, or a MemoryStorage in front of one."""
-    made: list[Storage] = []
-    serial = itertools.count()
-
-    def make(*, clock: Clock) -> Storage:
-        disk = DiskStorage(tmp_path / f"cache{next(serial)}", clock=clock)
-        if request.param == "disk":
-            made.append(disk)
-        else:
-            made.append(TieredStorage(MemoryStorage(clock=clock), disk, clock=clock))
-        return made[-1]
-
-    yield make
-    for storage in made:
-        await storage.close()
 
 
 @pytest.fixture
@@ -833,123 +802,3 @@ def test_importing_the_package_does_not_import_diskcache() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
-
-
-# -- TieredStorage --------------------------------------------------------------------------------
-
-
-class Counting:
-    """A storage wrapper that counts the reads reaching the wrapped one."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.reads = 0
-
-    async def get(self, key: str) -> Snapshot | None:
-        self.reads += 1
-        result: Snapshot | None = await self.inner.get(key)
-        return result
-
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
-        await self.inner.set(key, value, ttl)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-async def test_a_back_hit_refills_the_front_until_the_back_entry_expires(tmp_path: Path) -> None:
-    clock = FakeClock()
-    back = DiskStorage(tmp_path / "cache", clock=clock)
-    front = MemoryStorage(clock=clock)
-    tiered = TieredStorage(front, back, clock=clock)
-    try:
-        await back.set(KEY_A, snapshot(b"from disk"), 10)  # stored by an earlier run
-        clock.advance(4)
-        got = await tiered.get(KEY_A)
-        assert got is not None and got.body == b"from disk"
-        assert await front.get(KEY_A) == got  # refilled
-        clock.advance(5.9)  # 9.9 s after the back's write: both still fresh
-        assert await front.get(KEY_A) is not None
-        clock.advance(0.2)  # past the back's expiry: the front, refilled at 4 s, is gone too
-        assert await front.get(KEY_A) is None
-        assert await tiered.get(KEY_A) is None
-    finally:
-        await tiered.close()
-
-
-async def test_a_back_without_expiry_information_is_read_through_the_snapshot(
-    clock: FakeClock,
-) -> None:
-    back = Counting(MemoryStorage(clock=clock))
-    front = MemoryStorage(clock=clock)
-    tiered = TieredStorage(front, back, clock=clock)
-    fresh = Snapshot(200, "OK", (), "http://x/", "GET", b"a", clock.now, clock.now + 10)
-    unknown = Snapshot(200, "OK", (), "http://x/", "GET", b"b")  # expires_at not set
-    await back.set(KEY_A, fresh, 10)
-    await back.set(KEY_B, unknown, 10)
-    for _ in range(3):
-        assert await tiered.get(KEY_A) is fresh
-        assert await tiered.get(KEY_B) is unknown
-    assert back.reads == 1 + 3  # KEY_A once, then from memory; KEY_B never refilled
-    clock.advance(10.5)
-    assert await tiered.get(KEY_A) is None
-
-
-async def test_tiered_writes_deletes_and_clears_reach_both(clock: FakeClock) -> None:
-    front, back = MemoryStorage(clock=clock), MemoryStorage(clock=clock)
-    tiered = TieredStorage(front, back, clock=clock)
-    await tiered.set(KEY_A, snapshot(b"a"), 60)
-    await tiered.set(KEY_B, snapshot(b"b"), 60)
-    assert len(front) == len(back) == 2
-    await tiered.delete(KEY_A)
-    assert await front.get(KEY_A) is None and await back.get(KEY_A) is None
-    await tiered.clear()
-    assert len(front) == len(back) == 0
-    await tiered.close()
-    with pytest.raises(StorageClosedError):
-        await front.get(KEY_A)
-    with pytest.raises(StorageClosedError):
-        await back.get(KEY_A)
-    await tiered.close()
-
-
-async def test_a_refill_racing_a_delete_does_not_resurrect_the_entry(tmp_path: Path) -> None:
-    back = DiskStorage(tmp_path / "cache")
-    front = MemoryStorage()
-    tiered = TieredStorage(front, back)
-    try:
-        await back.set(KEY_A, snapshot(b"x" * 100_000), 60)  # in a file: read in the thread
-        reading = asyncio.create_task(tiered.get(KEY_A))
-        await asyncio.sleep(0)  # the read is under way in the worker thread
-        await tiered.delete(KEY_A)
-        await reading
-        assert await front.get(KEY_A) is None and await tiered.get(KEY_A) is None
-    finally:
-        await tiered.close()
-
-
-@pytest.mark.parametrize("bad", ["front", "back"])
-def test_tiered_checks_its_storages(bad: str) -> None:
-    good = MemoryStorage()
-    kwargs: dict[str, Any] = {"front": good, "back": MemoryStorage(), bad: "not a storage"}
-    with pytest.raises(ValueError, match=bad):
-        TieredStorage(**kwargs)
-    with pytest.raises(ValueError, match="different"):
-        TieredStorage(good, good)
-
-
-async def test_tiered_hits_through_a_session_come_from_memory_after_the_first(
-    pages: Origin, tmp_path: Path
-) -> None:
-    back = Counting(DiskStorage(tmp_path / "cache"))
-    storage = TieredStorage(MemoryStorage(), back)
-    async with CoalescingSession(ttl=60, storage=storage) as s:
-        statuses = [(await s.get(pages.url("/page/tier"))).cache_status for _ in range(5)]
-    assert statuses == ["miss", "hit", "hit", "hit", "hit"]
-    assert back.reads == 1  # the first lookup; every hit came from the front

@@ -1,30 +1,13 @@
-"""MemoryStorage: the shared storage contract, then LRU bounds by entries and by bytes."""
+"""MemoryStorage: LRU bounds by entries and by bytes (the contract: test_storage_contract.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import FakeClock
-from storage_contract import *  # noqa: F403
-from storage_contract import MakeStorage, snapshot
+from conftest import FakeClock, snapshot
 
-from coalesce_client import MemoryStorage, Storage
-from coalesce_client.storage.base import Clock
-
-
-@pytest.fixture
-async def make_storage() -> AsyncIterator[MakeStorage]:
-    made: list[MemoryStorage] = []
-
-    def make(*, clock: Clock) -> Storage:
-        made.append(MemoryStorage(clock=clock))
-        return made[-1]
-
-    yield make
-    for storage in made:
-        await storage.close()
+from coalesce_client import MemoryStorage
 
 
 def keyed(i: int) -> str:

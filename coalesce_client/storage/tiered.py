@@ -59,10 +59,10 @@ class TieredStorage(StorageBase):
 
     def get_nowait(self, key: str) -> Snapshot | None:
         """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
+        if self._closed:
+            self._check_open()
         front = self._front_nowait
-        if self._closed or front is None:
-            return None
-        return front.get_nowait(key)
+        return None if front is None else front.get_nowait(key)
 
     async def get(self, key: str) -> Snapshot | None:
         self._check_open()

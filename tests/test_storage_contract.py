@@ -1,79 +1,103 @@
-"""The contract every ``Storage`` backend keeps (coalesce_client/storage/base.py).
+"""The contract every ``Storage`` backend keeps (coalesce_client/storage/base.py), run on each.
 
-How to use it for a backend: in ``tests/test_storage_<backend>.py``, import the tests and define a
-``make_storage`` fixture that returns a factory ``make_storage(clock=...) -> Storage`` (the backend
-must read time from ``clock``, so that expiry is tested without sleeping) and closes what it made::
+Each test takes ``make_storage``, a factory ``make_storage(clock=...) -> Storage`` for one backend:
+the backend reads time from ``clock``, so that expiry is tested without sleeping. The tests use the
+protocol only: a backend may hand back the stored snapshot itself or an equal copy decoded from
+bytes. The optional abilities (``ReadsNowait``, ``ReadsExpiry``) are tested on every backend that
+offers them, and only there.
 
-    from storage_contract import *  # noqa: F403
-
-    @pytest.fixture
-    async def make_storage(tmp_path):
-        made = []
-        def make(*, clock):
-            made.append(DiskStorage(tmp_path / "cache", clock=clock))
-            return made[-1]
-        yield make
-        for storage in made:
-            await storage.close()
-
-The tests use only the protocol: a backend may hand back the stored snapshot itself or an equal
-copy decoded from bytes. This module's name does not start with ``test_``, so pytest collects these
-tests only where they are imported, once per backend.
+A new backend is one more line in ``BACKENDS`` below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import FakeClock
+from conftest import KEY_A, KEY_B, KEY_C, FakeClock, snapshot
 
 from coalesce_client.snapshot import Snapshot
-from coalesce_client.storage.base import Clock, Storage, StorageClosedError
-
-__all__ = [
-    "test_a_fresh_storage_is_empty",
-    "test_an_entry_is_kept_until_just_before_its_expiry",
-    "test_an_entry_is_not_returned_after_its_expiry",
-    "test_backend_implements_the_storage_protocol",
-    "test_clear_removes_every_entry",
-    "test_clear_then_set_works",
-    "test_close_twice_is_fine",
-    "test_delete_leaves_other_keys",
-    "test_delete_missing_key_is_fine",
-    "test_delete_removes_the_entry",
-    "test_each_key_expires_on_its_own_ttl",
-    "test_get_missing_key_returns_none",
-    "test_keys_are_independent",
-    "test_set_again_renews_the_ttl",
-    "test_set_replaces_the_previous_value",
-    "test_set_then_get_returns_an_equal_snapshot",
-    "test_set_with_fractional_ttl",
-    "test_set_with_ttl_zero_or_less_does_not_keep_the_value",
-    "test_set_with_ttl_zero_or_less_removes_a_previous_value",
-    "test_storage_is_unusable_after_close",
-    "test_values_survive_many_gets",
-]
+from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
+from coalesce_client.storage.base import (
+    Clock,
+    ReadsExpiry,
+    ReadsNowait,
+    Storage,
+    StorageClosedError,
+)
 
 
 class MakeStorage(Protocol):
     def __call__(self, *, clock: Clock) -> Storage: ...
 
 
-def snapshot(
-    body: bytes = b"hello", *, url: str = "http://example.com/", status: int = 200
-) -> Snapshot:
-    return Snapshot(
-        status,
-        "OK",
-        (("Content-Type", "text/plain"), ("Vary", "Accept"), ("Vary", "Origin")),
-        url,
-        "GET",
-        body,
-        1_800_000_000.0,
-        1_800_000_060.0,
-    )
+Build = Callable[[Path, Clock], Storage]
+
+# Every backend, by name: its class (the ability tests below find from it which optional protocols
+# it offers) and how to build one in a directory of its own. To add a backend (RedisStorage: a
+# redis-server started for the session, a namespace per test, real time and short TTLs where these
+# tests move the fake clock, since Redis keeps its own time), add its line here.
+BACKENDS: dict[str, tuple[type[Any], Build]] = {
+    "memory": (MemoryStorage, lambda _, clock: MemoryStorage(clock=clock)),
+    "disk": (DiskStorage, lambda directory, clock: DiskStorage(directory, clock=clock)),
+    "tiered-disk": (
+        TieredStorage,
+        lambda directory, clock: TieredStorage(
+            MemoryStorage(clock=clock), DiskStorage(directory, clock=clock), clock=clock
+        ),
+    ),
+    "tiered-memory": (
+        TieredStorage,
+        lambda _, clock: TieredStorage(
+            MemoryStorage(clock=clock), MemoryStorage(clock=clock), clock=clock
+        ),
+    ),
+}
+
+
+def offering(ability: type[Any]) -> list[str]:
+    """The backends whose class offers an optional ability (a runtime_checkable protocol)."""
+    return [name for name, (cls, _) in BACKENDS.items() if issubclass(cls, ability)]
+
+
+async def factory(name: str, tmp_path: Path, ability: type[Any] = Storage) -> AsyncIterator[Any]:
+    """``make_storage`` for one backend; closes what it made when the test is over."""
+    made: list[Storage] = []
+    build = BACKENDS[name][1]
+
+    def make(*, clock: Clock) -> Any:
+        storage = build(tmp_path / f"storage{len(made)}", clock)
+        made.append(storage)
+        assert isinstance(storage, ability), (name, ability.__name__)
+        return storage
+
+    yield make
+    for storage in made:
+        await storage.close()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for make in factory(request.param, tmp_path):
+        yield make
+
+
+@pytest.fixture(params=offering(ReadsNowait))
+async def make_nowait(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for make in factory(request.param, tmp_path, ReadsNowait):
+        yield make
+
+
+@pytest.fixture(params=offering(ReadsExpiry))
+async def make_expiry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for make in factory(request.param, tmp_path, ReadsExpiry):
+        yield make
+
+
+def open_storage(make_storage: MakeStorage, clock: FakeClock | None = None) -> Storage:
+    return make_storage(clock=clock if clock is not None else FakeClock())
 
 
 RICH = Snapshot(
@@ -104,14 +128,6 @@ RICH = Snapshot(
         ),
     ),
 )
-
-KEY_A = "a" * 64  # keys are 64-character hex digests made by keys.py
-KEY_B = "b" * 64
-KEY_C = "0123456789abcdef" * 4
-
-
-def open_storage(make_storage: MakeStorage, clock: FakeClock | None = None) -> Storage:
-    return make_storage(clock=clock if clock is not None else FakeClock())
 
 
 async def test_backend_implements_the_storage_protocol(make_storage: MakeStorage) -> None:
@@ -304,3 +320,105 @@ async def test_close_twice_is_fine(make_storage: MakeStorage) -> None:
     await storage.close()
     with pytest.raises(StorageClosedError):
         await storage.get(KEY_A)
+
+
+# -- ReadsNowait: get_nowait gives get's answer, or None ------------------------------------------
+
+
+async def assert_nowait_agrees_with_get(storage: Any, key: str) -> None:
+    at_hand = storage.get_nowait(key)  # first: get may change what is at hand (a refill)
+    got = await storage.get(key)
+    assert at_hand is None or at_hand == got, (at_hand, got)
+
+
+async def test_get_nowait_answers_as_get_does_or_not_at_all(make_nowait: MakeStorage) -> None:
+    clock = FakeClock()
+    storage: Any = open_storage(make_nowait, clock)
+    for key in (KEY_A, KEY_B):
+        await assert_nowait_agrees_with_get(storage, key)  # absent
+    await storage.set(KEY_A, snapshot(b"first"), 10)
+    await storage.set(KEY_B, snapshot(b"other"), 60)
+    await assert_nowait_agrees_with_get(storage, KEY_A)
+    await storage.set(KEY_A, snapshot(b"second"), 10)  # replaced
+    await assert_nowait_agrees_with_get(storage, KEY_A)
+    await assert_nowait_agrees_with_get(storage, KEY_A)  # after a read, too
+    clock.advance(10.1)  # expired: get says None, so get_nowait must too
+    await assert_nowait_agrees_with_get(storage, KEY_A)
+    await storage.delete(KEY_B)
+    await assert_nowait_agrees_with_get(storage, KEY_B)
+    await storage.set(KEY_C, snapshot(b"c"), 60)
+    await storage.clear()
+    await assert_nowait_agrees_with_get(storage, KEY_C)
+
+
+async def test_get_nowait_never_returns_an_expired_or_removed_entry(
+    make_nowait: MakeStorage,
+) -> None:
+    clock = FakeClock()
+    storage: Any = open_storage(make_nowait, clock)
+    for key in (KEY_A, KEY_B, KEY_C):
+        await storage.set(key, snapshot(key.encode()), 10)
+        await storage.get(key)  # read once, so that a tier in front holds it too
+    await storage.delete(KEY_B)
+    await storage.set(KEY_C, snapshot(b"gone"), 0)
+    assert storage.get_nowait(KEY_B) is None
+    assert storage.get_nowait(KEY_C) is None
+    clock.advance(10.1)
+    assert storage.get_nowait(KEY_A) is None
+
+
+# -- ReadsExpiry: get_with_expiry gives the entry and its absolute expiry -------------------------
+
+
+async def test_get_with_expiry_returns_the_entry_and_its_absolute_expiry(
+    make_expiry: MakeStorage,
+) -> None:
+    clock = FakeClock()
+    storage: Any = open_storage(make_expiry, clock)
+    assert await storage.get_with_expiry(KEY_A) is None
+    await storage.set(KEY_A, RICH, 10)
+    clock.advance(4)
+    entry = await storage.get_with_expiry(KEY_A)
+    assert entry is not None
+    snap, expires_at = entry
+    assert snap == RICH == await storage.get(KEY_A)
+    assert expires_at == pytest.approx(clock.now - 4 + 10)  # absolute, on the storage's clock
+    await storage.set(KEY_A, snapshot(b"renewed"), 30)
+    entry = await storage.get_with_expiry(KEY_A)
+    assert entry is not None and entry[0].body == b"renewed"
+    assert entry[1] == pytest.approx(clock.now + 30)
+
+
+async def test_get_with_expiry_returns_none_for_what_get_does_not_return(
+    make_expiry: MakeStorage,
+) -> None:
+    clock = FakeClock()
+    storage: Any = open_storage(make_expiry, clock)
+    await storage.set(KEY_A, snapshot(b"short"), 5)
+    await storage.set(KEY_B, snapshot(b"deleted"), 60)
+    await storage.set(KEY_C, snapshot(b"zero"), 60)
+    await storage.delete(KEY_B)
+    await storage.set(KEY_C, snapshot(b"zero"), 0)
+    clock.advance(5.1)
+    for key in (KEY_A, KEY_B, KEY_C):
+        assert await storage.get_with_expiry(key) is None
+        assert await storage.get(key) is None
+
+
+# -- a closed storage refuses every operation, optional ones included -----------------------------
+
+
+async def test_get_nowait_raises_after_close(make_nowait: MakeStorage) -> None:
+    storage: Any = open_storage(make_nowait)
+    await storage.set(KEY_A, snapshot(), 60)
+    await storage.close()
+    with pytest.raises(StorageClosedError):
+        storage.get_nowait(KEY_A)
+
+
+async def test_get_with_expiry_raises_after_close(make_expiry: MakeStorage) -> None:
+    storage: Any = open_storage(make_expiry)
+    await storage.set(KEY_A, snapshot(), 60)
+    await storage.close()
+    with pytest.raises(StorageClosedError):
+        await storage.get_with_expiry(KEY_A)
