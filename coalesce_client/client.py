@@ -7,16 +7,16 @@ decision to the framework-free ``Coalescer``.
 
 from __future__ import annotations
 
-import hashlib
-import json as jsonlib
+import asyncio
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict, getversion
+from multidict import getversion
 from yarl import URL
 
+from .client_call import Identity, check_call, identify
 from .coalescer import Coalescer, Fetched, Stats
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
@@ -27,9 +27,8 @@ from .storage.base import Clock, Storage, wall_clock
 
 __all__ = ["CoalescingSession"]
 
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Call arguments that feed the key beyond the method and the URL.
-_KEY_KWARGS = frozenset({"params", "headers", "auth", "data", "json"})
+_MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity may include
+_UNSET: Any = object()  # no timeout= given: the session's own
 
 
 class CoalescingSession:
@@ -120,7 +119,7 @@ class CoalescingSession:
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         # Request parts of plain calls -> (absolute URL, key): see _request().
-        self._memo: KeyMemo[tuple[URL, str]] = KeyMemo()
+        self._memo: KeyMemo[Identity] = KeyMemo()
         self._session = session
         self._owns_session = session is None
         self._session_kwargs = client_session_kwargs
@@ -190,10 +189,12 @@ class CoalescingSession:
         self, url: str | URL, method: str = "GET", headers: Mapping[str, str] | None = None
     ) -> None:
         """Forget what is stored for this request, so that the next one goes upstream."""
-        method = method.upper()
-        key = self._key(method, self._absolute(URL(url)), {"headers": headers} if headers else {})
-        if key is not None:
-            await self._core.invalidate(key)
+        kwargs = {"headers": headers} if headers else {}
+        ident = identify(
+            self._client(), self._keys, method.upper(), self._absolute(URL(url)), kwargs
+        )
+        if ident.key is not None:
+            await self._core.invalidate(ident.key)
 
     async def clear(self) -> None:
         """Remove every stored response."""
@@ -254,20 +255,24 @@ class CoalescingSession:
         self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
     ) -> CachedResponse:
         cache = kwargs.pop("cache", True)
-        cache_ttl = kwargs.pop("cache_ttl", None)
+        cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
         refresh = kwargs.pop("refresh", False)
-        cache_ttl = check_seconds_or_none(cache_ttl, "cache_ttl")
         session = self._client()
         method = method.upper()
-        core = self._core
-        eligible = cache and method in self.policy.methods
-        # The key of a plain call (no params, headers, body or credentials of its own) depends only
-        # on the method, the URL and the session's default headers: remember it, since building
-        # it is most of what a cache hit costs. getversion() changes whenever those headers do.
+        if kwargs:
+            check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
+        if not (cache and method in self.policy.methods):
+            return await self._bypass(session, method, str_or_url, kwargs)
+        # The caller's alone (client_call.py): not part of the shared request.
+        timeout = kwargs.pop("timeout", _UNSET) if "timeout" in kwargs else _UNSET
+        checks = kwargs.pop("raise_for_status", None) if "raise_for_status" in kwargs else None
+        # The identity of a plain call (no options but allow_redirects, no credentials of the
+        # session's own) depends only on the method, the URL and the session's default headers:
+        # remember it, since building it is most of what a hit costs. getversion() changes
+        # whenever those headers do.
         parts = None
         if (
-            eligible
-            and not (kwargs.keys() & _KEY_KWARGS)
+            (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
             and session.auth is None
             and not len(session.cookie_jar)
         ):
@@ -277,82 +282,85 @@ class CoalescingSession:
                 kwargs.get("allow_redirects", True),
                 getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
             )
-        known = self._memo.get(parts) if parts is not None else None
-        key: str | None
-        if known is not None:
-            url, key = known
-        else:
+        ident = self._memo.get(parts) if parts is not None else None
+        if ident is None:
             url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
-            key = self._key(method, url, kwargs) if eligible else None
-            if parts is not None and key is not None:
-                self._memo.remember(parts, (url, key))
-
-        if key is not None and not refresh:
-            snap = core.peek(key)
+            ident = identify(session, self._keys, method, url, kwargs)
+            if parts is not None:
+                self._memo.remember(parts, ident)
+        key = ident.key
+        if key is None:
+            if timeout is not _UNSET:
+                kwargs["timeout"] = timeout
+            if checks is not None:
+                kwargs["raise_for_status"] = checks
+            return await self._bypass(session, method, str_or_url, kwargs)
+        core = self._core
+        if checks is None:
+            checks = session.raise_for_status
+        if not refresh:
+            snap = core.peek(key, ident.header)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                return CachedResponse(snap, "hit", request_url=url)
+                resp = CachedResponse(snap, "hit", request_url=ident.url)
+                return resp if checks is False else await self._checked(resp, checks)
 
         should_store = self.policy.should_store
 
         async def send() -> Fetched:
-            async with session.request(method, str_or_url, **kwargs) as resp:
+            # The shared request: the session's timeout, no status check (each caller's own).
+            async with session.request(
+                method, str_or_url, raise_for_status=False, **kwargs
+            ) as resp:
                 snap = _snapshot(resp, await resp.read())
             # The user's filter sees a response like every caller's, not aiohttp's (released).
             return Fetched(
                 snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
             )
 
-        answer = await core.fetch(key, send, ttl=cache_ttl, refresh=bool(refresh))
+        fetch = core.fetch(key, send, header=ident.header, ttl=cache_ttl, refresh=bool(refresh))
+        total = _total(timeout)
+        answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         assert answer.snapshot is not None  # send() always returns one
-        return CachedResponse(answer.snapshot, answer.status, request_url=url)
+        resp = CachedResponse(answer.snapshot, answer.status, request_url=ident.url)
+        return resp if checks is False else await self._checked(resp, checks)
 
-    def _key(self, method: str, url: URL, kwargs: Mapping[str, Any]) -> str | None:
-        """The request's key, or None when it cannot be coalesced (a body we cannot identify)."""
-        session = self._client()
-        body_digest = None
-        if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
-            body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
-            if body_digest is None:
-                return None
-        query: list[tuple[str, str]] = list(url.query.items())
-        params = kwargs.get("params")
-        if params:
-            # Merged as aiohttp merges them: the URL's own query first, then params.
-            query.extend(URL("/").with_query(params).query.items())
-        call_headers = kwargs.get("headers")
-        merged = CIMultiDict(session.headers)
-        if call_headers:
-            # The call's headers replace the session's defaults of the same name, as in aiohttp.
-            pairs = list(call_headers.items() if hasattr(call_headers, "items") else call_headers)
-            for name, _ in pairs:
-                merged.popall(name, None)
-            merged.extend(pairs)
+    async def _bypass(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        str_or_url: str | URL,
+        kwargs: dict[str, Any],
+    ) -> CachedResponse:
+        """A call that takes no part: aiohttp's own request with the call's own options."""
 
-        def header(name: str) -> str | None:
-            values = merged.getall(name, None)
-            return None if values is None else ", ".join(values)
+        async def send() -> Fetched:
+            async with session.request(method, str_or_url, **kwargs) as resp:
+                return Fetched(_snapshot(resp, await resp.read()))
 
-        extra: list[str] = []
-        auth = kwargs.get("auth") or session.auth
-        if auth is not None:
-            extra.append("auth:" + auth.encode())
-        if "cookie" in self._keys.credential_headers and len(session.cookie_jar):
-            jar = session.cookie_jar.filter_cookies(url)
-            if jar:
-                extra.append("jar:" + "; ".join(f"{k}={m.value}" for k, m in sorted(jar.items())))
-        if not kwargs.get("allow_redirects", True):
-            extra.append("no-redirects")
-        return self._keys.make(
-            method=method,
-            scheme=url.scheme,
-            host=url.host or "",
-            port=url.explicit_port,
-            path=url.raw_path,
-            query=query,
-            header=header,
-            body_digest=body_digest,
-            extra=extra,
-        )
+        answer = await self._core.fetch(None, send)
+        assert answer.snapshot is not None
+        return CachedResponse(answer.snapshot, "bypass")
+
+    async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
+        """Apply this caller's ``raise_for_status`` (the call's, else the session's) to its own
+        response, hits included, as aiohttp applies it."""
+        try:
+            if checks is True:
+                resp.raise_for_status()
+            elif callable(checks):
+                await checks(resp)
+        except BaseException:
+            self._core.count_error()
+            raise
+        return resp
+
+
+def _total(timeout: Any) -> float | None:
+    """The seconds a caller's own ``timeout=`` lets it wait, or None (no bound of its own)."""
+    if timeout is _UNSET or timeout is None:
+        return None
+    total = timeout.total if isinstance(timeout, aiohttp.ClientTimeout) else timeout
+    return None if total is None else float(total)
 
 
 def _base_url(value: str | URL | None) -> URL | None:
@@ -367,25 +375,6 @@ def _base_url(value: str | URL | None) -> URL | None:
             f"base_url must be an absolute URL whose path ends with '/', got {value!r}"
         )
     return url
-
-
-def _body_digest(data: Any, json: Any) -> bytes | None:
-    """A digest of a request body we can identify, or None (a stream, a form, a file)."""
-    if json is not None:
-        raw = jsonlib.dumps(json, sort_keys=True, separators=(",", ":")).encode()
-        return b"json:" + hashlib.sha256(raw).digest()
-    if data is None:
-        return b"none"
-    if isinstance(data, str):
-        data = data.encode()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return b"data:" + hashlib.sha256(data).digest()
-    if isinstance(data, Mapping) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raw = jsonlib.dumps(sorted(data.items())).encode()
-        return b"form:" + hashlib.sha256(raw).digest()
-    return None
 
 
 def _snapshot(resp: aiohttp.ClientResponse, body: bytes) -> Snapshot:

@@ -6,18 +6,28 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
 * This is a shared cache (RFC 9111 §3): a response with ``Set-Cookie``, ``Cache-Control: private``
   or ``no-store`` is never shared or stored; the waiters run the handler themselves and the key
   goes straight through for ``pass_ttl`` (Varnish's hit-for-miss), so the route is not serialized.
-* Requests carrying ``Authorization`` or ``Cookie`` bypass the middleware unless those headers are
-  in ``key_headers``.
+* These requests bypass it (never lead nor join a flight): those carrying any of the policy's
+  ``credential_headers`` not in ``key_headers``; ``Range`` and conditional requests (``If-*``);
+  GET and HEAD requests with a body (the key does not read bodies).
+* A handler that reads a request header must have it in the key (``key_headers``, ``key_func``)
+  or declare it in the response's ``Vary``: a request header nobody keyed on is where web cache
+  poisoning comes in. A response that varies serves only requests with the same values.
 * Every waiter gets its own fresh ``web.Response`` (no headers object is shared), or a fresh
-  equivalent of the ``web.HTTPException`` the handler raised. Any other exception reaches every
-  waiter, and nothing from a failed run is stored.
+  equivalent of the ``web.HTTPException`` the handler raised. Any other exception is logged once
+  for the run (with its traceback) and becomes a 500 for each waiter; nothing from a failed run
+  is stored. The cache status header is on every response this middleware answers, errors
+  included: the caller's own status (``MISS`` for the run's own caller, ``COALESCED`` for a
+  waiter, ``BYPASS``).
 * What cannot be replayed from bytes (a prepared ``StreamResponse``, ``FileResponse``, a
   WebSocket, a body over ``max_body_size``) goes to its own caller untouched and is not shared.
+  A ``web.Response`` without a body (a 204, a redirect) is an ordinary shareable response.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -31,13 +41,23 @@ from .storage.base import Clock, Storage, wall_clock
 
 __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 
+log = logging.getLogger("coalesce_client")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_R = TypeVar("_R", bound=web.StreamResponse)
 _HEADER_VALUES: dict[CacheStatus, str] = {
     "hit": "HIT",
     "miss": "MISS",
     "coalesced": "COALESCED",
     "bypass": "BYPASS",
 }
+# Requests whose answer is partial, or relative to what the client already has.
+_BYPASS_HEADERS = (
+    *("range", "if-none-match", "if-modified-since"),
+    *("if-match", "if-unmodified-since", "if-range"),
+)
+# aiohttp's own answer to a handler that raised (web_protocol.handle_error, plain text).
+_ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
 # Recomputed by aiohttp for every response it sends; never replayed from a snapshot.
 _NOT_REPLAYED = frozenset({"content-length", "date", "server"})
 
@@ -56,7 +76,7 @@ class CoalesceMiddleware:
     __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
 
     __slots__ = (
-        "_auth_bypass",
+        "_bypass_headers",
         "_core",
         "_header",
         "_key_func",
@@ -93,8 +113,10 @@ class CoalesceMiddleware:
         policy = self.policy = self._core.policy
         names = check_header_names(key_headers, "key_headers")
         self._keys = policy.key_maker(namespace=namespace, key_headers=names)
-        # Credentials the user did not make part of the key: such requests are not ours to share.
-        self._auth_bypass = tuple(h for h in ("authorization", "cookie") if h not in names)
+        # Credentials the user did not make part of the key (such requests are not ours to
+        # share), then the headers of partial and conditional requests.
+        credentials = tuple(h for h in policy.credential_headers if h not in names)
+        self._bypass_headers = credentials + _BYPASS_HEADERS
         self._key_func = key_func
         self._header = cache_status_header
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
@@ -123,38 +145,47 @@ class CoalesceMiddleware:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self._core
         key = None
-        if request.method in self.policy.methods:
-            headers = request.headers
-            for name in self._auth_bypass:
+        headers = request.headers
+
+        def header(name: str) -> str | None:  # the request's values, for Vary
+            return ", ".join(headers.getall(name)) if name in headers else None
+
+        if request.method in self.policy.methods and not request.body_exists:
+            for name in self._bypass_headers:
                 if name in headers:
                     break
             else:
                 key = self._key(request)
-                snap = core.peek(key)
+                snap = core.peek(key, header)
                 if snap is not None:  # the hot path: a hit answered without awaiting anything
                     return self._replay(snap, "hit")
-        # This caller's own outcome, when its send ran: the handler's response (answered to this
-        # caller untouched), or an exception the handler raised that no one else may see.
-        own: list[web.StreamResponse] = []
+        own = _Own()
 
         async def send() -> Fetched:
             return await self._run(request, handler, own)
 
         try:
-            answer = await core.fetch(key, send)
+            answer = await core.fetch(key, send, header=header)
         except web.HTTPException as exc:
             # Shared through the flight: each caller, the leader too, raises its own copy.
-            raise _fresh_exception(exc) from None
-        if own:
-            resp = own[0]
-            if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
-                core.count_error()
-                raise resp
-            if self._header is not None and not resp.prepared:
-                resp.headers[self._header] = _HEADER_VALUES[answer.status]
-            return resp
-        assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
-        return self._replay(answer.snapshot, answer.status)
+            raise self._labelled(_fresh_exception(exc), own.status(key)) from None
+        except Exception:
+            # Logged once, by the run that failed (_run); each caller gets aiohttp's 500.
+            return self._labelled(web.Response(status=500, text=_ERROR_500), own.status(key))
+        resp = own.response
+        if resp is None:
+            assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
+            return self._replay(answer.snapshot, answer.status)
+        if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
+            core.count_error()
+            raise self._labelled(resp, answer.status)
+        return self._labelled(resp, answer.status)
+
+    def _labelled(self, resp: _R, status: CacheStatus) -> _R:
+        """``resp`` with the cache status header, unless it is already on its way."""
+        if self._header is not None and not resp.prepared:
+            resp.headers[self._header] = _HEADER_VALUES[status]
+        return resp
 
     def _key(self, request: web.Request) -> str:
         extra: tuple[str, ...] = ()
@@ -188,11 +219,10 @@ class CoalesceMiddleware:
             )
         return key
 
-    async def _run(
-        self, request: web.Request, handler: Handler, own: list[web.StreamResponse]
-    ) -> Fetched:
+    async def _run(self, request: web.Request, handler: Handler, own: _Own) -> Fetched:
         """Run the handler once; keep this caller's own outcome in ``own``; say what may be
         replayed to others (the coalescer decides whether it is shared and stored)."""
+        own.ran = True
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -200,15 +230,17 @@ class CoalesceMiddleware:
             # anybody: every caller raises its own copy of it.
             template = _fresh_exception(exc)
             if self.policy.is_private(_headers_of(exc)):
-                own.append(template)  # its caller's alone; the others run the handler themselves
+                own.response = template  # its caller's alone; the others run the handler
                 return Fetched(None)
             raise template from None
-        own.append(resp)
-        if (
-            type(resp) is not web.Response
-            or resp.prepared
-            or not isinstance(resp.body, (bytes, bytearray))
-        ):
+        except Exception:
+            log.exception("Error handling request %s %s", request.method, request.rel_url)
+            raise
+        own.response = resp
+        body = resp.body if type(resp) is web.Response and not resp.prepared else False
+        if body is None:
+            body = b""  # a 204, a redirect: nothing to read, everything to share
+        if not isinstance(body, (bytes, bytearray)):
             return Fetched(None)  # streamed, a file, a WebSocket: its caller's alone
         snap = Snapshot(
             status=resp.status,
@@ -216,7 +248,7 @@ class CoalesceMiddleware:
             headers=_headers_of(resp),
             url=str(request.rel_url),
             method=request.method,
-            body=bytes(resp.body),
+            body=bytes(body),
         )
         should_store = self.policy.should_store
         return Fetched(snap, should_store is None or bool(should_store(_response_of(snap))))
@@ -238,6 +270,22 @@ class CoalesceMiddleware:
 
 # The factory name DESIGN.md gives it: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
+
+
+class _Own:
+    """One caller's own outcome: whether its handler run happened, and what it answered."""
+
+    __slots__ = ("ran", "response")
+
+    def __init__(self) -> None:
+        self.ran = False  # set by _run: this caller's own run (leader, or on its own)
+        self.response: web.StreamResponse | None = None  # answered to this caller untouched
+
+    def status(self, key: str | None) -> CacheStatus:
+        """The status of a caller whose call raised: its own run's, or the run it joined."""
+        if key is None:
+            return "bypass"
+        return "miss" if self.ran else "coalesced"
 
 
 def _headers_of(resp: web.StreamResponse) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,258 @@
+"""One ``CoalescingSession`` call: who else its response may reach, and what is its caller's alone.
+
+Rules of this module (the client face's half of DESIGN.md "Who may share a response"; the rule is
+that no caller's per-call option reaches another caller):
+
+* **Rejected as aiohttp rejects it, on every path, hits included**: a keyword argument aiohttp's
+  ``ClientSession.request`` does not take (``TypeError``), and a header value with a control
+  character (``ValueError``, aiohttp's header-injection guard).
+* **Split the key**: the method; the URL as sent (``params=`` merged as aiohttp merges them, the
+  raw query bytes, userinfo as a credential); the credential headers and ``key_headers`` (session
+  defaults merged with the call's); an explicit ``Host``; the cookies that will be sent (the
+  session's jar and the call's ``cookies=``); ``auth=``; a body's digest; and every per-call
+  option that changes the request or how its response is read (``SPLIT``).
+* **Bypass** (``Identity.key`` None): ``Range`` and conditional requests (their answers are
+  partial or relative to what the caller has), per-call ``middlewares=`` (they may change
+  anything), and a body that cannot be digested (a stream, a file).
+* **The caller's alone** (``CALLER_ALONE``): ``timeout`` bounds this caller's wait (the shared
+  request runs under the session's timeout) and ``raise_for_status`` applies to this caller's own
+  response. The session pops them before a shared request is sent.
+* Vary: ``Identity.header`` answers what the request will really send for a header name: the
+  call's headers over the session's defaults, else aiohttp's automatic ones (``Accept``,
+  ``Accept-Encoding``, ``User-Agent``, ``Host``) unless skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json as jsonlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.cookies import Morsel
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from .keys import KeyMaker, query_pairs
+from .vary import Header
+
+__all__ = ["CALLER_ALONE", "SPLIT", "Identity", "check_call", "identify"]
+
+
+def _request_kwargs() -> frozenset[str]:
+    """The keyword arguments this aiohttp's ``ClientSession.request`` takes."""
+    try:
+        params = inspect.signature(aiohttp.ClientSession._request).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a build without introspection
+        return frozenset()
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return frozenset(
+        name
+        for name, p in params.items()
+        if name not in {"self", "method", "str_or_url"} and p.kind in kinds
+    )
+
+
+KNOWN_KWARGS = _request_kwargs()
+CALLER_ALONE = frozenset({"timeout", "raise_for_status"})
+# Per-call options that change the request sent or how its response is read, with the value that
+# changes nothing (a call that passes the default shares the key of one that does not).
+SPLIT: dict[str, Any] = {
+    "allow_redirects": True,
+    "max_redirects": 10,
+    "auto_decompress": None,
+    "skip_auto_headers": None,
+    "proxy": None,
+    "proxy_auth": None,
+    "proxy_headers": None,
+    "ssl": True,
+    "verify_ssl": None,
+    "fingerprint": None,
+    "ssl_context": None,
+    "server_hostname": None,
+    "compress": None,
+    "chunked": None,
+    "expect100": False,
+    "read_until_eof": True,
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "max_headers": 128,
+}
+# Requests whose answer is not the resource itself, or is relative to what the caller already has.
+_BYPASS_HEADERS = (
+    *("range", "if-none-match", "if-modified-since"),
+    *("if-match", "if-unmodified-since", "if-range"),
+)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_AUTO_HEADERS: dict[str, str] = {
+    **{k.lower(): v for k, v in getattr(aiohttp.ClientRequest, "DEFAULT_HEADERS", {}).items()},
+    "user-agent": aiohttp.http.SERVER_SOFTWARE,
+}
+
+
+def check_call(kwargs: Mapping[str, Any]) -> None:
+    """Reject what aiohttp would reject, before any answer is given (module rules)."""
+    unknown = kwargs.keys() - KNOWN_KWARGS if KNOWN_KWARGS else ()
+    if unknown:
+        raise TypeError(
+            f"ClientSession._request() got an unexpected keyword argument {min(unknown)!r}"
+        )
+    headers = kwargs.get("headers")
+    if headers:
+        for name, value in _pairs(headers):
+            if any(c in str(name) or c in str(value) for c in "\r\n\x00"):
+                raise ValueError(
+                    "Forbidden control character detected in headers. "
+                    "Potential header injection attack."
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What one call is: its key (None: a bypass), the URL aiohttp will request, and the values
+    of the headers it will send (for Vary)."""
+
+    key: str | None
+    url: URL
+    header: Header
+
+
+def identify(
+    session: aiohttp.ClientSession,
+    keys: KeyMaker,
+    method: str,
+    url: URL,
+    kwargs: Mapping[str, Any],
+) -> Identity:
+    """The identity of a call (module rules). ``url`` is absolute; ``kwargs`` are aiohttp's,
+    without ``CALLER_ALONE``."""
+    if kwargs.get("params"):
+        url = url.extend_query(kwargs["params"])  # as aiohttp merges them
+    merged = CIMultiDict(session.headers)
+    call_headers = kwargs.get("headers")
+    if call_headers:
+        # The call's headers replace the session's defaults of the same name, as in aiohttp.
+        pairs = _pairs(call_headers)
+        for name, _ in pairs:
+            merged.popall(name, None)
+        merged.extend(pairs)
+    skipped = {h.lower() for h in session.skip_auto_headers}
+    skipped.update(h.lower() for h in kwargs.get("skip_auto_headers") or ())
+
+    def header(name: str) -> str | None:
+        values = merged.getall(name, None)
+        if values is not None:
+            return ", ".join(values)
+        if name in skipped:
+            return None
+        if name == "host":
+            port = url.explicit_port
+            return (
+                url.raw_host
+                if port in (None, _DEFAULT_PORTS.get(url.scheme))
+                else (f"{url.raw_host}:{port}")
+            )
+        return _AUTO_HEADERS.get(name)
+
+    if kwargs.get("middlewares") or any(h in merged for h in _BYPASS_HEADERS):
+        return Identity(None, url, header)
+    body_digest = None
+    if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
+        body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
+        if body_digest is None:
+            return Identity(None, url, header)
+    extra = _extra(session, keys, url, kwargs, merged)
+    key = keys.make(
+        method=method,
+        scheme=url.scheme,
+        host=url.host or "",
+        port=url.explicit_port,
+        path=url.raw_path,
+        query=query_pairs(url.raw_query_string),
+        header=lambda name: ", ".join(merged.getall(name)) if name in merged else None,
+        body_digest=body_digest,
+        extra=extra,
+    )
+    return Identity(key, url, header)
+
+
+def _extra(
+    session: aiohttp.ClientSession,
+    keys: KeyMaker,
+    url: URL,
+    kwargs: Mapping[str, Any],
+    merged: CIMultiDict[str],
+) -> list[str]:
+    """The key parts beyond the URL, the headers and the body (module rules: split the key)."""
+    extra: list[str] = []
+    if url.raw_user is not None or url.raw_password is not None:
+        extra.append(f"userinfo:{url.raw_user or ''}:{url.raw_password or ''}")
+    auth = kwargs.get("auth") or session.auth
+    if auth is not None:
+        extra.append("auth:" + auth.encode())
+    if "host" in merged:
+        extra.append("host:" + ", ".join(merged.getall("host")))
+    if "cookie" in keys.credential_headers:
+        if len(session.cookie_jar):
+            jar = session.cookie_jar.filter_cookies(url)
+            if jar:
+                extra.append("jar:" + "; ".join(f"{k}={m.value}" for k, m in sorted(jar.items())))
+        cookies = kwargs.get("cookies")
+        if cookies:
+            extra.append("cookies:" + _cookies(cookies))
+    for name, default in SPLIT.items():
+        if name in kwargs and kwargs[name] != default:
+            extra.append(f"{name}:{_stable(kwargs[name])}")
+    return extra
+
+
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    items = headers.items() if hasattr(headers, "items") else headers
+    return [(str(k), str(v)) for k, v in items]
+
+
+def _cookies(cookies: Any) -> str:
+    """Per-call cookies in one canonical form (a dict, pairs, or http.cookies morsels)."""
+    items = cookies.items() if hasattr(cookies, "items") else cookies
+    out = []
+    for name, value in items:
+        out.append(f"{name}={value.value if isinstance(value, Morsel) else value}")
+    return "; ".join(sorted(out))
+
+
+def _stable(value: Any) -> str:
+    """A text for an option's value that two equal values share (a BasicAuth, a set, a URL)."""
+    if isinstance(value, aiohttp.BasicAuth):
+        return "basic:" + hashlib.sha256(value.encode().encode()).hexdigest()
+    if isinstance(value, (set, frozenset)):
+        return repr(sorted(str(v).lower() for v in value))
+    if isinstance(value, Mapping):
+        return repr(sorted((str(k).lower(), str(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return repr([str(v).lower() for v in value])
+    if isinstance(value, (str, int, float, bool, URL)) or value is None:
+        return f"{type(value).__name__}:{value}"
+    return f"{type(value).__name__}@{id(value):x}"  # an SSLContext, a Fingerprint: by identity
+
+
+def _body_digest(data: Any, json: Any) -> bytes | None:
+    """A digest of a request body we can identify, or None (a stream, a form, a file)."""
+    if json is not None:
+        raw = jsonlib.dumps(json, sort_keys=True, separators=(",", ":")).encode()
+        return b"json:" + hashlib.sha256(raw).digest()
+    if data is None:
+        return b"none"
+    if isinstance(data, str):
+        data = data.encode()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return b"data:" + hashlib.sha256(data).digest()
+    if isinstance(data, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raw = jsonlib.dumps(sorted(data.items())).encode()
+        return b"form:" + hashlib.sha256(raw).digest()
+    return None
