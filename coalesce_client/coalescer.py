@@ -243,19 +243,31 @@ class Coalescer:
         self.requests += 1
         if key is None or (self._passes and self._passing(key)):
             return await self._alone(send, "bypass")
-        return await self._fetch(key, send, header, ttl, refresh, retry=True)
+        return await self._fetch(key, send, header, ttl, refresh)
 
     async def _fetch(
-        self, key: str, send: Send, header: Header, ttl: float | None, refresh: bool, retry: bool
+        self,
+        key: str,
+        send: Send,
+        header: Header,
+        ttl: float | None,
+        refresh: bool,
+        names: tuple[str, ...] = (),
     ) -> Answer:
+        """``names``: the headers a response for ``key`` was just seen to vary on (a second
+        round, after a flight answered another variant): the flight is then our variant's."""
         flight = self._flight
-        fkey = key  # the flight's key: the request's, or its variant's once a pointer says so
-        joining = key in flight
+        # The flight's key: the request's, or its variant's once a pointer (or names) says so.
+        fkey = variant_key(key, names, values_of(names, header)) if names else key
+        joining = fkey in flight
         # A caller that finds a flight in progress joins it without reading storage: whatever is
         # stored is being replaced, and in a burst this saves a storage read per follower.
         if not refresh and not joining:
             try:
-                fkey, snap = await self._resolve(key, header)
+                if names:
+                    snap = await self.lookup(fkey)
+                else:
+                    fkey, snap = await self._resolve(key, header)
             except BaseException:  # cancelled while the storage read was pending
                 self._count("miss")
                 self.errors += 1
@@ -285,10 +297,10 @@ class Coalescer:
         if result.shared is None:
             return await self._alone(send, "miss")
         if result.vary is not None and values_of(result.vary[0], header) != result.vary[1]:
-            # Another variant than ours: look up again, and coalesce with our own variant.
-            if retry:
-                return await self._fetch(key, send, header, ttl, refresh, retry=False)
-            return await self._alone(send, "miss")
+            # Another variant than ours: coalesce with the callers of our own variant (once).
+            if names:
+                return await self._alone(send, "miss")
+            return await self._fetch(key, send, header, ttl, refresh, result.vary[0])
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import astuple
 
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, until
 
 from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
-from coalesce_client.coalescer import Coalescer, Fetched
+from coalesce_client.coalescer import Answer, Coalescer, Fetched
 from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
 
 KEY = "k" * 64
@@ -222,3 +223,66 @@ def test_the_whole_core_imports_without_aiohttp_diskcache_or_redis() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "core ok"
+
+
+class VaryingUpstream:
+    """A ``send`` per caller that answers in the caller's language, with ``Vary``."""
+
+    def __init__(self, vary: str = "Accept-Language") -> None:
+        self.calls: list[str] = []
+        self.gate = asyncio.Event()
+        self.vary = vary
+
+    def send_for(self, lang: str) -> Callable[[], Awaitable[Fetched]]:
+        async def send() -> Fetched:
+            self.calls.append(lang)
+            await self.gate.wait()
+            headers = (("Vary", self.vary), ("Content-Language", lang))
+            return Fetched(snap(f"hello in {lang}".encode(), headers))
+
+        return send
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored", "ttl-0"])
+async def test_callers_of_other_variants_coalesce_among_themselves(
+    clock: FakeClock, stored: bool
+) -> None:
+    core = Coalescer(storage=None, policy=None, ttl=60 if stored else 0, clock=clock)
+    upstream = VaryingUpstream()
+    langs = ["fr", "de", "en"] * 20
+
+    def call(lang: str) -> Awaitable[Answer]:
+        return core.fetch(KEY, upstream.send_for(lang), header={"accept-language": lang}.get)
+
+    burst = [asyncio.ensure_future(call(lang)) for lang in langs]
+    await until(lambda: len(upstream.calls) == 1, "the first flight started")
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    wrong = [
+        (lang, a.snapshot.body)
+        for lang, a in zip(langs, answers, strict=True)
+        if a.snapshot is None or a.snapshot.body != f"hello in {lang}".encode()
+    ]
+    assert wrong == []
+    assert sorted(upstream.calls) == ["de", "en", "fr"]  # one real request per variant
+    if stored:
+        for lang in ("fr", "de", "en"):
+            assert (await call(lang)).status == "hit"
+        assert core.peek(KEY, {"accept-language": "de"}.get) is not None
+        assert core.peek(KEY, {"accept-language": "it"}.get) is None
+    assert len(upstream.calls) == 3
+
+
+async def test_vary_star_is_never_stored_nor_shared(clock: FakeClock) -> None:
+    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
+    upstream = VaryingUpstream(vary="*")
+    burst = [
+        asyncio.ensure_future(core.fetch(KEY, upstream.send_for("fr"), header={}.get))
+        for _ in range(5)
+    ]
+    await until(lambda: len(upstream.calls) == 1, "the first flight started")
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert [a.status for a in answers] == ["miss"] * 5
+    assert len(upstream.calls) == 5
+    assert core.stats.stored == 0
