@@ -72,6 +72,7 @@ class CoalescingSession:
 
     __slots__ = (
         "_base_url",
+        "_checks",
         "_closed",
         "_core",
         "_keys",
@@ -121,6 +122,8 @@ class CoalescingSession:
         # Request parts of plain calls -> (absolute URL, key): see _request().
         self._memo: KeyMemo[Identity] = KeyMemo()
         self._session = session
+        # The session's raise_for_status, read once: a session cannot change it.
+        self._checks: Any = False if session is None else session.raise_for_status
         self._owns_session = session is None
         self._session_kwargs = client_session_kwargs
         self._closed = False
@@ -239,6 +242,7 @@ class CoalescingSession:
         if self._session is None:
             # Built on first use, inside the running loop, as aiohttp wants.
             self._session = aiohttp.ClientSession(**self._session_kwargs)
+            self._checks = self._session.raise_for_status
         return self._session
 
     def _absolute(self, url: URL) -> URL:
@@ -259,13 +263,16 @@ class CoalescingSession:
         refresh = kwargs.pop("refresh", False)
         session = self._client()
         method = method.upper()
+        if not (cache and method in self.policy.methods):
+            check_call(kwargs)
+            return await self._bypass(session, method, str_or_url, kwargs)
+        timeout = _UNSET
+        checks = None
         if kwargs:
             check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
-        if not (cache and method in self.policy.methods):
-            return await self._bypass(session, method, str_or_url, kwargs)
-        # The caller's alone (client_call.py): not part of the shared request.
-        timeout = kwargs.pop("timeout", _UNSET) if "timeout" in kwargs else _UNSET
-        checks = kwargs.pop("raise_for_status", None) if "raise_for_status" in kwargs else None
+            # The caller's alone (client_call.py): not part of the shared request.
+            timeout = kwargs.pop("timeout", _UNSET)
+            checks = kwargs.pop("raise_for_status", None)
         # The identity of a plain call (no options but allow_redirects, no credentials of the
         # session's own) depends only on the method, the URL and the session's default headers:
         # remember it, since building it is most of what a hit costs. getversion() changes
@@ -297,7 +304,7 @@ class CoalescingSession:
             return await self._bypass(session, method, str_or_url, kwargs)
         core = self._core
         if checks is None:
-            checks = session.raise_for_status
+            checks = self._checks  # the session's raise_for_status (fixed when it was built)
         if not refresh:
             snap = core.peek(key, ident.header)
             if snap is not None:  # the hot path: a hit answered without awaiting anything

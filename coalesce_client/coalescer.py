@@ -207,13 +207,22 @@ class Coalescer:
         """
         if self._passes and key in self._passes:
             return None
-        read = self._writer.read_nowait
-        snap = read(key)
+        writer = self._writer
+        # writer.read_nowait(key), inlined for the common case: this is the whole cost of a hit.
+        snap = writer.pending.get(key)
         if snap is None:
-            return None
+            get_nowait = writer.get_nowait
+            if get_nowait is None:
+                return None
+            try:
+                snap = get_nowait(key)
+            except Exception:
+                return None  # fetch() reads again, and logs what is wrong
+            if snap is None:
+                return None
         if snap.method == POINTER_METHOD:  # Vary: this request's own variant, or nothing
             names = vary_names(snap.headers)
-            snap = read(variant_key(key, names, values_of(names, header)))
+            snap = writer.read_nowait(variant_key(key, names, values_of(names, header)))
             if snap is None:
                 return None
         if snap.expires_at <= self._clock():
