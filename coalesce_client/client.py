@@ -16,19 +16,19 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
-from .client_call import Identity, check_call, identify
+from .body import Kept, read_within
+from .client_call import UNSET, Identity, check_base_url, check_call, identify, wait_bound
 from .coalescer import Coalescer, Fetched, Stats
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
-from .response import CachedResponse, CallContext
+from .response import CachedResponse, CallContext, LiveResponse
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
 
 __all__ = ["CoalescingSession"]
 
 _MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity may include
-_UNSET: Any = object()  # no timeout= given: the session's own
 
 
 class CoalescingSession:
@@ -116,7 +116,7 @@ class CoalescingSession:
         self._keys = self.policy.key_maker(
             namespace=check_string(namespace, "namespace"), key_headers=key_headers
         )
-        self._base_url = _base_url(base_url)
+        self._base_url = check_base_url(base_url)
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         # Request parts of plain calls -> (absolute URL, key): see _request().
@@ -266,12 +266,12 @@ class CoalescingSession:
         if not (cache and method in self.policy.methods):
             check_call(kwargs)
             return await self._bypass(session, method, str_or_url, kwargs)
-        timeout = _UNSET
+        timeout = UNSET
         checks = None
         if kwargs:
             check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
             # The caller's alone (client_call.py): not part of the shared request.
-            timeout = kwargs.pop("timeout", _UNSET)
+            timeout = kwargs.pop("timeout", UNSET)
             checks = kwargs.pop("raise_for_status", None)
         # The identity of a plain call (no options but allow_redirects, no credentials of the
         # session's own) depends only on the method, the URL and the session's default headers:
@@ -297,7 +297,7 @@ class CoalescingSession:
                 self._memo.remember(parts, ident)
         key = ident.key
         if key is None:
-            if timeout is not _UNSET:
+            if timeout is not UNSET:
                 kwargs["timeout"] = timeout
             if checks is not None:
                 kwargs["raise_for_status"] = checks
@@ -308,27 +308,48 @@ class CoalescingSession:
         if not refresh:
             snap = core.peek(key, ident.header)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                resp = CachedResponse(snap, "hit", request_url=ident.url)
-                return resp if checks is False else await self._checked(resp, checks)
+                hit = CachedResponse(snap, "hit", request_url=ident.url)
+                return hit if checks is False else await self._checked(hit, checks)
 
         should_store = self.policy.should_store
+        limit = self.policy.max_body_size
+        own = Kept()  # this caller's own response, when it is to be streamed
 
         async def send() -> Fetched:
             # The shared request: the session's timeout, no status check (each caller's own).
-            async with session.request(
-                method, str_or_url, raise_for_status=False, **kwargs
-            ) as resp:
-                snap = _snapshot(resp, await resp.read())
+            resp = await session.request(method, str_or_url, raise_for_status=False, **kwargs)
+            try:
+                body = await read_within(resp, limit)
+            except BaseException:
+                resp.close()  # a truncated or cancelled read: nobody gets a short body
+                raise
+            if body is None or len(body) > limit:
+                # Too large to share: this caller streams it, and the flight ends now, so that
+                # its followers send their own requests at once (issue 11).
+                own.keep(resp, body or b"")
+                return Fetched(None)
+            resp.release()
+            snap = _snapshot(resp, body)
             # The user's filter sees a response like every caller's, not aiohttp's (released).
             return Fetched(
                 snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
             )
 
         fetch = core.fetch(key, send, header=ident.header, ttl=cache_ttl, refresh=bool(refresh))
-        total = _total(timeout)
-        answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
-        assert answer.snapshot is not None  # send() always returns one
-        resp = CachedResponse(answer.snapshot, answer.status, request_url=ident.url)
+        total = wait_bound(timeout)
+        try:
+            answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
+        except BaseException:
+            own.drop()  # gave up: a response kept for us, now or later, is closed
+            raise
+        if answer.snapshot is None:  # our own send kept the response: stream it
+            assert own.response is not None
+            live = own.response
+            resp: CachedResponse = LiveResponse(
+                live, _snapshot(live, b""), answer.status, prefix=own.prefix, request_url=ident.url
+            )
+        else:
+            resp = CachedResponse(answer.snapshot, answer.status, request_url=ident.url)
         return resp if checks is False else await self._checked(resp, checks)
 
     async def _bypass(
@@ -338,15 +359,17 @@ class CoalescingSession:
         str_or_url: str | URL,
         kwargs: dict[str, Any],
     ) -> CachedResponse:
-        """A call that takes no part: aiohttp's own request with the call's own options."""
+        """A call that takes no part: aiohttp's own request with the call's own options, its body
+        streamed from the connection as aiohttp streams it (nothing buffered by us)."""
+        own: list[aiohttp.ClientResponse] = []
 
         async def send() -> Fetched:
-            async with session.request(method, str_or_url, **kwargs) as resp:
-                return Fetched(_snapshot(resp, await resp.read()))
+            own.append(await session.request(method, str_or_url, **kwargs))
+            return Fetched(None)
 
-        answer = await self._core.fetch(None, send)
-        assert answer.snapshot is not None
-        return CachedResponse(answer.snapshot, "bypass")
+        await self._core.fetch(None, send)
+        live = own[0]
+        return LiveResponse(live, _snapshot(live, b""), "bypass")
 
     async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
         """Apply this caller's ``raise_for_status`` (the call's, else the session's) to its own
@@ -360,28 +383,6 @@ class CoalescingSession:
             self._core.count_error()
             raise
         return resp
-
-
-def _total(timeout: Any) -> float | None:
-    """The seconds a caller's own ``timeout=`` lets it wait, or None (no bound of its own)."""
-    if timeout is _UNSET or timeout is None:
-        return None
-    total = timeout.total if isinstance(timeout, aiohttp.ClientTimeout) else timeout
-    return None if total is None else float(total)
-
-
-def _base_url(value: str | URL | None) -> URL | None:
-    if value is None:
-        return None
-    try:
-        url = URL(value)
-    except (TypeError, ValueError):
-        url = None
-    if url is None or not url.absolute or not url.path.endswith("/"):
-        raise ValueError(
-            f"base_url must be an absolute URL whose path ends with '/', got {value!r}"
-        )
-    return url
 
 
 def _snapshot(resp: aiohttp.ClientResponse, body: bytes) -> Snapshot:

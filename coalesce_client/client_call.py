@@ -39,7 +39,18 @@ from yarl import URL
 from .keys import KeyMaker, query_pairs
 from .vary import Header
 
-__all__ = ["CALLER_ALONE", "SPLIT", "Identity", "check_call", "identify"]
+__all__ = [
+    "CALLER_ALONE",
+    "SPLIT",
+    "UNSET",
+    "Identity",
+    "check_base_url",
+    "check_call",
+    "identify",
+    "wait_bound",
+]
+
+UNSET: Any = object()  # no timeout= given: the session's own
 
 
 def _request_kwargs() -> frozenset[str]:
@@ -256,3 +267,25 @@ def _body_digest(data: Any, json: Any) -> bytes | None:
         raw = jsonlib.dumps(sorted(data.items())).encode()
         return b"form:" + hashlib.sha256(raw).digest()
     return None
+
+
+def wait_bound(timeout: Any) -> float | None:
+    """The seconds a caller's own ``timeout=`` lets it wait, or None (no bound of its own)."""
+    if timeout is UNSET or timeout is None:
+        return None
+    total = timeout.total if isinstance(timeout, aiohttp.ClientTimeout) else timeout
+    return None if total is None else float(total)
+
+
+def check_base_url(value: str | URL | None) -> URL | None:
+    if value is None:
+        return None
+    try:
+        url = URL(value)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or not url.absolute or not url.path.endswith("/"):
+        raise ValueError(
+            f"base_url must be an absolute URL whose path ends with '/', got {value!r}"
+        )
+    return url

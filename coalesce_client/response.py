@@ -9,98 +9,22 @@ the response exists: a coroutine that is also an async context manager, as aioht
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
+from dataclasses import replace
 from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
 
-from aiohttp import ClientResponseError, ContentTypeError, RequestInfo
+from aiohttp import ClientResponse, ClientResponseError, ContentTypeError, RequestInfo, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .body import BodyStream, LiveStream
 from .coalescer import CacheStatus
 from .snapshot import Snapshot
 
-__all__ = ["BodyStream", "CachedResponse", "CallContext"]
-
-
-class BodyStream:
-    """A read-only stream over a body already in memory, shaped like aiohttp's ``StreamReader``."""
-
-    __slots__ = ("_body", "_pos")
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self._pos = 0
-
-    def _take(self, n: int) -> bytes:
-        body, pos = self._body, self._pos
-        if pos == 0 and (n < 0 or n >= len(body)):
-            self._pos = len(body)
-            return body  # the whole body: no copy
-        end = len(body) if n < 0 else min(len(body), pos + n)
-        self._pos = end
-        return body[pos:end]
-
-    async def read(self, n: int = -1) -> bytes:
-        return self._take(n)
-
-    async def readany(self) -> bytes:
-        return self._take(-1)
-
-    def read_nowait(self, n: int = -1) -> bytes:
-        return self._take(n)
-
-    async def readline(self) -> bytes:
-        return await self.readuntil(b"\n")
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        idx = self._body.find(separator, self._pos)
-        return self._take(-1 if idx < 0 else idx + len(separator) - self._pos)
-
-    async def readexactly(self, n: int) -> bytes:
-        data = self._take(n)
-        if len(data) < n:
-            raise asyncio.IncompleteReadError(data, n)
-        return data
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        if n < 1:
-            raise ValueError(f"chunk size must be at least 1, got {n}")
-        while chunk := self._take(n):
-            yield chunk
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        if chunk := self._take(-1):
-            yield chunk
-
-    async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
-        if chunk := self._take(-1):
-            yield chunk, True
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
-            yield line
-
-    def at_eof(self) -> bool:
-        return self._pos >= len(self._body)
-
-    def is_eof(self) -> bool:
-        return self.at_eof()
-
-    def exception(self) -> BaseException | None:
-        return None
-
-    def total_bytes(self) -> int:
-        return len(self._body)
-
-    def __repr__(self) -> str:
-        return f"<BodyStream {self._pos}/{len(self._body)} bytes read>"
+__all__ = ["CachedResponse", "CallContext", "LiveResponse"]
 
 
 class CachedResponse:
@@ -290,6 +214,73 @@ class CachedResponse:
             f"<CachedResponse({self.snapshot.url}) [{self.status} {self.reason}] "
             f"cache_status={self.cache_status}>"
         )
+
+
+class LiveResponse(CachedResponse):
+    """A caller's own response streamed from the connection, as aiohttp gives it: a bypass, or a
+    body too large to share. Nothing of it is buffered by us; ``release()`` gives the connection
+    back, as aiohttp's does. ``snapshot`` holds its status and headers, and no body.
+    """
+
+    __slots__ = ("_body", "_live", "_stream")
+
+    def __init__(
+        self,
+        live: ClientResponse,
+        snapshot: Snapshot,
+        cache_status: CacheStatus,
+        *,
+        prefix: bytes = b"",
+        request_url: URL | None = None,
+    ) -> None:
+        super().__init__(snapshot, cache_status, request_url=request_url)
+        self._live = live
+        self._stream: LiveStream | StreamReader = (
+            LiveStream(prefix, live.content) if prefix else live.content
+        )
+        self._body: bytes | None = None
+
+    @property
+    def content(self) -> Any:
+        return self._stream
+
+    @property
+    def connection(self) -> Any:
+        return self._live.connection
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            try:
+                self._body = await self._stream.read()
+            finally:
+                self._live.release()
+        return self._body
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        return (await self.read()).decode(encoding or self.get_encoding(), errors)
+
+    async def json(
+        self,
+        *,
+        encoding: str | None = None,
+        loads: Callable[[str], Any] = json.loads,
+        content_type: str | None = "application/json",
+    ) -> Any:
+        body = await self.read()
+        return await CachedResponse(
+            replace(self.snapshot, body=body), self.cache_status, request_url=self._req_url
+        ).json(encoding=encoding, loads=loads, content_type=content_type)
+
+    def release(self) -> None:
+        self._live.release()
+
+    def close(self) -> None:
+        self.closed = True
+        self._live.close()
+
+    async def wait_for_close(self) -> None:
+        self.closed = True
+        await self._live.wait_for_close()
 
 
 def _json_like(actual: str, expected: str) -> bool:

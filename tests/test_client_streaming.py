@@ -1,0 +1,115 @@
+"""Where nothing is shared, nothing is buffered: bypasses and too-large bodies stream (issue 11).
+
+Each origin here sends its first bytes, then holds the rest of the body at the gate: a call that
+returns while the gate is still closed has not read the body whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from conftest import Origin, finished, signalled
+
+from coalesce_client import CachedResponse, CachePolicy, CoalescingSession
+
+LIMIT = 1000  # max_body_size in the tests of too-large bodies
+HEAD = bytes(range(256)) * 5  # 1,280 bytes sent before the gate: over LIMIT already
+TAIL = b"t" * 600  # sent after it
+
+
+def streaming_route(origin: Origin, path: str, *, length: bool) -> None:
+    """A body of HEAD + TAIL, with ``Content-Length`` or chunked, the TAIL held at the gate."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        if length:
+            resp.content_length = len(HEAD) + len(TAIL)
+        else:
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        await origin.wait()
+        await resp.write(TAIL)
+        await resp.write_eof()
+        return resp
+
+    origin.route(path, handler)
+
+
+async def read_all(resp: CachedResponse) -> bytes:
+    chunks = [chunk async for chunk in resp.content.iter_chunked(100)]
+    resp.release()
+    return b"".join(chunks)
+
+
+async def test_cache_false_streams_instead_of_buffering(origin: Origin) -> None:
+    streaming_route(origin, "/big", length=True)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=60) as s:
+        resp = await finished(s.get(origin.url("/big"), cache=False), "the call returned")
+        assert resp.cache_status == "bypass" and resp.status == 200
+        assert not origin.gate.is_set()  # returned with the tail still held by the origin
+        assert await resp.content.readexactly(len(HEAD)) == HEAD
+        origin.gate.set()
+        assert await read_all(resp) == TAIL
+        assert s.stats.bypassed == 1 and s.stats.stored == 0
+
+
+async def test_a_method_that_takes_no_part_streams(origin: Origin) -> None:
+    streaming_route(origin, "/big", length=False)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=60, policy=CachePolicy(methods={"HEAD"})) as s:
+        resp = await finished(s.get(origin.url("/big")), "the call returned")
+        assert resp.cache_status == "bypass"
+        origin.gate.set()
+        assert await resp.read() == HEAD + TAIL
+
+
+async def check_followers_are_released(origin: Origin, path: str, *, length: bool) -> None:
+    streaming_route(origin, path, length=length)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+        calls = [asyncio.ensure_future(s.get(origin.url(path))) for _ in range(5)]
+        # Every caller reaches the origin while the leader's tail is still held: the followers
+        # did not wait for the leader's whole download to learn that it could not be shared.
+        await origin.at_gate.reach(5, "requests that reached the origin")
+        assert not origin.gate.is_set()
+        origin.gate.set()
+        responses = await finished(asyncio.gather(*calls), "every call answered")
+        bodies = [await read_all(r) for r in responses]
+        assert bodies == [HEAD + TAIL] * 5  # the leader's first bytes were put back, in order
+        assert [r.cache_status for r in responses] == ["miss"] * 5
+        assert origin.calls[path] == 5
+        assert s.stats.stored == 0
+
+
+async def test_followers_go_on_their_own_once_content_length_is_over_the_limit(
+    origin: Origin,
+) -> None:
+    await check_followers_are_released(origin, "/sized", length=True)
+
+
+async def test_followers_go_on_their_own_once_a_chunked_body_crosses_the_limit(
+    origin: Origin,
+) -> None:
+    await check_followers_are_released(origin, "/chunked", length=False)
+
+
+async def test_a_caller_that_gives_up_leaves_no_open_response(origin: Origin) -> None:
+    streaming_route(origin, "/big", length=True)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+        call = asyncio.ensure_future(s.get(origin.url("/big")))
+        await signalled(origin.arrived, "the request reached the origin")
+        call.cancel()
+        origin.gate.set()
+        await asyncio.gather(call, return_exceptions=True)
+        assert call.cancelled()
+        # Nothing left open or half read: the next call gets the whole body, streamed.
+        resp = await finished(s.get(origin.url("/big")), "the next call")
+        assert await read_all(resp) == HEAD + TAIL
