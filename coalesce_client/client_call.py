@@ -4,8 +4,9 @@ Rules of this module (the client face's half of DESIGN.md "Who may share a respo
 that no caller's per-call option reaches another caller):
 
 * **Rejected as aiohttp rejects it, on every path, hits included**: a keyword argument aiohttp's
-  ``ClientSession.request`` does not take (``TypeError``), and a header value with a control
-  character (``ValueError``, aiohttp's header-injection guard).
+  ``ClientSession.request`` does not take, ``data`` with ``json``, a ``params`` value yarl refuses,
+  an ``auth`` that is not a ``BasicAuth``, and a header value with a control character (aiohttp's
+  header-injection guard), each with aiohttp's exception type.
 * **Split the key**: the method; the URL as sent (``params=`` merged as aiohttp merges them, the
   raw query bytes, userinfo as a credential); the credential headers and ``key_headers`` (session
   defaults merged with the call's); an explicit ``Host``; the cookies that will be sent (the
@@ -37,6 +38,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .keys import KeyMaker, query_pairs
+from .options import TOKEN
 from .vary import Header
 
 __all__ = [
@@ -106,20 +108,33 @@ _AUTO_HEADERS: dict[str, str] = {
 
 
 def check_call(kwargs: Mapping[str, Any]) -> None:
-    """Reject what aiohttp would reject, before any answer is given (module rules)."""
+    """Reject what aiohttp would reject, in aiohttp's order, before any answer is given (module
+    rules): unknown arguments, ``data`` with ``json``, bad ``params``, a wrong ``auth``, and
+    control characters in header values."""
     unknown = kwargs.keys() - KNOWN_KWARGS if KNOWN_KWARGS else ()
     if unknown:
         raise TypeError(
             f"ClientSession._request() got an unexpected keyword argument {min(unknown)!r}"
         )
+    if kwargs.get("data") is not None and kwargs.get("json") is not None:
+        raise ValueError("data and json parameters can not be used at the same time")
     headers = kwargs.get("headers")
-    if headers:
-        for name, value in _pairs(headers):
-            if any(c in str(name) or c in str(value) for c in "\r\n\x00"):
-                raise ValueError(
-                    "Forbidden control character detected in headers. "
-                    "Potential header injection attack."
-                )
+    pairs = _pairs(headers) if headers else []
+    if kwargs.get("auth") is not None and any(n.lower() == "authorization" for n, _ in pairs):
+        raise ValueError(
+            "Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL"
+        )
+    if kwargs.get("params"):
+        URL("http://h/").extend_query(kwargs["params"])  # yarl's TypeError for a bad value
+    auth = kwargs.get("auth")
+    if auth is not None and not isinstance(auth, aiohttp.BasicAuth):
+        raise TypeError("BasicAuth() tuple is required instead")
+    for name, value in pairs:
+        if any(c in name or c in value for c in "\r\n\x00"):
+            raise ValueError(
+                "Forbidden control character detected in headers. "
+                "Potential header injection attack."
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +184,14 @@ def identify(
             )
         return _AUTO_HEADERS.get(name)
 
-    if kwargs.get("middlewares") or any(h in merged for h in _BYPASS_HEADERS):
+    if (
+        kwargs.get("middlewares")
+        or any(h in merged for h in _BYPASS_HEADERS)
+        or (call_headers and not all(TOKEN.fullmatch(n) for n, _ in _pairs(call_headers)))
+    ):  # a header name that is no token: a malformed request, no stored answer is its own
         return Identity(None, url, header)
+    if kwargs.get("auth") is not None and url.raw_user is not None:
+        raise ValueError("Cannot combine AUTH argument with credentials encoded in URL")
     body_digest = None
     if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
         body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
