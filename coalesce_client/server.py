@@ -33,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .coalescer import CacheStatus, Coalescer, Fetched, Stats
-from .keys import KeyMemo
+from .keys import KeyMemo, query_pairs
 from .options import check_callable, check_header_name, check_header_names, check_string
 from .policy import CachePolicy
 from .snapshot import Snapshot
@@ -212,7 +212,8 @@ class CoalesceMiddleware:
                     host=request.host,
                     port=None,
                     path=url.raw_path,
-                    query=list(url.query.items()) if url.raw_query_string else (),
+                    # Raw, as sent: ?t=%FF and ?t=%FE decode alike but differ (DESIGN.md, Keys).
+                    query=query_pairs(url.raw_query_string),
                     header=lookup.get,
                     extra=extra,
                 ),
