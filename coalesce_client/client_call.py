@@ -132,8 +132,8 @@ def check_call(kwargs: Mapping[str, Any]) -> None:
     for name, value in pairs:
         if any(c in name or c in value for c in "\r\n\x00"):
             raise ValueError(
-                "Forbidden control character detected in headers. "
-                "Potential header injection attack."
+                "Forbidden control character (newline, carriage return or NUL) detected in "
+                "headers: a potential header injection attack."
             )
 
 

@@ -811,7 +811,7 @@ async def test_users_aioresponses_mocks_still_intercept_requests() -> None:
 
 async def test_relative_urls_join_base_url_and_share_the_absolute_key(started: Origin) -> None:
     async with CoalescingSession(ttl=60, base_url=started.base + "/") as s:
-        first = await s.get("text")
+        first = await s.get("/text")
         again = await s.get(started.url("/text"))  # the same resource, written absolutely
         assert (first.cache_status, again.cache_status) == ("miss", "hit")
         assert await again.text() == "hello /text #1"
@@ -824,9 +824,9 @@ async def test_a_wrapped_session_needs_its_base_url_named_for_relative_urls(
     async with aiohttp.ClientSession(base_url=started.base + "/") as plain:
         async with CoalescingSession(ttl=60, session=plain) as s:
             with pytest.raises(ValueError, match="base_url"):
-                await s.get("text")
+                await s.get("/text")
             assert started.calls["/text"] == 0  # refused before anything was sent
         async with CoalescingSession(ttl=60, session=plain, base_url=started.base + "/") as s:
-            assert (await s.get("text")).cache_status == "miss"
-            assert (await s.get("text")).cache_status == "hit"
+            assert (await s.get("/text")).cache_status == "miss"
+            assert (await s.get("/text")).cache_status == "hit"
         assert started.calls["/text"] == 1

@@ -668,7 +668,7 @@ async def test_an_unknown_keyword_and_a_crlf_header_are_rejected_on_a_hit_as_on_
     async with aiohttp.ClientSession() as plain:
         with pytest.raises(TypeError):
             await plain.get(started.url("/text"), bogus=1)
-        with pytest.raises(ValueError, match="injection"):
+        with pytest.raises(ValueError, match=r"carriage return|injection"):
             await plain.get(started.url("/text"), headers={"X-Note": "a\r\nX-Evil: 1"})
 
 
