@@ -1,4 +1,8 @@
-"""MemoryStorage: LRU bounds by entries and by bytes (the contract: test_storage_contract.py)."""
+"""MemoryStorage: LRU bounds by entries and by bytes (the contract: test_storage_contract.py).
+
+The byte tests read what the storage counts from ``storage.bytes`` (``counted`` below), never from
+the formula.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,18 @@ import pytest
 from conftest import FakeClock, snapshot
 
 from coalesce_client import MemoryStorage
+from coalesce_client.snapshot import Snapshot
 
 
 def keyed(i: int) -> str:
     return f"{i:064x}"
+
+
+async def counted(snap: Snapshot) -> int:
+    """What a MemoryStorage counts for ``snap`` stored under a key like ``keyed(i)``."""
+    storage = MemoryStorage(clock=FakeClock())
+    await storage.set(keyed(0), snap, 60)
+    return storage.bytes
 
 
 # -- bounded by entries ---------------------------------------------------------------------------
@@ -64,7 +76,7 @@ async def test_max_entries_one_keeps_only_the_latest() -> None:
 
 
 async def test_eviction_by_max_bytes_keeps_bytes_within_the_bound() -> None:
-    one = snapshot(b"x" * 1000).size
+    one = await counted(snapshot(b"x" * 1000))
     storage = MemoryStorage(max_bytes=2 * one + one // 2, clock=FakeClock())
     for i in range(6):
         await storage.set(keyed(i), snapshot(b"x" * 1000), 60)
@@ -77,7 +89,7 @@ async def test_eviction_by_max_bytes_keeps_bytes_within_the_bound() -> None:
 
 
 async def test_eviction_by_max_bytes_goes_in_lru_order() -> None:
-    one = snapshot(b"x" * 1000).size
+    one = await counted(snapshot(b"x" * 1000))
     storage = MemoryStorage(max_bytes=3 * one, clock=FakeClock())
     for i in range(3):
         await storage.set(keyed(i), snapshot(b"x" * 1000), 60)
@@ -91,7 +103,7 @@ async def test_eviction_by_max_bytes_goes_in_lru_order() -> None:
 async def test_a_big_entry_evicts_as_many_small_ones_as_needed() -> None:
     small = snapshot(b"s" * 100)
     big = snapshot(b"b" * 2000)
-    storage = MemoryStorage(max_bytes=big.size + small.size, clock=FakeClock())
+    storage = MemoryStorage(max_bytes=await counted(big) + await counted(small), clock=FakeClock())
     for i in range(5):
         await storage.set(keyed(i), small, 60)
     await storage.set(keyed(99), big, 60)
@@ -108,12 +120,12 @@ async def test_an_entry_larger_than_max_bytes_is_not_kept() -> None:
     await storage.set(keyed(2), snapshot(b"x" * 20_000), 60)
     assert await storage.get(keyed(2)) is None
     assert await storage.get(keyed(1)) is kept  # nothing was evicted to make room in vain
-    assert storage.bytes == kept.size
+    assert storage.bytes == await counted(kept)
 
 
 async def test_an_entry_of_exactly_max_bytes_is_kept() -> None:
     snap = snapshot(b"x" * 500)
-    storage = MemoryStorage(max_bytes=snap.size, clock=FakeClock())
+    storage = MemoryStorage(max_bytes=await counted(snap), clock=FakeClock())
     await storage.set(keyed(1), snap, 60)
     assert await storage.get(keyed(1)) is snap
 
@@ -134,11 +146,12 @@ async def test_bytes_follow_set_replace_delete_and_clear() -> None:
     a, b, a2 = snapshot(b"a" * 10), snapshot(b"b" * 20), snapshot(b"a" * 30)
     await storage.set(keyed(1), a, 60)
     await storage.set(keyed(2), b, 60)
-    assert storage.bytes == a.size + b.size
+    ca, cb, ca2 = await counted(a), await counted(b), await counted(a2)
+    assert storage.bytes == ca + cb
     await storage.set(keyed(1), a2, 60)
-    assert storage.bytes == a2.size + b.size
+    assert storage.bytes == ca2 + cb
     await storage.delete(keyed(2))
-    assert storage.bytes == a2.size
+    assert storage.bytes == ca2
     await storage.clear()
     assert storage.bytes == 0 and len(storage) == 0
 
