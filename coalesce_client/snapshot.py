@@ -64,7 +64,8 @@ class Snapshot:
 
     @property
     def size(self) -> int:
-        """Roughly what keeping this snapshot costs, in bytes (body plus headers)."""
+        """A rough size in bytes (body, headers, URL). Not what keeping it costs in memory:
+        MemoryStorage counts that (``storage.memory.entry_cost``)."""
         return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + len(self.url) + 64
 
 
