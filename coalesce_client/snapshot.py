@@ -37,6 +37,7 @@ __all__ = [
     "SnapshotError",
     "decode",
     "encode",
+    "encode_parts",
     "put_field",
 ]
 
@@ -121,12 +122,23 @@ def encode(snap: Snapshot) -> bytes:
     >>> decode(encode(s)) == s
     True
     """
+    return b"".join(encode_parts(snap))
+
+
+def encode_parts(snap: Snapshot) -> tuple[bytes, bytes, bytes]:
+    """What :func:`encode` returns, in three parts: everything before the body, the body itself
+    (not copied), the checksum. A writer that can write them one after the other (a file) keeps
+    a large body from being copied at all.
+
+    >>> s = Snapshot(200, "OK", (), "http://x/", "GET", b"hi")
+    >>> b"".join(encode_parts(s)) == encode(s)
+    True
+    """
     out = [_VERSION]
     _put_fields(out, snap, snap.history)
-    head = b"".join(out)  # small: the body is checksummed and copied once, below
+    head = b"".join(out)
     body = snap.body
-    check = zlib.crc32(body, zlib.crc32(head))
-    return b"".join((head, body, check.to_bytes(_CHECK, "big")))
+    return head, body, zlib.crc32(body, zlib.crc32(head)).to_bytes(_CHECK, "big")
 
 
 class _Reader:
