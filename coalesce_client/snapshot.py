@@ -141,35 +141,39 @@ def encode_parts(snap: Snapshot) -> tuple[bytes, bytes, bytes]:
     return head, body, zlib.crc32(body, zlib.crc32(head)).to_bytes(_CHECK, "big")
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes | memoryview) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
-
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise SnapshotError("truncated snapshot")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def str(self) -> str:
-        n = int.from_bytes(self.take(4), "big")
-        return bytes(self.take(n)).decode("utf-8", "surrogateescape")
+_LENGTH = struct.Struct(">I").unpack_from
+_BODY_LENGTH = struct.Struct(">Q").unpack_from
 
 
-def _decode_from(r: _Reader, hop: bool) -> Snapshot:
-    status, stored_at, expires_at, n_headers, n_history = _HEAD.unpack(r.take(_HEAD.size))
+def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
+    """The snapshot whose head starts at ``pos`` in ``data`` (checked, without its checksum), and
+    where it ends. Fields are read in place: nothing but the body and the strings is copied."""
+    status, stored_at, expires_at, n_headers, n_history = _HEAD.unpack_from(data, pos)
     if not is_status(status) or (hop and n_history):
         raise SnapshotError("malformed snapshot")
-    reason, method, url = r.str(), r.str(), r.str()
-    headers = tuple((r.str(), r.str()) for _ in range(n_headers))
-    history = tuple(_decode_from(r, True) for _ in range(n_history))
-    body = bytes(r.take(int.from_bytes(r.take(8), "big")))
-    return Snapshot(status, reason, headers, url, method, body, stored_at, expires_at, history)
+    pos += _HEAD.size
+    size = len(data)
+    texts = []
+    for _ in range(3 + 2 * n_headers):  # reason, method, url, then each header's name and value
+        (n,) = _LENGTH(data, pos)
+        pos += 4
+        if pos + n > size:
+            raise SnapshotError("truncated snapshot")
+        texts.append(str(data[pos : pos + n], "utf-8", "surrogateescape"))
+        pos += n
+    history = []
+    for _ in range(n_history):
+        hop_snap, pos = _decode_from(data, pos, True)
+        history.append(hop_snap)
+    (n,) = _BODY_LENGTH(data, pos)
+    pos += 8
+    if pos + n > size:
+        raise SnapshotError("truncated snapshot")
+    body = bytes(data[pos : pos + n])
+    reason, method, url = texts[:3]
+    headers = tuple(zip(texts[3::2], texts[4::2], strict=True))
+    snap = Snapshot(status, reason, headers, url, method, body, stored_at, expires_at, (*history,))
+    return snap, pos + n
 
 
 def decode(data: bytes | memoryview) -> Snapshot:
@@ -192,12 +196,10 @@ def decode(data: bytes | memoryview) -> Snapshot:
         raise SnapshotError("truncated snapshot")
     if zlib.crc32(view[:end]) != int.from_bytes(view[end:], "big"):
         raise SnapshotError("damaged snapshot: checksum mismatch")
-    r = _Reader(view[:end])
-    r.pos = 1
     try:
-        snap = _decode_from(r, False)
-    except (struct.error, UnicodeError, IndexError) as exc:
+        snap, pos = _decode_from(view[:end], 1, False)
+    except (struct.error, UnicodeError) as exc:
         raise SnapshotError(f"malformed snapshot: {exc}") from None
-    if r.pos != end:
+    if pos != end:
         raise SnapshotError("trailing bytes after snapshot")
     return snap
