@@ -1,7 +1,8 @@
 """DiskStorage: stored responses in a directory, through diskcache, so that they survive restarts.
 
-Rules of this module (the public storage; how rows are kept is ``_diskcache``'s job, which thread
-touches the disk is ``_disk_io``'s):
+Rules of this module (the public storage; how a directory is opened and checked is
+``_disk_open``'s job, how rows are kept and evicted ``_diskcache``'s, which value files are ours
+``_disk_files``', which thread touches the disk ``_disk_io``'s):
 
 * Every read is decided by the absolute expiry stored with the entry, on this storage's clock. An
   entry found expired is deleted, unless another process stored a new one under its key meanwhile,
