@@ -26,7 +26,8 @@ diskcache):
 * ``max_bytes`` is kept by ``evict`` after each write, not by diskcache's cull (issue 11: with
   entries above a tenth of the bound, its cull of ten rows at a time removed every entry, the one
   just written included). Past the bound, rows past diskcache's own expiry go first, then the least
-  recently stored ones, never the row just written, until the volume is back under the bound.
+  recently stored ones, never the row just written, until the volume is back under the bound
+  (a 64th under it, so that a full cache does not pay for an eviction on every write).
   Reads stay pure reads: no write transaction on a hit.
 * The operations below take the cache they work on as their first argument and block: the storage
   runs them in its worker thread (``_disk_io``). They work on a ``diskcache.Cache`` or on a
@@ -234,11 +235,18 @@ def write(cache: Any, key: str, value: Snapshot, ttl: float, expiry: float, max_
 def evict(cache: Any, keep: str, max_bytes: int) -> int:
     """Remove rows until diskcache's volume is under ``max_bytes``; never ``keep`` (module rules).
 
-    Each round is one short transaction: it picks, oldest first, the rows whose estimated cost
-    (file, value and key bytes, plus ``_ROW_COST``) covers the excess, deletes them, and commits;
-    the database shrinks at commit (``auto_vacuum``), so the next round measures again. Every
-    round deletes at least one row, so this ends. Returns the rows removed.
+    Past the bound, rows go until the volume is a 64th below it, so that a full cache of small
+    entries pays for an eviction transaction every few writes, not on each one. Each round is one
+    short transaction: it walks the rows past diskcache's expiry, then the rest oldest first (both
+    on an index), until their estimated cost (file, value and key bytes, plus ``_ROW_COST``)
+    covers the excess, deletes them, and commits; the database shrinks at commit
+    (``auto_vacuum``), so the next round measures again. Every round deletes at least one row,
+    so this ends. Returns the rows removed.
     """
+    volume = cache.volume()
+    if volume <= max_bytes:
+        return 0
+    target = max_bytes - max_bytes // 64
     removed = 0
     cost = f"size + COALESCE(length(value), 0) + length(key) + {_ROW_COST}"
     dead = (
@@ -250,23 +258,27 @@ def evict(cache: Any, keep: str, max_bytes: int) -> int:
         f"SELECT rowid, filename, {cost} FROM Cache WHERE NOT (key = ? AND raw = 1)"
         " ORDER BY store_time, rowid LIMIT ?"
     )
-    while (excess := cache.volume() - max_bytes) > 0:
+    while (excess := volume - target) > 0:
         with cache._transact() as (sql, cleanup):
-            rows = sql(dead, (time.time(), keep, _EVICT_BATCH)).fetchall()
-            rows += sql(oldest, (keep, _EVICT_BATCH)).fetchall()
             chosen: dict[int, Any] = {}
-            for rowid, filename, size in rows:
-                if excess <= 0:
-                    break
-                if rowid not in chosen:
-                    chosen[rowid] = filename
-                    excess -= size or 0
+            for query, args in ((dead, (time.time(), keep)), (oldest, (keep,))):
+                rows = sql(query, (*args, _EVICT_BATCH))  # read lazily: usually one row or two
+                try:
+                    for rowid, filename, size in rows:
+                        if excess <= 0:
+                            break
+                        if rowid not in chosen:
+                            chosen[rowid] = filename
+                            excess -= size or 0
+                finally:
+                    rows.close()
             if not chosen:
                 return removed  # nothing left but the row just written
             sql(f"DELETE FROM Cache WHERE rowid IN ({','.join(map(str, chosen))})")
             for filename in chosen.values():
                 cleanup(filename)  # removed after commit, if it is one of ours (BytesDisk.remove)
         removed += len(chosen)
+        volume = cache.volume()
     return removed
 
 
