@@ -186,7 +186,7 @@ def entry(key: str, value: bytes, expiry: Any) -> tuple[Snapshot, float]:
     view = memoryview(value)
     start = 4 + len(name)
     if view[:4] != len(name).to_bytes(4, "big") or view[4:start] != name:
-        raise Unreadable("its record was stored under another key")
+        raise Unreadable("its record was sealed for another key, or by an older version")
     try:
         (sealed,) = _EXPIRY.unpack(view[start : start + _EXPIRY.size])
     except struct.error:
