@@ -1,10 +1,12 @@
-"""snapshot.py: the frozen stored response and its versioned binary codec (never pickle)."""
+"""snapshot.py: the frozen stored response and its versioned, checksummed codec (never pickle)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import pickle
+import struct
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -148,14 +150,18 @@ def test_decode_of_another_version_raises(version: int) -> None:
         decode(bytes(data))
 
 
-def test_decode_of_a_redirect_with_another_version_raises() -> None:
+def reseal(data: bytes | bytearray) -> bytes:
+    """``data`` with its checksum made right again: a forgery that reaches the structural checks."""
+    return bytes(data[:-4]) + zlib.crc32(data[:-4]).to_bytes(4, "big")
+
+
+def test_decode_of_a_redirect_with_redirects_of_its_own_raises() -> None:
     data = bytearray(encode(SMALL))
-    # A redirect without history is written exactly as encode() writes it alone.
-    hop = data.index(encode(SMALL.history[0]))
-    assert hop > 0 and data[hop] == FORMAT_VERSION
-    data[hop] = FORMAT_VERSION + 1
-    with pytest.raises(SnapshotError):
-        decode(bytes(data))
+    # The redirect's head: its status and times, found where they are (after the outer fields).
+    hop = data.index((302).to_bytes(2, "big") + struct.pack(">dd", 10.0, 20.0))
+    data[hop + 22 : hop + 24] = (1).to_bytes(2, "big")  # its redirect count (after 22 bytes)
+    with pytest.raises(SnapshotError, match="malformed"):
+        decode(reseal(data))
 
 
 def test_decode_of_every_truncation_raises() -> None:
@@ -167,27 +173,74 @@ def test_decode_of_every_truncation_raises() -> None:
 
 @pytest.mark.parametrize("tail", [b"\x00", b"x", encode(SMALL)])
 def test_decode_with_trailing_bytes_raises(tail: bytes) -> None:
-    with pytest.raises(SnapshotError, match="trailing"):
+    with pytest.raises(SnapshotError, match="checksum"):
         decode(encode(SMALL) + tail)
+    # Bytes slipped in before a checksum that covers them: the structure still refuses them.
+    good = encode(SMALL)
+    with pytest.raises(SnapshotError, match="trailing"):
+        decode(reseal(good[:-4] + tail + good[-4:]))
 
 
 def test_decode_of_an_out_of_range_status_raises() -> None:
     data = bytearray(encode(SMALL))
     data[1:3] = (42).to_bytes(2, "big")
-    with pytest.raises(SnapshotError):
+    with pytest.raises(SnapshotError, match="checksum"):
         decode(bytes(data))
+    with pytest.raises(SnapshotError, match="malformed"):
+        decode(reseal(data))
 
 
 def test_decode_of_a_body_length_past_the_end_raises() -> None:
     data = encode(Snapshot(200, "OK", (), "u", "GET", b"abc"))
-    forged = data[:-11] + (2**63).to_bytes(8, "big") + b"abc"
-    with pytest.raises(SnapshotError):
+    forged = data[:-15] + (2**63).to_bytes(8, "big") + data[-7:]
+    with pytest.raises(SnapshotError, match="checksum"):
         decode(forged)
+    with pytest.raises(SnapshotError, match="truncated"):
+        decode(reseal(forged))
 
 
 def test_decode_of_a_pickle_raises() -> None:
     with pytest.raises(SnapshotError):
         decode(pickle.dumps(SMALL))
+
+
+# -- damage is never a wrong snapshot (issue 11) --------------------------------------------------
+
+
+def test_the_last_four_bytes_are_a_crc32_of_all_the_others() -> None:
+    data = encode(RICH)
+    assert int.from_bytes(data[-4:], "big") == zlib.crc32(data[:-4])
+
+
+def test_every_flipped_bit_of_a_record_raises() -> None:
+    data = encode(RICH)
+    for i in range(len(data)):
+        for bit in range(8):
+            damaged = bytearray(data)
+            damaged[i] ^= 1 << bit
+            with pytest.raises(SnapshotError):
+                decode(bytes(damaged))
+
+
+def test_damage_deep_in_a_large_body_raises() -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+    data = bytearray(encode(Snapshot(200, "OK", (), "http://x/big", "GET", body)))
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(8) if data[middle : middle + 8] != bytes(8) else b"\xff" * 8
+    with pytest.raises(SnapshotError, match="checksum"):
+        decode(bytes(data))
+
+
+# SMALL without its redirect, as version 1 wrote it (no checksum): read as unknown, never decoded.
+VERSION_1 = bytes.fromhex(
+    "0100c83ff80000000000004004000000000000000000010000000000024f4b0000000347455400000009687474"
+    "703a2f2f782f00000001410000000131000000000000000378797a"
+)
+
+
+def test_a_version_1_record_is_refused() -> None:
+    with pytest.raises(SnapshotError, match="unknown snapshot format version 1"):
+        decode(VERSION_1)
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,10 +7,12 @@ real origin on 127.0.0.1; locks are taken by real processes on the real database
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pickle
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -31,6 +33,7 @@ from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
 from coalesce_client.storage import DiskStorage, StorageClosedError
+from coalesce_client.storage._disk_files import ORPHAN_GRACE
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")
@@ -278,6 +281,197 @@ async def test_an_entry_in_pickle_mode_is_never_unpickled(
     assert value_files(disk.directory) == []  # the large pickle's file went with its row
 
 
+# -- damage is a miss, never a wrong body (issue 11) ----------------------------------------------
+
+
+def raw_rows(directory: Path) -> sqlite3.Connection:
+    """The storage's database opened as any other program would (it may be open meanwhile)."""
+    return sqlite3.connect(directory / "cache.db", isolation_level=None)
+
+
+def file_of(directory: Path, key: str) -> Path | None:
+    with contextlib.closing(raw_rows(directory)) as con:
+        ((name,),) = con.execute("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchall()
+    return None if name is None else directory / name
+
+
+def flip_a_byte_of_the_body(directory: Path, key: str, body: bytes) -> None:
+    """One byte of ``body`` changed where the row keeps it: in SQLite or in its value file."""
+    path = file_of(directory, key)
+    if path is not None:
+        data = bytearray(path.read_bytes())
+    else:
+        with contextlib.closing(raw_rows(directory)) as con:
+            ((value,),) = con.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchall()
+        data = bytearray(value)
+    at = data.index(body) + len(body) // 2
+    data[at] ^= 0x20
+    if path is not None:
+        path.write_bytes(bytes(data))
+    else:
+        with contextlib.closing(raw_rows(directory)) as con:
+            con.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(data), key))
+
+
+SIZES = {"in the database": 2_000, "in a file": 100_000}
+
+
+@pytest.mark.parametrize("where", sorted(SIZES))
+async def test_a_damaged_body_is_a_miss_deleted_and_logged_once(
+    disk: DiskStorage, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    bodies = {key: bytes([n]) * SIZES[where] for n, key in enumerate((KEY_A, KEY_B, KEY_C))}
+    for key, body in bodies.items():
+        await disk.set(key, snapshot(body), 60)
+    for key in (KEY_A, KEY_B):
+        flip_a_byte_of_the_body(disk.directory, key, bodies[key])
+    with caplog.at_level(logging.DEBUG, logger="coalesce_client"):
+        assert await disk.get(KEY_A) is None
+        assert await disk.get(KEY_B) is None
+    assert [r.levelname for r in caplog.records] == ["WARNING", "DEBUG"]
+    assert "checksum" in caplog.records[0].getMessage()
+    with contextlib.closing(raw_rows(disk.directory)) as con:
+        assert [k for (k,) in con.execute("SELECT key FROM Cache")] == [KEY_C]  # both deleted
+    assert len(value_files(disk.directory)) == (where == "in a file")  # their files too
+    got = await disk.get(KEY_C)
+    assert got is not None and got.body == bodies[KEY_C]
+
+
+@pytest.mark.parametrize("where", sorted(SIZES))
+async def test_a_row_reached_under_another_key_is_a_miss(disk: DiskStorage, where: str) -> None:
+    # What a damaged index does: the lookup of one key lands on another key's intact row.
+    await disk.set(KEY_A, snapshot(b"a" * SIZES[where]), 60)
+    await disk.set(KEY_B, snapshot(b"b" * SIZES[where]), 60)
+    with contextlib.closing(raw_rows(disk.directory)) as con:
+        con.execute("DELETE FROM Cache WHERE key = ?", (KEY_A,))
+        con.execute("UPDATE Cache SET key = ? WHERE key = ?", (KEY_A, KEY_B))
+    assert await disk.get(KEY_A) is None  # B's body is never served for A
+    assert await disk.get(KEY_B) is None
+
+
+@pytest.mark.parametrize("tag", ["later", "text"])
+async def test_a_row_whose_expiry_changed_is_a_miss(tmp_path: Path, tag: str) -> None:
+    clock = FakeClock()
+    storage = DiskStorage(tmp_path / "cache", clock=clock)
+    try:
+        await storage.set(KEY_A, snapshot(), 60)
+        damaged = {"later": clock.now + 10**6, "text": "soon"}[tag]
+        with contextlib.closing(raw_rows(storage.directory)) as con:
+            con.execute("UPDATE Cache SET tag = ? WHERE key = ?", (damaged, KEY_A))
+        clock.advance(61)  # past the stored expiry: a damaged tag must not make it fresh again
+        assert await storage.get(KEY_A) is None
+    finally:
+        await storage.close()
+
+
+async def test_a_row_naming_a_file_outside_the_cache_neither_reads_nor_removes_it(
+    disk: DiskStorage, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone else's file")
+    await disk.set(KEY_A, snapshot(b"x" * 100_000), 60)
+    with contextlib.closing(raw_rows(disk.directory)) as con:
+        outside = str(Path("..") / victim.name)  # the storage's directory is tmp_path / cache
+        con.execute("UPDATE Cache SET filename = ? WHERE key = ?", (outside, KEY_A))
+    assert await disk.get(KEY_A) is None  # the damaged row is deleted ...
+    assert victim.read_bytes() == b"someone else's file"  # ... and the file it names is not
+    # The value file the row named before is an orphan now, too young for prune to remove.
+    assert await disk.prune() == 0
+    assert victim.exists() and len(value_files(disk.directory)) == 1
+
+
+async def test_a_file_name_that_is_not_utf_8_is_a_miss(disk: DiskStorage) -> None:
+    await disk.set(KEY_A, snapshot(b"x" * 100_000), 60)
+    with contextlib.closing(raw_rows(disk.directory)) as con:
+        con.execute("UPDATE Cache SET filename = CAST(X'FFFE2F' AS TEXT) WHERE key = ?", (KEY_A,))
+    assert await disk.get(KEY_A) is None
+
+
+def overwrite_pages(database: Path, first: int, count: int) -> None:
+    """Pages ``first`` to ``first + count`` of ``database`` overwritten with a fixed pattern."""
+    data = bytearray(database.read_bytes())
+    data[first * 4096 : (first + count) * 4096] = b"\xa5" * (count * 4096)
+    database.write_bytes(bytes(data))
+
+
+async def test_reads_of_damaged_pages_are_misses_and_maintenance_raises_os_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "cache"
+    storage = DiskStorage(directory)
+    bodies = {f"{i:064x}": bytes([i]) * 3000 for i in range(200)}
+    for key, body in bodies.items():
+        await storage.set(key, snapshot(body), 600)
+    await storage.close()
+    overwrite_pages(directory / "cache.db", 8, 4)  # rows of the Cache table
+    storage = DiskStorage(directory)
+    try:
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            got = {key: await storage.get(key) for key in bodies}
+        served = {key: snap.body for key, snap in got.items() if snap is not None}
+        assert all(body == bodies[key] for key, body in served.items())
+        assert 0 < len(served) < len(bodies)  # some were damaged, the others are still served
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        for maintenance in (storage.prune(), storage.clear()):
+            with pytest.raises(OSError, match="database disk image is malformed") as info:
+                await maintenance
+            assert str(directory) in str(info.value)
+    finally:
+        await storage.close()
+
+
+def damage_settings(statement: str) -> Callable[[Path], None]:
+    def damage(database: Path) -> None:
+        with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as con:
+            con.execute(statement)
+
+    return damage
+
+
+def random_bytes(database: Path) -> None:
+    database.write_bytes(random.Random(11).randbytes(database.stat().st_size))
+
+
+def truncated(database: Path) -> None:
+    with database.open("r+b") as f:
+        f.truncate(database.stat().st_size // 2)
+
+
+DAMAGED_DATABASES: dict[str, Callable[[Path], None]] = {
+    "random bytes": random_bytes,
+    "truncated": truncated,
+    "a setting named like a method": damage_settings("INSERT INTO Settings VALUES ('volume', 1)"),
+    "a setting run as a PRAGMA": damage_settings(
+        "INSERT INTO Settings VALUES ('sqlite_writable_schema', 1)"
+    ),
+    "a setting passed to the Disk": damage_settings("INSERT INTO Settings VALUES ('disk_x', 1)"),
+    "a size that is text": damage_settings("UPDATE Settings SET value = 'x' WHERE key = 'size'"),
+    "a negative size": damage_settings("UPDATE Settings SET value = -5 WHERE key = 'size'"),
+    "a count that is not UTF-8": damage_settings(
+        "UPDATE Settings SET value = CAST(X'FFFE' AS TEXT) WHERE key = 'count'"
+    ),
+    "no Settings table": damage_settings("DROP TABLE Settings"),
+    "a Cache table without its columns": damage_settings(
+        "ALTER TABLE Cache DROP COLUMN access_count"
+    ),
+}
+
+
+@pytest.mark.parametrize("options", [{}, {"read_only": True}], ids=["writer", "read-only"])
+@pytest.mark.parametrize("kind", sorted(DAMAGED_DATABASES))
+async def test_a_damaged_database_is_refused_at_construction_naming_the_path(
+    tmp_path: Path, kind: str, options: dict[str, bool]
+) -> None:
+    directory = tmp_path / "cache"
+    storage = DiskStorage(directory)
+    await storage.set(KEY_A, snapshot(b"x" * 3000), 60)
+    await storage.close()
+    DAMAGED_DATABASES[kind](directory / "cache.db")
+    with pytest.raises(ValueError, match=r"damaged|cannot hold a cache") as info:
+        DiskStorage(directory, **options)
+    assert str(directory) in str(info.value)
+
+
 # -- the event loop never waits long on disk ------------------------------------------------------
 
 
@@ -490,6 +684,80 @@ async def test_max_bytes_evicts_the_oldest_and_keeps_the_directory_near_the_boun
             await storage.close()
 
 
+async def test_large_entries_evict_the_oldest_and_never_the_one_just_written(
+    tmp_path: Path,
+) -> None:
+    # Each entry is about a tenth of the bound: diskcache's cull of ten rows used to remove all.
+    storage = DiskStorage(tmp_path / "cache", max_bytes=1024 * 1024)
+    keys = [f"{i:064x}" for i in range(30)]
+    try:
+        for i, key in enumerate(keys):
+            await storage.set(key, snapshot(bytes([i]) * 100 * 1024), 600)
+            got = await storage.get(key)
+            assert got is not None and got.body == bytes([i]) * 100 * 1024, i
+            assert directory_size(storage.directory) < 1.3 * 1024 * 1024
+        kept = [key for key in keys if await storage.get(key) is not None]
+    finally:
+        await storage.close()
+    assert len(kept) >= 6, len(kept)
+    assert kept == keys[-len(kept) :]  # the newest ones, oldest evicted first
+
+
+async def test_an_entry_nearly_as_large_as_max_bytes_is_kept_alone(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path / "cache", max_bytes=256 * 1024)
+    try:
+        for key in (KEY_A, KEY_B):
+            await storage.set(key, snapshot(b"x" * 40 * 1024), 600)
+        await storage.set(KEY_C, snapshot(b"y" * 240 * 1024), 600)  # with the database: too much
+        got = await storage.get(KEY_C)
+        assert got is not None and got.body == b"y" * 240 * 1024
+        assert await storage.get(KEY_A) is None and await storage.get(KEY_B) is None
+    finally:
+        await storage.close()
+
+
+async def test_eviction_goes_by_when_an_entry_was_last_stored(tmp_path: Path) -> None:
+    storage = DiskStorage(tmp_path / "cache", max_bytes=1024 * 1024)
+    keys = [f"{i:064x}" for i in range(12)]
+    try:
+        for key in keys[:8]:
+            await storage.set(key, snapshot(b"x" * 100 * 1024), 600)
+        await storage.set(keys[0], snapshot(b"y" * 100 * 1024), 600)  # stored again: newest
+        for key in keys[8:]:
+            await storage.set(key, snapshot(b"x" * 100 * 1024), 600)
+        assert await storage.get(keys[1]) is None  # the least recently stored went first
+        again = await storage.get(keys[0])
+        assert again is not None and again.body == b"y" * 100 * 1024
+        assert all([await storage.get(key) is not None for key in keys[8:]])
+    finally:
+        await storage.close()
+
+
+async def test_the_newest_responses_survive_a_tight_bound_through_the_session(
+    origin: Origin, tmp_path: Path
+) -> None:
+    async def large(request: web.Request) -> web.Response:
+        return web.Response(body=request.match_info["n"].encode() * 50 * 1024)
+
+    origin.route("/large/{n}", large)
+    await origin.start()
+    urls = [origin.url(f"/large/{n}") for n in range(10, 40)]  # 30 responses of 100 KiB
+    directory = tmp_path / "cache"
+    async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
+        for url in urls:
+            assert (await s.get(url)).cache_status == "miss"
+        assert s.stats.stored == 30
+    # Closed: every write has finished. The next process finds the newest responses, newest first.
+    async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
+        statuses = []
+        for url in reversed(urls):
+            async with s.get(url) as r:
+                assert await r.read() == url.rsplit("/", 1)[1].encode() * 50 * 1024
+                statuses.append(r.cache_status)
+    hits = statuses.count("hit")
+    assert hits >= 6 and statuses[:hits] == ["hit"] * hits, statuses
+
+
 async def test_an_entry_larger_than_max_bytes_is_not_kept(tmp_path: Path) -> None:
     storage = DiskStorage(tmp_path / "cache", max_bytes=64 * 1024)
     try:
@@ -570,6 +838,34 @@ async def test_entries_volume_and_prune_for_maintenance(tmp_path: Path) -> None:
         storage.entries()
     with pytest.raises(StorageClosedError):
         await storage.prune()
+
+
+def make_orphan(directory: Path, like: Path, name: str, age: float) -> Path:
+    """A value file no row names, as a writer killed before committing leaves it, ``age`` old."""
+    orphan = directory / name[:2] / name[2:4] / f"{name[4:]}.val"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(like, orphan)
+    when = time.time() - age
+    os.utime(orphan, (when, when))
+    return orphan
+
+
+async def test_orphaned_value_files_count_in_volume_and_prune_removes_the_old_ones(
+    disk: DiskStorage,
+) -> None:
+    await disk.set(KEY_A, snapshot(b"x" * 100_000), 60)
+    [own] = value_files(disk.directory)
+    before = await disk.volume()
+    old = make_orphan(disk.directory, own, "ab" * 16, ORPHAN_GRACE + 5)
+    young = make_orphan(disk.directory, own, "cd" * 16, 1)  # maybe a write in progress
+    other = disk.directory / "ab" / "notes.txt"  # not a value file: never ours to remove
+    other.write_text("mine")
+    assert await disk.volume() == before + 2 * own.stat().st_size
+    assert await disk.prune() == 1
+    assert not old.exists() and young.exists() and other.exists() and own.exists()
+    assert await disk.volume() == before + own.stat().st_size
+    got = await disk.get(KEY_A)
+    assert got is not None and got.body == b"x" * 100_000
 
 
 async def test_maintenance_reads_the_disk_in_the_worker_thread(

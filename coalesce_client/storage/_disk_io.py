@@ -19,13 +19,17 @@ Rules of this module:
   One worker: SQLite takes one writer at a time anyway, and FIFO order means a read that was
   queued before a delete finishes before it.
 * A write that waits longer than ``lock_timeout`` for another process's lock raises
-  ``TimeoutError`` naming the directory; the coalescer logs it and goes on without storing.
+  ``TimeoutError`` naming the directory; the coalescer logs it and goes on without storing. Any
+  other failure of the database in the worker (a damaged page met by a write or by maintenance)
+  raises ``OSError`` naming the directory: SQLite's own exception types never escape the storage.
+  A read never raises for a damaged row: ``_diskcache`` makes that ``Unreadable``, a miss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..snapshot import Snapshot
-from ._diskcache import BUSY, LockTimeout, entry
+from ._diskcache import entry, is_busy
 from .base import StorageClosedError
 
 __all__ = ["LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
@@ -99,14 +103,16 @@ class DiskIO:
             return USE_THREAD
         try:
             value, expiry = self._reader.get(key, read=True, tag=True)
-        except BUSY:
-            # Busy (another process is recovering the database) or worse: the thread retries
-            # with the long timeout, and reports what is really wrong.
-            self._loop_reads = False
-            self._loop_reads_after = time.monotonic() + LOOP_BACKOFF
+        except Exception as exc:
+            # Busy (another process is recovering the database): the thread waits with the long
+            # timeout, and the loop leaves reads to it for a while. Anything else (a damaged
+            # page): the thread reads again and reports what is really wrong.
+            if is_busy(exc):
+                self._loop_reads = False
+                self._loop_reads_after = time.monotonic() + LOOP_BACKOFF
             return USE_THREAD
         if type(value) is bytes:
-            return entry(value, expiry)
+            return entry(key, value, expiry)
         return None if value is None else USE_THREAD  # a value in a file: read in the thread
 
     async def run(self, op: Callable[..., T], *args: Any) -> T:
@@ -119,11 +125,18 @@ class DiskIO:
     def _in_worker(self, op: Callable[..., T], *args: Any) -> T:
         try:
             return op(self._worker_cache, *args)
-        except LockTimeout:
-            raise TimeoutError(
-                f"DiskStorage {str(self.directory)!r}: the database stayed locked by another "
-                f"process for more than {self.lock_timeout:g} s"
-            ) from None
+        except Exception as exc:
+            if is_busy(exc):
+                raise TimeoutError(
+                    f"DiskStorage {str(self.directory)!r}: the database stayed locked by another "
+                    f"process for more than {self.lock_timeout:g} s"
+                ) from None
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise OSError(
+                    f"DiskStorage {str(self.directory)!r}: the database failed "
+                    f"({type(exc).__name__}: {exc}); if it is damaged, remove the directory"
+                ) from None
+            raise
 
     async def close(self) -> None:
         """Wait for the operations in progress, then release the database, files and thread."""

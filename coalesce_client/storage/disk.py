@@ -1,13 +1,18 @@
 """DiskStorage: stored responses in a directory, through diskcache, so that they survive restarts.
 
-Rules of this module (the public storage; how rows are kept is ``_diskcache``'s job, which thread
-touches the disk is ``_disk_io``'s):
+Rules of this module (the public storage; how a directory is opened and checked is
+``_disk_open``'s job, how rows are kept and evicted ``_diskcache``'s, which value files are ours
+``_disk_files``', which thread touches the disk ``_disk_io``'s):
 
 * Every read is decided by the absolute expiry stored with the entry, on this storage's clock. An
   entry found expired is deleted, unless another process stored a new one under its key meanwhile,
   so it stays gone even if the clock steps back (contract).
-* An entry that cannot be read or does not decode is a miss: it is deleted and logged (the first
-  at WARNING, later ones at DEBUG), never served and never raised to the caller.
+* An entry that cannot be read, fails its checksum, was sealed for another key or expiry, or does
+  not decode is a miss: it is deleted and logged (the first at WARNING, later ones at DEBUG),
+  never served and never raised to the caller; so is a row the database fails on (a damaged
+  page). A damaged directory is refused at construction with a ``ValueError`` naming it
+  (``_disk_open``); operations other than reads that meet a damaged database raise ``OSError``
+  naming it (issue 11).
 * A write that fails (disk full, locked for longer than ``lock_timeout``) raises; the coalescer
   logs it and goes on without storing, and the next write tries again.
 * Maintenance (``entries``, ``volume``, ``prune``) is async like the rest and runs in the worker
@@ -26,6 +31,7 @@ from ..options import check_callable, check_count, check_flag, check_seconds
 from ..snapshot import Snapshot
 from . import _diskcache as rows
 from ._disk_io import USE_THREAD, DiskIO
+from ._disk_open import open_caches
 from .base import Clock, StorageBase, wall_clock
 
 __all__ = ["DiskStorage"]
@@ -50,10 +56,12 @@ class DiskStorage(StorageBase):
     b'body'
     ['k'] 0
 
-    ``max_bytes`` bounds the directory (diskcache ``size_limit``): past it, each write evicts the
-    oldest stored entries. ``lock_timeout`` is how long a write waits for another process's lock
-    before it fails; ``loop_timeout`` how long a read on the event loop waits before it moves to the
-    worker thread. Construction opens the database and may block briefly: do it at start-up.
+    ``max_bytes`` bounds the directory: past it, each write evicts the least recently stored
+    entries, never the one it wrote (an entry larger than ``max_bytes`` is not kept).
+    ``lock_timeout`` is how long a write waits for another process's lock before it fails;
+    ``loop_timeout`` how long a read on the event loop waits before it moves to the worker
+    thread. Construction opens the database and may block briefly: do it at start-up. A damaged
+    directory is refused then, with a ``ValueError`` naming it.
 
     ``create=False`` refuses a directory that does not hold a cache yet (``ValueError``) instead of
     making one. ``read_only=True`` opens an existing cache for reading only (``create`` does not
@@ -99,7 +107,7 @@ class DiskStorage(StorageBase):
         except TypeError:
             raise ValueError(f"directory must be a path, got {directory!r}") from None
         self.directory = path  # where the cache lives: cache.db and the files of large values
-        worker_cache, loop_reader = rows.open_caches(
+        worker_cache, loop_reader = open_caches(
             path,
             self.max_bytes,
             self.lock_timeout,
@@ -180,12 +188,15 @@ class DiskStorage(StorageBase):
                 yield item
 
     async def volume(self) -> int:
-        """Bytes used on disk as diskcache counts them (database pages plus value files)."""
+        """Bytes used on disk: database pages plus value files, orphaned ones included (files a
+        writer killed before committing left behind; ``prune`` removes them)."""
         self._check_open()
         return await self._io.run(rows.volume)
 
     async def prune(self) -> int:
-        """Remove the entries that have expired on this storage's clock or are unreadable."""
+        """Remove the entries that have expired on this storage's clock or are unreadable, and
+        orphaned value files older than ten minutes (younger ones may belong to a write in
+        progress in another process); return how many entries and files went."""
         self._check_open()
         return await self._io.run(rows.prune, self._clock())
 

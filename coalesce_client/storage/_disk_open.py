@@ -1,0 +1,261 @@
+"""Opening a DiskStorage directory: checked once, at construction, with errors that name the path.
+
+Rules of this module (with ``_diskcache``, the only ones that import diskcache):
+
+* Whatever is wrong with a directory is a ``ValueError`` naming it (and its database), raised at
+  construction: a missing or unwritable directory, a file where it should be, a database SQLite
+  cannot read, and a damaged one that diskcache would misread (issue 11: random bytes, a
+  truncated file, a broken ``Settings`` table gave ``UnicodeDecodeError``, ``TypeError`` or
+  ``AttributeError``, or opened and failed later). A database that opens but holds damaged pages
+  is not refused here (finding them would mean reading all of it): a read that meets one is a
+  miss, and the rest of the cache still works.
+* Nothing in a database configures this storage: every diskcache setting is given explicitly,
+  and a ``Settings`` table holding anything else (an unknown name, a value of the wrong type, a
+  negative size) is damage. diskcache would otherwise run a ``sqlite_*`` row as a PRAGMA and turn
+  any other row into an attribute of the cache.
+* ``read_only=True`` opens a ``ReadOnlyCache``: diskcache's own ``Cache`` writes its settings
+  whenever it opens a database, so a cache that must not change (a read-only directory) is read
+  without it, through a read-only SQLite connection; every write raises ``PermissionError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import diskcache  # type: ignore[import-untyped]
+from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[import-untyped]
+
+from ._diskcache import BytesDisk
+
+__all__ = ["ReadOnlyCache", "open_caches"]
+
+
+def open_caches(
+    path: Path,
+    max_bytes: int,
+    lock_timeout: float,
+    loop_timeout: float,
+    *,
+    create: bool,
+    read_only: bool,
+) -> tuple[Any, Any]:
+    """The worker's cache and the loop's cache on one directory; ValueError naming the path.
+
+    ``read_only``: a ``ReadOnlyCache`` for the worker and no cache for the loop; nothing in the
+    directory is created or changed. ``create=False``: the directory must hold a cache already.
+    """
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"DiskStorage directory {str(path)!r} exists and is not a directory")
+    if read_only or not create:
+        if not path.is_dir():
+            raise ValueError(f"DiskStorage directory {str(path)!r} does not exist")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ValueError(f"DiskStorage directory {str(path)!r} is not readable")
+        reader = ReadOnlyCache(path, lock_timeout)  # also checks that it holds a cache
+        if read_only:
+            return reader, None
+        reader.close()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise ValueError(
+            f"DiskStorage directory {str(path)!r} cannot be created: {reason}"
+        ) from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ValueError(f"DiskStorage directory {str(path)!r} is not readable and writable")
+    if (path / DBNAME).exists():
+        _check_existing(path, lock_timeout)
+    settings = _settings(max_bytes)
+    writer = loop_reader = None
+    try:
+        writer = diskcache.Cache(str(path), timeout=lock_timeout, disk=BytesDisk, **settings)
+        writer.close()  # this thread's connection; the worker thread opens its own
+        loop_reader = diskcache.Cache(str(path), timeout=loop_timeout, disk=BytesDisk, **settings)
+    except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
+        if writer is not None:
+            writer.close()
+        raise _cannot_hold_a_cache(path, exc) from None
+    return writer, loop_reader
+
+
+def _settings(max_bytes: int) -> dict[str, Any]:
+    """Every diskcache setting, so that none is taken from the database (module rules)."""
+    return {
+        **DEFAULT_SETTINGS,
+        # Recorded only: diskcache's own cull is off, _diskcache.evict keeps the bound.
+        "size_limit": max_bytes,
+        "cull_limit": 0,
+        # Reads must stay pure reads (no write transaction per hit, which other policies need);
+        # this policy's index on store_time is the order evict() walks.
+        "eviction_policy": "least-recently-stored",
+        "statistics": 0,
+        "tag_index": 0,
+        "sqlite_journal_mode": "wal",  # readers are never blocked by a writer
+        # The WAL file is outside diskcache's size accounting: checkpoint it at an eighth of the
+        # bound (SQLite's default of 1,000 pages at most) and truncate it back to that size.
+        "sqlite_wal_autocheckpoint": max(16, min(1000, max_bytes // 8 // 4096)),
+        "sqlite_journal_size_limit": max(64 * 1024, min(4 * 1024 * 1024, max_bytes // 8)),
+    }
+
+
+# What each setting diskcache may have written holds; anything else in the table is damage.
+_SETTING_TYPES: dict[str, type] = {
+    key: type(value) for key, value in {**_settings(1), **METADATA}.items()
+}
+_COLUMNS = frozenset(
+    {"rowid", "key", "raw", "store_time", "expire_time", "access_time", "access_count", "tag"}
+    | {"size", "mode", "filename", "value"}
+)
+
+
+def _check_existing(path: Path, timeout: float) -> None:
+    """Refuse a database that SQLite or diskcache would misread (ValueError naming the path)."""
+    try:
+        con = sqlite3.connect(path / DBNAME, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _cannot_hold_a_cache(path, exc) from None
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        if tables:  # an empty database becomes a cache
+            _check_tables(con, path, tables)
+    except sqlite3.Error as exc:
+        raise _cannot_hold_a_cache(path, exc) from None
+    finally:
+        con.close()
+
+
+def _check_tables(con: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    """The tables of a diskcache database, with nothing in its settings that could configure
+    anything: diskcache applies every row of ``Settings`` when it opens a connection (a
+    ``sqlite_*`` row is run as a PRAGMA, any other becomes an attribute of the cache, ``volume``
+    included), and adds ``size`` to every volume it measures (issue 11)."""
+    if "Cache" in tables and "Settings" not in tables:
+        raise _damaged(path, "it has a Cache table but no Settings table")
+    if "Settings" in tables:
+        for key, value in con.execute("SELECT key, value FROM Settings"):
+            expected = _SETTING_TYPES.get(key) if type(key) is str else None
+            if expected is None:
+                raise _damaged(path, f"an unknown setting {key!r}")
+            negative = isinstance(value, int) and value < 0
+            if type(value) is not expected or (key in METADATA and negative):
+                raise _damaged(path, f"the setting {key!r} holds {value!r}")
+    if "Cache" in tables:
+        columns = {row[1] for row in con.execute("PRAGMA table_info(Cache)")}
+        missing = _COLUMNS - columns
+        if missing:
+            raise _damaged(path, f"its Cache table lacks {', '.join(sorted(missing))}")
+
+
+def _damaged(path: Path, what: str) -> ValueError:
+    return ValueError(
+        f"DiskStorage directory {str(path)!r} holds a damaged cache: {what} "
+        f"(its database is {str(path / DBNAME)!r}; remove the directory to start afresh)"
+    )
+
+
+def _cannot_hold_a_cache(path: Path, exc: BaseException) -> ValueError:
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ValueError(
+        f"DiskStorage directory {str(path)!r} cannot hold a cache: {cause} "
+        f"(its database is {str(path / DBNAME)!r})"
+    )
+
+
+class ReadOnlyCache:
+    """The reads of ``diskcache.Cache`` that DiskStorage uses, on a read-only SQLite connection.
+
+    The queries are diskcache's own (the fast path of ``Cache.get``, ``iterkeys``), and ``_sql``
+    runs those of ``_diskcache`` (``volume``); every write raises ``PermissionError``. Built in
+    one thread and then used by the worker thread alone, one call at a time.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.directory = str(path)  # as diskcache.Cache.directory
+        self._disk = BytesDisk(str(path))
+        database = path / DBNAME
+        if not database.is_file():
+            raise ValueError(
+                f"DiskStorage directory {str(path)!r} holds no cache (it has no {DBNAME})"
+            )
+        try:
+            self._con, tables = _connect_read_only(database, timeout)
+        except sqlite3.Error as exc:
+            raise _cannot_hold_a_cache(path, exc) from None
+        try:
+            if not {"Settings", "Cache"} <= tables:
+                raise ValueError(
+                    f"DiskStorage directory {str(path)!r} holds no cache "
+                    f"(its {DBNAME} is not a diskcache database)"
+                )
+            _check_tables(self._con, path, tables)
+        except sqlite3.Error as exc:
+            self._con.close()
+            raise _cannot_hold_a_cache(path, exc) from None
+        except BaseException:
+            self._con.close()
+            raise
+        self._sql = self._con.execute  # what _diskcache's own queries run on
+
+    def get(self, key: str, read: bool = False, tag: bool = False) -> Any:
+        db_key, raw = self._disk.put(key)
+        rows = self._con.execute(
+            "SELECT tag, mode, filename, value FROM Cache WHERE key = ? AND raw = ?"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (db_key, raw, time.time()),
+        ).fetchall()
+        if not rows:
+            return (None, None) if tag else None
+        ((db_tag, mode, filename, db_value),) = rows
+        try:
+            value = self._disk.fetch(mode, filename, db_value, read)
+        except OSError:  # the file went with its row, removed by a writer meanwhile
+            return (None, None) if tag else None
+        return (value, db_tag) if tag else value
+
+    def iterkeys(self) -> list[Any]:
+        rows = self._con.execute("SELECT key, raw FROM Cache ORDER BY key ASC, raw ASC")
+        return [self._disk.get(key, raw) for key, raw in rows]
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise PermissionError(f"DiskStorage {self.directory!r} was opened read-only")
+
+    set = delete = clear = expire = transact = _transact = _refuse
+
+
+def _connect_read_only(database: Path, timeout: float) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection, and the names of the database's tables.
+
+    A reader of a WAL database needs its ``-wal`` and ``-shm`` files, and creates them when they
+    are missing (SQLite leaves them behind). Where it may not (a directory we may not write) and
+    there is no ``-wal`` file (no writer has the database open: the log was checkpointed into it),
+    the database file holds every committed row: it is then read as immutable, without them.
+    """
+    uri = database.absolute().as_uri()
+    wal = database.with_name(database.name + "-wal")
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        con = sqlite3.connect(
+            f"{uri}?{query}",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,  # built here, then used by the worker thread alone
+        )
+        try:
+            return con, {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            con.close()
+            if query != "mode=ro" or wal.exists() or os.access(database.parent, os.W_OK):
+                raise
+        except BaseException:
+            con.close()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
