@@ -206,7 +206,7 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
     assert "http://old.example/" in listing[0]  # oldest first
     assert sum(any(u in line for line in listing) for u in urls) == 3
     pruned = run("cache", "prune", "--cache-dir", cache)
-    assert pruned.stdout.strip() == "removed 1 expired entries"
+    assert pruned.stdout.strip() == "removed 1 expired or unreadable entries and stray files"
     cleared = run("cache", "clear", "--cache-dir", cache)
     assert cleared.stdout.strip() == "removed 3 entries"
     assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout

@@ -42,7 +42,7 @@ async def _act(action: Action, directory: Path, storage: DiskStorage) -> None:
         elif action == "clear":
             await _clear(storage)
         elif action == "prune":
-            print(f"removed {await storage.prune()} expired entries")
+            print(f"removed {await storage.prune()} expired or unreadable entries and stray files")
         else:
             unreachable(action)
     finally:
