@@ -336,7 +336,7 @@ class CoalescingSession:
             )
 
         fetch = core.fetch(key, send, header=ident.header, ttl=cache_ttl, refresh=bool(refresh))
-        total = wait_bound(timeout)
+        total = None if timeout is UNSET else wait_bound(timeout)
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         except BaseException:

@@ -243,28 +243,21 @@ class Coalescer:
         header: Header = _no_headers,
         ttl: float | None = None,
         refresh: bool = False,
+        _names: tuple[str, ...] = (),
     ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
 
         ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
-        ``header`` gives the request's header values (for Vary).
+        ``header`` gives the request's header values (for Vary). ``_names`` is internal: the
+        headers a response for ``key`` was just seen to vary on (the second round of a caller
+        whose flight answered another variant), so that its flight is its own variant's.
         """
-        self.requests += 1
-        if key is None or (self._passes and self._passing(key)):
-            return await self._alone(send, "bypass")
-        return await self._fetch(key, send, header, ttl, refresh)
-
-    async def _fetch(
-        self,
-        key: str,
-        send: Send,
-        header: Header,
-        ttl: float | None,
-        refresh: bool,
-        names: tuple[str, ...] = (),
-    ) -> Answer:
-        """``names``: the headers a response for ``key`` was just seen to vary on (a second
-        round, after a flight answered another variant): the flight is then our variant's."""
+        if not _names:  # one call, counted once (a second round is the same call)
+            self.requests += 1
+            if key is None or (self._passes and self._passing(key)):
+                return await self._alone(send, "bypass")
+        assert key is not None
+        names = _names
         flight = self._flight
         # The flight's key: the request's, or its variant's once a pointer (or names) says so.
         fkey = variant_key(key, names, values_of(names, header)) if names else key
@@ -309,7 +302,9 @@ class Coalescer:
             # Another variant than ours: coalesce with the callers of our own variant (once).
             if names:
                 return await self._alone(send, "miss")
-            return await self._fetch(key, send, header, ttl, refresh, result.vary[0])
+            return await self.fetch(
+                key, send, header=header, ttl=ttl, refresh=refresh, _names=result.vary[0]
+            )
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
 
