@@ -35,6 +35,7 @@ SEED = os.environ.get("COALESCE_FAULTS_SEED")
 CALLS = 30_000 if FULL else 1_500
 KEYS = 12
 BATCH = 150  # calls in flight together
+LIMIT = 600 if FULL else 60  # seconds a storm may take before the case fails (bounded in time)
 
 
 def body_of(key: int) -> bytes:
@@ -62,9 +63,9 @@ class Faults:
         if roll < 0.05:
             return web.Response(status=500, text="origin trouble")
         if roll < 0.08:
-            assert request.transport is not None
-            self.resets += 1
-            request.transport.abort()  # a reset before any answer
+            if request.transport is not None:  # None: the client went away already
+                self.resets += 1
+                request.transport.abort()  # a reset before any answer
             return web.Response(status=499)
         body = body_of(key)
         if roll < 0.11:
@@ -72,8 +73,8 @@ class Faults:
             resp.content_length = len(body)
             await resp.prepare(request)
             await resp.write(body[: len(body) // 2])
-            assert request.transport is not None
-            request.transport.abort()  # a truncated body
+            if request.transport is not None:
+                request.transport.abort()  # a truncated body
             return resp
         return web.Response(body=body, headers={"Cache-Control": "max-age=0"} if roll < 0.2 else {})
 
@@ -140,7 +141,7 @@ async def test_client_storm_leaves_no_stuck_key_and_no_wrong_body(origin: Origin
                 return "ok" if body == body_of(key) else "WRONG BODY"
             return f"status {resp.status}"
 
-        results = await finished(storm(CALLS, rng, one), "the client storm")
+        results = await asyncio.wait_for(storm(CALLS, rng, one), LIMIT)
         await finished(s._core.drain(), "background writes")
         stats = s.stats
         in_flight = len(s._core.flight)
@@ -174,7 +175,7 @@ async def test_server_storm_leaves_no_stuck_key_and_no_wrong_body() -> None:
                     return "ok" if body == body_of(key) else "WRONG BODY"
                 return f"status {resp.status}"
 
-            results = await finished(storm(CALLS, rng, one), "the server storm")
+            results = await asyncio.wait_for(storm(CALLS, rng, one), LIMIT)
             # The server side of a cancelled request may still be winding down: let it end.
             await finished(_settled(mw), "the middleware's calls in progress")
         stats = mw.stats
