@@ -22,7 +22,32 @@ from aiohttp import ClientResponse, StreamReader
 __all__ = ["BodyStream", "Kept", "LiveStream", "read_within"]
 
 
-class BodyStream:
+class _Stream:
+    """What both streams share: iteration by lines, and aiohttp's two names for the end."""
+
+    __slots__ = ()
+
+    async def readline(self) -> bytes:
+        return await self.readuntil(b"\n")
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        while line := await self.readline():
+            yield line
+
+    def at_eof(self) -> bool:
+        raise NotImplementedError
+
+    def is_eof(self) -> bool:
+        return self.at_eof()
+
+
+class BodyStream(_Stream):
     """A read-only stream over a body already in memory, shaped like aiohttp's ``StreamReader``."""
 
     __slots__ = ("_body", "_pos")
@@ -49,9 +74,6 @@ class BodyStream:
     def read_nowait(self, n: int = -1) -> bytes:
         return self._take(n)
 
-    async def readline(self) -> bytes:
-        return await self.readuntil(b"\n")
-
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         idx = self._body.find(separator, self._pos)
         return self._take(-1 if idx < 0 else idx + len(separator) - self._pos)
@@ -76,18 +98,8 @@ class BodyStream:
         if chunk := self._take(-1):
             yield chunk, True
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
-            yield line
-
     def at_eof(self) -> bool:
         return self._pos >= len(self._body)
-
-    def is_eof(self) -> bool:
-        return self.at_eof()
 
     def exception(self) -> BaseException | None:
         return None
@@ -99,7 +111,7 @@ class BodyStream:
         return f"<BodyStream {self._pos}/{len(self._body)} bytes read>"
 
 
-class LiveStream:
+class LiveStream(_Stream):
     """aiohttp's live ``StreamReader`` with bytes already taken from it put back in front.
 
     What a caller streams when its response was too large to share: the first bytes were read
@@ -134,9 +146,6 @@ class LiveStream:
     def read_nowait(self, n: int = -1) -> bytes:
         return self._take(n) if self._pending() else self._live.read_nowait(n)
 
-    async def readline(self) -> bytes:
-        return await self.readuntil(b"\n")
-
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         if self._pending():
             idx = self._prefix.find(separator, self._pos)
@@ -165,18 +174,8 @@ class LiveStream:
         async for item in self._live.iter_chunks():
             yield item
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
-            yield line
-
     def at_eof(self) -> bool:
         return not self._pending() and self._live.at_eof()
-
-    def is_eof(self) -> bool:
-        return not self._pending() and self._live.is_eof()
 
     def exception(self) -> BaseException | None:
         return self._live.exception()

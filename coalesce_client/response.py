@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import replace
 from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
@@ -156,7 +155,7 @@ class CachedResponse:
         return self.snapshot.body
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        return self.snapshot.body.decode(encoding or self.get_encoding(), errors)
+        return (await self.read()).decode(encoding or self.get_encoding(), errors)
 
     async def json(
         self,
@@ -176,7 +175,7 @@ class CachedResponse:
                 ),
                 headers=self.headers,
             )
-        text = self.snapshot.body.decode(encoding or self.get_encoding()).strip()
+        text = (await self.read()).decode(encoding or self.get_encoding()).strip()
         return loads(text) if text else None
 
     def raise_for_status(self) -> None:
@@ -255,21 +254,6 @@ class LiveResponse(CachedResponse):
             finally:
                 self._live.release()
         return self._body
-
-    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        return (await self.read()).decode(encoding or self.get_encoding(), errors)
-
-    async def json(
-        self,
-        *,
-        encoding: str | None = None,
-        loads: Callable[[str], Any] = json.loads,
-        content_type: str | None = "application/json",
-    ) -> Any:
-        body = await self.read()
-        return await CachedResponse(
-            replace(self.snapshot, body=body), self.cache_status, request_url=self._req_url
-        ).json(encoding=encoding, loads=loads, content_type=content_type)
 
     def release(self) -> None:
         self._live.release()

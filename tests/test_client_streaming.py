@@ -113,3 +113,18 @@ async def test_a_caller_that_gives_up_leaves_no_open_response(origin: Origin) ->
         # Nothing left open or half read: the next call gets the whole body, streamed.
         resp = await finished(s.get(origin.url("/big")), "the next call")
         assert await read_all(resp) == HEAD + TAIL
+
+
+async def test_a_streamed_response_reads_as_text_and_json_like_any_other(origin: Origin) -> None:
+    async def data(request: web.Request) -> web.Response:
+        return web.json_response({"rows": [1, 2, 3]})
+
+    origin.route("/data", data)
+    await origin.start()
+    async with CoalescingSession(ttl=60) as s:
+        async with s.get(origin.url("/data"), cache=False) as resp:
+            assert resp.cache_status == "bypass"
+            assert await resp.json() == {"rows": [1, 2, 3]}
+            assert await resp.text() == '{"rows": [1, 2, 3]}'  # read once, kept
+        assert (await (await s.get(origin.url("/data"))).json()) == {"rows": [1, 2, 3]}
+        assert origin.calls["/data"] == 2

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -342,27 +340,6 @@ def test_a_flight_in_progress_on_another_running_loop_is_a_clear_error() -> None
     finally:
         done.set()
         thread.join(5)
-
-
-def test_the_core_imports_without_aiohttp_or_diskcache() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'aiohttp', 'diskcache', 'redis', 'yarl', 'multidict'}:\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import coalesce_client.flight, coalesce_client.keys, coalesce_client.snapshot\n"
-        "import coalesce_client.policy, coalesce_client.coalescer, coalesce_client.storage.base\n"
-        "import coalesce_client.storage.memory\n"
-        "from coalesce_client import SingleFlight, CachePolicy, MemoryStorage, Snapshot\n"
-        "assert not any(m.split('.')[0] in {'aiohttp', 'diskcache'} for m in sys.modules), "
-        "sorted(sys.modules)\n"
-        "print('core ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "core ok"
 
 
 # --- property test: no stuck keys, whatever the interleaving ------------------------------------
