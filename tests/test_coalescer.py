@@ -216,6 +216,7 @@ def test_the_whole_core_imports_without_aiohttp_diskcache_or_redis() -> None:
         "sys.meta_path.insert(0, Block())\n"
         "import coalesce_client.flight, coalesce_client.keys, coalesce_client.snapshot\n"
         "import coalesce_client.policy, coalesce_client.coalescer, coalesce_client.options\n"
+        "import coalesce_client.freshness\n"
         "import coalesce_client.storage.base, coalesce_client.storage.memory\n"
         "import coalesce_client.storage.tiered\n"
         "print('core ok')\n"
