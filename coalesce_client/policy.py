@@ -16,6 +16,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .cache_control import parse_response_cache_control
 from .keys import CREDENTIAL_HEADERS, KeyMaker
 from .options import (
     check_callable,
@@ -30,7 +31,7 @@ from .options import (
 if TYPE_CHECKING:
     from .snapshot import Headers
 
-__all__ = ["CacheControl", "CachePolicy", "parse_cache_control"]
+__all__ = ["CachePolicy"]
 
 # RFC 9110 §7.6.1: hop-by-hop headers, meaningful for one connection only; never stored or replayed.
 HOP_BY_HOP = frozenset(
@@ -46,55 +47,6 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CacheControl:
-    """The response directives of ``Cache-Control`` that matter here (RFC 9111 §5.2.2)."""
-
-    no_store: bool = False
-    no_cache: bool = False
-    private: bool = False
-    max_age: float | None = None
-    s_maxage: float | None = None
-
-
-_NO_DIRECTIVES = CacheControl()
-
-
-def parse_cache_control(value: str | None) -> CacheControl:
-    """Parse a ``Cache-Control`` value; unknown directives are ignored, bad numbers make it 0.
-
-    >>> parse_cache_control('public, max-age=60, s-maxage="30"')
-    CacheControl(no_store=False, no_cache=False, private=False, max_age=60.0, s_maxage=30.0)
-    """
-    if not value:
-        return _NO_DIRECTIVES
-    no_store = no_cache = private = False
-    max_age: float | None = None
-    s_maxage: float | None = None
-    for part in value.split(","):
-        name, _, arg = part.strip().partition("=")
-        name = name.strip().lower()
-        arg = arg.strip().strip('"')
-        if name == "no-store":
-            no_store = True
-        elif name == "no-cache":
-            no_cache = True  # with or without field names (§5.2.2.4): both mean "revalidate"
-        elif name == "private":
-            private = True
-        elif name == "max-age":
-            max_age = _seconds(arg, max_age)
-        elif name == "s-maxage":
-            s_maxage = _seconds(arg, s_maxage)
-    return CacheControl(no_store, no_cache, private, max_age, s_maxage)
-
-
-def _seconds(arg: str, previous: float | None) -> float:
-    # RFC 9111 §4.2.1: an invalid or repeated freshness directive makes the response stale.
-    if previous is not None or not (arg.isascii() and arg.isdigit()):  # §1.2.2: ASCII digits
-        return 0.0
-    return float(arg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +146,7 @@ class CachePolicy:
         if ttl <= 0:
             return 0.0
         if self.respect_cache_control:
-            cc = parse_cache_control(_joined(headers, "cache-control"))
+            cc = parse_response_cache_control(_joined(headers, "cache-control"))
             if cc.no_store or cc.no_cache or (shared_cache and cc.private):
                 return 0.0  # no-cache: stored only once revalidation exists (DESIGN.md "Later")
             limit = cc.s_maxage if shared_cache and cc.s_maxage is not None else cc.max_age
@@ -210,7 +162,7 @@ class CachePolicy:
         headers = tuple(headers)
         if any(name.lower() == "set-cookie" for name, _ in headers):
             return True
-        cc = parse_cache_control(_joined(headers, "cache-control"))
+        cc = parse_response_cache_control(_joined(headers, "cache-control"))
         return cc.private or cc.no_store
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
