@@ -49,6 +49,9 @@ class CoalescingSession:
             it, one is built from ``client_session_kwargs`` and closed with this object.
         wait_timeout: seconds a caller waits for another caller's request in flight; past it, it
             sends its own (not stored). None: wait as long as the request takes.
+        shared: a shared cache in the RFC 9111 sense, for gateways that serve many users from one
+            session: a ``private`` (or ``Set-Cookie``, ``no-store``) response is neither stored
+            nor shared with another caller, and ``s-maxage`` wins over ``max-age``.
         storage_owner: close ``storage`` when this session closes (False to share one storage).
         namespace: a prefix of every key, to keep several sessions apart in one storage.
         base_url: the base of relative URLs, as ``ClientSession(base_url=...)``. With
@@ -93,6 +96,7 @@ class CoalescingSession:
         session: aiohttp.ClientSession | None = None,
         wait_timeout: float | None = None,
         *,
+        shared: bool = False,
         storage_owner: bool = True,
         namespace: str = "",
         base_url: str | URL | None = None,
@@ -110,7 +114,12 @@ class CoalescingSession:
                 )
         self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
-            storage=storage, policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout
+            storage=storage,
+            policy=policy,
+            ttl=ttl,
+            clock=clock,
+            wait_timeout=wait_timeout,
+            shared_cache=check_flag(shared, "shared"),
         )
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(
@@ -335,7 +344,14 @@ class CoalescingSession:
                 snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
             )
 
-        fetch = core.fetch(key, send, header=ident.header, ttl=cache_ttl, refresh=bool(refresh))
+        fetch = core.fetch(
+            key,
+            send,
+            header=ident.header,
+            ttl=cache_ttl,
+            refresh=bool(refresh),
+            url=ident.url_text() if self.policy.url_ttl else None,
+        )
         total = None if timeout is UNSET else wait_bound(timeout)
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))

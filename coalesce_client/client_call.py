@@ -146,6 +146,16 @@ class Identity:
     url: URL
     header: Header
 
+    def url_text(self) -> str:
+        """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
+        ``host[:port]/path?query``, the host lower-cased, the default port left out."""
+        url = self.url
+        port = url.explicit_port
+        host = (url.raw_host or "").lower()
+        if port is not None and port != _DEFAULT_PORTS.get(url.scheme):
+            host = f"{host}:{port}"
+        return host + url.raw_path_qs
+
 
 def identify(
     session: aiohttp.ClientSession,

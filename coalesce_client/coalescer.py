@@ -243,12 +243,14 @@ class Coalescer:
         header: Header = _no_headers,
         ttl: float | None = None,
         refresh: bool = False,
+        url: str | None = None,
         _names: tuple[str, ...] = (),
     ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
 
         ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
-        ``header`` gives the request's header values (for Vary). ``_names`` is internal: the
+        ``header`` gives the request's header values (for Vary); ``url`` the request's URL
+        without its scheme, for the policy's ``url_ttl``. ``_names`` is internal: the
         headers a response for ``key`` was just seen to vary on (the second round of a caller
         whose flight answered another variant), so that its flight is its own variant's.
         """
@@ -281,7 +283,7 @@ class Coalescer:
         try:
             outcome = await flight.run(
                 fkey,
-                lambda: self._lead(key, send, ttl, header),
+                lambda: self._lead(key, send, ttl, header, url),
                 timeout=self.wait_timeout if joining else None,
             )
         except WaitTimeout:
@@ -303,7 +305,7 @@ class Coalescer:
             if names:
                 return await self._alone(send, "miss")
             return await self.fetch(
-                key, send, header=header, ttl=ttl, refresh=refresh, _names=result.vary[0]
+                key, send, header=header, ttl=ttl, refresh=refresh, url=url, _names=result.vary[0]
             )
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
@@ -366,7 +368,9 @@ class Coalescer:
             return False
         return not (self.shared_cache and policy.is_private(snap.headers))
 
-    async def _lead(self, key: str, send: Send, call_ttl: float | None, header: Header) -> _Result:
+    async def _lead(
+        self, key: str, send: Send, call_ttl: float | None, header: Header, url: str | None
+    ) -> _Result:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
         self.upstream += 1
         fetched = await send()
@@ -390,6 +394,7 @@ class Coalescer:
                 session_ttl=self.ttl,
                 call_ttl=call_ttl,
                 shared_cache=self.shared_cache,
+                url=url,
             )
         if ttl <= 0:
             return _Result(own, replace(own, headers=headers, history=history), vary)

@@ -5,12 +5,15 @@ Rules of this module:
 * A policy is a frozen value, checked when built: a bad option raises ``ValueError`` naming it.
 * It decides from plain data (a status, header pairs); it imports no HTTP framework.
 * TTL precedence (DESIGN.md): the call's ``cache_ttl``, else ``status_ttl[status]``, else the
-  session's ``ttl``; then capped by ``Cache-Control: max-age`` (or ``s-maxage`` in a shared cache,
+  first matching ``url_ttl`` pattern (glob, on ``host[:port]/path?query``), else the session's
+  ``ttl``; then capped by ``Cache-Control: max-age`` (or ``s-maxage`` in a shared cache,
   RFC 9111 §5.2.2.10) when ``respect_cache_control`` is on. A result of 0 means "not stored".
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -76,8 +79,12 @@ class CachePolicy:
     credential_headers: Sequence[str] = CREDENTIAL_HEADERS
     pass_ttl: float = 120.0
     max_variants: int = 32
+    url_ttl: Mapping[str, float] = field(default_factory=dict)
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _url_patterns: tuple[tuple[re.Pattern[str], float], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -111,6 +118,14 @@ class CachePolicy:
         set_(self, "credential_headers", creds)
         check_seconds(self.pass_ttl, "pass_ttl")
         check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
+        if not isinstance(self.url_ttl, Mapping):
+            raise ValueError(f"url_ttl must map URL patterns to seconds, got {self.url_ttl!r}")
+        patterns = []
+        for pattern in check_collection(self.url_ttl, "url_ttl", _is_str, "URL patterns"):
+            seconds = check_seconds(self.url_ttl[pattern], f"url_ttl[{pattern!r}]")
+            patterns.append((re.compile(fnmatch.translate(pattern)), seconds))
+        set_(self, "url_ttl", dict(self.url_ttl))
+        set_(self, "_url_patterns", tuple(patterns))
 
     def key_maker(self, *, namespace: str, key_headers: Iterable[str]) -> KeyMaker:
         """The key builder of a face (session or middleware) that uses this policy."""
@@ -130,19 +145,28 @@ class CachePolicy:
         session_ttl: float,
         call_ttl: float | None = None,
         shared_cache: bool = False,
+        url: str | None = None,
     ) -> float:
-        """How long a response may be stored, in seconds; 0 means not at all."""
+        """How long a response may be stored, in seconds; 0 means not at all.
+
+        ``url`` is the request's URL without its scheme (``host[:port]/path?query``), for
+        ``url_ttl``.
+        """
         # The status decides whether it may be stored at all; a call's cache_ttl only says how long.
+        # Configured lifetime: the call's cache_ttl, else status_ttl, else the first url_ttl
+        # pattern that matches, else the session's ttl (DESIGN.md, Freshness).
         if status in self.status_ttl:
             ttl = self.status_ttl[status]
             if ttl <= 0:
                 return 0.0  # status_ttl={status: 0}: never stored, whatever the call asks
         elif status in self.cacheable_statuses:
             ttl = session_ttl
+            if url is not None and self._url_patterns:
+                ttl = self.url_lifetime(url, session_ttl)
         else:
             return 0.0
         if call_ttl is not None:
-            ttl = call_ttl
+            ttl = call_ttl  # beats every configured lifetime, a url_ttl of 0 included
         if ttl <= 0:
             return 0.0
         if self.respect_cache_control:
@@ -153,6 +177,18 @@ class CachePolicy:
             if limit is not None:
                 ttl = min(ttl, limit)
         return float(ttl)
+
+    def url_lifetime(self, url: str, default: float) -> float:
+        """The first ``url_ttl`` whose pattern matches ``url`` (insertion order), else ``default``.
+
+        >>> p = CachePolicy(url_ttl={"api.example.com/static/*": 3600, "*/live/*": 0})
+        >>> p.url_lifetime("api.example.com/static/app.js", 60), p.url_lifetime("x/live/1", 60)
+        (3600.0, 0.0)
+        """
+        for pattern, seconds in self._url_patterns:
+            if pattern.fullmatch(url):
+                return seconds
+        return default
 
     def is_private(self, headers: Iterable[tuple[str, str]]) -> bool:
         """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``.

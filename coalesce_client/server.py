@@ -165,7 +165,12 @@ class CoalesceMiddleware:
             return await self._run(request, handler, own)
 
         try:
-            answer = await core.fetch(key, send, header=header)
+            answer = await core.fetch(
+                key,
+                send,
+                header=header,
+                url=request.host.lower() + request.raw_path if self.policy.url_ttl else None,
+            )
         except web.HTTPException as exc:
             # Shared through the flight: each caller, the leader too, raises its own copy.
             raise self._labelled(_fresh_exception(exc), own.status(key)) from None

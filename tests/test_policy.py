@@ -454,3 +454,35 @@ def test_storable_headers_accepts_a_one_shot_iterator() -> None:
 def test_ttl_for_accepts_a_one_shot_iterator() -> None:
     headers = iter([("Cache-Control", "max-age=5")])
     assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 5.0
+
+
+# -- url_ttl --------------------------------------------------------------------------------------
+
+URLS = {"api.example.com/static/*": 3600, "*/live/*": 0, "*.example.com/*": 30}
+
+
+def test_url_ttl_first_matching_pattern_in_insertion_order() -> None:
+    policy = CachePolicy(url_ttl=URLS)
+    assert policy.ttl_for(200, [], session_ttl=60, url="api.example.com/static/a.js") == 3600
+    assert policy.ttl_for(200, [], session_ttl=60, url="api.example.com/live/x") == 0
+    assert policy.ttl_for(200, [], session_ttl=60, url="www.example.com/page?q=1") == 30
+    assert policy.ttl_for(200, [], session_ttl=60, url="other.org/page") == 60
+    assert policy.ttl_for(200, [], session_ttl=60) == 60  # no URL: the session's ttl
+
+
+def test_url_ttl_precedence_call_then_status_then_url_then_session() -> None:
+    policy = CachePolicy(url_ttl=URLS, status_ttl={404: 5})
+    live = "api.example.com/live/x"
+    assert policy.ttl_for(200, [], session_ttl=60, url=live, call_ttl=7) == 7  # beats url_ttl 0
+    assert policy.ttl_for(404, [], session_ttl=60, url=live) == 5  # status_ttl beats url_ttl
+    static = "api.example.com/static/a.js"
+    assert policy.ttl_for(200, [("Cache-Control", "max-age=10")], session_ttl=60, url=static) == 10
+
+
+@pytest.mark.parametrize(
+    "url_ttl",
+    [None, [("a/*", 1)], {"a/*": -1}, {"a/*": math.inf}, {"a/*": "1"}, {3: 1}, {"a/*": 10**400}],
+)
+def test_bad_url_ttl_is_a_value_error_naming_it(url_ttl: Any) -> None:
+    with pytest.raises(ValueError, match="url_ttl"):
+        CachePolicy(url_ttl=url_ttl)
