@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cache_control import parse_response_cache_control
+from .freshness import HEURISTICALLY_CACHEABLE, current_age, freshness_lifetime, heuristic_lifetime
+from .httpdate import parse_http_date
 from .keys import CREDENTIAL_HEADERS, KeyMaker
 from .options import (
     check_callable,
@@ -80,6 +83,8 @@ class CachePolicy:
     pass_ttl: float = 120.0
     max_variants: int = 32
     url_ttl: Mapping[str, float] = field(default_factory=dict)
+    freshness: str = "ttl"
+    heuristic_max: float = 86_400.0
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _url_patterns: tuple[tuple[re.Pattern[str], float], ...] = field(
@@ -118,6 +123,9 @@ class CachePolicy:
         set_(self, "credential_headers", creds)
         check_seconds(self.pass_ttl, "pass_ttl")
         check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
+        if self.freshness not in ("ttl", "http"):
+            raise ValueError(f'freshness must be "ttl" or "http", got {self.freshness!r}')
+        set_(self, "heuristic_max", check_seconds(self.heuristic_max, "heuristic_max"))
         if not isinstance(self.url_ttl, Mapping):
             raise ValueError(f"url_ttl must map URL patterns to seconds, got {self.url_ttl!r}")
         patterns = []
@@ -146,37 +154,84 @@ class CachePolicy:
         call_ttl: float | None = None,
         shared_cache: bool = False,
         url: str | None = None,
+        request_time: float | None = None,
+        response_time: float | None = None,
     ) -> float:
-        """How long a response may be stored, in seconds; 0 means not at all.
+        """Seconds from ``response_time`` that a response stays fresh; 0 means not stored.
 
         ``url`` is the request's URL without its scheme (``host[:port]/path?query``), for
-        ``url_ttl``.
+        ``url_ttl``. ``request_time`` and ``response_time`` (wall-clock seconds around the real
+        request) date the response for its age on arrival (RFC 9111 §4.2.3); without them the
+        response is taken as received now, at the age its ``Age`` and ``Date`` give.
         """
-        # The status decides whether it may be stored at all; a call's cache_ttl only says how long.
-        # Configured lifetime: the call's cache_ttl, else status_ttl, else the first url_ttl
-        # pattern that matches, else the session's ttl (DESIGN.md, Freshness).
-        if status in self.status_ttl:
-            ttl = self.status_ttl[status]
-            if ttl <= 0:
-                return 0.0  # status_ttl={status: 0}: never stored, whatever the call asks
-        elif status in self.cacheable_statuses:
-            ttl = session_ttl
-            if url is not None and self._url_patterns:
-                ttl = self.url_lifetime(url, session_ttl)
-        else:
+        headers = tuple(headers)
+        if status in self.status_ttl and self.status_ttl[status] <= 0:
+            return 0.0  # status_ttl={status: 0}: never stored, whatever the call asks
+        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+        http = self.freshness == "http"
+        if (http or self.respect_cache_control) and (
+            cc.no_store or cc.no_cache or (shared_cache and cc.private)
+        ):
+            return 0.0  # no-cache: stored only once revalidation exists (issue 13)
+        configured = self._configured(status, session_ttl, call_ttl, url, http=http)
+        if not http and (configured is None or configured <= 0):
             return 0.0
+        received = time.time() if response_time is None else response_time
+        sent = received if request_time is None else request_time
+        date = parse_http_date(_joined(headers, "date") or "", now=received)
+        explicit = freshness_lifetime(
+            cc, expires=_joined(headers, "expires"), date=date, response_time=received,
+            shared=shared_cache,
+        )  # fmt: skip
+        age = current_age(
+            _joined(headers, "age"), date, request_time=sent, response_time=received, now=received
+        )
+        if http:
+            if status in (206, 304):
+                return 0.0  # never stored as a full response (RFC 9111 §3)
+            lifetime = explicit
+            if lifetime is None and status in HEURISTICALLY_CACHEABLE:
+                last_modified = parse_http_date(_joined(headers, "last-modified") or "")
+                lifetime = heuristic_lifetime(
+                    status,
+                    date=received if date is None else date,
+                    last_modified=last_modified,
+                    heuristic_max=self.heuristic_max,
+                    public=cc.public,
+                )
+                if lifetime is None:
+                    lifetime = configured
+            if lifetime is None:
+                return 0.0
+            return max(0.0, float(lifetime) - age)
+        assert configured is not None
+        if self.respect_cache_control and explicit is not None:
+            # The origin's remaining freshness caps the configured lifetime: an Expires in the
+            # past, or an Age at or above max-age, means not stored.
+            return max(0.0, min(float(configured), explicit - age))
+        return float(configured)
+
+    def _configured(
+        self,
+        status: int,
+        session_ttl: float,
+        call_ttl: float | None,
+        url: str | None,
+        *,
+        http: bool,
+    ) -> float | None:
+        """The configured lifetime: the call's, else the status's, else the URL's, else the
+        session's. None in "ttl" mode for a status that may not be stored: the status decides
+        whether a response may be stored at all, a call's ``cache_ttl`` only how long."""
+        if not http and status not in self.status_ttl and status not in self.cacheable_statuses:
+            return None  # cacheable_statuses applies in "ttl" mode only
         if call_ttl is not None:
-            ttl = call_ttl  # beats every configured lifetime, a url_ttl of 0 included
-        if ttl <= 0:
-            return 0.0
-        if self.respect_cache_control:
-            cc = parse_response_cache_control(_joined(headers, "cache-control"))
-            if cc.no_store or cc.no_cache or (shared_cache and cc.private):
-                return 0.0  # no-cache: stored only once revalidation exists (DESIGN.md "Later")
-            limit = cc.s_maxage if shared_cache and cc.s_maxage is not None else cc.max_age
-            if limit is not None:
-                ttl = min(ttl, limit)
-        return float(ttl)
+            return call_ttl  # beats every configured lifetime, a url_ttl of 0 included
+        if status in self.status_ttl:
+            return self.status_ttl[status]
+        if url is not None and self._url_patterns:
+            return self.url_lifetime(url, session_ttl)
+        return session_ttl
 
     def url_lifetime(self, url: str, default: float) -> float:
         """The first ``url_ttl`` whose pattern matches ``url`` (insertion order), else ``default``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import math
 from typing import Any
 
@@ -486,3 +487,54 @@ def test_url_ttl_precedence_call_then_status_then_url_then_session() -> None:
 def test_bad_url_ttl_is_a_value_error_naming_it(url_ttl: Any) -> None:
     with pytest.raises(ValueError, match="url_ttl"):
         CachePolicy(url_ttl=url_ttl)
+
+
+# -- freshness modes (RFC 9111 §4.2): lifetimes from the origin, the age on arrival --------------
+
+T = 1_780_000_000.0  # the response time of these tests; Date headers are written relative to it
+
+
+def http_date(t: float) -> str:
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def lifetime(policy: CachePolicy, status: int, **headers: str) -> float:
+    pairs = [(name.replace("_", "-"), value) for name, value in headers.items()]
+    return policy.ttl_for(status, pairs, session_ttl=60, request_time=T, response_time=T)
+
+
+def test_ttl_mode_is_capped_by_the_origins_remaining_freshness() -> None:
+    policy = CachePolicy()
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=600") == 60
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=30") == 30
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=30", Age="20") == 10
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=30", Age="30") == 0
+    assert lifetime(policy, 200, Date=http_date(T - 25), Cache_Control="max-age=30") == 5
+    assert lifetime(policy, 200, Date=http_date(T), Expires=http_date(T + 20)) == 20
+    assert lifetime(policy, 200, Date=http_date(T), Expires=http_date(T - 1)) == 0
+    assert lifetime(policy, 200, Date=http_date(T), Expires="0") == 0  # invalid: already stale
+    assert lifetime(policy, 200, Date=http_date(T)) == 60  # no word from the origin
+
+
+def test_http_mode_takes_the_origins_lifetime() -> None:
+    policy = CachePolicy(freshness="http")
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=600") == 600
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="max-age=600", Age="100") == 500
+    assert lifetime(policy, 500, Date=http_date(T), Cache_Control="max-age=5") == 5  # §3: any
+    assert lifetime(policy, 206, Date=http_date(T), Cache_Control="max-age=5") == 0  # never
+    # Heuristic: 10% of Date - Last-Modified, for heuristically cacheable statuses only.
+    assert lifetime(policy, 200, Date=http_date(T), Last_Modified=http_date(T - 1000)) == 100
+    assert lifetime(policy, 500, Date=http_date(T), Last_Modified=http_date(T - 1000)) == 0
+    capped = CachePolicy(freshness="http", heuristic_max=30)
+    assert lifetime(capped, 200, Date=http_date(T), Last_Modified=http_date(T - 1000)) == 30
+    # Neither: the configured lifetime (ttl=0 stores only what the origin allows).
+    assert lifetime(policy, 200, Date=http_date(T)) == 60
+    assert policy.ttl_for(200, [], session_ttl=0, response_time=T) == 0
+    assert lifetime(policy, 200, Date=http_date(T), Cache_Control="no-store, max-age=60") == 0
+
+
+def test_freshness_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="freshness"):
+        CachePolicy(freshness="rfc")
+    with pytest.raises(ValueError, match="heuristic_max"):
+        CachePolicy(heuristic_max=-1)
