@@ -8,7 +8,7 @@ decision to the framework-free ``Coalescer``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +17,16 @@ from multidict import getversion
 from yarl import URL
 
 from .body import Kept, read_within
-from .client_call import UNSET, Identity, check_base_url, check_call, identify, wait_bound
+from .client_call import (
+    UNSET,
+    Identity,
+    check_base_url,
+    check_call,
+    identify,
+    invalidated_urls,
+    url_key,
+    wait_bound,
+)
 from .coalescer import Coalescer, Fetched, Stats
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
@@ -25,6 +34,7 @@ from .policy import CachePolicy
 from .response import CachedResponse, CallContext, LiveResponse
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
+from .url_index import SAFE_METHODS, invalidates
 
 __all__ = ["CoalescingSession"]
 
@@ -197,20 +207,17 @@ class CoalescingSession:
     def closed(self) -> bool:
         return self._closed
 
-    async def invalidate(
-        self, url: str | URL, method: str = "GET", headers: Mapping[str, str] | None = None
-    ) -> None:
-        """Forget what is stored for this request, so that the next one goes upstream."""
-        kwargs = {"headers": headers} if headers else {}
-        ident = identify(
-            self._client(), self._keys, method.upper(), self._absolute(URL(url)), kwargs
-        )
-        if ident.key is not None:
-            await self._core.invalidate(ident.key)
+    async def invalidate(self, url: str | URL, params: Any = None) -> None:
+        """Drop every stored response for ``url`` (``params=`` merged as aiohttp merges them):
+        every method, Vary variant and credential partition, so that the next request of any
+        caller goes upstream. The session does this by itself after a successful unsafe request
+        (RFC 9111 §4.4); call it when the resource changed some other way.
+        """
+        await self._core.invalidate_url(url_key(self._keys, self._target(url, params)))
 
     async def clear(self) -> None:
         """Remove every stored response."""
-        await self._core.storage.clear()
+        await self._core.clear()
 
     async def close(self) -> None:
         """Close the session we built (never one we were given) and, if we own it, the storage."""
@@ -264,6 +271,19 @@ class CoalescingSession:
             )
         return self._base_url.join(url)
 
+    def _target(self, str_or_url: str | URL, params: Any) -> URL:
+        """The absolute URL a request goes to, its ``params=`` merged as aiohttp merges them."""
+        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+        return url.extend_query(params) if params else url
+
+    async def _invalidate_after(self, method: str, url: URL, resp: CachedResponse) -> None:
+        """RFC 9111 §4.4: a non-error response to an unsafe request that reached the origin
+        drops what is stored for its URL and its same-origin Location and Content-Location."""
+        if resp.cache_status not in ("miss", "bypass") or not invalidates(method, resp.status):
+            return
+        for target in invalidated_urls(url, resp.url, resp.headers):
+            await self._core.invalidate_url(url_key(self._keys, target))
+
     async def _request(
         self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
     ) -> CachedResponse:
@@ -274,7 +294,11 @@ class CoalescingSession:
         method = method.upper()
         if not (cache and method in self.policy.methods):
             check_call(kwargs)
-            return await self._bypass(session, method, str_or_url, kwargs)
+            passed = await self._bypass(session, method, str_or_url, kwargs)
+            if method not in SAFE_METHODS:
+                target = self._target(str_or_url, kwargs.get("params"))
+                await self._invalidate_after(method, target, passed)
+            return passed
         timeout = UNSET
         checks = None
         if kwargs:
@@ -310,7 +334,10 @@ class CoalescingSession:
                 kwargs["timeout"] = timeout
             if checks is not None:
                 kwargs["raise_for_status"] = checks
-            return await self._bypass(session, method, str_or_url, kwargs)
+            passed = await self._bypass(session, method, str_or_url, kwargs)
+            if method not in SAFE_METHODS:
+                await self._invalidate_after(method, ident.url, passed)
+            return passed
         core = self._core
         if checks is None:
             checks = self._checks  # the session's raise_for_status (fixed when it was built)
@@ -351,6 +378,7 @@ class CoalescingSession:
             ttl=cache_ttl,
             refresh=bool(refresh),
             url=ident.url_text() if self.policy.url_ttl else None,
+            url_key=url_key(self._keys, ident.url),
         )
         total = None if timeout is UNSET else wait_bound(timeout)
         try:
@@ -366,6 +394,8 @@ class CoalescingSession:
             )
         else:
             resp = CachedResponse(answer.snapshot, answer.status, request_url=ident.url)
+        if method not in SAFE_METHODS:
+            await self._invalidate_after(method, ident.url, resp)
         return resp if checks is False else await self._checked(resp, checks)
 
     async def _bypass(

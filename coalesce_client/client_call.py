@@ -18,6 +18,10 @@ that no caller's per-call option reaches another caller):
 * **The caller's alone** (``CALLER_ALONE``): ``timeout`` bounds this caller's wait (the shared
   request runs under the session's timeout) and ``raise_for_status`` applies to this caller's own
   response. The session pops them before a shared request is sent.
+* Invalidation (RFC 9111 §4.4): ``url_key`` is a URL's identity for ``url_index.py``, built
+  from the same URL parts as the key; ``invalidated_urls`` lists the URLs a non-error response to
+  an unsafe request invalidates: the request's, and its ``Location`` and ``Content-Location``
+  when on the same origin (resolved against the response's URL).
 * Vary: ``Identity.header`` answers what the request will really send for a header name: the
   call's headers over the session's defaults, else aiohttp's automatic ones (``Accept``,
   ``Accept-Encoding``, ``User-Agent``, ``Host``) unless skipped.
@@ -49,6 +53,8 @@ __all__ = [
     "check_base_url",
     "check_call",
     "identify",
+    "invalidated_urls",
+    "url_key",
     "wait_bound",
 ]
 
@@ -220,6 +226,35 @@ def identify(
         extra=extra,
     )
     return Identity(key, url, header)
+
+
+def url_key(keys: KeyMaker, url: URL) -> str:
+    """The URL key of an absolute URL, from the URL parts ``identify`` keys (module rules)."""
+    return keys.url_key(
+        scheme=url.scheme,
+        host=url.host or "",
+        port=url.explicit_port,
+        path=url.raw_path,
+        query=query_pairs(url.raw_query_string),
+    )
+
+
+def invalidated_urls(url: URL, resp_url: URL, headers: Mapping[str, str]) -> list[URL]:
+    """The request's URL, then its same-origin ``Location`` and ``Content-Location`` (RFC 9111
+    §4.4: another origin's entries are not ours to drop on its word)."""
+    urls = [url]
+    origin = (url.scheme, url.host, url.port)
+    for name in ("Location", "Content-Location"):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            target = resp_url.join(URL(value.strip()))
+        except (TypeError, ValueError):
+            continue  # not a URI reference: nothing to invalidate
+        if (target.scheme, target.host, target.port) == origin:
+            urls.append(target.with_fragment(None))
+    return urls
 
 
 def _extra(

@@ -23,6 +23,11 @@ Rules of this module:
   and its flight runs on that variant's key. A follower of a flight whose response varies takes it
   only if its own values of the named headers equal the leader's; the others look up again and
   coalesce among themselves on their own variant. ``Vary: *`` is never stored nor shared.
+* Invalidation (RFC 9111 §4.4, ``url_index.py``): a face hands over the URL key of a resource;
+  every entry stored for it is dropped (every method, credential partition and variant), through
+  the URL index the writer keeps in storage. ``fetch`` takes the URL key of its request so that a
+  stored response is indexed; a hit never reads or writes the index. The faces decide when
+  (``url_index.invalidates``): they hold the method, the status and the headers.
 * Only a leader stores, and only what the policy allows; a follower that stopped waiting
   (``wait_timeout``) or could not share makes its own request, which is never stored.
 """
@@ -244,13 +249,16 @@ class Coalescer:
         ttl: float | None = None,
         refresh: bool = False,
         url: str | None = None,
+        url_key: str | None = None,
         _names: tuple[str, ...] = (),
     ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
 
         ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
         ``header`` gives the request's header values (for Vary); ``url`` the request's URL
-        without its scheme, for the policy's ``url_ttl``. ``_names`` is internal: the
+        without its scheme, for the policy's ``url_ttl``; ``url_key`` the request's URL key
+        (``KeyMaker.url_key``), under whose index a stored response is listed, so that an
+        invalidation of the URL finds it. ``_names`` is internal: the
         headers a response for ``key`` was just seen to vary on (the second round of a caller
         whose flight answered another variant), so that its flight is its own variant's.
         """
@@ -283,7 +291,7 @@ class Coalescer:
         try:
             outcome = await flight.run(
                 fkey,
-                lambda: self._lead(key, send, ttl, header, url),
+                lambda: self._lead(key, send, ttl, header, url, url_key),
                 timeout=self.wait_timeout if joining else None,
             )
         except WaitTimeout:
@@ -305,7 +313,14 @@ class Coalescer:
             if names:
                 return await self._alone(send, "miss")
             return await self.fetch(
-                key, send, header=header, ttl=ttl, refresh=refresh, url=url, _names=result.vary[0]
+                key,
+                send,
+                header=header,
+                ttl=ttl,
+                refresh=refresh,
+                url=url,
+                url_key=url_key,
+                _names=result.vary[0],
             )
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
@@ -328,6 +343,18 @@ class Coalescer:
         self._passes.pop(key, None)
         for vkey in await self._writer.delete(key):
             self._flight.forget(vkey)
+
+    async def invalidate_url(self, url_key: str) -> None:
+        """Drop every stored response of the URL whose URL key this is (module rules); the
+        flights of the keys dropped take no new callers."""
+        for key in await self._writer.delete_url(url_key):
+            self._flight.forget(key)
+            self._passes.pop(key, None)
+
+    async def clear(self) -> None:
+        """Remove every stored response."""
+        await self.storage.clear()
+        self._writer.forget_indexes()
 
     def _passing(self, key: str) -> bool:
         until = self._passes.get(key)
@@ -369,7 +396,13 @@ class Coalescer:
         return not (self.shared_cache and policy.is_private(snap.headers))
 
     async def _lead(
-        self, key: str, send: Send, call_ttl: float | None, header: Header, url: str | None
+        self,
+        key: str,
+        send: Send,
+        call_ttl: float | None,
+        header: Header,
+        url: str | None,
+        url_key: str | None,
     ) -> _Result:
         """The work of a flight: one real request, then what the policy lets us keep of it."""
         self.upstream += 1
@@ -401,5 +434,5 @@ class Coalescer:
         now = self._clock()
         shared = replace(own, headers=headers, history=history, stored_at=now, expires_at=now + ttl)
         vkey = None if vary is None else variant_key(key, *vary)
-        await self._writer.write(key, vkey, shared, ttl)  # waits only briefly (writer.py)
+        await self._writer.write(key, vkey, shared, ttl, url_key)  # waits briefly (writer.py)
         return _Result(own, shared, vary)

@@ -117,24 +117,10 @@ class KeyMaker:
         with a body only). ``extra`` holds more parts a face adds (the middleware's ``key_func``, a
         redirect setting).
         """
-        scheme = scheme.lower()
         parts: list[bytes] = []
         put_field(parts, self.namespace.encode())
         put_field(parts, method.upper().encode())
-        put_field(parts, scheme.encode())
-        put_field(parts, host.lower().encode())
-        default = _DEFAULT_PORTS.get(scheme)
-        put_field(parts, b"" if port is None or port == default else str(port).encode())
-        put_field(parts, path.encode("utf-8", "surrogatepass"))
-        if self.ignored_params:
-            ignored = self.ignored_params
-            query = [kv for kv in query if unquote_plus(kv[0]) not in ignored]
-        if self.sort_query and len(query) > 1:
-            query = sorted(query, key=_name)  # sorted() is stable: repeated names keep their order
-        parts.append(len(query).to_bytes(4, "big"))
-        for qname, qvalue in query:
-            put_field(parts, qname.encode("utf-8", "surrogatepass"))
-            put_field(parts, qvalue.encode("utf-8", "surrogatepass"))
+        self._put_url(parts, scheme, host, port, path, query)
         for name in self._headers:
             hvalue = header(name)
             if hvalue is None:
@@ -149,6 +135,54 @@ class KeyMaker:
         for item in extra:
             put_field(parts, item.encode("utf-8", "surrogatepass"))
         return hashlib.sha256(b"".join(parts)).hexdigest()
+
+    def url_key(
+        self,
+        *,
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: Sequence[tuple[str, str]],
+    ) -> str:
+        """The URL key of a resource (``url_index.py``): the URL part of every key ``make``
+        builds for it, whatever the method, credentials or headers, as a hex digest.
+
+        >>> km = KeyMaker()
+        >>> km.url_key(scheme="HTTP", host="X", port=80, path="/a", query=[]) == km.url_key(
+        ...     scheme="http", host="x", port=None, path="/a", query=[])
+        True
+        """
+        parts: list[bytes] = [b"url-index"]  # never the first field of a request's key
+        put_field(parts, self.namespace.encode())
+        self._put_url(parts, scheme, host, port, path, query)
+        return hashlib.sha256(b"".join(parts)).hexdigest()
+
+    def _put_url(
+        self,
+        parts: list[bytes],
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: Sequence[tuple[str, str]],
+    ) -> None:
+        """The URL part of a key, normalized (module rules)."""
+        scheme = scheme.lower()
+        put_field(parts, scheme.encode())
+        put_field(parts, host.lower().encode())
+        default = _DEFAULT_PORTS.get(scheme)
+        put_field(parts, b"" if port is None or port == default else str(port).encode())
+        put_field(parts, path.encode("utf-8", "surrogatepass"))
+        if self.ignored_params:
+            ignored = self.ignored_params
+            query = [kv for kv in query if unquote_plus(kv[0]) not in ignored]
+        if self.sort_query and len(query) > 1:
+            query = sorted(query, key=_name)  # sorted() is stable: repeated names keep their order
+        parts.append(len(query).to_bytes(4, "big"))
+        for qname, qvalue in query:
+            put_field(parts, qname.encode("utf-8", "surrogatepass"))
+            put_field(parts, qvalue.encode("utf-8", "surrogatepass"))
 
 
 def query_pairs(raw_query: str) -> list[tuple[str, str]]:

@@ -18,6 +18,11 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
   is stored. The cache status header is on every response this middleware answers, errors
   included: the caller's own status (``MISS`` for the run's own caller, ``COALESCED`` for a
   waiter, ``BYPASS``).
+* Invalidation (RFC 9111 §4.4, ``url_index.py``): when the handler itself answered an unsafe
+  request (a method outside GET, HEAD, OPTIONS, TRACE) with a status below 400, returned or
+  raised (a ``303 See Other``), every stored response for the request's URL is dropped, and for
+  its ``Location`` and ``Content-Location`` on the same origin; before the response goes out,
+  so the client's next request finds nothing stale.
 * What cannot be replayed from bytes (a prepared ``StreamResponse``, ``FileResponse``, a
   WebSocket, a body over ``max_body_size``) goes to its own caller untouched and is not shared.
   A ``web.Response`` without a body (a 204, a redirect) is an ordinary shareable response.
@@ -26,11 +31,12 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from .coalescer import CacheStatus, Coalescer, Fetched, Stats
 from .keys import KeyMemo, query_pairs
@@ -38,6 +44,7 @@ from .options import check_callable, check_header_name, check_header_names, chec
 from .policy import CachePolicy
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
+from .url_index import SAFE_METHODS, invalidates
 
 __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 
@@ -164,20 +171,30 @@ class CoalesceMiddleware:
         async def send() -> Fetched:
             return await self._run(request, handler, own)
 
+        url_key = None if key is None else self._url_key(request, request.rel_url)
         try:
             answer = await core.fetch(
                 key,
                 send,
                 header=header,
                 url=request.host.lower() + request.raw_path if self.policy.url_ttl else None,
+                url_key=url_key,
             )
         except web.HTTPException as exc:
+            if own.ran and request.method not in SAFE_METHODS:
+                await self._invalidate_after(request, exc.status, exc.headers)
             # Shared through the flight: each caller, the leader too, raises its own copy.
             raise self._labelled(_fresh_exception(exc), own.status(key)) from None
         except Exception:
             # Logged once, by the run that failed (_run); each caller gets aiohttp's 500.
             return self._labelled(web.Response(status=500, text=_ERROR_500), own.status(key))
         resp = own.response
+        if own.ran and request.method not in SAFE_METHODS:
+            if resp is not None:
+                await self._invalidate_after(request, resp.status, resp.headers)
+            elif answer.snapshot is not None:
+                snap = answer.snapshot
+                await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
         if resp is None:
             assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
             return self._replay(answer.snapshot, answer.status)
@@ -191,6 +208,37 @@ class CoalesceMiddleware:
         if self._header is not None and not resp.prepared:
             resp.headers[self._header] = _HEADER_VALUES[status]
         return resp
+
+    def _url_key(self, request: web.Request, url: URL) -> str:
+        """The URL key (``url_index.py``) of ``url``, a path and query on the request's origin,
+        built from the parts ``_key`` keys."""
+        return self._keys.url_key(
+            scheme=request.scheme,
+            host=request.host,
+            port=None,
+            path=url.raw_path,
+            query=query_pairs(url.raw_query_string),
+        )
+
+    async def _invalidate_after(
+        self, request: web.Request, status: int, headers: CIMultiDict[str] | Mapping[str, str]
+    ) -> None:
+        """The module rules' invalidation, for a response the handler gave to ``request``."""
+        if not invalidates(request.method, status):
+            return
+        core = self._core
+        await core.invalidate_url(self._url_key(request, request.rel_url))
+        base = request.url
+        for name in ("Location", "Content-Location"):
+            value = headers.get(name)
+            if not value:
+                continue
+            try:
+                target = base.join(URL(value.strip()))
+            except (TypeError, ValueError):
+                continue  # not a URI reference: nothing to invalidate
+            if target.origin() == base.origin():  # another origin's entries are not ours
+                await core.invalidate_url(self._url_key(request, target))
 
     def _key(self, request: web.Request) -> str:
         extra: tuple[str, ...] = ()

@@ -11,6 +11,15 @@ Rules of this module (part of the framework-free core):
   lists every variant this process stored, at most ``max_variants``, the oldest dropped first.
   Processes sharing one storage may each lose the other's latest variant from the list (it
   stays readable through the names; it just is not dropped by an invalidation).
+* URL indexes (``url_index.py``) are updated after the write they index, one at a time in the
+  process (a lock), newest last, at most ``url_index.MAX_KEYS``: the key that falls out is
+  deleted from storage, so whatever is stored can be invalidated. The process also keeps its own
+  copy of the indexes it wrote (at most ``MAX_URLS`` URLs), so that a storage that evicted an
+  index record (an LRU under pressure) still has this process's entries of that URL dropped.
+  Processes sharing one storage may each lose the other's latest key from an index (a
+  read-modify-write); the entry then stays until it expires.
+* An invalidation first waits for the writes already in progress (only those), so that a
+  response stored just before it is in the index it reads.
 * ``drain()`` waits for every write in progress: call it before closing the storage.
 """
 
@@ -18,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
+from . import url_index
 from .snapshot import Snapshot
 from .storage.base import Clock, ReadsNowait, Storage
 from .vary import pointer, read_pointer, vary_names
@@ -28,6 +39,7 @@ __all__ = ["Writer"]
 log = logging.getLogger("coalesce_client")
 
 STORE_WAIT = 0.05  # seconds a flight waits for its storage write before answering anyway
+MAX_URLS = 10_000  # URLs whose index this process keeps a copy of; the least recent go first
 
 
 class Writer:
@@ -36,6 +48,8 @@ class Writer:
     __slots__ = (
         "_background",
         "_clock",
+        "_index_lock",
+        "_indexes",
         "_logged",
         "_pointers",
         "get_nowait",
@@ -55,6 +69,10 @@ class Writer:
         self.pending: dict[str, Snapshot] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._pointers = asyncio.Lock()  # one Vary pointer update at a time (module rules)
+        self._index_lock = asyncio.Lock()  # one URL index update at a time (module rules)
+        # This process's copy of the URL indexes it wrote: url key -> storage keys, oldest first;
+        # the dict's end is the URL stored most recently. Written by _index and delete_url only.
+        self._indexes: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stored = 0  # writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
 
@@ -79,9 +97,17 @@ class Writer:
         except Exception:
             return None  # read() tries again, and logs what is wrong
 
-    async def write(self, key: str, vkey: str | None, shared: Snapshot, ttl: float) -> None:
+    async def write(
+        self,
+        key: str,
+        vkey: str | None,
+        shared: Snapshot,
+        ttl: float,
+        url_key: str | None = None,
+    ) -> None:
         """Store ``shared`` under ``key`` (or under its variant ``vkey``, with a pointer under
-        ``key``), waiting at most ``STORE_WAIT``; the rest finishes in the background."""
+        ``key``), listed in the index of ``url_key`` when given, waiting at most ``STORE_WAIT``;
+        the rest finishes in the background."""
         if vkey is None:
             self.pending[key] = shared
         else:
@@ -91,7 +117,7 @@ class Writer:
                 self.pending[key] = pointer(
                     names, (vkey,), shared.url, shared.stored_at, shared.expires_at
                 )
-        task = asyncio.ensure_future(self._store(key, vkey, shared, ttl))
+        task = asyncio.ensure_future(self._store(key, vkey, shared, ttl, url_key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         await asyncio.wait((task,), timeout=STORE_WAIT)
@@ -117,7 +143,9 @@ class Writer:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _store(self, key: str, vkey: str | None, shared: Snapshot, ttl: float) -> None:
+    async def _store(
+        self, key: str, vkey: str | None, shared: Snapshot, ttl: float, url_key: str | None
+    ) -> None:
         written = self.pending.get(key)
         try:
             if vkey is None:
@@ -129,6 +157,11 @@ class Writer:
             self.failed("set", exc)
         else:
             self.stored += 1
+            if url_key is not None:
+                try:
+                    await self._index(url_key, (key,) if vkey is None else (key, vkey), shared)
+                except Exception as exc:
+                    self.failed("index", exc)
         finally:
             # A newer write of a key may have replaced what we put there.
             for k, mine in ((key, written), (vkey, shared)):
@@ -155,6 +188,59 @@ class Writer:
             now = self._clock()
             record = pointer(names, variants, shared.url, now, expires_at)
             await self.storage.set(key, record, expires_at - now)
+
+    async def _index(self, url_key: str, keys: tuple[str, ...], shared: Snapshot) -> None:
+        """Add ``keys`` to the index of ``url_key``, newest last; the oldest past the bound go,
+        from the index and from storage (module rules)."""
+        async with self._index_lock:
+            current = await self.storage.get(url_key)
+            mine = self._indexes.pop(url_key, ())
+            listed = url_index.listed(current)
+            # The storage's record first (other processes' keys), then what only we remember.
+            known = tuple(dict.fromkeys(listed + mine))
+            kept = tuple(k for k in known if k not in keys) + keys
+            excess = len(kept) - url_index.MAX_KEYS
+            if excess > 0:
+                for old in kept[:excess]:
+                    self.pending.pop(old, None)
+                    await self.storage.delete(old)
+                kept = kept[excess:]
+            self._indexes[url_key] = kept
+            while len(self._indexes) > MAX_URLS:
+                del self._indexes[next(iter(self._indexes))]
+            expires_at = shared.expires_at
+            if current is not None and listed:
+                expires_at = max(expires_at, current.expires_at)
+            now = self._clock()
+            record = url_index.index(kept, shared.url, now, expires_at)
+            await self.storage.set(url_key, record, expires_at - now)
+
+    async def delete_url(self, url_key: str) -> list[str]:
+        """Drop every entry the index of ``url_key`` lists (Vary variants included) and the index
+        itself; return the storage keys dropped."""
+        running = tuple(self._background)
+        if running:  # module rules: what is being stored now is indexed before we read
+            await asyncio.gather(*running, return_exceptions=True)
+        dropped: list[str] = []
+        async with self._index_lock:
+            try:
+                current = await self.storage.get(url_key)
+            except Exception as exc:
+                self.failed("get", exc)
+                current = None
+            mine = self._indexes.pop(url_key, ())
+            for key in dict.fromkeys(url_index.listed(current) + mine):
+                dropped.append(key)
+                dropped.extend(await self.delete(key))
+            try:
+                await self.storage.delete(url_key)
+            except Exception as exc:
+                self.failed("delete", exc)
+        return dropped
+
+    def forget_indexes(self) -> None:
+        """Forget this process's copy of the indexes (the storage was cleared)."""
+        self._indexes.clear()
 
     def failed(self, op: str, exc: Exception) -> None:
         kind = (op, type(exc))

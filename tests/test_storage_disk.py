@@ -34,6 +34,7 @@ from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
 from coalesce_client.storage import DiskStorage, StorageClosedError
 from coalesce_client.storage._disk_files import ORPHAN_GRACE
+from coalesce_client.url_index import INDEX_METHOD
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")
@@ -239,10 +240,12 @@ async def test_garbage_under_a_real_key_is_a_miss_through_the_session(
     pages: Origin, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = pages.url("/page/garbage")
-    async with CoalescingSession(ttl=60, storage=DiskStorage(tmp_path / "cache")) as s:
+    disk = DiskStorage(tmp_path / "cache")
+    async with CoalescingSession(ttl=60, storage=disk) as s:
         assert (await s.get(url)).cache_status == "miss"
+        # The session's own key for this URL (not its URL index, url_index.py).
+        [key] = [k async for k, snap in disk.entries() if snap.method != INDEX_METHOD]
         with diskcache.Cache(str(tmp_path / "cache")) as plain:
-            [key] = list(plain.iterkeys())  # the session's own key for this URL
             plain.set(key, b"\x00garbage", tag=time.time() + 60)
         with caplog.at_level(logging.WARNING, logger="coalesce_client"):
             r = await s.get(url)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
+from ..url_index import INDEX_METHOD
 from ._common import UsageError, open_disk, unreachable
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ async def _stats(directory: Path, storage: DiskStorage) -> None:
     count = expired = 0
     oldest = newest = None
     async for _, snap in storage.entries():
+        if snap.method == INDEX_METHOD:  # bookkeeping of invalidation, not a response
+            continue
         count += 1
         expired += snap.expires_at <= now
         oldest = snap.stored_at if oldest is None else min(oldest, snap.stored_at)
@@ -81,6 +84,8 @@ async def _list(storage: DiskStorage) -> None:
     now = time.time()
     listed = []  # (stored_at, line): the bodies are not kept
     async for key, snap in storage.entries():
+        if snap.method == INDEX_METHOD:  # bookkeeping of invalidation, not a response
+            continue
         state = "expired" if snap.expires_at <= now else f"expires {_when(snap.expires_at)}"
         line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {_urls(snap)}"
         listed.append((snap.stored_at, line))
@@ -90,7 +95,7 @@ async def _list(storage: DiskStorage) -> None:
 
 async def _clear(storage: DiskStorage) -> None:
     count = 0
-    async for _ in storage.entries():
-        count += 1
+    async for _, snap in storage.entries():
+        count += snap.method != INDEX_METHOD
     await storage.clear()
     print(f"removed {count} entries")

@@ -58,6 +58,7 @@ from coalesce_client import CoalescingSession
 from coalesce_client.snapshot import Snapshot, encode
 from coalesce_client.storage import DiskStorage
 from coalesce_client.storage._disk_files import ORPHAN_GRACE
+from coalesce_client.url_index import INDEX_METHOD
 
 FULL = os.environ.get("COALESCE_FAULTS", "quick") == "full"
 SEEDS = 300 if FULL else 4
@@ -108,7 +109,9 @@ async def store_responses(directory: Path) -> dict[str, dict[str, str]]:
         stored = {key: snap async for key, snap in storage.entries()}
     finally:
         await storage.close()
-    assert len(stored) == ENTRIES
+    # Each response and its URL's index (url_index.py): a damaged index must not be served either.
+    assert len(stored) == 2 * ENTRIES
+    assert sum(snap.method == INDEX_METHOD for snap in stored.values()) == ENTRIES
     return {
         key: {"body": digest(snap.body), "record": digest(encode(snap)), "url": snap.url}
         for key, snap in stored.items()
@@ -329,7 +332,7 @@ async def test_a_damaged_disk_cache_never_serves_a_wrong_body(tmp_path: Path) ->
         f"{total['db_bytes'] + total['file_bytes']:,} (database {total['db_bytes']:,}, value "
         f"files {total['file_bytes']:,}) and {total['truncated']} value files truncated, "
         f"{total['damaged_files']} value files damaged in all; storages opened "
-        f"{len(opened)}, refused {SEEDS - len(opened)}; reads {2 * len(opened) * ENTRIES:,}: "
+        f"{len(opened)}, refused {SEEDS - len(opened)}; reads {4 * len(opened) * ENTRIES:,}: "
         f"served {total['served']:,}, misses {total['misses']:,}; wrong bodies {total['wrong']}; "
         f"undocumented exceptions {total['undocumented']}; maintenance raising OSError in "
         f"{sum(bool(r.get('maintenance_errors')) for r in opened)} storages; "
