@@ -344,16 +344,20 @@ class CoalescingSession:
         if not refresh:
             snap = core.peek(key, ident.header)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                hit = CachedResponse(snap, "hit", request_url=ident.url)
+                hit = CachedResponse(snap, "hit", request_url=ident.url, now=core.clock())
                 return hit if checks is False else await self._checked(hit, checks)
 
         should_store = self.policy.should_store
         limit = self.policy.max_body_size
         own = Kept()  # this caller's own response, when it is to be streamed
+        clock = core.clock
+        times = [0.0, 0.0]  # when the real request was sent, when its response arrived
 
         async def send() -> Fetched:
             # The shared request: the session's timeout, no status check (each caller's own).
+            times[0] = clock()
             resp = await session.request(method, str_or_url, raise_for_status=False, **kwargs)
+            times[1] = clock()  # RFC 9111 §4.2.3 response_time: its head is here
             try:
                 body = await read_within(resp, limit)
             except BaseException:
@@ -365,7 +369,7 @@ class CoalescingSession:
                 own.keep(resp, body or b"")
                 return Fetched(None)
             resp.release()
-            snap = _snapshot(resp, body)
+            snap = _snapshot(resp, body, *times)
             # The user's filter sees a response like every caller's, not aiohttp's (released).
             return Fetched(
                 snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
@@ -390,10 +394,16 @@ class CoalescingSession:
             assert own.response is not None
             live = own.response
             resp: CachedResponse = LiveResponse(
-                live, _snapshot(live, b""), answer.status, prefix=own.prefix, request_url=ident.url
+                live,
+                _snapshot(live, b"", *times),
+                answer.status,
+                prefix=own.prefix,
+                request_url=ident.url,
             )
         else:
-            resp = CachedResponse(answer.snapshot, answer.status, request_url=ident.url)
+            resp = CachedResponse(
+                answer.snapshot, answer.status, request_url=ident.url, now=core.clock()
+            )
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)
         return resp if checks is False else await self._checked(resp, checks)
@@ -408,14 +418,18 @@ class CoalescingSession:
         """A call that takes no part: aiohttp's own request with the call's own options, its body
         streamed from the connection as aiohttp streams it (nothing buffered by us)."""
         own: list[aiohttp.ClientResponse] = []
+        clock = self._core.clock
+        times = [0.0, 0.0]
 
         async def send() -> Fetched:
+            times[0] = clock()
             own.append(await session.request(method, str_or_url, **kwargs))
+            times[1] = clock()
             return Fetched(None)
 
         await self._core.fetch(None, send)
         live = own[0]
-        return LiveResponse(live, _snapshot(live, b""), "bypass")
+        return LiveResponse(live, _snapshot(live, b"", *times), "bypass")
 
     async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
         """Apply this caller's ``raise_for_status`` (the call's, else the session's) to its own
@@ -431,7 +445,11 @@ class CoalescingSession:
         return resp
 
 
-def _snapshot(resp: aiohttp.ClientResponse, body: bytes) -> Snapshot:
+def _snapshot(
+    resp: aiohttp.ClientResponse, body: bytes, request_time: float, response_time: float
+) -> Snapshot:
+    """The response as received, with the times its age is computed from (a redirect's are those
+    of the whole request: aiohttp does not say when each hop arrived)."""
     return Snapshot(
         status=resp.status,
         reason=resp.reason or "",
@@ -439,5 +457,7 @@ def _snapshot(resp: aiohttp.ClientResponse, body: bytes) -> Snapshot:
         url=str(resp.url),
         method=resp.method,
         body=body,
-        history=tuple(_snapshot(h, b"") for h in resp.history),
+        history=tuple(_snapshot(h, b"", request_time, response_time) for h in resp.history),
+        request_time=request_time,
+        response_time=response_time,
     )

@@ -185,6 +185,11 @@ class Coalescer:
         )
 
     @property
+    def clock(self) -> Clock:
+        """The wall clock this pipeline was given; the faces time their real requests with it."""
+        return self._clock
+
+    @property
     def flight(self) -> SingleFlight[str, _Result]:
         return self._flight
 
@@ -435,4 +440,5 @@ class Coalescer:
         shared = replace(own, headers=headers, history=history, stored_at=now, expires_at=now + ttl)
         vkey = None if vary is None else variant_key(key, *vary)
         await self._writer.write(key, vkey, shared, ttl, url_key)  # waits briefly (writer.py)
-        return _Result(own, shared, vary)
+        # The leader's own response says when its stored copy expires (CachedResponse.expires).
+        return _Result(replace(own, stored_at=now, expires_at=now + ttl), shared, vary)

@@ -31,6 +31,7 @@ from .httpdate import parse_http_date
 
 __all__ = [
     "HEURISTICALLY_CACHEABLE",
+    "age_header",
     "current_age",
     "freshness_lifetime",
     "heuristic_lifetime",
@@ -152,6 +153,20 @@ def current_age(
     corrected_initial_age = max(apparent_age, corrected_age_value)
     resident_time = now - response_time
     return corrected_initial_age + resident_time
+
+
+def age_header(age: float) -> str:
+    """The ``Age`` field value of a replay that is ``age`` seconds old (RFC 9111 §5.1).
+
+    Delta-seconds: whole seconds, rounded down, never negative (a clock that went back), at most
+    2**31 (§1.2.2: a value that overflows "MUST" be taken as 2147483648).
+
+    >>> age_header(14.99), age_header(-0.5), age_header(1e12)
+    ('14', '0', '2147483648')
+    """
+    if age <= 0.0:
+        return "0"
+    return str(min(int(age), DELTA_SECONDS_MAX))
 
 
 def _age_value(age_header: str | None) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["parse_http_date"]
+__all__ = ["format_http_date", "parse_http_date"]
 
 
 # Lower case: RFC 9111 §4.2 says that "although all date formats are specified to be
@@ -98,6 +98,24 @@ def parse_http_date(value: str, *, now: float | None = None) -> float | None:
     if at is None:
         return None
     return _rfc850_year(int(yy), rest, time.time() if now is None else now)
+
+
+def format_http_date(at: float) -> str:
+    """``at`` (seconds since the epoch, UTC) as an IMF-fixdate, the form senders use (RFC 9110
+    §5.6.7), rounded down to the second; the names are English whatever the locale.
+
+    >>> format_http_date(784111777.9)
+    'Sun, 06 Nov 1994 08:49:37 GMT'
+    """
+    t = time.gmtime(int(at))
+    return (
+        f"{_DAY_ABBR[t.tm_wday]}, {t.tm_mday:02d} {_MONTH_ABBR[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
+_DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.struct_time.tm_wday order
+_MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _rfc850_year(yy: int, rest: str, now: float) -> float | None:

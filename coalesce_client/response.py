@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Generator
+from datetime import datetime, timezone
 from http.cookies import SimpleCookie
 from types import TracebackType
 from typing import Any
@@ -21,9 +22,15 @@ from yarl import URL
 
 from .body import BodyStream, LiveStream
 from .coalescer import CacheStatus
+from .freshness import age_header
 from .snapshot import Snapshot
 
 __all__ = ["CachedResponse", "CallContext", "LiveResponse"]
+
+# The statuses of a response served from storage (DESIGN.md: ``from_cache``).
+_FROM_CACHE = frozenset({"hit", "stale", "revalidated"})
+# The statuses of a response that is the origin's own answer to this caller: no Age is added.
+_OWN = frozenset({"miss", "bypass"})
 
 
 class CachedResponse:
@@ -31,13 +38,17 @@ class CachedResponse:
 
     ``cache_status`` says where this caller's body came from: ``"miss"`` (a real request made for
     this caller), ``"coalesced"`` (another caller's request in flight), ``"hit"`` (storage) or
-    ``"bypass"`` (not eligible: method, ``cache=False``).
+    ``"bypass"`` (not eligible: method, ``cache=False``). A response replayed from a stored or
+    shared snapshot (every status but ``"miss"`` and ``"bypass"``) carries an ``Age`` header, its
+    current age (RFC 9111 §4.2.3, §5.1) in place of any the origin sent; ``age``,
+    ``created_at``, ``expires`` and ``from_cache`` say the same as attributes.
     """
 
     __slots__ = (
         "_content",
         "_headers",
         "_history",
+        "_now",
         "_req_headers",
         "_req_url",
         "_url",
@@ -56,8 +67,10 @@ class CachedResponse:
         *,
         request_url: URL | None = None,
         request_headers: CIMultiDict[str] | None = None,
+        now: float = 0.0,
     ) -> None:
         self.snapshot = snapshot  # the shared, immutable response this object replays
+        self._now = now  # when it was served to this caller (the session's clock), for its age
         self.cache_status: CacheStatus = cache_status
         self.status = snapshot.status
         self.reason = snapshot.reason
@@ -89,21 +102,52 @@ class CachedResponse:
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            self._headers = CIMultiDictProxy(CIMultiDict(self.snapshot.headers))
+            headers = CIMultiDict(self.snapshot.headers)
+            if self.cache_status not in _OWN:
+                # Built here, on first use, so that a hit nobody asks the headers of pays
+                # nothing for its age (RFC 9111 §5.1: replaces the origin's Age).
+                headers["Age"] = age_header(self.snapshot.age(self._now))
+            self._headers = CIMultiDictProxy(headers)
         return self._headers
 
     @property
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
-        return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.snapshot.headers)
+        return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items())
 
     @property
     def history(self) -> tuple[CachedResponse, ...]:
         if self._history is None:
             self._history = tuple(
-                CachedResponse(h, self.cache_status, request_url=self._req_url)
+                CachedResponse(h, self.cache_status, request_url=self._req_url, now=self._now)
                 for h in self.snapshot.history
             )
         return self._history
+
+    # -- what a cache adds ------------------------------------------------------------------------
+
+    @property
+    def from_cache(self) -> bool:
+        """Whether this response was served from storage (a hit, stale or revalidated)."""
+        return self.cache_status in _FROM_CACHE
+
+    @property
+    def age(self) -> float:
+        """Its current age in seconds (RFC 9111 §4.2.3) when it was served; 0 for the origin's
+        own answer to this caller (a miss, a bypass). The ``Age`` header is this, rounded down."""
+        if self.cache_status in _OWN:
+            return 0.0
+        return max(0.0, self.snapshot.age(self._now))
+
+    @property
+    def created_at(self) -> datetime:
+        """When the response was received from the origin (an aware UTC ``datetime``)."""
+        return datetime.fromtimestamp(self.snapshot.response_time, timezone.utc)
+
+    @property
+    def expires(self) -> datetime | None:
+        """When its stored freshness ends (an aware UTC ``datetime``), or None: not stored."""
+        at = self.snapshot.expires_at
+        return datetime.fromtimestamp(at, timezone.utc) if at > 0.0 else None
 
     @property
     def content(self) -> BodyStream:

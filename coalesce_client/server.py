@@ -23,6 +23,9 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
   raised (a ``303 See Other``), every stored response for the request's URL is dropped, and for
   its ``Location`` and ``Content-Location`` on the same origin; before the response goes out,
   so the client's next request finds nothing stale.
+* A replay (a hit, a waiter's copy) keeps the stored ``Date`` and carries ``Age``, its current age
+  (RFC 9111 §4.2.3, §5.1) in place of any the handler set. A response without a ``Date`` is
+  stored with one (RFC 9110 §6.6.1: an origin with a clock sends it): when the handler returned.
 * What cannot be replayed from bytes (a prepared ``StreamResponse``, ``FileResponse``, a
   WebSocket, a body over ``max_body_size``) goes to its own caller untouched and is not shared.
   A ``web.Response`` without a body (a 204, a redirect) is an ordinary shareable response.
@@ -39,6 +42,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .coalescer import CacheStatus, Coalescer, Fetched, Stats
+from .freshness import age_header
+from .httpdate import format_http_date
 from .keys import KeyMemo, query_pairs
 from .options import check_callable, check_header_name, check_header_names, check_string
 from .policy import CachePolicy
@@ -65,8 +70,10 @@ _BYPASS_HEADERS = (
 )
 # aiohttp's own answer to a handler that raised (web_protocol.handle_error, plain text).
 _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
-# Recomputed by aiohttp for every response it sends; never replayed from a snapshot.
-_NOT_REPLAYED = frozenset({"content-length", "date", "server"})
+# Recomputed by aiohttp for every response it sends; never replayed from a snapshot. Date is
+# replayed: it says when the origin made the response, and a replay's age is counted from it
+# (RFC 9111 §4.2.3; aiohttp adds a Date only to a response without one).
+_NOT_REPLAYED = frozenset({"content-length", "server"})
 
 
 class CoalesceMiddleware:
@@ -277,6 +284,8 @@ class CoalesceMiddleware:
         """Run the handler once; keep this caller's own outcome in ``own``; say what may be
         replayed to others (the coalescer decides whether it is shared and stored)."""
         own.ran = True
+        clock = self._core.clock
+        request_time = clock()
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -290,19 +299,25 @@ class CoalesceMiddleware:
         except Exception:
             log.exception("Error handling request %s %s", request.method, request.rel_url)
             raise
+        response_time = clock()
         own.response = resp
         body = resp.body if type(resp) is web.Response and not resp.prepared else False
         if body is None:
             body = b""  # a 204, a redirect: nothing to read, everything to share
         if not isinstance(body, (bytes, bytearray)):
             return Fetched(None)  # streamed, a file, a WebSocket: its caller's alone
+        headers = _headers_of(resp)
+        if "Date" not in resp.headers:  # what aiohttp would add: the replays keep this one
+            headers = (("Date", format_http_date(response_time)), *headers)
         snap = Snapshot(
             status=resp.status,
             reason=resp.reason,
-            headers=_headers_of(resp),
+            headers=headers,
             url=str(request.rel_url),
             method=request.method,
             body=bytes(body),
+            request_time=request_time,
+            response_time=response_time,
         )
         should_store = self.policy.should_store
         return Fetched(snap, should_store is None or bool(should_store(_response_of(snap))))
@@ -310,6 +325,8 @@ class CoalesceMiddleware:
     def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
         """A fresh response for one more request: its own headers (a copy), the shared body."""
         headers = CIMultiDict(snap.headers)
+        if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)
+            headers["Age"] = age_header(snap.age(self._core.clock()))
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]
         return web.Response(status=snap.status, reason=snap.reason, body=snap.body, headers=headers)

@@ -159,7 +159,7 @@ def test_decode_of_a_redirect_with_redirects_of_its_own_raises() -> None:
     data = bytearray(encode(SMALL))
     # The redirect's head: its status and times, found where they are (after the outer fields).
     hop = data.index((302).to_bytes(2, "big") + struct.pack(">dd", 10.0, 20.0))
-    data[hop + 22 : hop + 24] = (1).to_bytes(2, "big")  # its redirect count (after 22 bytes)
+    data[hop + 38 : hop + 40] = (1).to_bytes(2, "big")  # its redirect count (after 38 bytes)
     with pytest.raises(SnapshotError, match="malformed"):
         decode(reseal(data))
 
@@ -241,6 +241,56 @@ VERSION_1 = bytes.fromhex(
 def test_a_version_1_record_is_refused() -> None:
     with pytest.raises(SnapshotError, match="unknown snapshot format version 1"):
         decode(VERSION_1)
+
+
+# SMALL without its redirect, as version 2 wrote it (no request and response times, before issue
+# 12): read as unknown, so that a storage treats it as a miss and writes it again as 3.
+VERSION_2 = bytes.fromhex(
+    "0200c93ff80000000000004004000000000000000000020000000000074372656174656400000004504f5354"
+    "00000009687474703a2f2f782f00000001410000000131000000014200000000000000000000000378797a01"
+    "877281"
+)
+
+
+def test_a_version_2_record_is_refused() -> None:
+    with pytest.raises(SnapshotError, match="unknown snapshot format version 2"):
+        decode(VERSION_2)
+
+
+def test_round_trip_keeps_the_request_and_response_times() -> None:
+    snap = dataclasses.replace(SMALL, request_time=1_800_000_000.25, response_time=1_800_000_001.5)
+    got = decode(encode(snap))
+    assert (got.request_time, got.response_time) == (1_800_000_000.25, 1_800_000_001.5)
+    assert got == snap
+
+
+# -- age (RFC 9111 §4.2.3) ------------------------------------------------------------------------
+
+
+def aged(*headers: tuple[str, str], sent: float = 1000.0, received: float = 1000.0) -> Snapshot:
+    return Snapshot(
+        200, "OK", headers, "http://x/", "GET", b"", request_time=sent, response_time=received
+    )
+
+
+def test_age_grows_with_residence_and_adds_the_origins_age() -> None:
+    snap = aged(("Age", "10"))
+    assert (snap.age(1000.0), snap.age(1005.0)) == (10.0, 15.0)
+
+
+def test_age_of_a_date_in_the_past_is_the_apparent_age() -> None:
+    assert aged(("Date", "Thu, 01 Jan 1970 00:16:20 GMT")).age(1000.0) == 20.0  # Date = 980
+
+
+def test_age_counts_the_request_delay() -> None:
+    assert aged(("Age", "10"), sent=998.0).age(1000.0) == 12.0  # corrected_age_value
+
+
+def test_age_is_computed_again_for_a_replaced_snapshot() -> None:
+    snap = aged(("Age", "10"))
+    assert snap.age(1000.0) == 10.0  # remembered now
+    assert dataclasses.replace(snap, headers=(("Age", "30"),)).age(1000.0) == 30.0
+    assert decode(encode(snap)).age(1000.0) == 10.0
 
 
 @settings(max_examples=200, deadline=None)

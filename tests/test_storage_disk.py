@@ -209,6 +209,7 @@ async def test_a_restarted_process_with_tiered_storage_reads_each_key_from_disk_
 
 GARBAGE: dict[str, tuple[Any, dict[str, Any]]] = {
     "unknown version": (bytes([FORMAT_VERSION + 1]) + b"\x00" * 40, {}),
+    "version 2 (no times)": (bytes([2]) + encode(snapshot())[1:], {}),
     "truncated": (encode(snapshot())[:-3], {}),
     "trailing bytes": (encode(snapshot()) + b"!", {}),
     "empty": (b"", {}),

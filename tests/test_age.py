@@ -1,0 +1,195 @@
+"""Age on every replay (issue 12, RFC 9111 §4.2.3 and §5.1), both faces, with a fake clock.
+
+The origins here send their own ``Date``, written from the fake clock: aiohttp's would be the real
+time, years away from the fake one, and every age would be that gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+from aiohttp import web
+from conftest import FakeClock, Origin
+from multidict import CIMultiDictProxy
+
+from coalesce_client import CoalescingSession, coalesce_middleware
+from coalesce_client.httpdate import format_http_date
+
+
+@contextlib.asynccontextmanager
+async def serving(origin: Origin) -> AsyncIterator[aiohttp.ClientSession]:
+    await origin.start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            yield client
+    finally:
+        await origin.stop()
+
+
+async def fetch(client: aiohttp.ClientSession, url: str) -> tuple[int, str, CIMultiDictProxy[str]]:
+    async with client.get(url) as r:
+        return r.status, await r.text(), r.headers
+
+
+def dated_origin(
+    origin: Origin, clock: FakeClock, *, date_ago: float = 0, age: str | None = None
+) -> None:
+    """A ``/dated`` route whose response is dated ``date_ago`` seconds before the fake now."""
+
+    async def dated(request: web.Request) -> web.Response:
+        headers = {"Date": format_http_date(clock.now - date_ago)}
+        if age is not None:
+            headers["Age"] = age
+        await origin.wait()
+        return web.Response(text="dated", headers=headers)
+
+    origin.route("/dated", dated)
+
+
+def utc(at: float) -> datetime:
+    return datetime.fromtimestamp(at, timezone.utc)
+
+
+# -- the client -----------------------------------------------------------------------------------
+
+
+async def test_client_hit_5_s_after_storing_carries_age_5(origin: Origin, clock: FakeClock) -> None:
+    dated_origin(origin, clock)
+    await origin.start()
+    async with CoalescingSession(ttl=60, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+        clock.advance(5)
+        hit = await s.get(origin.url("/dated"))
+        clock.advance(0.5)  # delta-seconds: rounded down
+        later = await s.get(origin.url("/dated"))
+    assert (miss.cache_status, hit.cache_status, later.cache_status) == ("miss", "hit", "hit")
+    assert "Age" not in miss.headers  # the origin's own answer: nothing added
+    assert hit.headers["Age"] == "5" and hit.age == 5.0
+    assert later.headers["Age"] == "5" and later.age == 5.5
+    assert (b"Age", b"5") in hit.raw_headers
+    assert origin.calls["/dated"] == 1
+
+
+async def test_client_origin_age_10_plus_5_s_resident_gives_15(
+    origin: Origin, clock: FakeClock
+) -> None:
+    dated_origin(origin, clock, age="10")
+    await origin.start()
+    async with CoalescingSession(ttl=60, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+        clock.advance(5)
+        hit = await s.get(origin.url("/dated"))
+    assert miss.headers.getall("Age") == ["10"]  # the origin's, untouched
+    assert hit.headers.getall("Age") == ["15"]  # replaced, not added to
+    assert hit.age == 15.0
+
+
+async def test_client_date_20_s_in_the_past_gives_apparent_age_20(
+    origin: Origin, clock: FakeClock
+) -> None:
+    dated_origin(origin, clock, date_ago=20)
+    await origin.start()
+    async with CoalescingSession(ttl=60, clock=clock) as s:
+        await s.get(origin.url("/dated"))
+        hit = await s.get(origin.url("/dated"))
+    assert hit.headers["Age"] == "20"
+
+
+async def test_client_coalesced_callers_carry_age_and_the_leader_does_not(
+    origin: Origin, clock: FakeClock
+) -> None:
+    dated_origin(origin, clock, date_ago=20)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=0, clock=clock) as s:  # shared, not stored
+        tasks = [asyncio.ensure_future(s.get(origin.url("/dated"))) for _ in range(5)]
+        await origin.at_gate.reach(1, "the leader's request at the gate")
+        origin.gate.set()
+        got = await asyncio.gather(*tasks)
+    ages = Counter((r.cache_status, r.headers.get("Age")) for r in got)
+    assert ages == {("miss", None): 1, ("coalesced", "20"): 4}
+    assert origin.calls["/dated"] == 1
+
+
+async def test_cached_response_attributes_of_a_miss_and_a_hit(
+    origin: Origin, clock: FakeClock
+) -> None:
+    dated_origin(origin, clock)
+    await origin.start()
+    start = clock.now
+    async with CoalescingSession(ttl=60, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+        clock.advance(5)
+        hit = await s.get(origin.url("/dated"))
+        bypass = await s.get(origin.url("/dated"), cache=False)
+        await bypass.read()
+    assert (miss.from_cache, miss.age) == (False, 0.0)
+    assert (hit.from_cache, hit.age) == (True, 5.0)
+    assert miss.created_at == hit.created_at == utc(start)
+    assert miss.created_at.tzinfo is timezone.utc
+    assert miss.expires == hit.expires == utc(start) + timedelta(seconds=60)
+    assert (bypass.from_cache, bypass.age, bypass.expires) == (False, 0.0, None)
+    assert bypass.created_at == utc(start + 5)
+
+
+async def test_a_response_not_stored_has_no_expiry(origin: Origin, clock: FakeClock) -> None:
+    dated_origin(origin, clock)
+    await origin.start()
+    async with CoalescingSession(ttl=0, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+    assert (miss.cache_status, miss.expires) == ("miss", None)
+
+
+# -- the middleware -------------------------------------------------------------------------------
+
+
+async def test_middleware_replays_the_handlers_date_and_its_age(clock: FakeClock) -> None:
+    mw = coalesce_middleware(ttl=60, clock=clock)
+    origin = Origin(middlewares=[mw])
+    dated_origin(origin, clock, date_ago=20, age="3")
+    date = format_http_date(clock.now - 20)
+    async with serving(origin) as client:
+        _, _, miss = await fetch(client, origin.url("/dated"))
+        clock.advance(5)
+        _, _, hit = await fetch(client, origin.url("/dated"))
+    assert (miss["X-Cache"], miss["Date"], miss["Age"]) == ("MISS", date, "3")
+    assert (hit["X-Cache"], hit.getall("Date"), hit.getall("Age")) == ("HIT", [date], ["25"])
+    assert origin.calls["/dated"] == 1
+
+
+async def test_middleware_stores_a_date_when_the_handler_sets_none(clock: FakeClock) -> None:
+    mw = coalesce_middleware(ttl=60, clock=clock)
+    origin = Origin(middlewares=[mw])
+
+    async def undated(request: web.Request) -> web.Response:
+        return web.Response(text="undated")
+
+    origin.route("/undated", undated)
+    stored = format_http_date(clock.now)  # when the handler returned, by the middleware's clock
+    async with serving(origin) as client:
+        await fetch(client, origin.url("/undated"))
+        clock.advance(3)
+        _, _, first = await fetch(client, origin.url("/undated"))
+        clock.advance(4)
+        _, _, second = await fetch(client, origin.url("/undated"))
+    assert (first["Date"], first["Age"]) == (stored, "3")
+    assert (second["Date"], second["Age"]) == (stored, "7")  # the same Date, an older age
+
+
+async def test_middleware_waiters_carry_age_and_the_leader_does_not(clock: FakeClock) -> None:
+    mw = coalesce_middleware(ttl=60, clock=clock)
+    origin = Origin(middlewares=[mw])
+    dated_origin(origin, clock, date_ago=20)
+    async with serving(origin) as client:
+        origin.gate.clear()
+        tasks = [asyncio.ensure_future(fetch(client, origin.url("/dated"))) for _ in range(5)]
+        await origin.entered.reach(5, "5 requests in the middleware")
+        origin.gate.set()
+        got = await asyncio.gather(*tasks)
+    ages = Counter((h["X-Cache"], h.get("Age")) for _, _, h in got)
+    assert ages == {("MISS", None): 1, ("COALESCED", "20"): 4}
