@@ -433,6 +433,9 @@ class Coalescer:
                 call_ttl=call_ttl,
                 shared_cache=self.shared_cache,
                 url=url,
+                # The face's times around the real request (its clock): the age on arrival.
+                request_time=own.request_time or None,
+                response_time=own.response_time or None,
             )
         if ttl <= 0:
             return _Result(own, replace(own, headers=headers, history=history), vary)

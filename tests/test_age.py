@@ -17,7 +17,7 @@ from aiohttp import web
 from conftest import FakeClock, Origin
 from multidict import CIMultiDictProxy
 
-from coalesce_client import CoalescingSession, coalesce_middleware
+from coalesce_client import CachePolicy, CoalescingSession, coalesce_middleware
 from coalesce_client.httpdate import format_http_date
 
 
@@ -193,3 +193,69 @@ async def test_middleware_waiters_carry_age_and_the_leader_does_not(clock: FakeC
         got = await asyncio.gather(*tasks)
     ages = Counter((h["X-Cache"], h.get("Age")) for _, _, h in got)
     assert ages == {("MISS", None): 1, ("COALESCED", "20"): 4}
+
+
+# -- the age on arrival decides how long a response stays fresh (RFC 9111 §4.2) -------------------
+
+
+def fresh_route(origin: Origin, clock: FakeClock, path: str, **headers: str) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=path, headers={"Date": format_http_date(clock.now), **headers})
+
+    origin.route(path, handler)
+
+
+async def test_an_origin_age_shortens_the_stored_lifetime(origin: Origin, clock: FakeClock) -> None:
+    fresh_route(origin, clock, "/aged", **{"Cache-Control": "max-age=60", "Age": "50"})
+    fresh_route(origin, clock, "/gone", Expires=format_http_date(clock.now - 1))
+
+    async def old(request: web.Request) -> web.Response:  # dated 30 s before it was received
+        date = format_http_date(clock.now - 30)
+        return web.Response(text="old", headers={"Date": date, "Cache-Control": "max-age=60"})
+
+    origin.route("/old", old)
+    await origin.start()
+    async with CoalescingSession(ttl=600, clock=clock) as s:
+        assert (await s.get(origin.url("/aged"))).cache_status == "miss"
+        clock.advance(9)
+        assert (await s.get(origin.url("/aged"))).cache_status == "hit"
+        clock.advance(2)  # 50 + 11 s old: past max-age=60
+        assert (await s.get(origin.url("/aged"))).cache_status == "miss"
+        await s.get(origin.url("/gone"))
+        assert (await s.get(origin.url("/gone"))).cache_status == "miss"  # Expires in the past
+        await s.get(origin.url("/old"))
+        clock.advance(29)
+        assert (await s.get(origin.url("/old"))).cache_status == "hit"
+        clock.advance(2)  # 30 s old on arrival (its Date), 31 s since: past max-age=60
+        assert (await s.get(origin.url("/old"))).cache_status == "miss"
+    assert (origin.calls["/aged"], origin.calls["/gone"], origin.calls["/old"]) == (2, 2, 2)
+
+
+async def test_http_freshness_takes_the_origins_lifetime_in_the_middleware(
+    clock: FakeClock,
+) -> None:
+    mw = coalesce_middleware(ttl=0, policy=CachePolicy(freshness="http"), clock=clock)
+    origin = Origin(middlewares=[mw])
+    fresh_route(origin, clock, "/long", **{"Cache-Control": "max-age=3600"})
+    fresh_route(origin, clock, "/silent")
+    async with serving(origin) as client:
+        for _ in range(3):
+            await fetch(client, origin.url("/long"))
+            await fetch(client, origin.url("/silent"))
+            clock.advance(1000)
+    # Stored for an hour though the middleware's ttl is 0; nothing the origin was silent about.
+    assert (origin.calls["/long"], origin.calls["/silent"]) == (1, 3)
+
+
+async def test_http_freshness_takes_the_origins_lifetime_in_the_client(
+    origin: Origin, clock: FakeClock
+) -> None:
+    fresh_route(origin, clock, "/long", **{"Cache-Control": "max-age=3600"})
+    fresh_route(origin, clock, "/silent")
+    await origin.start()
+    async with CoalescingSession(ttl=0, policy=CachePolicy(freshness="http"), clock=clock) as s:
+        for _ in range(3):
+            await s.get(origin.url("/long"))
+            await s.get(origin.url("/silent"))
+            clock.advance(1000)
+    assert (origin.calls["/long"], origin.calls["/silent"]) == (1, 3)

@@ -4,6 +4,7 @@ url_ttl through both faces."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 
 import aiohttp
 from aiohttp import web
@@ -47,7 +48,9 @@ async def test_a_shared_session_never_stores_nor_shares_a_private_response(origi
 async def test_a_shared_session_takes_s_maxage_over_max_age(
     origin: Origin, clock: FakeClock
 ) -> None:
-    counted_route(origin, "/s", {"Cache-Control": "max-age=600, s-maxage=5"})
+    # The origin's Date on the session's clock: its age on arrival is then 0.
+    date = email.utils.formatdate(clock.now, usegmt=True)
+    counted_route(origin, "/s", {"Cache-Control": "max-age=600, s-maxage=5", "Date": date})
     await origin.start()
     async with CoalescingSession(ttl=3600, shared=True, clock=clock) as s:
         await s.get(origin.url("/s"))
