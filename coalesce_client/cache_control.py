@@ -23,6 +23,7 @@ __all__ = [
     "delta_seconds",
     "parse_request_cache_control",
     "parse_response_cache_control",
+    "request_directives",
 ]
 
 DELTA_SECONDS_MAX = 2**31  # RFC 9111 §1.2.2: "represents infinity (over 68 years)"
@@ -292,3 +293,16 @@ def _field_names(occurrences: _Occurrences | None) -> frozenset[str]:
 def _bare(occurrences: _Occurrences | None) -> bool:
     """A relaxing directive counts only as defined: without an argument."""
     return occurrences is not None and all(arg is None for arg, _ in occurrences)
+
+
+def request_directives(cache_control: str | None, pragma: str | None) -> RequestDirectives | None:
+    """A request's directives, or None when it sent no ``Cache-Control`` nor ``Pragma``.
+
+    ``Pragma: no-cache`` counts as ``Cache-Control: no-cache`` only when there is no
+    ``Cache-Control`` (RFC 9111 §5.4).
+    """
+    if cache_control:
+        return parse_request_cache_control(cache_control)
+    if pragma and "no-cache" in (p.strip().lower() for p in pragma.split(",")):
+        return RequestDirectives(no_cache=True)
+    return None

@@ -17,6 +17,7 @@ from multidict import getversion
 from yarl import URL
 
 from .body import Kept, read_within
+from .cache_control import RequestDirectives
 from .client_call import (
     UNSET,
     Identity,
@@ -27,7 +28,7 @@ from .client_call import (
     url_key,
     wait_bound,
 )
-from .coalescer import Coalescer, Fetched, Stats
+from .coalescer import Coalescer, Fetched, Stats, Wanted
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
@@ -341,11 +342,21 @@ class CoalescingSession:
         core = self._core
         if checks is None:
             checks = self._checks  # the session's raise_for_status (fixed when it was built)
+        wanted = None
+        if ident.directives is not None:  # the caller's own Cache-Control (RFC 9111 §5.2.1)
+            wanted, refresh, no_store = _wanted(ident.directives, bool(refresh))
+        else:
+            no_store = False
         if not refresh:
-            snap = core.peek(key, ident.header)
+            snap = core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
                 hit = CachedResponse(snap, "hit", request_url=ident.url, now=core.clock())
                 return hit if checks is False else await self._checked(hit, checks)
+        if no_store:  # §5.2.1.5: nothing of this request's response is stored
+            if timeout is not UNSET:
+                kwargs["timeout"] = timeout
+            kwargs["raise_for_status"] = checks
+            return await self._bypass(session, method, str_or_url, kwargs)
 
         should_store = self.policy.should_store
         limit = self.policy.max_body_size
@@ -383,6 +394,7 @@ class CoalescingSession:
             refresh=bool(refresh),
             url=ident.url_text() if self.policy.url_ttl else None,
             url_key=url_key(self._keys, ident.url),
+            wanted=wanted,
         )
         total = None if timeout is UNSET else wait_bound(timeout)
         try:
@@ -390,10 +402,15 @@ class CoalescingSession:
         except BaseException:
             own.drop()  # gave up: a response kept for us, now or later, is closed
             raise
-        if answer.snapshot is None:  # our own send kept the response: stream it
+        if answer.snapshot is None and own.response is None:
+            # only-if-cached and nothing usable stored: 504, the origin not asked (§5.2.1.7)
+            resp: CachedResponse = CachedResponse(
+                _gateway_timeout(ident.url, method), "miss", request_url=ident.url
+            )
+        elif answer.snapshot is None:  # our own send kept the response: stream it
             assert own.response is not None
             live = own.response
-            resp: CachedResponse = LiveResponse(
+            resp = LiveResponse(
                 live,
                 _snapshot(live, b"", *times),
                 answer.status,
@@ -443,6 +460,21 @@ class CoalescingSession:
             self._core.count_error()
             raise
         return resp
+
+
+def _wanted(directives: RequestDirectives, refresh: bool) -> tuple[Wanted | None, bool, bool]:
+    """What a caller's request directives ask: (what it accepts of a stored response, whether
+    it goes to the origin whatever is stored, whether its response may be stored)."""
+    d = directives
+    refresh = refresh or d.no_cache or d.max_age == 0  # §5.2.1.4, §5.2.1.1
+    wanted = None
+    if d.max_age is not None or d.min_fresh is not None or d.only_if_cached:
+        wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
+    return wanted, refresh, d.no_store
+
+
+def _gateway_timeout(url: URL, method: str) -> Snapshot:
+    return Snapshot(504, "Gateway Timeout", (("Content-Length", "0"),), str(url), method, b"")
 
 
 def _snapshot(

@@ -41,6 +41,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from .cache_control import RequestDirectives, request_directives
 from .keys import KeyMaker, query_pairs
 from .options import TOKEN
 from .vary import Header
@@ -151,6 +152,9 @@ class Identity:
     key: str | None
     url: URL
     header: Header
+    # The caller's own Cache-Control request directives (RFC 9111 §5.2.1; a Pragma: no-cache
+    # counts when there is no Cache-Control, §5.4), or None when it sent neither.
+    directives: RequestDirectives | None = None
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -214,6 +218,10 @@ def identify(
         if body_digest is None:
             return Identity(None, url, header)
     extra = _extra(session, keys, url, kwargs, merged)
+    directives = request_directives(
+        ", ".join(merged.getall("cache-control", ())) or None,
+        ", ".join(merged.getall("pragma", ())) or None,
+    )
     key = keys.make(
         method=method,
         scheme=url.scheme,
@@ -225,7 +233,7 @@ def identify(
         body_digest=body_digest,
         extra=extra,
     )
-    return Identity(key, url, header)
+    return Identity(key, url, header, directives)
 
 
 def url_key(keys: KeyMaker, url: URL) -> str:

@@ -47,7 +47,7 @@ from .storage.memory import MemoryStorage
 from .vary import ANY, POINTER_METHOD, Header, values_of, variant_key, vary_names
 from .writer import Writer
 
-__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats"]
+__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats", "Wanted"]
 
 CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
 """Where a caller's response came from; each status is also the name of its counter."""
@@ -107,6 +107,25 @@ class _Result:
 
 def _no_headers(name: str) -> str | None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a caller's own request directives accept of a stored response (RFC 9111 §5.2.1).
+
+    ``max_age``: at most this old (§5.2.1.1); ``min_fresh``: still fresh for at least this long
+    (§5.2.1.3); ``only_if_cached``: never go to the origin, answer without a response instead
+    (§5.2.1.7: the face then answers 504).
+    """
+
+    max_age: float | None = None
+    min_fresh: float | None = None
+    only_if_cached: bool = False
+
+    def accepts(self, snap: Snapshot, now: float) -> bool:
+        if self.max_age is not None and snap.age(now) > self.max_age:
+            return False
+        return self.min_fresh is None or snap.expires_at - now >= self.min_fresh
 
 
 Send = Callable[[], Awaitable[Fetched]]
@@ -208,7 +227,9 @@ class Coalescer:
             return None
         return snap
 
-    def peek(self, key: str, header: Header = _no_headers) -> Snapshot | None:
+    def peek(
+        self, key: str, header: Header = _no_headers, wanted: Wanted | None = None
+    ) -> Snapshot | None:
         """A fresh stored response found without waiting, counted as a hit; else None.
 
         The faces try this before ``fetch``: with a storage that offers ``get_nowait`` a hit then
@@ -235,7 +256,8 @@ class Coalescer:
             snap = writer.read_nowait(variant_key(key, names, values_of(names, header)))
             if snap is None:
                 return None
-        if snap.expires_at <= self._clock():
+        now = self._clock()
+        if snap.expires_at <= now or (wanted is not None and not wanted.accepts(snap, now)):
             return None
         self.requests += 1
         self._outcomes["hit"] += 1  # _count("hit"), inlined: this is the whole cost of a hit
@@ -255,6 +277,7 @@ class Coalescer:
         refresh: bool = False,
         url: str | None = None,
         url_key: str | None = None,
+        wanted: Wanted | None = None,
         _names: tuple[str, ...] = (),
     ) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
@@ -263,7 +286,9 @@ class Coalescer:
         ``header`` gives the request's header values (for Vary); ``url`` the request's URL
         without its scheme, for the policy's ``url_ttl``; ``url_key`` the request's URL key
         (``KeyMaker.url_key``), under whose index a stored response is listed, so that an
-        invalidation of the URL finds it. ``_names`` is internal: the
+        invalidation of the URL finds it. ``wanted`` is what the caller's own request
+        directives accept of a stored response (``Wanted``); a stored response it does not
+        accept is a miss. ``_names`` is internal: the
         headers a response for ``key`` was just seen to vary on (the second round of a caller
         whose flight answered another variant), so that its flight is its own variant's.
         """
@@ -289,10 +314,13 @@ class Coalescer:
                 self._count("miss")
                 self.errors += 1
                 raise
-            if snap is not None:
+            if snap is not None and (wanted is None or wanted.accepts(snap, self._clock())):
                 self._count("hit")
                 return Answer(snap, "hit")
             joining = fkey in flight  # a slow storage read may have let a flight start
+        if wanted is not None and wanted.only_if_cached:
+            self._count("miss")  # nothing usable stored, and the origin is not to be asked
+            return Answer(None, "miss")
         try:
             outcome = await flight.run(
                 fkey,
@@ -325,6 +353,7 @@ class Coalescer:
                 refresh=refresh,
                 url=url,
                 url_key=url_key,
+                wanted=wanted,
                 _names=result.vary[0],
             )
         self._count("coalesced")

@@ -41,11 +41,18 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .coalescer import CacheStatus, Coalescer, Fetched, Stats
+from .cache_control import request_directives
+from .coalescer import CacheStatus, Coalescer, Fetched, Stats, Wanted
 from .freshness import age_header
 from .httpdate import format_http_date
 from .keys import KeyMemo, query_pairs
-from .options import check_callable, check_header_name, check_header_names, check_string
+from .options import (
+    check_callable,
+    check_flag,
+    check_header_name,
+    check_header_names,
+    check_string,
+)
 from .policy import CachePolicy
 from .snapshot import Snapshot
 from .storage.base import Clock, Storage, wall_clock
@@ -96,6 +103,7 @@ class CoalesceMiddleware:
         "_key_func",
         "_keys",
         "_memo",
+        "_request_cache_control",
         "policy",
     )
 
@@ -109,6 +117,7 @@ class CoalesceMiddleware:
         wait_timeout: float | None = None,
         key_func: Callable[[web.Request], str | None] | None = None,
         cache_status_header: str | None = "X-Cache",
+        request_cache_control: bool = False,
         namespace: str = "",
         clock: Clock = wall_clock,
     ) -> None:
@@ -116,6 +125,8 @@ class CoalesceMiddleware:
         if cache_status_header is not None:
             check_header_name(cache_status_header, "cache_status_header")
         check_string(namespace, "namespace")
+        # Off by default, as in nginx and Varnish: a client must not switch off the protection.
+        self._request_cache_control = check_flag(request_cache_control, "request_cache_control")
         self._core = Coalescer(
             storage=storage,
             policy=policy,
@@ -164,15 +175,22 @@ class CoalesceMiddleware:
         def header(name: str) -> str | None:  # the request's values, for Vary
             return ", ".join(headers.getall(name)) if name in headers else None
 
+        wanted: Wanted | None = None
+        refresh = False
         if request.method in self.policy.methods and not request.body_exists:
             for name in self._bypass_headers:
                 if name in headers:
                     break
             else:
                 key = self._key(request)
-                snap = core.peek(key, header)
-                if snap is not None:  # the hot path: a hit answered without awaiting anything
-                    return self._replay(snap, "hit")
+                if self._request_cache_control and (
+                    "cache-control" in headers or "pragma" in headers
+                ):
+                    wanted, refresh = _wanted(header)
+                if not refresh:
+                    snap = core.peek(key, header, wanted)
+                    if snap is not None:  # the hot path: a hit answered without awaiting
+                        return self._replay(snap, "hit")
         own = _Own()
 
         async def send() -> Fetched:
@@ -186,6 +204,8 @@ class CoalesceMiddleware:
                 header=header,
                 url=request.host.lower() + request.raw_path if self.policy.url_ttl else None,
                 url_key=url_key,
+                refresh=refresh,
+                wanted=wanted,
             )
         except web.HTTPException as exc:
             if own.ran and request.method not in SAFE_METHODS:
@@ -203,7 +223,8 @@ class CoalesceMiddleware:
                 snap = answer.snapshot
                 await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
         if resp is None:
-            assert answer.snapshot is not None  # a hit or a shared outcome: always a snapshot
+            if answer.snapshot is None:  # only-if-cached, nothing usable stored (§5.2.1.7)
+                return self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
             return self._replay(answer.snapshot, answer.status)
         if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
             core.count_error()
@@ -341,6 +362,19 @@ class CoalesceMiddleware:
 
 # The factory name DESIGN.md gives it: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
+
+
+def _wanted(header: Callable[[str], str | None]) -> tuple[Wanted | None, bool]:
+    """What the client's own request directives ask (``request_cache_control=True``): what it
+    accepts of a stored response, and whether it goes to the handler whatever is stored."""
+    d = request_directives(header("cache-control"), header("pragma"))
+    if d is None:
+        return None, False
+    refresh = d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
+    if d.max_age is None and d.min_fresh is None and not d.only_if_cached:
+        return None, refresh
+    wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
+    return wanted, refresh
 
 
 class _Own:
