@@ -16,9 +16,8 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
-from .body import Kept, read_within
-from .cache_control import RequestDirectives
 from .client_call import (
+    CALLER_ALONE,
     UNSET,
     Identity,
     check_base_url,
@@ -28,18 +27,19 @@ from .client_call import (
     url_key,
     wait_bound,
 )
-from .coalescer import Coalescer, Fetched, Stats, Wanted
+from .client_send import Passing, SharedRequest, wanted_of
+from .coalescer import Coalescer, Stats
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
-from .response import CachedResponse, CallContext, LiveResponse
-from .snapshot import Snapshot
+from .response import CachedResponse, CallContext
 from .storage.base import Clock, Storage, wall_clock
 from .url_index import SAFE_METHODS, invalidates
 
 __all__ = ["CoalescingSession"]
 
 _MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity may include
+_NO_OPTIONS: dict[str, Any] = {}  # a call with no options of its own (never written to)
 
 
 class CoalescingSession:
@@ -290,28 +290,25 @@ class CoalescingSession:
     ) -> CachedResponse:
         cache = kwargs.pop("cache", True)
         cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
-        refresh = kwargs.pop("refresh", False)
+        refresh = bool(kwargs.pop("refresh", False))
         session = self._client()
         method = method.upper()
-        if not (cache and method in self.policy.methods):
-            check_call(kwargs)
-            passed = await self._bypass(session, method, str_or_url, kwargs)
-            if method not in SAFE_METHODS:
-                target = self._target(str_or_url, kwargs.get("params"))
-                await self._invalidate_after(method, target, passed)
-            return passed
-        timeout = UNSET
-        checks = None
         if kwargs:
             check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
-            # The caller's alone (client_call.py): not part of the shared request.
-            timeout = kwargs.pop("timeout", UNSET)
-            checks = kwargs.pop("raise_for_status", None)
+        if not (cache and method in self.policy.methods):
+            return await self._pass(session, method, str_or_url, kwargs, None)
+        if kwargs:  # the caller's alone (client_call.py): not part of the shared request
+            own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
+            checks = own_options.get("raise_for_status", self._checks)
+        else:
+            own_options = _NO_OPTIONS
+            checks = self._checks  # the session's raise_for_status (fixed when it was built)
         # The identity of a plain call (no options but allow_redirects, no credentials of the
         # session's own) depends only on the method, the URL and the session's default headers:
-        # remember it, since building it is most of what a hit costs. getversion() changes
-        # whenever those headers do.
+        # it is remembered, since building it is most of what a hit costs (inline: the hot path).
+        # getversion() changes whenever those headers do.
         parts = None
+        ident = None
         if (
             (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
             and session.auth is None
@@ -323,130 +320,83 @@ class CoalescingSession:
                 kwargs.get("allow_redirects", True),
                 getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
             )
-        ident = self._memo.get(parts) if parts is not None else None
+            ident = self._memo.get(parts)
         if ident is None:
-            url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
-            ident = identify(session, self._keys, method, url, kwargs)
-            if parts is not None:
-                self._memo.remember(parts, ident)
+            ident = self._identity(session, method, str_or_url, kwargs, parts)
         key = ident.key
-        if key is None:
-            if timeout is not UNSET:
-                kwargs["timeout"] = timeout
-            if checks is not None:
-                kwargs["raise_for_status"] = checks
-            passed = await self._bypass(session, method, str_or_url, kwargs)
-            if method not in SAFE_METHODS:
-                await self._invalidate_after(method, ident.url, passed)
-            return passed
-        core = self._core
-        if checks is None:
-            checks = self._checks  # the session's raise_for_status (fixed when it was built)
         wanted = None
+        no_store = False
         if ident.directives is not None:  # the caller's own Cache-Control (RFC 9111 §5.2.1)
-            wanted, refresh, no_store = _wanted(ident.directives, bool(refresh))
-        else:
-            no_store = False
-        if not refresh:
-            snap = core.peek(key, ident.header, wanted)
+            wanted, refresh, no_store = wanted_of(ident.directives, refresh)
+        if key is not None and not refresh:
+            snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                hit = CachedResponse(snap, "hit", request_url=ident.url, now=core.clock())
+                hit = CachedResponse(snap, "hit", request_url=ident.url, now=self._core.clock())
                 return hit if checks is False else await self._checked(hit, checks)
-        if no_store:  # §5.2.1.5: nothing of this request's response is stored
-            if timeout is not UNSET:
-                kwargs["timeout"] = timeout
-            kwargs["raise_for_status"] = checks
-            return await self._bypass(session, method, str_or_url, kwargs)
-
-        should_store = self.policy.should_store
-        limit = self.policy.max_body_size
-        own = Kept()  # this caller's own response, when it is to be streamed
-        clock = core.clock
-        times = [0.0, 0.0]  # when the real request was sent, when its response arrived
-
-        async def send() -> Fetched:
-            # The shared request: the session's timeout, no status check (each caller's own).
-            times[0] = clock()
-            resp = await session.request(method, str_or_url, raise_for_status=False, **kwargs)
-            times[1] = clock()  # RFC 9111 §4.2.3 response_time: its head is here
-            try:
-                body = await read_within(resp, limit)
-            except BaseException:
-                resp.close()  # a truncated or cancelled read: nobody gets a short body
-                raise
-            if body is None or len(body) > limit:
-                # Too large to share: this caller streams it, and the flight ends now, so that
-                # its followers send their own requests at once (issue 11).
-                own.keep(resp, body or b"")
-                return Fetched(None)
-            resp.release()
-            snap = _snapshot(resp, body, *times)
-            # The user's filter sees a response like every caller's, not aiohttp's (released).
-            return Fetched(
-                snap, should_store is None or bool(should_store(CachedResponse(snap, "miss")))
-            )
-
-        fetch = core.fetch(
+        if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
+            kwargs.update(own_options)  # its own request: aiohttp applies them
+            return await self._pass(session, method, str_or_url, kwargs, ident.url)
+        send = SharedRequest(
+            session,
+            (method, str_or_url),
+            kwargs,
+            limit=self.policy.max_body_size,
+            should_store=self.policy.should_store,
+            clock=self._core.clock,
+        )
+        fetch = self._core.fetch(
             key,
             send,
             header=ident.header,
             ttl=cache_ttl,
-            refresh=bool(refresh),
+            refresh=refresh,
             url=ident.url_text() if self.policy.url_ttl else None,
             url_key=url_key(self._keys, ident.url),
             wanted=wanted,
         )
-        total = None if timeout is UNSET else wait_bound(timeout)
+        total = wait_bound(own_options.get("timeout", UNSET))
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         except BaseException:
-            own.drop()  # gave up: a response kept for us, now or later, is closed
+            send.own.drop()  # gave up: a response kept for us, now or later, is closed
             raise
-        if answer.snapshot is None and own.response is None:
-            # only-if-cached and nothing usable stored: 504, the origin not asked (§5.2.1.7)
-            resp: CachedResponse = CachedResponse(
-                _gateway_timeout(ident.url, method), "miss", request_url=ident.url
-            )
-        elif answer.snapshot is None:  # our own send kept the response: stream it
-            assert own.response is not None
-            live = own.response
-            resp = LiveResponse(
-                live,
-                _snapshot(live, b"", *times),
-                answer.status,
-                prefix=own.prefix,
-                request_url=ident.url,
-            )
-        else:
-            resp = CachedResponse(
-                answer.snapshot, answer.status, request_url=ident.url, now=core.clock()
-            )
+        resp = send.response(answer, ident.url, self._core.clock())
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)
         return resp if checks is False else await self._checked(resp, checks)
 
-    async def _bypass(
+    def _identity(
         self,
         session: aiohttp.ClientSession,
         method: str,
         str_or_url: str | URL,
         kwargs: dict[str, Any],
+        parts: tuple[Any, ...] | None,
+    ) -> Identity:
+        """The call's identity (client_call.identify), remembered under ``parts`` if given."""
+        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+        ident = identify(session, self._keys, method, url, kwargs)
+        if parts is not None:
+            self._memo.remember(parts, ident)
+        return ident
+
+    async def _pass(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        str_or_url: str | URL,
+        kwargs: dict[str, Any],
+        url: URL | None,
     ) -> CachedResponse:
         """A call that takes no part: aiohttp's own request with the call's own options, its body
         streamed from the connection as aiohttp streams it (nothing buffered by us)."""
-        own: list[aiohttp.ClientResponse] = []
-        clock = self._core.clock
-        times = [0.0, 0.0]
-
-        async def send() -> Fetched:
-            times[0] = clock()
-            own.append(await session.request(method, str_or_url, **kwargs))
-            times[1] = clock()
-            return Fetched(None)
-
+        send = Passing(session, (method, str_or_url), kwargs, self._core.clock)
         await self._core.fetch(None, send)
-        live = own[0]
-        return LiveResponse(live, _snapshot(live, b"", *times), "bypass")
+        passed = send.live()
+        if method not in SAFE_METHODS:
+            target = url if url is not None else self._target(str_or_url, kwargs.get("params"))
+            await self._invalidate_after(method, target, passed)
+        return passed
 
     async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
         """Apply this caller's ``raise_for_status`` (the call's, else the session's) to its own
@@ -460,36 +410,3 @@ class CoalescingSession:
             self._core.count_error()
             raise
         return resp
-
-
-def _wanted(directives: RequestDirectives, refresh: bool) -> tuple[Wanted | None, bool, bool]:
-    """What a caller's request directives ask: (what it accepts of a stored response, whether
-    it goes to the origin whatever is stored, whether its response may be stored)."""
-    d = directives
-    refresh = refresh or d.no_cache or d.max_age == 0  # §5.2.1.4, §5.2.1.1
-    wanted = None
-    if d.max_age is not None or d.min_fresh is not None or d.only_if_cached:
-        wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
-    return wanted, refresh, d.no_store
-
-
-def _gateway_timeout(url: URL, method: str) -> Snapshot:
-    return Snapshot(504, "Gateway Timeout", (("Content-Length", "0"),), str(url), method, b"")
-
-
-def _snapshot(
-    resp: aiohttp.ClientResponse, body: bytes, request_time: float, response_time: float
-) -> Snapshot:
-    """The response as received, with the times its age is computed from (a redirect's are those
-    of the whole request: aiohttp does not say when each hop arrived)."""
-    return Snapshot(
-        status=resp.status,
-        reason=resp.reason or "",
-        headers=tuple(resp.headers.items()),
-        url=str(resp.url),
-        method=resp.method,
-        body=body,
-        history=tuple(_snapshot(h, b"", request_time, response_time) for h in resp.history),
-        request_time=request_time,
-        response_time=response_time,
-    )
