@@ -101,6 +101,7 @@ class CoalesceMiddleware:
         "_core",
         "_header",
         "_key_func",
+        "_key_names",
         "_keys",
         "_memo",
         "_request_cache_control",
@@ -142,6 +143,9 @@ class CoalesceMiddleware:
         # share), then the headers of partial and conditional requests.
         credentials = tuple(h for h in policy.credential_headers if h not in names)
         self._bypass_headers = credentials + _BYPASS_HEADERS
+        # The headers a keyed request's key reads: a credential header not in key_headers is
+        # absent from every request that gets as far as a key (it bypasses), so it is not read.
+        self._key_names = tuple(h for h in self._keys.header_names if h not in credentials)
         self._key_func = key_func
         self._header = cache_status_header
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
@@ -277,14 +281,14 @@ class CoalesceMiddleware:
         headers = request.headers
         values = tuple(
             ", ".join(headers.getall(name)) if name in headers else None
-            for name in self._keys.header_names
+            for name in self._key_names
         )
         # Everything the key is made of, as the request carries it (see KeyMemo).
         parts = (request.method, request.scheme, request.host, request.raw_path, values, extra)
         key = self._memo.get(parts)
         if key is None:
             url = request.rel_url
-            lookup = dict(zip(self._keys.header_names, values, strict=True))
+            lookup = dict(zip(self._key_names, values, strict=True))  # the others: absent
             key = self._memo.remember(
                 parts,
                 self._keys.make(
