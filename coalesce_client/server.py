@@ -280,8 +280,7 @@ class CoalesceMiddleware:
                 extra = (str(part),)
         headers = request.headers
         values = tuple(
-            ", ".join(headers.getall(name)) if name in headers else None
-            for name in self._key_names
+            ", ".join(headers.getall(name)) if name in headers else None for name in self._key_names
         )
         # Everything the key is made of, as the request carries it (see KeyMemo).
         parts = (request.method, request.scheme, request.host, request.raw_path, values, extra)
