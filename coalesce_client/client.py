@@ -351,16 +351,16 @@ class CoalescingSession:
             ttl=cache_ttl,
             refresh=refresh,
             url=ident.url_text() if self.policy.url_ttl else None,
-            url_key=url_key(self._keys, ident.url),
+            url_key=ident.url_key,
             wanted=wanted,
         )
         total = wait_bound(own_options.get("timeout", UNSET))
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         except BaseException:
-            send.own.drop()  # gave up: a response kept for us, now or later, is closed
+            send.drop()  # gave up: a response kept for us, now or later, is closed
             raise
-        resp = send.response(answer, ident.url, self._core.clock())
+        resp = send.caller_response(answer, ident.url, self._core.clock())
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)
         return resp if checks is False else await self._checked(resp, checks)

@@ -155,6 +155,9 @@ class Identity:
     # The caller's own Cache-Control request directives (RFC 9111 §5.2.1; a Pragma: no-cache
     # counts when there is no Cache-Control, §5.4), or None when it sent neither.
     directives: RequestDirectives | None = None
+    # The key of the URL's invalidation index (url_index.py), computed with the key: a hit that
+    # goes through fetch() (a disk storage) would otherwise hash the URL again every time.
+    url_key: str | None = None
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -233,7 +236,7 @@ def identify(
         body_digest=body_digest,
         extra=extra,
     )
-    return Identity(key, url, header, directives)
+    return Identity(key, url, header, directives, url_key(keys, url))
 
 
 def url_key(keys: KeyMaker, url: URL) -> str:

@@ -31,8 +31,11 @@ from .snapshot import Snapshot
 __all__ = ["Passing", "SharedRequest", "snapshot_of", "wanted_of"]
 
 
-class SharedRequest:
-    """The real request behind a flight, and what its own caller gets (module rules)."""
+class SharedRequest(Kept):
+    """The real request behind a flight, and what its own caller gets (module rules).
+
+    It is also the ``Kept`` of its caller: a response too large to share is kept on it.
+    """
 
     __slots__ = (
         "_args",
@@ -41,7 +44,6 @@ class SharedRequest:
         "_limit",
         "_session",
         "_should_store",
-        "own",
         "times",
     )
 
@@ -55,13 +57,13 @@ class SharedRequest:
         should_store: Callable[[Any], bool] | None,
         clock: Callable[[], float],
     ) -> None:
+        super().__init__()
         self._session = session
         self._args = args  # (method, the URL as the caller gave it)
         self._kwargs = kwargs  # aiohttp's options, without the caller's own
         self._limit = limit
         self._should_store = should_store
         self._clock = clock
-        self.own = Kept()  # this caller's own response, when it is to be streamed
         self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
 
     async def __call__(self) -> Fetched:
@@ -74,18 +76,18 @@ class SharedRequest:
             resp.close()  # a truncated or cancelled read: nobody gets a short body
             raise
         if body is None or len(body) > self._limit:
-            self.own.keep(resp, body or b"")  # too large to share: the flight ends now
+            self.keep(resp, body or b"")  # too large to share: the flight ends now
             return Fetched(None)
         resp.release()
         snap = snapshot_of(resp, body, *self.times)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
 
-    def response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
+    def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
         if answer.snapshot is not None:
             return CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
-        live = self.own.response
+        live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._args[0], b""
@@ -95,7 +97,7 @@ class SharedRequest:
             live,
             snapshot_of(live, b"", *self.times),
             answer.status,
-            prefix=self.own.prefix,
+            prefix=self.prefix,
             request_url=url,
         )
 

@@ -243,13 +243,21 @@ class CoalesceMiddleware:
 
     def _url_key(self, request: web.Request, url: URL) -> str:
         """The URL key (``url_index.py``) of ``url``, a path and query on the request's origin,
-        built from the parts ``_key`` keys."""
-        return self._keys.url_key(
-            scheme=request.scheme,
-            host=request.host,
-            port=None,
-            path=url.raw_path,
-            query=query_pairs(url.raw_query_string),
+        built from the parts ``_key`` keys; remembered, as keys are (a hit through ``fetch``,
+        on a disk storage, would hash it every time)."""
+        parts = ("url", request.scheme, request.host, url.raw_path_qs)
+        known = self._memo.get(parts)
+        if known is not None:
+            return known
+        return self._memo.remember(
+            parts,
+            self._keys.url_key(
+                scheme=request.scheme,
+                host=request.host,
+                port=None,
+                path=url.raw_path,
+                query=query_pairs(url.raw_query_string),
+            ),
         )
 
     async def _invalidate_after(
