@@ -268,7 +268,9 @@ class CoalesceMiddleware:
             return
         core = self._core
         await core.invalidate_url(self._url_key(request, request.rel_url))
-        base = request.url
+        # Not request.url: aiohttp 3.10 builds it with the Host's port in the host, which newer
+        # yarl refuses.
+        base = URL(f"{request.scheme}://{request.host}").join(request.rel_url)
         for name in ("Location", "Content-Location"):
             value = headers.get(name)
             if not value:
