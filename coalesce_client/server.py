@@ -37,8 +37,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
-from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from .cache_control import request_directives
@@ -98,6 +98,7 @@ class CoalesceMiddleware:
 
     __slots__ = (
         "_bypass_headers",
+        "_clock",
         "_core",
         "_header",
         "_key_func",
@@ -143,11 +144,14 @@ class CoalesceMiddleware:
         # share), then the headers of partial and conditional requests.
         credentials = tuple(h for h in policy.credential_headers if h not in names)
         self._bypass_headers = credentials + _BYPASS_HEADERS
+        self._clock = clock  # the core's: a replay's Age is counted on it
         # The headers a keyed request's key reads: a credential header not in key_headers is
         # absent from every request that gets as far as a key (it bypasses), so it is not read.
         self._key_names = tuple(h for h in self._keys.header_names if h not in credentials)
         self._key_func = key_func
-        self._header = cache_status_header
+        # An istr: a CIMultiDict takes it as its own identity; a str would be folded on every
+        # replay (as Age's, hdrs.AGE).
+        self._header = None if cache_status_header is None else istr(cache_status_header)
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
 
     @property
@@ -181,20 +185,19 @@ class CoalesceMiddleware:
 
         wanted: Wanted | None = None
         refresh = False
-        if request.method in self.policy.methods and not request.body_exists:
-            for name in self._bypass_headers:
-                if name in headers:
-                    break
-            else:
-                key = self._key(request)
-                if self._request_cache_control and (
-                    "cache-control" in headers or "pragma" in headers
-                ):
-                    wanted, refresh = _wanted(header)
-                if not refresh:
-                    snap = core.peek(key, header, wanted)
-                    if snap is not None:  # the hot path: a hit answered without awaiting
-                        return self._replay(snap, "hit")
+        # The bypass names in one C-level scan (a loop in Python cost 0.1 µs more per hit).
+        if (
+            request.method in self.policy.methods
+            and not request.body_exists
+            and headers.keys().isdisjoint(self._bypass_headers)
+        ):
+            key = self._key(request)
+            if self._request_cache_control and ("cache-control" in headers or "pragma" in headers):
+                wanted, refresh = _wanted(header)
+            if not refresh:
+                snap = core.peek(key, header, wanted)
+                if snap is not None:  # the hot path: a hit answered without awaiting
+                    return self._replay(snap, "hit")
         own = _Own()
 
         async def send() -> Fetched:
@@ -289,9 +292,11 @@ class CoalesceMiddleware:
             if part is not None:
                 extra = (str(part),)
         headers = request.headers
-        values = tuple(
-            ", ".join(headers.getall(name)) if name in headers else None for name in self._key_names
-        )
+        values: tuple[str | None, ...] = ()
+        if self._key_names:  # a generator costs its frame even with no name to read
+            values = tuple(
+                ", ".join(headers.getall(h)) if h in headers else None for h in self._key_names
+            )
         # Everything the key is made of, as the request carries it (see KeyMemo).
         parts = (request.method, request.scheme, request.host, request.raw_path, values, extra)
         key = self._memo.get(parts)
@@ -358,12 +363,17 @@ class CoalesceMiddleware:
 
     def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
         """A fresh response for one more request: its own headers (a copy), the shared body."""
-        headers = CIMultiDict(snap.headers)
+        # web.Response copies the headers it is given into its own CIMultiDict: given the
+        # snapshot's pairs, that is the only copy (building one here too cost 0.1 µs a hit).
+        resp = web.Response(
+            status=snap.status, reason=snap.reason, body=snap.body, headers=snap.headers
+        )
+        headers = resp.headers
         if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)
-            headers["Age"] = age_header(snap.age(self._core.clock()))
+            headers[hdrs.AGE] = age_header(snap.age(self._clock()))
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]
-        return web.Response(status=snap.status, reason=snap.reason, body=snap.body, headers=headers)
+        return resp
 
     def __repr__(self) -> str:
         s = self._core.stats
