@@ -7,8 +7,13 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
   or ``no-store`` is never shared or stored; the waiters run the handler themselves and the key
   goes straight through for ``pass_ttl`` (Varnish's hit-for-miss), so the route is not serialized.
 * These requests bypass it (never lead nor join a flight): those carrying any of the policy's
-  ``credential_headers`` not in ``key_headers``; ``Range`` and conditional requests (``If-*``);
-  GET and HEAD requests with a body (the key does not read bodies).
+  ``credential_headers`` not in ``key_headers``; ``Range``, ``If-Match``, ``If-Unmodified-Since``
+  and ``If-Range`` requests; GET and HEAD requests with a body (the key does not read bodies).
+* A GET or HEAD with ``If-None-Match`` or ``If-Modified-Since`` (and none of the above) is
+  answered from a fresh stored response (RFC 9111 §4.3.2, ``conditional.py``): a 304 with the
+  stored validators, ``Date``, ``Age`` and the cache status ``HIT`` when its validator matches a
+  2xx, else the full stored response; the handler does not run. Nothing fresh stored: a bypass.
+  It never leads nor joins a flight: what its handler run answers (a 304 perhaps) is its own.
 * A handler that reads a request header must have it in the key (``key_headers``, ``key_func``)
   or declare it in the response's ``Vary``: a request header nobody keyed on is where web cache
   poisoning comes in. A response that varies serves only requests with the same values.
@@ -43,6 +48,7 @@ from yarl import URL
 
 from .cache_control import request_directives
 from .coalescer import CacheStatus, Coalescer, Fetched, Stats, Wanted
+from .conditional import not_modified, not_modified_headers
 from .freshness import age_header
 from .httpdate import format_http_date
 from .keys import KeyMemo, query_pairs
@@ -70,11 +76,11 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
     "coalesced": "COALESCED",
     "bypass": "BYPASS",
 }
-# Requests whose answer is partial, or relative to what the client already has.
-_BYPASS_HEADERS = (
-    *("range", "if-none-match", "if-modified-since"),
-    *("if-match", "if-unmodified-since", "if-range"),
-)
+# Requests whose answer is partial, or relative to what the client already has: never shared.
+_PRECONDITION_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
+# Of those relative to what the client has, the two a stored response can answer (RFC 9111 §4.3.2).
+_VALIDATION_HEADERS = ("if-none-match", "if-modified-since")
+_NOT_MODIFIED_METHODS = frozenset({"GET", "HEAD"})  # RFC 9110 §15.4.5
 # aiohttp's own answer to a handler that raised (web_protocol.handle_error, plain text).
 _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
 # Recomputed by aiohttp for every response it sends; never replayed from a snapshot. Date is
@@ -99,6 +105,7 @@ class CoalesceMiddleware:
     __slots__ = (
         "_bypass_headers",
         "_clock",
+        "_conditional_bypass",
         "_core",
         "_header",
         "_key_func",
@@ -141,9 +148,12 @@ class CoalesceMiddleware:
         names = check_header_names(key_headers, "key_headers")
         self._keys = policy.key_maker(namespace=namespace, key_headers=names)
         # Credentials the user did not make part of the key (such requests are not ours to
-        # share), then the headers of partial and conditional requests.
+        # share), then the headers of partial and conditional requests. A request with any of
+        # them leaves the hot path; of those, a request with only validation headers may still
+        # be answered from storage (_conditional).
         credentials = tuple(h for h in policy.credential_headers if h not in names)
-        self._bypass_headers = credentials + _BYPASS_HEADERS
+        self._conditional_bypass = credentials + _PRECONDITION_HEADERS
+        self._bypass_headers = self._conditional_bypass + _VALIDATION_HEADERS
         self._clock = clock  # the core's: a replay's Age is counted on it
         # The headers a keyed request's key reads: a credential header not in key_headers is
         # absent from every request that gets as far as a key (it bypasses), so it is not read.
@@ -198,6 +208,15 @@ class CoalesceMiddleware:
                 snap = core.peek(key, header, wanted)
                 if snap is not None:  # the hot path: a hit answered without awaiting
                     return self._replay(snap, "hit")
+        elif (
+            request.method in _NOT_MODIFIED_METHODS
+            and request.method in self.policy.methods
+            and not request.body_exists
+            and headers.keys().isdisjoint(self._conditional_bypass)
+        ):
+            validated = self._conditional(request, header)
+            if validated is not None:
+                return validated
         own = _Own()
 
         async def send() -> Fetched:
@@ -237,6 +256,33 @@ class CoalesceMiddleware:
             core.count_error()
             raise self._labelled(resp, answer.status)
         return self._labelled(resp, answer.status)
+
+    def _conditional(
+        self, request: web.Request, header: Callable[[str], str | None]
+    ) -> web.Response | None:
+        """The answer to a request with ``If-None-Match`` or ``If-Modified-Since`` from a fresh
+        stored response (a 304 or the full response, a hit), or None: it goes through as a
+        bypass. Never a flight: the handler's answer to a conditional request is its own."""
+        wanted = None
+        if self._request_cache_control and (
+            "cache-control" in request.headers or "pragma" in request.headers
+        ):
+            wanted, refresh = _wanted(header)
+            if refresh:
+                return None
+        snap = self._core.peek(self._key(request), header, wanted)
+        if snap is None:
+            return None
+        # A precondition is ignored when the response would not be a 2xx (RFC 9110 §13.2.1).
+        if 200 <= snap.status < 300 and not_modified(
+            snap.headers, header("if-none-match"), header("if-modified-since")
+        ):
+            resp = web.Response(
+                status=304, reason="Not Modified", headers=not_modified_headers(snap.headers)
+            )
+            resp.headers[hdrs.AGE] = age_header(snap.age(self._clock()))
+            return self._labelled(resp, "hit")
+        return self._replay(snap, "hit")
 
     def _labelled(self, resp: _R, status: CacheStatus) -> _R:
         """``resp`` with the cache status header, unless it is already on its way."""
