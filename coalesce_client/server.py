@@ -14,6 +14,9 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
   stored validators, ``Date``, ``Age`` and the cache status ``HIT`` when its validator matches a
   2xx, else the full stored response; the handler does not run. Nothing fresh stored: a bypass.
   It never leads nor joins a flight: what its handler run answers (a 304 perhaps) is its own.
+  Only what the storage has at hand (``Coalescer.peek``: ``MemoryStorage``, the memory front of a
+  ``TieredStorage``) answers it; behind a storage read that waits (``DiskStorage`` alone) it
+  goes through, as the coalescer has no public read that counts a hit and resolves Vary.
 * A handler that reads a request header must have it in the key (``key_headers``, ``key_func``)
   or declare it in the response's ``Vary``: a request header nobody keyed on is where web cache
   poisoning comes in. A response that varies serves only requests with the same values.
