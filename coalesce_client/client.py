@@ -225,6 +225,7 @@ class CoalescingSession:
         if self._closed:
             return
         self._closed = True
+        await self._core.drain()  # background refreshes still use the session
         if self._owns_session and self._session is not None:
             await self._session.close()
         await self._core.drain()
@@ -360,6 +361,8 @@ class CoalescingSession:
         except BaseException:
             send.drop()  # gave up: a response kept for us, now or later, is closed
             raise
+        if answer.status == "stale":
+            send.drop()  # a background refresh may use it: what it keeps is nobody's
         resp = send.caller_response(answer, ident.url, self._core.clock())
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)

@@ -54,7 +54,7 @@ from .options import (
     check_string,
 )
 from .policy import CachePolicy
-from .snapshot import Snapshot
+from .snapshot import Headers, Snapshot
 from .storage.base import Clock, Storage, wall_clock
 from .url_index import SAFE_METHODS, invalidates
 
@@ -68,8 +68,12 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
     "hit": "HIT",
     "miss": "MISS",
     "coalesced": "COALESCED",
+    "stale": "STALE",
+    "revalidated": "REVALIDATED",
     "bypass": "BYPASS",
 }
+# Answers from storage even when the caller's own run answered (a 304, a 503): the stored one.
+_FROM_STORAGE = frozenset({"stale", "revalidated"})
 # Requests whose answer is partial, or relative to what the client already has.
 _BYPASS_HEADERS = (
     *("range", "if-none-match", "if-modified-since"),
@@ -197,8 +201,14 @@ class CoalesceMiddleware:
                         return self._replay(snap, "hit")
         own = _Own()
 
-        async def send() -> Fetched:
-            return await self._run(request, handler, own)
+        async def send(conditional: Headers = ()) -> Fetched:
+            if not conditional:
+                return await self._run(request, handler, own)
+            # A revalidation (RFC 9111 §4.3.1): the handler sees the request made conditional.
+            headers = CIMultiDict(request.headers)
+            for name, value in conditional:
+                headers[name] = value
+            return await self._run(request.clone(headers=headers), handler, own)
 
         url_key = None if key is None else self._url_key(request, request.rel_url)
         try:
@@ -226,7 +236,7 @@ class CoalesceMiddleware:
             elif answer.snapshot is not None:
                 snap = answer.snapshot
                 await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
-        if resp is None:
+        if resp is None or answer.status in _FROM_STORAGE:
             if answer.snapshot is None:  # only-if-cached, nothing usable stored (§5.2.1.7)
                 return self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
             return self._replay(answer.snapshot, answer.status)
@@ -384,9 +394,14 @@ def _wanted(header: Callable[[str], str | None]) -> tuple[Wanted | None, bool]:
     if d is None:
         return None, False
     refresh = d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
-    if d.max_age is None and d.min_fresh is None and not d.only_if_cached:
+    if d.max_age is None and d.min_fresh is None and not d.only_if_cached and d.max_stale is None:
         return None, refresh
-    wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
+    wanted = Wanted(
+        max_age=d.max_age,
+        min_fresh=d.min_fresh,
+        only_if_cached=d.only_if_cached,
+        max_stale=d.max_stale,
+    )
     return wanted, refresh
 
 
