@@ -442,7 +442,11 @@ class Coalescer:
             try:
                 await flight.run(fkey, lead)
             except Exception as exc:
-                log.warning("background refresh failed (stale-while-revalidate): %r", exc)
+                log.warning(
+                    "background refresh failed (stale-while-revalidate): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
             finally:
                 if self._refreshes.get(fkey) is task:
                     del self._refreshes[fkey]
@@ -561,7 +565,13 @@ class Coalescer:
             stale = self._if_error(prior, getattr(exc, "status", None))
             if stale is None:
                 raise
-            log.warning("serving a stale response (stale-if-error): %r", exc)
+            assert prior is not None  # _if_error answers only with it
+            log.warning(
+                "%s failed (%s: %s); serving the stored response, stale (stale-if-error)",
+                prior.url,
+                type(exc).__name__,
+                exc,
+            )
             return stale
         if own is not None and own.status in ERROR_STATUSES:
             stale = self._if_error(prior, own.status)

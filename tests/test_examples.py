@@ -54,6 +54,15 @@ def test_scraper_example() -> None:
     assert "origin requests: 0; hits: 600, coalesced: 0" in lines[1]
 
 
+def test_outage_example() -> None:
+    out = run_example("outage.py")
+    lines = out.splitlines()
+    assert "{'200 miss': 1, '200 coalesced': 49} origin: {'200': 1}" in lines[0]
+    assert "{'200 revalidated': 1, '200 coalesced': 49} origin: {'200': 1, '304': 1}" in lines[1]
+    assert "origin down:        {'200 stale': 50} origin: {'200': 1, '304': 1}" in lines[2]
+    assert lines[3] == "stats: 1 miss, 1 revalidated, 50 stale"
+
+
 def test_every_example_has_a_test() -> None:
     tested = {
         line.split('"')[1]
