@@ -538,3 +538,49 @@ def test_freshness_options_are_checked() -> None:
         CachePolicy(freshness="rfc")
     with pytest.raises(ValueError, match="heuristic_max"):
         CachePolicy(heuristic_max=-1)
+
+
+# -- issue 13: how long past freshness a response stays stored, and may be served stale ---------
+
+
+@pytest.mark.parametrize(
+    ("headers", "policy", "expected"),
+    [
+        ([("ETag", '"a"')], {}, (60.0, 600.0)),  # keep_stale for a validator
+        ([("Last-Modified", "Sat, 01 Jan 2022 00:00:00 GMT")], {"keep_stale": 5}, (60.0, 5.0)),
+        ([], {}, (60.0, 0.0)),  # nothing to revalidate with: gone at expiry
+        ([("Cache-Control", "stale-if-error=900")], {}, (60.0, 900.0)),
+        ([("Cache-Control", "stale-while-revalidate=30")], {"stale_if_error": 90}, (60.0, 90.0)),
+        ([("Cache-Control", "must-revalidate, stale-if-error=900")], {}, (60.0, 0.0)),
+        ([("Cache-Control", "no-cache"), ("ETag", '"a"')], {}, (0.0, 600.0)),
+        ([("Cache-Control", "no-cache")], {}, (0.0, 0.0)),  # no validator: not stored
+        ([("Cache-Control", "no-store"), ("ETag", '"a"')], {}, (0.0, 0.0)),
+        ([("Cache-Control", "max-age=0"), ("ETag", '"a"')], {}, (0.0, 600.0)),  # stale on arrival
+        ([("Cache-Control", "max-age=0")], {}, (0.0, 0.0)),
+    ],
+)
+def test_lifetime_fresh_and_kept(
+    headers: list[tuple[str, str]], policy: dict[str, float], expected: tuple[float, float]
+) -> None:
+    assert CachePolicy(**policy).lifetime(200, headers, session_ttl=60) == expected
+
+
+def test_stale_windows_origin_wins_and_shared_caches_honour_proxy_revalidate() -> None:
+    p = CachePolicy(stale_while_revalidate=10, stale_if_error=20)
+    assert p.stale_windows([]) == (10.0, 20.0)
+    assert p.stale_windows([("Cache-Control", "stale-while-revalidate=1")]) == (1.0, 20.0)
+    for cc in ("proxy-revalidate", "s-maxage=5"):
+        assert p.stale_windows([("Cache-Control", cc)]) == (10.0, 20.0)  # a private cache
+        assert p.stale_windows([("Cache-Control", cc)], shared_cache=True) == (0.0, 0.0)
+        assert not p.may_serve_stale([("Cache-Control", cc)], shared_cache=True)
+    assert not p.may_serve_stale([("Cache-Control", "no-cache")])
+    assert CachePolicy(respect_cache_control=False).may_serve_stale(
+        [("Cache-Control", "must-revalidate")]
+    )
+
+
+@pytest.mark.parametrize("name", ["stale_while_revalidate", "stale_if_error", "keep_stale"])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "5", None])
+def test_stale_options_are_checked(name: str, bad: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        CachePolicy(**{name: bad})  # type: ignore[arg-type]
