@@ -80,8 +80,8 @@ class CoalescingSession:
     0
 
     Requests take aiohttp's own keyword arguments plus ``cache_ttl=`` (this call's TTL),
-    ``refresh=True`` (skip the stored response, still coalesce and store) and ``cache=False`` (a
-    plain pass-through).
+    ``refresh=True`` (go to the origin, conditionally if it can; still coalesce and store) and
+    ``cache=False`` (a plain pass-through).
     """
 
     __slots__ = (
@@ -156,8 +156,9 @@ class CoalescingSession:
         Returns a coroutine that is also an async context manager, as aiohttp's own
         (``resp = await s.get(url)`` or ``async with s.get(url) as resp``); the response is a
         ``CachedResponse``, whose ``cache_status`` says where it came from. Extra options:
-        ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` skips the
-        stored response (still coalesced and stored); ``cache=False`` is a plain pass-through.
+        ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` goes to the
+        origin whatever is stored (a conditional request when the stored response has a
+        validator; still coalesced and stored); ``cache=False`` is a plain pass-through.
         """
         return CallContext(self._request(method, url, kwargs))
 
