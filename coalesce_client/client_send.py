@@ -67,8 +67,8 @@ class SharedRequest(Kept):
         self._clock = clock
         self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
 
-    async def __call__(self, conditional: Headers = ()) -> Fetched:
-        kwargs = self._kwargs
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
+        kwargs = self._kwargs  # detached: its caller drops what is kept (Kept.drop)
         if conditional:  # a revalidation: the caller's request, made conditional
             headers = CIMultiDict(kwargs.get("headers") or ())
             for name, value in conditional:
@@ -128,7 +128,7 @@ class Passing:
         self.response: aiohttp.ClientResponse | None = None
         self.times = (0.0, 0.0)
 
-    async def __call__(self, conditional: Headers = ()) -> Fetched:
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         sent = self._clock()  # never conditional: a call that takes no part revalidates nothing
         self.response = await self._session.request(*self._args, **self._kwargs)
         self.times = (sent, self._clock())

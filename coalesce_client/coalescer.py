@@ -156,9 +156,11 @@ class Wanted:
 class Send(Protocol):
     """A face's real request for one call. ``conditional`` holds the request headers of a
     conditional revalidation (``If-None-Match``, ``If-Modified-Since``) that it adds to its
-    request; the coalescer passes it only when it revalidates a stored response."""
+    request; ``detached`` says that its caller was answered already (a background refresh):
+    nothing may reach that caller's connection any more. The coalescer passes them only when
+    it revalidates or refreshes."""
 
-    def __call__(self, conditional: Headers = ...) -> Awaitable[Fetched]: ...
+    def __call__(self, conditional: Headers = ..., detached: bool = ...) -> Awaitable[Fetched]: ...
 
 
 class Coalescer:
@@ -366,7 +368,8 @@ class Coalescer:
                     self._count("stale")
                     if wanted is None or wanted.max_stale is None:  # stale-while-revalidate
                         self._refresh(
-                            fkey, partial(self._lead, key, send, ttl, header, url, url_key, snap)
+                            fkey,
+                            partial(self._lead, key, send, ttl, header, url, url_key, snap, True),
                         )
                     return Answer(snap, "stale")
                 prior = snap
@@ -541,25 +544,27 @@ class Coalescer:
         url: str | None,
         url_key: str | None,
         prior: Snapshot | None = None,
+        detached: bool = False,
     ) -> _Result:
         """The work of a flight: one real request, then what the policy lets us keep of it.
 
         With ``prior`` (what is stored for the key, stale or refused by the caller), the request
         is conditional when it has a validator, and a 304 that selects it renews it
         (``revalidation.py``); a failure, or a 500, 502, 503 or 504, answers it instead while
-        within its stale-if-error window (RFC 5861 §4).
+        within its stale-if-error window (RFC 5861 §4). ``detached``: a background refresh
+        (``Send``).
         """
         self.upstream += 1
         conditional = () if prior is None else conditional_headers(prior)
         try:
-            fetched = await (send(conditional) if conditional else send())
+            fetched = await (send(conditional, detached) if conditional or detached else send())
             own = fetched.snapshot
             if prior is not None and conditional and own is not None and own.status == 304:
                 if selects(prior, own):
                     return await self._renew(key, prior, fetched, call_ttl, header, url, url_key)
                 # A 304 about another representation than ours: ask for the whole response.
                 self.upstream += 1
-                fetched = await send()
+                fetched = await (send((), detached) if detached else send())
                 own = fetched.snapshot
         except Exception as exc:
             stale = self._if_error(prior, getattr(exc, "status", None))

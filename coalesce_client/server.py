@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -201,14 +202,18 @@ class CoalesceMiddleware:
                         return self._replay(snap, "hit")
         own = _Own()
 
-        async def send(conditional: Headers = ()) -> Fetched:
-            if not conditional:
+        async def send(conditional: Headers = (), detached: bool = False) -> Fetched:
+            if not (conditional or detached):
                 return await self._run(request, handler, own)
             # A revalidation (RFC 9111 §4.3.1): the handler sees the request made conditional.
             headers = CIMultiDict(request.headers)
             for name, value in conditional:
                 headers[name] = value
-            return await self._run(request.clone(headers=headers), handler, own)
+            again = request.clone(headers=headers)
+            if detached:  # its caller was answered: its connection may serve another request now
+                again._payload_writer = _NoWriter()
+                return await self._run(again, handler, _Own())
+            return await self._run(again, handler, own)
 
         url_key = None if key is None else self._url_key(request, request.rel_url)
         try:
@@ -403,6 +408,35 @@ def _wanted(header: Callable[[str], str | None]) -> tuple[Wanted | None, bool]:
         max_stale=d.max_stale,
     )
     return wanted, refresh
+
+
+class _NoWriter(AbstractStreamWriter):
+    """The payload writer of a background refresh's request: a handler that streams (prepares its
+    response itself) fails there, so that nothing reaches a connection that may be serving
+    another request by then; its refresh is logged as failed. It has no transport at all."""
+
+    def _refuse(self) -> NoReturn:
+        raise RuntimeError(
+            "a background refresh (stale-while-revalidate) cannot send a streamed response"
+        )
+
+    async def write(self, chunk: Any) -> None:
+        self._refuse()
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        self._refuse()
+
+    async def drain(self) -> None:
+        self._refuse()
+
+    def enable_compression(self, encoding: str = "deflate", strategy: Any = None) -> None:
+        self._refuse()
+
+    def enable_chunking(self) -> None:
+        self._refuse()
+
+    async def write_headers(self, status_line: str, headers: Any) -> None:
+        self._refuse()
 
 
 class _Own:

@@ -490,3 +490,49 @@ async def test_close_drains_a_background_refresh(origin: Origin, clock: FakeCloc
     await finished(closing, "close")
     assert stale.cache_status == "stale"
     assert s.stats.stored == 2  # the refresh finished and stored before close returned
+
+
+async def test_middleware_background_refresh_never_writes_on_a_callers_connection(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stale-while-revalidate refresh runs the handler after its caller was answered, while
+    that caller's connection serves its next request: a handler that streams must not write a
+    byte there (its refresh fails, logged; the connection's next answer is intact)."""
+    runs = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal runs
+        runs += 1
+        headers = {"Cache-Control": "max-age=10, stale-while-revalidate=60", "ETag": '"a"'}
+        if runs == 1:
+            return web.Response(text="stored", headers=headers)
+        resp = web.StreamResponse(headers=headers)  # the refresh streams its answer
+        await resp.prepare(request)
+        await resp.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+        return resp
+
+    mw = coalesce_middleware(ttl=600, clock=clock)
+    app = web.Application(middlewares=[mw])
+    app.router.add_get("/r", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/r"
+    try:
+        connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection for every request
+        async with aiohttp.ClientSession(connector=connector) as client:
+            seen = []
+            with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+                for step in range(4):
+                    if step == 1:
+                        clock.advance(20)
+                    async with client.get(url) as r:
+                        seen.append((r.status, await r.text(), r.headers.get("X-Cache")))
+                    await finished(mw._core.drain(), "the background refresh")
+    finally:
+        await runner.cleanup()
+    assert seen[0] == (200, "stored", "MISS")
+    assert seen[1:] == [(200, "stored", "STALE")] * 3
+    assert runs == 4  # each stale answer started a refresh, which failed
+    assert any("background refresh failed" in m for m in caplog.messages)
