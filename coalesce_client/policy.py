@@ -212,7 +212,9 @@ class CachePolicy:
         cc = parse_response_cache_control(_joined(headers, "cache-control"))
         http = self.freshness == "http"
         origin = http or self.respect_cache_control  # the origin's directives are read
-        if origin and (cc.no_store or (shared_cache and cc.private)):
+        # must-understand with a status whose caching we implement overrides no-store (§5.2.2.3).
+        no_store = cc.no_store and not (cc.must_understand and status in _UNDERSTOOD)
+        if origin and (no_store or (shared_cache and cc.private)):
             return _NOT_STORED
         configured = self._configured(status, session_ttl, call_ttl, url, http=http)
         if not http and (configured is None or configured <= 0):
@@ -237,7 +239,8 @@ class CachePolicy:
         )
         if http:
             lifetime = explicit
-            if lifetime is None and status in HEURISTICALLY_CACHEABLE:
+            # Heuristics for the statuses that allow them, or any status marked public (§4.2.2).
+            if lifetime is None and (status in HEURISTICALLY_CACHEABLE or cc.public):
                 last_modified = parse_http_date(_joined(headers, "last-modified") or "")
                 lifetime = heuristic_lifetime(
                     status,
@@ -371,6 +374,9 @@ class CachePolicy:
 
 
 _NOT_STORED = (0.0, 0.0)
+# The statuses whose caching requirements this package implements (for must-understand): those
+# RFC 9110 §15.1 calls heuristically cacheable, but 206 (ranges are not stored).
+_UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}
 _NO_DIRECTIVES = ResponseDirectives()
 
 

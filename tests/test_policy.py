@@ -584,3 +584,24 @@ def test_stale_windows_origin_wins_and_shared_caches_honour_proxy_revalidate() -
 def test_stale_options_are_checked(name: str, bad: object) -> None:
     with pytest.raises(ValueError, match=name):
         CachePolicy(**{name: bad})  # type: ignore[arg-type]
+
+
+def test_must_understand_with_an_understood_status_overrides_no_store() -> None:
+    """RFC 9111 §5.2.2.3: a cache that understands the status ignores no-store beside
+    must-understand; for a status it does not (206: no ranges here), no-store stands."""
+    cc = [("Cache-Control", "must-understand, no-store, max-age=60")]
+    assert CachePolicy(freshness="http").ttl_for(200, cc, session_ttl=0) == 60.0
+    assert CachePolicy(freshness="http").ttl_for(206, cc, session_ttl=0) == 0.0
+    assert CachePolicy().ttl_for(200, [("Cache-Control", "no-store")], session_ttl=60) == 0.0
+
+
+def test_public_allows_heuristic_freshness_for_any_status() -> None:
+    """RFC 9111 §4.2.2: heuristics also for a response marked public, whatever its status."""
+    headers = [
+        ("Date", "Sat, 11 Jan 2025 00:00:00 GMT"),
+        ("Last-Modified", "Wed, 01 Jan 2025 00:00:00 GMT"),
+    ]
+    http = CachePolicy(freshness="http")
+    assert http.ttl_for(599, headers, session_ttl=0, response_time=1736553600.0) == 0.0
+    public = [*headers, ("Cache-Control", "public")]
+    assert http.ttl_for(599, public, session_ttl=0, response_time=1736553600.0) == 86400.0
