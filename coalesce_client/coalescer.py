@@ -533,7 +533,7 @@ class Coalescer:
         policy = self.policy
         if len(snap.body) > policy.max_body_size:
             return False
-        return not (self.shared_cache and policy.is_private(snap.headers))
+        return not (self.shared_cache and policy.is_private(snap.headers, snap.status))
 
     async def _lead(
         self,

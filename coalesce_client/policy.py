@@ -343,8 +343,9 @@ class CachePolicy:
                 return seconds
         return default
 
-    def is_private(self, headers: Iterable[tuple[str, str]]) -> bool:
-        """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``.
+    def is_private(self, headers: Iterable[tuple[str, str]], status: int | None = None) -> bool:
+        """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``
+        (but ``no-store`` beside ``must-understand`` for a ``status`` we implement, §5.2.2.3).
 
         A shared cache (RFC 9111 §3, §5.2.2.7) neither stores nor shares such a response.
         """
@@ -352,7 +353,8 @@ class CachePolicy:
         if any(name.lower() == "set-cookie" for name, _ in headers):
             return True
         cc = parse_response_cache_control(_joined(headers, "cache-control"))
-        return cc.private or cc.no_store
+        understood = cc.must_understand and status in _UNDERSTOOD
+        return cc.private or (cc.no_store and not understood)
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
         """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""

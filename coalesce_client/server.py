@@ -341,7 +341,7 @@ class CoalesceMiddleware:
             # A pristine template, taken before aiohttp prepares and sends the exception for
             # anybody: every caller raises its own copy of it.
             template = _fresh_exception(exc)
-            if self.policy.is_private(_headers_of(exc)):
+            if self.policy.is_private(_headers_of(exc), exc.status):
                 own.response = template  # its caller's alone; the others run the handler
                 return Fetched(None)
             raise template from None

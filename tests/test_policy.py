@@ -605,3 +605,11 @@ def test_public_allows_heuristic_freshness_for_any_status() -> None:
     assert http.ttl_for(599, headers, session_ttl=0, response_time=1736553600.0) == 0.0
     public = [*headers, ("Cache-Control", "public")]
     assert http.ttl_for(599, public, session_ttl=0, response_time=1736553600.0) == 86400.0
+
+
+def test_a_shared_cache_shares_no_store_must_understand_only_for_understood_statuses() -> None:
+    p = CachePolicy()
+    cc = [("Cache-Control", "no-store, must-understand")]
+    assert not p.is_private(cc, 200)
+    assert p.is_private(cc, 206) and p.is_private(cc)
+    assert p.is_private([("Cache-Control", "no-store")], 200)
