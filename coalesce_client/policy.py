@@ -20,7 +20,11 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cache_control import ResponseDirectives, parse_response_cache_control
+from .cache_control import (
+    ResponseDirectives,
+    parse_response_cache_control,
+    parse_targeted_cache_control,
+)
 from .freshness import HEURISTICALLY_CACHEABLE, current_age, freshness_lifetime, heuristic_lifetime
 from .httpdate import parse_http_date
 from .keys import CREDENTIAL_HEADERS, KeyMaker
@@ -88,6 +92,7 @@ class CachePolicy:
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     keep_stale: float = 600.0
+    targeted_cache_control: Sequence[str] = ()
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _url_patterns: tuple[tuple[re.Pattern[str], float], ...] = field(
@@ -131,6 +136,8 @@ class CachePolicy:
         set_(self, "heuristic_max", check_seconds(self.heuristic_max, "heuristic_max"))
         for name in ("stale_while_revalidate", "stale_if_error", "keep_stale"):
             set_(self, name, check_seconds(getattr(self, name), name))
+        targeted = check_header_names(self.targeted_cache_control, "targeted_cache_control")
+        set_(self, "targeted_cache_control", targeted)
         if not isinstance(self.url_ttl, Mapping):
             raise ValueError(f"url_ttl must map URL patterns to seconds, got {self.url_ttl!r}")
         patterns = []
@@ -209,7 +216,7 @@ class CachePolicy:
         headers = tuple(headers)
         if status in self.status_ttl and self.status_ttl[status] <= 0:
             return _NOT_STORED  # status_ttl={status: 0}: never stored, whatever the call asks
-        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+        cc, expires = self._directives(headers, shared_cache)
         http = self.freshness == "http"
         origin = http or self.respect_cache_control  # the origin's directives are read
         # must-understand with a status whose caching we implement overrides no-store (§5.2.2.3).
@@ -231,9 +238,8 @@ class CachePolicy:
         sent = received if request_time is None else request_time
         date = parse_http_date(_joined(headers, "date") or "", now=received)
         explicit = freshness_lifetime(
-            cc, expires=_joined(headers, "expires"), date=date, response_time=received,
-            shared=shared_cache,
-        )  # fmt: skip
+            cc, expires=expires, date=date, response_time=received, shared=shared_cache
+        )
         age = current_age(
             _joined(headers, "age"), date, request_time=sent, response_time=received, now=received
         )
@@ -286,8 +292,7 @@ class CachePolicy:
         """
         if not (self.freshness == "http" or self.respect_cache_control):
             return self._windows(_NO_DIRECTIVES, shared_cache)
-        cc = parse_response_cache_control(_joined(tuple(headers), "cache-control"))
-        return self._windows(cc, shared_cache)
+        return self._windows(self._directives(tuple(headers), shared_cache)[0], shared_cache)
 
     def may_serve_stale(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
@@ -296,8 +301,22 @@ class CachePolicy:
         a client's own ``max-stale``."""
         if not (self.freshness == "http" or self.respect_cache_control):
             return True
-        cc = parse_response_cache_control(_joined(tuple(headers), "cache-control"))
+        cc = self._directives(tuple(headers), shared_cache)[0]
         return not _forbids_stale(cc, shared_cache)
+
+    def _directives(
+        self, headers: tuple[tuple[str, str], ...], shared_cache: bool
+    ) -> tuple[ResponseDirectives, str | None]:
+        """The origin's cache directives for this cache, and the ``Expires`` that counts: in a
+        shared cache, the first valid field of ``targeted_cache_control`` (RFC 9213 §2.2: then
+        ``Cache-Control`` and ``Expires`` are ignored), else ``Cache-Control``."""
+        if shared_cache:
+            for name in self.targeted_cache_control:
+                targeted = parse_targeted_cache_control(_joined(headers, name))
+                if targeted is not None:
+                    return targeted, None
+        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+        return cc, _joined(headers, "expires")
 
     def _windows(self, cc: ResponseDirectives, shared_cache: bool) -> tuple[float, float]:
         if _forbids_stale(cc, shared_cache):
@@ -352,7 +371,7 @@ class CachePolicy:
         headers = tuple(headers)
         if any(name.lower() == "set-cookie" for name, _ in headers):
             return True
-        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+        cc = self._directives(headers, shared_cache=True)[0]
         understood = cc.must_understand and status in _UNDERSTOOD
         return cc.private or (cc.no_store and not understood)
 

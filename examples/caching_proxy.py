@@ -31,7 +31,8 @@ HOP_BY_HOP = frozenset(
         *("transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization"),
     }
 )
-POLICY = CachePolicy(freshness="http")
+# The origin's word (RFC 9111), and, as a CDN would, its CDN-Cache-Control (RFC 9213) first.
+POLICY = CachePolicy(freshness="http", targeted_cache_control=("CDN-Cache-Control",))
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey[CoalescingSession | aiohttp.ClientSession]("session")
 

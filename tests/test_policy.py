@@ -613,3 +613,44 @@ def test_a_shared_cache_shares_no_store_must_understand_only_for_understood_stat
     assert not p.is_private(cc, 200)
     assert p.is_private(cc, 206) and p.is_private(cc)
     assert p.is_private([("Cache-Control", "no-store")], 200)
+
+
+# -- RFC 9213: a targeted field (CDN-Cache-Control) in a shared cache ---------------------------
+
+CDN = CachePolicy(freshness="http", targeted_cache_control=("CDN-Cache-Control",))
+
+
+@pytest.mark.parametrize(
+    ("headers", "shared", "private"),
+    [
+        ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=100")], 100.0, 0.0),
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store")], 0.0, 100.0),
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "max-age=5")], 5.0, 100.0),
+        # Expires is ignored beside a valid targeted field, whatever it says
+        (
+            [("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("CDN-Cache-Control", "max-age=9")],
+            9.0,
+            0.0,
+        ),
+        # not a Structured Fields Dictionary: ignored, Cache-Control decides
+        ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=100, &&&")], 0.0, 0.0),
+        ([("Cache-Control", "max-age=7"), ("CDN-Cache-Control", "max-age =100")], 7.0, 7.0),
+        # the wrong type: the directive is ignored (no lifetime left: not stored in http mode)
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", 'max-age="100"')], 0.0, 100.0),
+        ([("CDN-Cache-Control", "max-age=99999999999")], 2.0**31, 0.0),
+    ],
+)
+def test_targeted_cache_control_replaces_cache_control_in_a_shared_cache(
+    headers: list[tuple[str, str]], shared: float, private: float
+) -> None:
+    assert CDN.ttl_for(200, headers, session_ttl=0, shared_cache=True) == shared
+    assert CDN.ttl_for(200, headers, session_ttl=0) == private  # a private cache: not its field
+
+
+def test_targeted_private_and_no_cache() -> None:
+    fresh = ("Cache-Control", "max-age=10000")
+    assert CDN.is_private([fresh, ("CDN-Cache-Control", "private")])
+    assert not CDN.is_private([("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=9")])
+    no_cache = [fresh, ("CDN-Cache-Control", "no-cache")]
+    assert CDN.lifetime(200, no_cache, session_ttl=0, shared_cache=True) == (0.0, 0.0)
+    assert CachePolicy().is_private([fresh, ("CDN-Cache-Control", "private")]) is False  # off
