@@ -195,8 +195,8 @@ async def test_with_nothing_fresh_stored_a_conditional_request_goes_through_alon
 async def test_conditional_requests_never_join_a_flight_even_with_a_stored_entry_expiring(
     clock: FakeClock,
 ) -> None:
-    # The entry expired and a plain request leads its refresh: a conditional request arriving
-    # then neither joins it nor waits for it; it goes through on its own.
+    # The entry expired and a plain request leads its revalidation: a conditional request
+    # arriving then neither joins it nor waits for it; it goes through on its own.
     mw = coalesce_middleware(ttl=60, clock=clock)
     origin = Origin(middlewares=[mw])
     validating(origin)
@@ -207,7 +207,7 @@ async def test_conditional_requests_never_join_a_flight_even_with_a_stored_entry
         calls: list[Call] = [("/doc", {"headers": {"If-None-Match": '"v2"'}})] * 5
         replies = await burst(origin, client, calls, at_gate=1 + 1 + 5)
         assert [reply_of(r) for r in replies] == [(304, "", "BYPASS")] * 5
-        assert reply_of(await first) == (200, BODIES["en"], "MISS")
+        assert reply_of(await first) == (200, BODIES["en"], "REVALIDATED")  # the origin's 304
         assert origin.calls["/doc"] == 7
 
 
