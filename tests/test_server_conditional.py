@@ -211,6 +211,31 @@ async def test_conditional_requests_never_join_a_flight_even_with_a_stored_entry
         assert origin.calls["/doc"] == 7
 
 
+async def test_a_stored_response_that_must_be_revalidated_never_answers_304_itself(
+    clock: FakeClock,
+) -> None:
+    # Cache-Control: no-cache is stored (it has a validator) but is stale from the start: the
+    # origin, which has changed since, must be asked; a 304 from storage would keep the old copy.
+    mw = coalesce_middleware(ttl=60, clock=clock)
+    origin = Origin(middlewares=[mw])
+    version = ["v2"]
+
+    async def doc(request: web.Request) -> web.Response:
+        etag = f'"{version[0]}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(text=f"document {version[0]}", headers=headers)
+
+    origin.route("/doc", doc)
+    async with serving(origin) as client:
+        assert reply_of(await send(client, origin.url("/doc"))) == (200, "document v2", "MISS")
+        version[0] = "v3"
+        reply = await send(client, origin.url("/doc"), headers={"If-None-Match": '"v2"'})
+        assert reply_of(reply) == (200, "document v3", "BYPASS")
+        assert origin.calls["/doc"] == 2
+
+
 @pytest.mark.parametrize(
     "condition",
     [
