@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple, get_args
 
+from .fleet import Fleet, leases_of
 from .flight import SingleFlight, WaitTimeout
 from .options import check_callable, check_seconds, check_seconds_or_none
 from .policy import CachePolicy
@@ -103,6 +104,7 @@ class _Result:
     # When the response varies: the names, and the leader's values of them. A follower takes
     # ``shared`` only if its own values are the same.
     vary: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None
+    remote: bool = False  # read from storage after another process's flight (fleet.py)
 
 
 def _no_headers(name: str) -> str | None:
@@ -136,6 +138,7 @@ class Coalescer:
 
     __slots__ = (
         "_clock",
+        "_fleet",
         "_flight",
         "_outcomes",
         "_passes",
@@ -183,6 +186,11 @@ class Coalescer:
         self.pass_ttl = policy.pass_ttl if shared_cache else 0.0
         self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
         self._flight: SingleFlight[str, _Result] = SingleFlight()
+        # Issue 14: a storage shared by processes (SharesFlights) extends each flight to them.
+        leases = leases_of(storage)
+        self._fleet: Fleet[_Result] | None = (
+            None if leases is None else Fleet(leases, self.wait_timeout)
+        )
         self.requests = 0  # calls begun (fetch and peek's hits)
         # Calls by outcome, written only by _count() (and peek's inlined copy of it).
         self._outcomes: dict[CacheStatus, int] = dict.fromkeys(get_args(CacheStatus), 0)
@@ -266,6 +274,8 @@ class Coalescer:
     async def drain(self) -> None:
         """Wait for the storage writes still running in the background (before closing storage)."""
         await self._writer.drain()
+        if self._fleet is not None:
+            await self._fleet.drain()
 
     async def fetch(
         self,
@@ -324,7 +334,11 @@ class Coalescer:
         try:
             outcome = await flight.run(
                 fkey,
-                lambda: self._lead(key, send, ttl, header, url, url_key),
+                lambda: (
+                    self._lead(key, send, ttl, header, url, url_key)
+                    if self._fleet is None
+                    else self._lead_in_fleet(fkey, key, send, ttl, header, url, url_key, names)
+                ),
                 timeout=self.wait_timeout if joining else None,
             )
         except WaitTimeout:
@@ -337,8 +351,9 @@ class Coalescer:
             raise
         result = outcome.value
         if not outcome.joined:
-            self._count("miss")
-            return Answer(result.own, "miss")
+            status: CacheStatus = "coalesced" if result.remote else "miss"  # fleet.py
+            self._count(status)
+            return Answer(result.own, status)
         if result.shared is None:
             return await self._alone(send, "miss")
         if result.vary is not None and values_of(result.vary[0], header) != result.vary[1]:
@@ -474,3 +489,36 @@ class Coalescer:
         await self._writer.write(key, vkey, shared, ttl, url_key)  # waits briefly (writer.py)
         # The leader's own response says when its stored copy expires (CachedResponse.expires).
         return _Result(replace(own, stored_at=now, expires_at=now + ttl), shared, vary)
+
+    # -- issue 14: the fleet's flight (fleet.py); nothing above depends on it but one hook in fetch
+
+    async def _lead_in_fleet(
+        self,
+        fkey: str,
+        key: str,
+        send: Send,
+        call_ttl: float | None,
+        header: Header,
+        url: str | None,
+        url_key: str | None,
+        names: tuple[str, ...],
+    ) -> _Result:
+        """``_lead`` for a storage shared by processes: the fleet decides whether this process
+        sends (holding the key's lease), waits for another's stored response, or sends alone."""
+        assert self._fleet is not None
+
+        async def lead(store: bool) -> _Result:
+            if store:
+                return await self._lead(key, send, call_ttl, header, url, url_key)
+            self.upstream += 1  # waited past wait_timeout: our own request, never stored
+            return _Result((await send()).snapshot, None)
+
+        async def read() -> _Result | None:
+            snap = await self.lookup(fkey) if names else (await self._resolve(key, header))[1]
+            if snap is None:
+                return None
+            vary = vary_names(snap.headers)
+            return _Result(snap, snap, (vary, values_of(vary, header)) if vary else None, True)
+
+        result, _ = await self._fleet.run(fkey, lead, read, self._writer.settle)
+        return result

@@ -138,6 +138,13 @@ class Writer:
             self.failed("delete", exc)
         return variants
 
+    async def settle(self) -> None:
+        """Wait for the writes already running (only those: a busy process's later writes may
+        never all end)."""
+        running = tuple(self._background)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
     async def drain(self) -> None:
         """Wait for the writes still running in the background (before closing the storage)."""
         while self._background:
