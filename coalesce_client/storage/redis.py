@@ -20,6 +20,10 @@ Rules of this module (the ``[redis]`` extra, redis-py's asyncio client; issue 14
   coalescer treats as it treats any storage failure (a miss, nothing stored, local coalescing).
   The first call after the backoff tries Redis again; success ends the outage (logged at INFO).
   Backoff runs on the event loop's clock.
+* Concurrent reads of one key share one ``GET`` (a burst of callers in one process reads storage
+  before any of them leads a flight: a hundred would otherwise cost a hundred commands and as many
+  connections). A read joins one in progress only if no write of this storage began since it was
+  sent, so a read never answers with what this process has already replaced.
 * Events (the fleet's publications and invalidations) travel on one pub/sub connection per
   storage: a single pattern subscription to ``{namespace}:ev:*``, made on first need and made
   again after a drop (with the same backoff). ``watch`` registers a local waiter for one digest's
@@ -134,10 +138,12 @@ class RedisStorage(StorageBase):
         "_owns_client",
         "_pattern",
         "_pubsub_client",
+        "_reads",
         "_release",
         "_renew",
         "_subscribed",
         "_watchers",
+        "_writes",
         "lease_ttl",
         "namespace",
         "socket_timeout",
@@ -203,6 +209,9 @@ class RedisStorage(StorageBase):
         self._down_until = 0.0  # loop time until which Redis rests (0: not down)
         self._backoff = 0.0  # the rest after the next failure (0: not in an outage)
         self._logged: set[type[BaseException]] = set()  # undecodable values logged, by type
+        # key -> (the read in progress, self._writes when it was sent); see the module rules
+        self._reads: dict[str, tuple[asyncio.Future[tuple[Snapshot, float] | None], int]] = {}
+        self._writes = 0  # bumped by every set, delete and clear
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._pattern = re.sub(r"([\\*?\[\]])", r"\\\1", namespace) + ":ev:*"
@@ -235,10 +244,13 @@ class RedisStorage(StorageBase):
             )
 
     def _failed(self, exc: BaseException) -> RedisUnavailableError:
+        now = asyncio.get_running_loop().time()
+        if now < self._down_until:  # a call sent before this rest began: the rest stands
+            return RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}: {exc}")
         first = self._backoff == 0.0
         rest = BACKOFF_FIRST if first else min(self._backoff * 2, BACKOFF_MAX)
         self._backoff = rest
-        self._down_until = asyncio.get_running_loop().time() + rest
+        self._down_until = now + rest
         if first:
             log.warning(
                 "Redis unavailable (%s: %s); going on without it (local coalescing, nothing "
@@ -280,6 +292,25 @@ class RedisStorage(StorageBase):
     async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
         """The entry for ``key`` and its absolute expiry on this storage's clock, or None."""
         self._ready()
+        reading = self._reads.get(key)
+        if reading is None or reading[1] != self._writes:
+            read: asyncio.Future[tuple[Snapshot, float] | None] = asyncio.ensure_future(
+                self._read(key)
+            )
+            self._reads[key] = (read, self._writes)
+            read.add_done_callback(lambda _: self._read_done(key, read))
+        else:
+            read = reading[0]
+        return await asyncio.shield(read)  # a caller that leaves cancels nobody's read
+
+    def _read_done(self, key: str, read: asyncio.Future[tuple[Snapshot, float] | None]) -> None:
+        reading = self._reads.get(key)
+        if reading is not None and reading[0] is read:
+            del self._reads[key]
+        if not read.cancelled():
+            read.exception()  # retrieved: every caller that waited has it
+
+    async def _read(self, key: str) -> tuple[Snapshot, float] | None:
         raw = await self._call(self._client.get(self._value(key)))
         if raw is None:
             return None
@@ -297,6 +328,7 @@ class RedisStorage(StorageBase):
 
     async def set(self, key: str, value: Snapshot, ttl: float) -> None:
         self._ready()
+        self._writes += 1
         name = self._value(key)
         if not ttl > 0:  # NaN included: "for 0 seconds" leaves nothing, not the old value
             await self._call(self._client.unlink(name))
@@ -309,6 +341,7 @@ class RedisStorage(StorageBase):
 
     async def delete(self, key: str) -> None:
         self._ready()
+        self._writes += 1
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.unlink(self._value(key))
             pipe.publish(self._channel(key), DROPPED)  # every process drops its memory front's copy
@@ -317,6 +350,7 @@ class RedisStorage(StorageBase):
     async def clear(self) -> None:
         """Remove this namespace's entries (``SCAN`` and ``UNLINK``: never ``FLUSHDB``)."""
         self._ready()
+        self._writes += 1
         pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.namespace) + ":v:*"
         cursor: int = 0
         while True:
