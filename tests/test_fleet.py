@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -25,9 +26,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from conftest import Origin, RedisServer
+from conftest import Origin, RedisServer, finished, signalled
 
 from coalesce_client import CoalescingSession, RedisStorage
+from coalesce_client.storage.redis import RedisUnavailableError
 
 CHILD = Path(__file__).parent / "fleet_child.py"
 START = 30.0  # seconds a child process may take to start (8 at once on 2 busy cores)
@@ -209,3 +211,97 @@ def shared(redis_server: RedisServer, namespace: str, **options: Any) -> Coalesc
         storage=RedisStorage(redis_server.url, namespace=namespace, **options),
         connector=aiohttp.TCPConnector(limit=0),
     )
+
+
+class Deaf(RedisStorage):
+    """A process whose subscriber hears nothing: every publication to it is lost."""
+
+    __slots__ = ("watching",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watching = asyncio.Event()
+
+    async def watch(self, key: str) -> asyncio.Future[bytes]:
+        waiter = await super().watch(key)
+        self.watching.set()
+        return waiter
+
+    def _heard(self, key: str, data: bytes) -> None:
+        pass
+
+
+async def test_a_lost_publication_still_ends_within_half_a_lease(
+    redis_server: RedisServer, gated: Origin, namespace: str
+) -> None:
+    deaf = Deaf(redis_server.url, namespace=namespace, lease_ttl=0.4)
+    async with (
+        shared(redis_server, namespace, lease_ttl=0.4) as holder,
+        CoalescingSession(ttl=60, storage=deaf) as waiter,
+    ):
+        first = asyncio.ensure_future(holder.get(gated.url("/text")))
+        await gated.at_gate.reach(1, "the holder's request at the origin")
+        second = asyncio.ensure_future(waiter.get(gated.url("/text")))
+        await signalled(deaf.watching, "the other process watching the holder's lease")
+        gated.gate.set()
+        assert (await finished(first, "the holder's answer")).cache_status == "miss"
+        loop = asyncio.get_running_loop()
+        published = loop.time()
+        late = await finished(second, "an answer though the publication was lost")
+        assert loop.time() - published <= 0.4  # its re-check, every lease_ttl / 2
+        assert late.cache_status == "coalesced" and await late.text() == "hello /text #1"
+    assert gated.total == 1
+
+
+async def test_a_wait_on_another_process_is_bounded_by_wait_timeout(
+    redis_server: RedisServer, gated: Origin, namespace: str
+) -> None:
+    storage = Deaf(redis_server.url, namespace=namespace)
+    async with (
+        shared(redis_server, namespace) as holder,
+        CoalescingSession(ttl=60, storage=storage, wait_timeout=0.3) as impatient,
+    ):
+        first = asyncio.ensure_future(holder.get(gated.url("/text")))
+        await gated.at_gate.reach(1, "the holder's request at the origin")
+        second = asyncio.ensure_future(impatient.get(gated.url("/text")))
+        await signalled(storage.watching, "the other process watching the holder's lease")
+        await gated.at_gate.reach(2, "the impatient process's own request, past wait_timeout")
+        gated.gate.set()
+        own = await finished(second, "the impatient process's answer")
+        await finished(first, "the holder's answer")
+        assert own.cache_status == "miss" and await own.text() == "hello /text #2"
+        assert impatient.stats.stored == 0 and holder.stats.stored == 1
+
+
+async def test_redis_stopped_mid_run_answers_every_request_then_resumes_after_a_restart(
+    own_redis: RedisServer,
+    started: Origin,
+    namespace: str,
+    loop_clock: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = RedisStorage(own_redis.url, namespace=namespace)
+    async with CoalescingSession(ttl=60, storage=storage) as s:
+        first = await s.get(started.url("/text?before"))
+        assert first.cache_status == "miss" and s.stats.stored == 1
+        own_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            burst = await finished(
+                asyncio.gather(*(s.get(started.url("/text?down")) for _ in range(20))),
+                "every request answered while Redis is down",
+            )
+            again = await s.get(started.url("/text?before"))  # stored, but out of reach
+        assert [r.status for r in burst] == [200] * 20
+        assert Counter(r.cache_status for r in burst) == {"miss": 1, "coalesced": 19}
+        assert again.cache_status == "miss" and started.total == 3
+        down = [r for r in caplog.records if "Redis unavailable" in r.getMessage()]
+        assert len(down) == 1  # logged once for the outage
+        with pytest.raises(RedisUnavailableError):  # resting: no attempt until the backoff ends
+            await storage.get("0" * 64)
+        own_redis.start()
+        loop_clock.advance(0.5)  # the first backoff
+        after = await s.get(started.url("/text?after"))
+        assert after.cache_status == "miss"
+        hit = await s.get(started.url("/text?after"))  # from Redis again
+        assert hit.cache_status == "hit" and started.total == 4
+    assert s.stats.stored == 2

@@ -41,6 +41,7 @@ __all__ = [
     "Storage",
     "StorageBase",
     "StorageClosedError",
+    "StorageUnavailableError",
     "wall_clock",
 ]
 
@@ -52,6 +53,11 @@ wall_clock: Clock = time.time
 
 class StorageClosedError(RuntimeError):
     """A storage was used after ``close()``."""
+
+
+class StorageUnavailableError(ConnectionError):
+    """A storage shared over the network cannot be reached now. The storage has logged the
+    outage itself (once); whoever catches this goes on without storage and need not log it."""
 
 
 @runtime_checkable

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..options import check_callable, check_seconds, check_string
 from ..snapshot import Snapshot, SnapshotError, decode, encode_parts
-from .base import Clock, StorageBase, wall_clock
+from .base import Clock, StorageBase, StorageUnavailableError, wall_clock
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -92,7 +92,7 @@ return mine
 """
 
 
-class RedisUnavailableError(ConnectionError):
+class RedisUnavailableError(StorageUnavailableError):
     """Redis could not be reached (or answered too slowly); the storage rests until its backoff
     ends. The coalescer treats it as any storage failure: no request fails because of it."""
 
