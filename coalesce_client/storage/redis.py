@@ -320,7 +320,7 @@ class RedisStorage(StorageBase):
             (expires_at,) = _EXPIRY.unpack_from(raw)
             snap = decode(memoryview(raw)[_EXPIRY.size :])
         except SnapshotError as exc:
-            self._unreadable(key, exc)
+            await self._unreadable(key, exc)
             return None
         if not expires_at > self._clock():  # NaN included
             return None
@@ -380,15 +380,11 @@ class RedisStorage(StorageBase):
             await self._client.aclose()
             await self._pubsub_client.aclose()
 
-    def _unreadable(self, key: str, exc: Exception) -> None:
+    async def _unreadable(self, key: str, exc: Exception) -> None:
         kind = type(exc)
         level = logging.DEBUG if kind in self._logged else logging.WARNING
         self._logged.add(kind)
         log.log(level, "Redis entry %s is unreadable (%s); treated as a miss and deleted", key, exc)
-        task = asyncio.ensure_future(self._drop_unreadable(key))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def _drop_unreadable(self, key: str) -> None:
         with contextlib.suppress(RedisUnavailableError):
             await self._call(self._client.unlink(self._value(key)))
 
