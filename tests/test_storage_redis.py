@@ -9,10 +9,20 @@ import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import KEY_A, KEY_B, Origin, RedisServer, free_port, signalled, snapshot
+from conftest import (
+    KEY_A,
+    KEY_B,
+    Origin,
+    RedisServer,
+    free_port,
+    signalled,
+    snapshot,
+    until,
+)
 
 from coalesce_client import CoalescingSession, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.storage.base import PublishesDrops, ReadsExpiry, SharesFlights
@@ -202,3 +212,88 @@ async def test_a_delete_or_clear_in_one_process_drops_every_process_s_memory_fro
     finally:
         await here.close()
         await there.close()
+
+
+async def gets(raw: aioredis.Redis) -> int:
+    """GET commands the server has run so far."""
+    stats = await raw.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+async def test_concurrent_reads_of_a_key_share_one_get(
+    store: RedisStorage, raw: aioredis.Redis
+) -> None:
+    await store.set(KEY_A, snapshot(b"old"), 60)
+    before = await gets(raw)
+    answers = await asyncio.gather(*(store.get(KEY_A) for _ in range(50)))
+    assert {a.body for a in answers if a is not None} == {b"old"} and None not in answers
+    assert await gets(raw) - before == 1  # a burst's lookups cost one command, not 50
+
+
+class Held(RedisStorage):
+    """Its reads wait at a gate the test opens, so a test can leave in the middle of one."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def _read(self, key: str) -> Any:
+        await self.gate.wait()
+        return await super()._read(key)
+
+
+async def test_a_reader_that_leaves_cancels_nobody_else_s_read(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    store = Held(redis_server.url, namespace=namespace)
+    try:
+        await store.set(KEY_A, snapshot(b"kept"), 60)
+        first = asyncio.ensure_future(store.get(KEY_A))
+        await until(lambda: KEY_A in store._reads, "the first read begun")
+        joined = asyncio.ensure_future(store.get(KEY_A))
+        # Joined: waiting on the first read's shared answer (its shield's callback is on it).
+        await until(lambda: bool(store._reads[KEY_A][0]._callbacks), "a second reader joined")
+        first.cancel()
+        await until(first.done, "the first reader gone")
+        store.gate.set()
+        got = await asyncio.wait_for(joined, 2)
+        assert got is not None and got.body == b"kept"
+    finally:
+        await store.close()
+
+
+class Late(RedisStorage):
+    """Its reads are answered, then held at a gate: a read that began before a write ends after."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def _read(self, key: str) -> Any:
+        answer = await super()._read(key)
+        await self.gate.wait()
+        return answer
+
+
+async def test_a_read_begun_after_a_write_does_not_take_an_older_read_s_answer(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    store = Late(redis_server.url, namespace=namespace)
+    try:
+        await store.set(KEY_A, snapshot(b"old"), 60)
+        store.gate.set()
+        store.gate = asyncio.Event()
+        first = asyncio.ensure_future(store.get(KEY_A))  # answered "old", held
+        await until(lambda: KEY_A in store._reads, "the first read begun")
+        await store.set(KEY_A, snapshot(b"new"), 60)
+        later = asyncio.ensure_future(store.get(KEY_A))
+        await until(lambda: KEY_A in store._reads and not later.done(), "the later read begun")
+        store.gate.set()
+        old, new = await asyncio.wait_for(asyncio.gather(first, later), 2)
+        assert old is not None and new is not None and new.body == b"new"
+    finally:
+        await store.close()

@@ -92,6 +92,10 @@ return mine
 """
 
 
+class _Abandoned(Exception):
+    """The read another caller joined was cancelled with its caller: read again."""
+
+
 class RedisUnavailableError(StorageUnavailableError):
     """Redis could not be reached (or answered too slowly); the storage rests until its backoff
     ends. The coalescer treats it as any storage failure: no request fails because of it."""
@@ -293,22 +297,27 @@ class RedisStorage(StorageBase):
         """The entry for ``key`` and its absolute expiry on this storage's clock, or None."""
         self._ready()
         reading = self._reads.get(key)
-        if reading is None or reading[1] != self._writes:
-            read: asyncio.Future[tuple[Snapshot, float] | None] = asyncio.ensure_future(
-                self._read(key)
-            )
-            self._reads[key] = (read, self._writes)
-            read.add_done_callback(lambda _: self._read_done(key, read))
+        if reading is not None and reading[1] == self._writes:
+            with contextlib.suppress(_Abandoned):  # its reader left: read for ourselves
+                return await asyncio.shield(reading[0])  # leaving cancels nobody's read
+        # The first reader reads itself (no task: this is a hit's whole cost), and shares.
+        shared: asyncio.Future[tuple[Snapshot, float] | None]
+        shared = asyncio.get_running_loop().create_future()
+        entry = (shared, self._writes)
+        self._reads[key] = entry
+        try:
+            result = await self._read(key)
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            shared.set_exception(_Abandoned() if cancelled else exc)
+            shared.exception()  # retrieved, whether or not anybody joined
+            raise
         else:
-            read = reading[0]
-        return await asyncio.shield(read)  # a caller that leaves cancels nobody's read
-
-    def _read_done(self, key: str, read: asyncio.Future[tuple[Snapshot, float] | None]) -> None:
-        reading = self._reads.get(key)
-        if reading is not None and reading[0] is read:
-            del self._reads[key]
-        if not read.cancelled():
-            read.exception()  # retrieved: every caller that waited has it
+            shared.set_result(result)
+        finally:
+            if self._reads.get(key) is entry:
+                del self._reads[key]
+        return result
 
     async def _read(self, key: str) -> tuple[Snapshot, float] | None:
         raw = await self._call(self._client.get(self._value(key)))
