@@ -95,7 +95,7 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
 # -- 1. the fleet burst ---------------------------------------------------------------------------
 
 
-async def child(redis_url: str, namespace: str, memory: bool) -> None:
+async def child(redis_url: str, namespace: str, memory: bool, callers: int) -> None:
     """One process: for each URL on stdin, 100 concurrent GETs; prints when each was answered."""
     storage: Any = MemoryStorage() if memory else RedisStorage(redis_url, namespace=namespace)
     reader = asyncio.StreamReader()
@@ -111,7 +111,7 @@ async def child(redis_url: str, namespace: str, memory: bool) -> None:
 
         print("ready", flush=True)
         while line := (await reader.readline()).decode().strip():
-            answers = await asyncio.gather(*(one(line) for _ in range(CALLERS)))
+            answers = await asyncio.gather(*(one(line) for _ in range(callers)))
             statuses = [a[1] for a in answers]
             print(json.dumps({"times": [a[0] for a in answers], "misses": statuses.count("miss")}))
             sys.stdout.flush()
@@ -124,9 +124,10 @@ class Fleet:
         self.procs = procs
 
     @classmethod
-    async def start(cls, n: int, redis_url: str, memory: bool) -> Fleet:
+    async def start(cls, n: int, redis_url: str, memory: bool, callers: int) -> Fleet:
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
-        args = (__file__, "--child", redis_url, namespace, "memory" if memory else "redis")
+        kind = "memory" if memory else "redis"
+        args = (__file__, "--child", redis_url, namespace, kind, str(callers))
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -180,8 +181,12 @@ async def fleet_bursts(
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     results: dict[str, tuple[list[float], list[float], list[int]]] = {}
     try:
-        for kind, n, memory in (("fleet", PROCESSES, False), ("single", 1, True)):
-            fleet = await Fleet.start(n, redis_url, memory)
+        for kind, n, memory, callers in (
+            ("fleet", PROCESSES, False, CALLERS),
+            ("single", 1, True, CALLERS),
+            ("single-all", 1, True, PROCESSES * CALLERS),
+        ):
+            fleet = await Fleet.start(n, redis_url, memory, callers)
             delays: list[float] = []
             lasts: list[float] = []
             upstream: list[int] = []
@@ -337,7 +342,8 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
     bursts = await fleet_bursts(redis_url, burst_rounds)
     for kind, label in (
         ("fleet", f"{PROCESSES} processes on RedisStorage"),
-        ("single", "1 process of 100, MemoryStorage"),
+        ("single", f"1 process of {CALLERS}, MemoryStorage"),
+        ("single-all", f"1 process of {PROCESSES * CALLERS}, MemoryStorage"),
     ):
         delays, lasts, upstream = bursts[kind]
         print(
@@ -389,8 +395,8 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        redis_url, namespace, kind = sys.argv[2:5]
-        asyncio.run(child(redis_url, namespace, kind == "memory"))
+        redis_url, namespace, kind, callers = sys.argv[2:6]
+        asyncio.run(child(redis_url, namespace, kind == "memory", int(callers)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few seconds")
