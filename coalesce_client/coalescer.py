@@ -337,7 +337,9 @@ class Coalescer:
                 lambda: (
                     self._lead(key, send, ttl, header, url, url_key)
                     if self._fleet is None
-                    else self._lead_in_fleet(fkey, key, send, ttl, header, url, url_key, names)
+                    else self._lead_in_fleet(
+                        fkey, key, send, ttl, header, url, url_key, names, refresh, wanted
+                    )
                 ),
                 timeout=self.wait_timeout if joining else None,
             )
@@ -502,10 +504,15 @@ class Coalescer:
         url: str | None,
         url_key: str | None,
         names: tuple[str, ...],
+        refresh: bool,
+        wanted: Wanted | None,
     ) -> _Result:
         """``_lead`` for a storage shared by processes: the fleet decides whether this process
-        sends (holding the key's lease), waits for another's stored response, or sends alone."""
+        sends (holding the key's lease), waits for another's stored response, or sends alone.
+        What it reads from storage must suit this call as a lookup would: with ``refresh``,
+        only a response stored since the flight began."""
         assert self._fleet is not None
+        begun = self._clock()
 
         async def lead(store: bool) -> _Result:
             if store:
@@ -515,7 +522,9 @@ class Coalescer:
 
         async def read() -> _Result | None:
             snap = await self.lookup(fkey) if names else (await self._resolve(key, header))[1]
-            if snap is None:
+            if snap is None or (refresh and snap.stored_at < begun):
+                return None
+            if wanted is not None and not wanted.accepts(snap, self._clock()):
                 return None
             vary = vary_names(snap.headers)
             return _Result(snap, snap, (vary, values_of(vary, header)) if vary else None, True)

@@ -305,3 +305,15 @@ async def test_redis_stopped_mid_run_answers_every_request_then_resumes_after_a_
         hit = await s.get(started.url("/text?after"))  # from Redis again
         assert hit.cache_status == "hit" and started.total == 4
     assert s.stats.stored == 2
+
+
+async def test_a_refresh_in_one_process_is_not_answered_by_what_another_stored_before(
+    redis_server: RedisServer, started: Origin, namespace: str
+) -> None:
+    async with shared(redis_server, namespace) as one, shared(redis_server, namespace) as two:
+        first = await one.get(started.url("/text"))
+        assert first.cache_status == "miss" and await first.text() == "hello /text #1"
+        fresh = await two.get(started.url("/text"), refresh=True)
+        assert fresh.cache_status == "miss" and await fresh.text() == "hello /text #2"
+        later = await one.get(started.url("/text"))  # the refreshed response, from Redis
+        assert later.cache_status == "hit" and await later.text() == "hello /text #2"
