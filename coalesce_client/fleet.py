@@ -7,8 +7,9 @@ Rules of this module (framework-free core; DESIGN, "Scale-out", issue 14):
   hundred. It speaks to the store only through ``SharesFlights`` (storage/base.py).
 * The local leader takes the key's lease (a random token). Holding it, it reads storage once more
   (another process may have stored the response between our lookup and the lease), then runs
-  ``lead`` (the real request, stored by the coalescer), waits for the storage writes it started,
-  and releases the lease publishing "stored" if the entry is there, else "not stored". Its lease is
+  ``lead`` (the real request, stored by the coalescer) and answers its own callers; in the
+  background it waits for the storage writes it started, then releases the lease publishing
+  "stored" (the store publishes "not stored" instead if the entry is not there). Its lease is
   renewed every ``lease_ttl / 3`` while the request runs; a renewal that finds the token gone
   stops renewing, and the release then touches no one else's lease (one script).
 * A local leader that finds the lease taken registers its watch first, then reads storage and
@@ -170,20 +171,17 @@ class Fleet(Generic[R]):
         outcome = RELEASED  # cancelled: another process takes the lease at once
         try:
             result = await lead(True)
-            await settle()
-            try:
-                stored = await _store_op(self.leases.present(key))
-            except _Unreachable:
-                stored = False
-            outcome = STORED if stored else NOT_STORED
+            outcome = STORED  # if it is there once our writes end (the store checks)
             return result
         except Exception:
             outcome = NOT_STORED  # an error reaches our callers; the others send their own
             raise
         finally:
             renewing.cancel()
-            # Sent in the background: our callers need not wait for it.
-            release = asyncio.ensure_future(self._release(key, token, outcome))
+            # In the background: our callers need not wait for it.
+            release = asyncio.ensure_future(
+                self._release(key, token, outcome, settle if outcome == STORED else None)
+            )
             self._releases.add(release)
             release.add_done_callback(self._releases.discard)
 
@@ -205,7 +203,15 @@ class Fleet(Generic[R]):
                 )
                 return
 
-    async def _release(self, key: str, token: str, outcome: bytes) -> None:
+    async def _release(
+        self,
+        key: str,
+        token: str,
+        outcome: bytes,
+        settle: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        if settle is not None:
+            await settle()
         try:
             await self.leases.release(key, token, outcome)
         except Exception as exc:  # the lease expires by itself; waiters re-check

@@ -297,3 +297,14 @@ async def test_a_read_begun_after_a_write_does_not_take_an_older_read_s_answer(
         assert old is not None and new is not None and new.body == b"new"
     finally:
         await store.close()
+
+
+async def test_a_release_publishes_stored_only_if_the_entry_is_there(store: RedisStorage) -> None:
+    for present, heard in ((False, b"not stored"), (True, b"stored")):
+        if present:
+            await store.set(KEY_B, snapshot(), 60)
+        assert await store.acquire(KEY_B, "mine")
+        waiter = await store.watch(KEY_B)
+        assert await store.release(KEY_B, "mine", b"stored")
+        assert await asyncio.wait_for(waiter, 2) == heard
+        store.unwatch(KEY_B, waiter)

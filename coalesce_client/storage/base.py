@@ -118,16 +118,13 @@ class SharesFlights(Protocol):
         ...
 
     async def release(self, key: str, token: str, outcome: bytes) -> bool:
-        """Publish ``outcome`` to the watchers of ``key`` and drop the lease if ``token`` holds
-        it, at once (no watcher sees the lease gone before the publication is sent)."""
+        """Publish ``outcome`` to the watchers of ``key`` (``b"stored"`` only if an entry is
+        stored under ``key``, else ``b"not stored"``) and drop the lease if ``token`` holds it,
+        at once: no watcher sees the lease gone before the publication is sent."""
         ...
 
     async def leased(self, key: str) -> bool:
         """Does anybody hold the lease of ``key``?"""
-        ...
-
-    async def present(self, key: str) -> bool:
-        """Is an entry stored under ``key``? (without reading it)"""
         ...
 
     async def watch(self, key: str) -> asyncio.Future[bytes]:

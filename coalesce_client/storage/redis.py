@@ -79,15 +79,20 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[1] the lease; ARGV[1] the token, ARGV[2] the channel, ARGV[3] the outcome. The outcome is
-# published whether or not the lease was still ours: the response is good either way (Scale-out 2).
+# KEYS[1] the lease, KEYS[2] the value; ARGV[1] the token, ARGV[2] the channel, ARGV[3] the
+# outcome. The outcome is published whether or not the lease was still ours: the response is good
+# either way (Scale-out 2); "stored" only if the value is there, else "not stored".
 _RELEASE = """
 local mine = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
   mine = 1
 end
-redis.call('publish', ARGV[2], ARGV[3])
+local outcome = ARGV[3]
+if outcome == 'stored' and redis.call('exists', KEYS[2]) == 0 then
+  outcome = 'not stored'
+end
+redis.call('publish', ARGV[2], outcome)
 return mine
 """
 
@@ -416,24 +421,18 @@ class RedisStorage(StorageBase):
         return bool(await self._call(self._renew(keys=[self._lease(key)], args=[token, px])))
 
     async def release(self, key: str, token: str, outcome: bytes) -> bool:
-        """Publish ``outcome`` for ``key`` and drop its lease if ``token`` still holds it (one
-        script); True if the lease was ours."""
+        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else "not
+        stored") and drop its lease if ``token`` still holds it, in one script; True if the
+        lease was ours."""
         self._ready()
-        return bool(
-            await self._call(
-                self._release(keys=[self._lease(key)], args=[token, self._channel(key), outcome])
-            )
-        )
+        keys = [self._lease(key), self._value(key)]
+        args: list[str | bytes] = [token, self._channel(key), outcome]
+        return bool(await self._call(self._release(keys=keys, args=args)))
 
     async def leased(self, key: str) -> bool:
         """Does anybody hold the lease of ``key``?"""
         self._ready()
         return bool(await self._call(self._client.exists(self._lease(key))))
-
-    async def present(self, key: str) -> bool:
-        """Is an entry stored under ``key`` (not reading it)?"""
-        self._ready()
-        return bool(await self._call(self._client.exists(self._value(key))))
 
     async def watch(self, key: str) -> asyncio.Future[bytes]:
         """A future for the next outcome published for ``key``, registered now; the pattern
