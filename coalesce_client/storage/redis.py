@@ -223,7 +223,7 @@ class RedisStorage(StorageBase):
         self._writes = 0  # bumped by every set, delete and clear
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._pattern = re.sub(r"([\\*?\[\]])", r"\\\1", namespace) + ":ev:*"
+        self._pattern = f"{namespace}:ev:*"  # no glob character can be in a namespace
         # digest -> futures of the local waiters for its outcome (watch / unwatch)
         self._watchers: dict[str, set[asyncio.Future[bytes]]] = {}
         self._drop_callbacks: list[Callable[[str | None], None]] = []
@@ -365,7 +365,7 @@ class RedisStorage(StorageBase):
         """Remove this namespace's entries (``SCAN`` and ``UNLINK``: never ``FLUSHDB``)."""
         self._ready()
         self._writes += 1
-        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.namespace) + ":v:*"
+        pattern = f"{self.namespace}:v:*"  # no glob character can be in a namespace
         cursor: int = 0
         while True:
             cursor, names = await self._call(
