@@ -11,6 +11,7 @@ Rules of this module (pure functions, standard library only):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ __all__ = [
     "delta_seconds",
     "parse_request_cache_control",
     "parse_response_cache_control",
+    "parse_targeted_cache_control",
     "request_directives",
 ]
 
@@ -168,6 +170,55 @@ def parse_request_cache_control(values: str | Iterable[str] | None) -> RequestDi
 
 _NO_RESPONSE_DIRECTIVES = ResponseDirectives()
 _NO_REQUEST_DIRECTIVES = RequestDirectives()
+
+# RFC 9213 §2.1: a targeted field is a Structured Fields Dictionary (RFC 8941 §3.2): lower-case
+# keys, and bare items: integers, decimals, strings, tokens, byte sequences, booleans.
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
+_SF_ITEM = re.compile(
+    r"-?[0-9]{1,15}(\.[0-9]{1,3})?"  # an integer or a decimal
+    r'|"(?:[ !#-\[\]-~]|\\["\\])*"'  # a string
+    r"|[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*"  # a token
+    r"|:[A-Za-z0-9+/=]*:|\?[01]"  # a byte sequence, a boolean
+)
+_SF_INTEGER = re.compile(r"-?[0-9]{1,15}")
+# Directives whose value must be an Integer in a targeted field (RFC 9213 §2.1).
+_SF_INTEGER_DIRECTIVES = frozenset(
+    {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"}
+)
+
+
+def parse_targeted_cache_control(value: str | None) -> ResponseDirectives | None:
+    """The directives of a targeted cache-control field such as ``CDN-Cache-Control``
+    (RFC 9213), or None when it is absent, empty or not a valid Structured Fields Dictionary: the
+    cache then uses ``Cache-Control`` as if it were not there (§2.2). A member whose value is of
+    the wrong type (``max-age="60"``) is ignored. Parameters are ignored.
+
+    >>> parse_targeted_cache_control("max-age=3600, foobar").max_age
+    3600
+    >>> parse_targeted_cache_control('max-age="3600"').max_age is None
+    True
+    >>> parse_targeted_cache_control("max-age =100") is None
+    True
+    """
+    if value is None or not value.strip(" \t"):
+        return None
+    kept = []
+    for member in _members(value):
+        member = member.strip(" \t")
+        key, eq, rest = member.partition("=")
+        item = rest.partition(";")[0]
+        key = key.partition(";")[0] if not eq else key
+        if not _SF_KEY.fullmatch(key.lower()) or (eq and not _SF_ITEM.fullmatch(item)):
+            return None  # not a Dictionary: the whole field is ignored
+        name = key.lower()
+        if name in _SF_INTEGER_DIRECTIVES and not (eq and _SF_INTEGER.fullmatch(item)):
+            continue  # the wrong type: this directive is ignored
+        if not eq or item in ("?1", "?0"):
+            if item != "?0":
+                kept.append(name)
+            continue
+        kept.append(f"{name}={item}")
+    return parse_response_cache_control(", ".join(kept))
 
 
 def _directives(values: str | Iterable[str] | None) -> dict[str, _Occurrences]:

@@ -80,8 +80,8 @@ class CoalescingSession:
     0
 
     Requests take aiohttp's own keyword arguments plus ``cache_ttl=`` (this call's TTL),
-    ``refresh=True`` (skip the stored response, still coalesce and store) and ``cache=False`` (a
-    plain pass-through).
+    ``refresh=True`` (go to the origin, conditionally if it can; still coalesce and store) and
+    ``cache=False`` (a plain pass-through).
     """
 
     __slots__ = (
@@ -156,8 +156,9 @@ class CoalescingSession:
         Returns a coroutine that is also an async context manager, as aiohttp's own
         (``resp = await s.get(url)`` or ``async with s.get(url) as resp``); the response is a
         ``CachedResponse``, whose ``cache_status`` says where it came from. Extra options:
-        ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` skips the
-        stored response (still coalesced and stored); ``cache=False`` is a plain pass-through.
+        ``cache_ttl=`` seconds this call's response stays fresh; ``refresh=True`` goes to the
+        origin whatever is stored (a conditional request when the stored response has a
+        validator; still coalesced and stored); ``cache=False`` is a plain pass-through.
         """
         return CallContext(self._request(method, url, kwargs))
 
@@ -225,6 +226,7 @@ class CoalescingSession:
         if self._closed:
             return
         self._closed = True
+        await self._core.drain()  # background refreshes still use the session
         if self._owns_session and self._session is not None:
             await self._session.close()
         await self._core.drain()
@@ -360,6 +362,8 @@ class CoalescingSession:
         except BaseException:
             send.drop()  # gave up: a response kept for us, now or later, is closed
             raise
+        if answer.status == "stale":
+            send.drop()  # a background refresh may use it: what it keeps is nobody's
         resp = send.caller_response(answer, ident.url, self._core.clock())
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from .body import Kept, read_within
 from .cache_control import RequestDirectives
 from .coalescer import Answer, Fetched, Wanted
 from .response import CachedResponse, LiveResponse
-from .snapshot import Snapshot
+from .snapshot import Headers, Snapshot
 
 __all__ = ["Passing", "SharedRequest", "snapshot_of", "wanted_of"]
 
@@ -66,9 +67,15 @@ class SharedRequest(Kept):
         self._clock = clock
         self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
 
-    async def __call__(self) -> Fetched:
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
+        kwargs = self._kwargs  # detached: its caller drops what is kept (Kept.drop)
+        if conditional:  # a revalidation: the caller's request, made conditional
+            headers = CIMultiDict(kwargs.get("headers") or ())
+            for name, value in conditional:
+                headers[name] = value
+            kwargs = {**kwargs, "headers": headers}
         sent = self._clock()
-        resp = await self._session.request(*self._args, raise_for_status=False, **self._kwargs)
+        resp = await self._session.request(*self._args, raise_for_status=False, **kwargs)
         self.times = (sent, self._clock())  # its head is here: RFC 9111 response_time
         try:
             body = await read_within(resp, self._limit)
@@ -121,8 +128,8 @@ class Passing:
         self.response: aiohttp.ClientResponse | None = None
         self.times = (0.0, 0.0)
 
-    async def __call__(self) -> Fetched:
-        sent = self._clock()
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
+        sent = self._clock()  # never conditional: a call that takes no part revalidates nothing
         self.response = await self._session.request(*self._args, **self._kwargs)
         self.times = (sent, self._clock())
         return Fetched(None)
@@ -139,8 +146,18 @@ def wanted_of(directives: RequestDirectives, refresh: bool) -> tuple[Wanted | No
     d = directives
     refresh = refresh or d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
     wanted = None
-    if d.max_age is not None or d.min_fresh is not None or d.only_if_cached:
-        wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
+    if (
+        d.max_age is not None
+        or d.min_fresh is not None
+        or d.only_if_cached
+        or d.max_stale is not None
+    ):
+        wanted = Wanted(
+            max_age=d.max_age,
+            min_fresh=d.min_fresh,
+            only_if_cached=d.only_if_cached,
+            max_stale=d.max_stale,
+        )
     return wanted, refresh, d.no_store
 
 

@@ -34,15 +34,19 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple, get_args
+from functools import partial
+from typing import Literal, NamedTuple, Protocol, get_args
 
 from .fleet import Fleet, leases_of
 from .flight import SingleFlight, WaitTimeout
 from .options import check_callable, check_seconds, check_seconds_or_none
 from .policy import CachePolicy
-from .snapshot import Snapshot
+from .revalidation import conditional_headers, selects, updated_headers
+from .snapshot import Headers, Snapshot
 from .storage.base import Clock, Storage
 from .storage.memory import MemoryStorage
 from .vary import ANY, POINTER_METHOD, Header, values_of, variant_key, vary_names
@@ -50,10 +54,15 @@ from .writer import Writer
 
 __all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats", "Wanted"]
 
-CacheStatus = Literal["hit", "miss", "coalesced", "bypass"]
+CacheStatus = Literal["hit", "miss", "coalesced", "stale", "revalidated", "bypass"]
 """Where a caller's response came from; each status is also the name of its counter."""
 
+log = logging.getLogger("coalesce_client")
+
 _MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everything)
+MAX_REFRESHES = 256  # background refreshes (stale-while-revalidate) running at once, at most
+# Answers of the origin that stale-if-error covers (RFC 5861 §4), besides a failed request.
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,8 @@ class Stats:
     hits: int = 0
     misses: int = 0
     coalesced: int = 0
+    stale: int = 0
+    revalidated: int = 0
     stored: int = 0
     bypassed: int = 0
     errors: int = 0
@@ -104,6 +115,9 @@ class _Result:
     # When the response varies: the names, and the leader's values of them. A follower takes
     # ``shared`` only if its own values are the same.
     vary: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None
+    # How the flight answered when not with a new response: "revalidated" (the stored one,
+    # confirmed by a 304) or "stale" (the stored one, the origin having failed: stale-if-error).
+    served: Literal["stale", "revalidated"] | None = None
     remote: bool = False  # read from storage after another process's flight (fleet.py)
 
 
@@ -116,21 +130,39 @@ class Wanted:
     """What a caller's own request directives accept of a stored response (RFC 9111 §5.2.1).
 
     ``max_age``: at most this old (§5.2.1.1); ``min_fresh``: still fresh for at least this long
-    (§5.2.1.3); ``only_if_cached``: never go to the origin, answer without a response instead
+    (§5.2.1.3); ``max_stale``: a stale response will do if stale for at most this long
+    (§5.2.1.2); ``only_if_cached``: never go to the origin, answer without a response instead
     (§5.2.1.7: the face then answers 504).
     """
 
     max_age: float | None = None
     min_fresh: float | None = None
     only_if_cached: bool = False
+    max_stale: float | None = None
 
     def accepts(self, snap: Snapshot, now: float) -> bool:
+        """Whether a fresh stored response will do."""
         if self.max_age is not None and snap.age(now) > self.max_age:
             return False
         return self.min_fresh is None or snap.expires_at - now >= self.min_fresh
 
+    def accepts_stale(self, snap: Snapshot, now: float) -> bool:
+        """Whether this stale stored response will do (``max-stale``)."""
+        if self.max_stale is None or self.min_fresh is not None:
+            return False
+        if self.max_age is not None and snap.age(now) > self.max_age:
+            return False
+        return now - snap.expires_at <= self.max_stale
 
-Send = Callable[[], Awaitable[Fetched]]
+
+class Send(Protocol):
+    """A face's real request for one call. ``conditional`` holds the request headers of a
+    conditional revalidation (``If-None-Match``, ``If-Modified-Since``) that it adds to its
+    request; ``detached`` says that its caller was answered already (a background refresh):
+    nothing may reach that caller's connection any more. The coalescer passes them only when
+    it revalidates or refreshes."""
+
+    def __call__(self, conditional: Headers = ..., detached: bool = ...) -> Awaitable[Fetched]: ...
 
 
 class Coalescer:
@@ -142,6 +174,7 @@ class Coalescer:
         "_flight",
         "_outcomes",
         "_passes",
+        "_refreshes",
         "_writer",
         "errors",
         "pass_ttl",
@@ -186,6 +219,8 @@ class Coalescer:
         self.pass_ttl = policy.pass_ttl if shared_cache else 0.0
         self._passes: dict[str, float] = {}  # key -> until (clock); insertion order = age
         self._flight: SingleFlight[str, _Result] = SingleFlight()
+        # Background refreshes (stale-while-revalidate) by flight key: bounded, drained by drain().
+        self._refreshes: dict[str, asyncio.Task[None]] = {}
         # Issue 14: a storage shared by processes (SharesFlights) extends each flight to them.
         leases = leases_of(storage)
         self._fleet: Fleet[_Result] | None = (
@@ -205,6 +240,8 @@ class Coalescer:
             hits=o["hit"],
             misses=o["miss"],
             coalesced=o["coalesced"],
+            stale=o["stale"],
+            revalidated=o["revalidated"],
             stored=self._writer.stored,
             bypassed=o["bypass"],
             errors=self.errors,
@@ -272,7 +309,10 @@ class Coalescer:
         return snap
 
     async def drain(self) -> None:
-        """Wait for the storage writes still running in the background (before closing storage)."""
+        """Wait for the background refreshes and storage writes still running (before closing
+        storage)."""
+        while self._refreshes:
+            await asyncio.gather(*self._refreshes.values(), return_exceptions=True)
         await self._writer.drain()
         if self._fleet is not None:
             await self._fleet.drain()
@@ -311,22 +351,38 @@ class Coalescer:
         flight = self._flight
         # The flight's key: the request's, or its variant's once a pointer (or names) says so.
         fkey = variant_key(key, names, values_of(names, header)) if names else key
-        joining = fkey in flight
         # A caller that finds a flight in progress joins it without reading storage: whatever is
-        # stored is being replaced, and in a burst this saves a storage read per follower.
-        if not refresh and not joining:
+        # stored is being replaced, and in a burst this saves a storage read per follower. A
+        # background refresh is no such flight: its callers are served what is stored.
+        joining = fkey in flight and fkey not in self._refreshes
+        prior = None  # what is stored, for the flight to revalidate (or serve if the origin fails)
+        if not joining:
             try:
                 if names:
-                    snap = await self.lookup(fkey)
+                    snap = await self._stored(fkey)
                 else:
                     fkey, snap = await self._resolve(key, header)
             except BaseException:  # cancelled while the storage read was pending
                 self._count("miss")
                 self.errors += 1
                 raise
-            if snap is not None and (wanted is None or wanted.accepts(snap, self._clock())):
-                self._count("hit")
-                return Answer(snap, "hit")
+            if snap is not None:
+                now = self._clock()
+                if refresh:
+                    pass  # to the origin, conditionally if it can
+                elif snap.expires_at > now:
+                    if wanted is None or wanted.accepts(snap, now):
+                        self._count("hit")
+                        return Answer(snap, "hit")
+                elif self._stale_now(snap, now, wanted):
+                    self._count("stale")
+                    if wanted is None or wanted.max_stale is None:  # stale-while-revalidate
+                        self._refresh(
+                            fkey,
+                            partial(self._lead, key, send, ttl, header, url, url_key, snap, True),
+                        )
+                    return Answer(snap, "stale")
+                prior = snap
             joining = fkey in flight  # a slow storage read may have let a flight start
         if wanted is not None and wanted.only_if_cached:
             self._count("miss")  # nothing usable stored, and the origin is not to be asked
@@ -335,10 +391,10 @@ class Coalescer:
             outcome = await flight.run(
                 fkey,
                 lambda: (
-                    self._lead(key, send, ttl, header, url, url_key)
+                    self._lead(key, send, ttl, header, url, url_key, prior)
                     if self._fleet is None
                     else self._lead_in_fleet(
-                        fkey, key, send, ttl, header, url, url_key, names, refresh, wanted
+                        fkey, key, send, ttl, header, url, url_key, names, refresh, wanted, prior
                     )
                 ),
                 timeout=self.wait_timeout if joining else None,
@@ -353,11 +409,15 @@ class Coalescer:
             raise
         result = outcome.value
         if not outcome.joined:
-            status: CacheStatus = "coalesced" if result.remote else "miss"  # fleet.py
+            # Issue 14: answered by another process's flight (fleet.py), it is "coalesced".
+            status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
             self._count(status)
             return Answer(result.own, status)
         if result.shared is None:
             return await self._alone(send, "miss")
+        if result.served == "stale":
+            self._count("stale")
+            return Answer(result.shared, "stale")
         if result.vary is not None and values_of(result.vary[0], header) != result.vary[1]:
             # Another variant than ours: coalesce with the callers of our own variant (once).
             if names:
@@ -376,16 +436,62 @@ class Coalescer:
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
 
+    def _stale_now(self, snap: Snapshot, now: float, wanted: Wanted | None) -> bool:
+        """Whether a stale stored response is answered at once: the caller's ``max-stale``
+        accepts it, or it is within its stale-while-revalidate window (RFC 5861 §3)."""
+        if snap.method == POINTER_METHOD:
+            return False
+        shared = self.shared_cache
+        if wanted is not None:
+            if wanted.only_if_cached or wanted.max_stale is not None:
+                return wanted.accepts_stale(snap, now) and self.policy.may_serve_stale(
+                    snap.headers, shared_cache=shared
+                )
+            return False  # the caller's own max-age or min-fresh: to the origin
+        swr = self.policy.stale_windows(snap.headers, shared_cache=shared)[0]
+        return swr > 0 and now - snap.expires_at <= swr
+
+    def _refresh(self, fkey: str, lead: Callable[[], Awaitable[_Result]]) -> None:
+        """Refresh ``fkey`` in the background, as a flight later callers join, unless one runs
+        already or too many do (module rules); its failure is logged, never raised."""
+        if fkey in self._flight or len(self._refreshes) >= MAX_REFRESHES:
+            return
+        flight = self._flight
+
+        async def refresh() -> None:
+            try:
+                await flight.run(fkey, lead)
+            except Exception as exc:
+                log.warning(
+                    "background refresh failed (stale-while-revalidate): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+            finally:
+                if self._refreshes.get(fkey) is task:
+                    del self._refreshes[fkey]
+
+        task = asyncio.ensure_future(refresh())
+        self._refreshes[fkey] = task
+
+    async def _stored(self, key: str) -> Snapshot | None:
+        """What is stored for ``key``, fresh or not (a pointer only while it lasts); a broken
+        storage is a miss."""
+        snap = await self._writer.read(key)
+        if snap is not None and snap.method == POINTER_METHOD and snap.expires_at <= self._clock():
+            return None
+        return snap
+
     async def _resolve(self, key: str, header: Header) -> tuple[str, Snapshot | None]:
-        """The flight key of this request and its fresh stored response, through a Vary pointer."""
-        snap = await self.lookup(key)
+        """The flight key of this request and its stored response, through a Vary pointer."""
+        snap = await self._stored(key)
         if snap is None or snap.method != POINTER_METHOD:
             return key, snap
         names = vary_names(snap.headers)
         vkey = variant_key(key, names, values_of(names, header))
-        if vkey in self._flight:
+        if vkey in self._flight and vkey not in self._refreshes:
             return vkey, None
-        return vkey, await self.lookup(vkey)
+        return vkey, await self._stored(vkey)
 
     async def invalidate(self, key: str) -> None:
         """Drop what is stored for ``key``, every Vary variant included; a flight in progress
@@ -444,7 +550,7 @@ class Coalescer:
         policy = self.policy
         if len(snap.body) > policy.max_body_size:
             return False
-        return not (self.shared_cache and policy.is_private(snap.headers))
+        return not (self.shared_cache and policy.is_private(snap.headers, snap.status))
 
     async def _lead(
         self,
@@ -454,11 +560,45 @@ class Coalescer:
         header: Header,
         url: str | None,
         url_key: str | None,
+        prior: Snapshot | None = None,
+        detached: bool = False,
     ) -> _Result:
-        """The work of a flight: one real request, then what the policy lets us keep of it."""
+        """The work of a flight: one real request, then what the policy lets us keep of it.
+
+        With ``prior`` (what is stored for the key, stale or refused by the caller), the request
+        is conditional when it has a validator, and a 304 that selects it renews it
+        (``revalidation.py``); a failure, or a 500, 502, 503 or 504, answers it instead while
+        within its stale-if-error window (RFC 5861 §4). ``detached``: a background refresh
+        (``Send``).
+        """
         self.upstream += 1
-        fetched = await send()
-        own = fetched.snapshot
+        conditional = () if prior is None else conditional_headers(prior)
+        try:
+            fetched = await (send(conditional, detached) if conditional or detached else send())
+            own = fetched.snapshot
+            if prior is not None and conditional and own is not None and own.status == 304:
+                if selects(prior, own):
+                    return await self._renew(key, prior, fetched, call_ttl, header, url, url_key)
+                # A 304 about another representation than ours: ask for the whole response.
+                self.upstream += 1
+                fetched = await (send((), detached) if detached else send())
+                own = fetched.snapshot
+        except Exception as exc:
+            stale = self._if_error(prior, getattr(exc, "status", None))
+            if stale is None:
+                raise
+            assert prior is not None  # _if_error answers only with it
+            log.warning(
+                "%s failed (%s: %s); serving the stored response, stale (stale-if-error)",
+                prior.url,
+                type(exc).__name__,
+                exc,
+            )
+            return stale
+        if own is not None and own.status in ERROR_STATUSES:
+            stale = self._if_error(prior, own.status)
+            if stale is not None:
+                return stale
         names = () if own is None else vary_names(own.headers)
         if own is None or names == ANY or not self._shareable(own):
             if self.pass_ttl > 0:
@@ -470,27 +610,94 @@ class Coalescer:
         policy = self.policy
         headers = policy.storable_headers(own.headers)
         history = tuple(replace(h, headers=policy.storable_headers(h.headers)) for h in own.history)
-        ttl = 0.0
+        shared = replace(own, headers=headers, history=history)
+        fresh, kept = (0.0, 0.0)
         if fetched.storable:
-            ttl = policy.ttl_for(
-                own.status,
-                own.headers,
-                session_ttl=self.ttl,
-                call_ttl=call_ttl,
-                shared_cache=self.shared_cache,
-                url=url,
-                # The face's times around the real request (its clock): the age on arrival.
-                request_time=own.request_time or None,
-                response_time=own.response_time or None,
-            )
-        if ttl <= 0:
-            return _Result(own, replace(own, headers=headers, history=history), vary)
-        now = self._clock()
-        shared = replace(own, headers=headers, history=history, stored_at=now, expires_at=now + ttl)
-        vkey = None if vary is None else variant_key(key, *vary)
-        await self._writer.write(key, vkey, shared, ttl, url_key)  # waits briefly (writer.py)
+            fresh, kept = self._lifetime(shared, call_ttl, url)
+        if fresh + kept <= 0:
+            return _Result(own, shared, vary)
+        shared = await self._store(key, shared, fresh, kept, vary, url_key)
         # The leader's own response says when its stored copy expires (CachedResponse.expires).
-        return _Result(replace(own, stored_at=now, expires_at=now + ttl), shared, vary)
+        return _Result(
+            replace(own, stored_at=shared.stored_at, expires_at=shared.expires_at), shared, vary
+        )
+
+    def _lifetime(
+        self, snap: Snapshot, call_ttl: float | None, url: str | None
+    ) -> tuple[float, float]:
+        """The policy's ``(fresh, kept)`` seconds for a response (``CachePolicy.lifetime``)."""
+        return self.policy.lifetime(
+            snap.status,
+            snap.headers,
+            session_ttl=self.ttl,
+            call_ttl=call_ttl,
+            shared_cache=self.shared_cache,
+            url=url,
+            # The face's times around the real request (its clock): the age on arrival.
+            request_time=snap.request_time or None,
+            response_time=snap.response_time or None,
+        )
+
+    async def _store(
+        self,
+        key: str,
+        shared: Snapshot,
+        fresh: float,
+        kept: float,
+        vary: tuple[tuple[str, ...], tuple[str | None, ...]] | None,
+        url_key: str | None,
+    ) -> Snapshot:
+        """Store ``shared``, fresh for ``fresh`` seconds and kept ``kept`` more; return it as
+        stored."""
+        now = self._clock()
+        shared = replace(shared, stored_at=now, expires_at=now + fresh)
+        vkey = None if vary is None else variant_key(key, *vary)
+        await self._writer.write(key, vkey, shared, fresh + kept, url_key)  # waits briefly
+        return shared
+
+    async def _renew(
+        self,
+        key: str,
+        prior: Snapshot,
+        fetched: Fetched,
+        call_ttl: float | None,
+        header: Header,
+        url: str | None,
+        url_key: str | None,
+    ) -> _Result:
+        """A 304 selected ``prior``: its headers updated, its freshness renewed (RFC 9111
+        §4.3.4), stored again; every caller of the flight gets it."""
+        not_modified = fetched.snapshot
+        assert not_modified is not None
+        policy = self.policy
+        renewed = replace(
+            prior,
+            headers=updated_headers(prior.headers, policy.storable_headers(not_modified.headers)),
+            request_time=not_modified.request_time,
+            response_time=not_modified.response_time,
+            stored_at=0.0,
+            expires_at=0.0,
+        )
+        names = vary_names(renewed.headers)
+        if names == ANY or not self._shareable(renewed):
+            return _Result(renewed, None)
+        vary = (names, values_of(names, header)) if names else None
+        fresh, kept = self._lifetime(renewed, call_ttl, url) if fetched.storable else (0.0, 0.0)
+        if fresh + kept > 0:
+            renewed = await self._store(key, renewed, fresh, kept, vary, url_key)
+        return _Result(renewed, renewed, vary, "revalidated")
+
+    def _if_error(self, prior: Snapshot | None, status: object) -> _Result | None:
+        """The flight's answer when the origin failed (an exception, or ``status``): ``prior``,
+        while within its stale-if-error window; else None (the failure stands)."""
+        if prior is None or prior.method == POINTER_METHOD:
+            return None
+        if status is not None and status not in ERROR_STATUSES:
+            return None  # an exception that is an answer of the origin's, not a failure
+        sie = self.policy.stale_windows(prior.headers, shared_cache=self.shared_cache)[1]
+        if sie <= 0 or self._clock() - prior.expires_at > sie:
+            return None
+        return _Result(prior, prior, None, "stale")
 
     # -- issue 14: the fleet's flight (fleet.py); nothing above depends on it but one hook in fetch
 
@@ -506,28 +713,35 @@ class Coalescer:
         names: tuple[str, ...],
         refresh: bool,
         wanted: Wanted | None,
+        prior: Snapshot | None,
     ) -> _Result:
         """``_lead`` for a storage shared by processes: the fleet decides whether this process
         sends (holding the key's lease), waits for another's stored response, or sends alone.
-        What it reads from storage must suit this call as a lookup would: with ``refresh``,
-        only a response stored since the flight began."""
+        What it reads from storage must suit this call as a lookup would: fresh, accepted by
+        its request directives and, with ``refresh``, stored since the flight began. ``prior``
+        is ``_lead``'s (what the holder revalidates)."""
         assert self._fleet is not None
         begun = self._clock()
 
-        async def lead(store: bool) -> _Result:
+        async def lead(store: bool) -> tuple[_Result, bool]:
+            """The flight's result, and whether it was stored (a fresh entry) by it."""
             if store:
-                return await self._lead(key, send, call_ttl, header, url, url_key)
+                result = await self._lead(key, send, call_ttl, header, url, url_key, prior)
+                shared = result.shared
+                return result, shared is not None and shared.stored_at >= begun
             self.upstream += 1  # waited past wait_timeout: our own request, never stored
-            return _Result((await send()).snapshot, None)
+            return _Result((await send()).snapshot, None), False
 
         async def read() -> _Result | None:
-            snap = await self.lookup(fkey) if names else (await self._resolve(key, header))[1]
-            if snap is None or (refresh and snap.stored_at < begun):
-                return None
-            if wanted is not None and not wanted.accepts(snap, self._clock()):
+            snap = await self._stored(fkey) if names else (await self._resolve(key, header))[1]
+            now = self._clock()
+            if snap is None or snap.expires_at <= now or (refresh and snap.stored_at < begun):
+                return None  # (a stale entry is what the holder is replacing)
+            if wanted is not None and not wanted.accepts(snap, now):
                 return None
             vary = vary_names(snap.headers)
-            return _Result(snap, snap, (vary, values_of(vary, header)) if vary else None, True)
+            vary_part = (vary, values_of(vary, header)) if vary else None
+            return _Result(snap, snap, vary_part, remote=True)
 
         result, _ = await self._fleet.run(fkey, lead, read, self._writer.settle)
         return result

@@ -85,13 +85,14 @@ class Fleet(Generic[R]):
     async def run(
         self,
         key: str,
-        lead: Callable[[bool], Awaitable[R]],
+        lead: Callable[[bool], Awaitable[tuple[R, bool]]],
         read: Callable[[], Awaitable[R | None]],
         settle: Callable[[], Awaitable[None]],
     ) -> tuple[R, Source]:
         """The result of the flight of ``key`` and where it came from.
 
-        ``lead(store)`` sends the real request (and stores what the policy allows when ``store``);
+        ``lead(store)`` sends the real request (and stores what the policy allows when ``store``)
+        and says whether it stored a fresh entry;
         ``read()`` is what storage holds for the key now, or None; ``settle()`` waits for the
         storage writes this process has started.
         """
@@ -101,11 +102,11 @@ class Fleet(Generic[R]):
         try:
             decided = await self._decide(key, token, read, deadline)
         except _Unreachable:
-            return await lead(True), "alone"
+            return (await lead(True))[0], "alone"
         if decided == "hold":
             return await self._hold(key, token, lead, settle), "led"
         if isinstance(decided, str):  # "not stored" elsewhere, or waited past wait_timeout
-            return await lead(decided == "own"), "alone"
+            return (await lead(decided == "own"))[0], "alone"
         return decided[0], "remote"
 
     async def _decide(
@@ -164,14 +165,16 @@ class Fleet(Generic[R]):
         self,
         key: str,
         token: str,
-        lead: Callable[[bool], Awaitable[R]],
+        lead: Callable[[bool], Awaitable[tuple[R, bool]]],
         settle: Callable[[], Awaitable[None]],
     ) -> R:
         renewing = asyncio.ensure_future(self._renew(key, token))
         outcome = RELEASED  # cancelled: another process takes the lease at once
         try:
-            result = await lead(True)
-            outcome = STORED  # if it is there once our writes end (the store checks)
+            result, stored = await lead(True)
+            # "stored": once our writes end, if it is there (the store checks); not for a stale
+            # or uncacheable answer, which the others would find useless.
+            outcome = STORED if stored else NOT_STORED
             return result
         except Exception:
             outcome = NOT_STORED  # an error reaches our callers; the others send their own

@@ -20,7 +20,11 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cache_control import parse_response_cache_control
+from .cache_control import (
+    ResponseDirectives,
+    parse_response_cache_control,
+    parse_targeted_cache_control,
+)
 from .freshness import HEURISTICALLY_CACHEABLE, current_age, freshness_lifetime, heuristic_lifetime
 from .httpdate import parse_http_date
 from .keys import CREDENTIAL_HEADERS, KeyMaker
@@ -85,6 +89,10 @@ class CachePolicy:
     url_ttl: Mapping[str, float] = field(default_factory=dict)
     freshness: str = "ttl"
     heuristic_max: float = 86_400.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    keep_stale: float = 600.0
+    targeted_cache_control: Sequence[str] = ()
     _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
     _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _url_patterns: tuple[tuple[re.Pattern[str], float], ...] = field(
@@ -126,6 +134,10 @@ class CachePolicy:
         if self.freshness not in ("ttl", "http"):
             raise ValueError(f'freshness must be "ttl" or "http", got {self.freshness!r}')
         set_(self, "heuristic_max", check_seconds(self.heuristic_max, "heuristic_max"))
+        for name in ("stale_while_revalidate", "stale_if_error", "keep_stale"):
+            set_(self, name, check_seconds(getattr(self, name), name))
+        targeted = check_header_names(self.targeted_cache_control, "targeted_cache_control")
+        set_(self, "targeted_cache_control", targeted)
         if not isinstance(self.url_ttl, Mapping):
             raise ValueError(f"url_ttl must map URL patterns to seconds, got {self.url_ttl!r}")
         patterns = []
@@ -157,40 +169,84 @@ class CachePolicy:
         request_time: float | None = None,
         response_time: float | None = None,
     ) -> float:
-        """Seconds from ``response_time`` that a response stays fresh; 0 means not stored.
+        """Seconds from ``response_time`` that a response stays fresh; 0 means never reused
+        without going to the origin (``lifetime`` says whether it is kept for that).
 
         ``url`` is the request's URL without its scheme (``host[:port]/path?query``), for
         ``url_ttl``. ``request_time`` and ``response_time`` (wall-clock seconds around the real
         request) date the response for its age on arrival (RFC 9111 §4.2.3); without them the
         response is taken as received now, at the age its ``Age`` and ``Date`` give.
         """
+        return self.lifetime(
+            status,
+            headers,
+            session_ttl=session_ttl,
+            call_ttl=call_ttl,
+            shared_cache=shared_cache,
+            url=url,
+            request_time=request_time,
+            response_time=response_time,
+        )[0]
+
+    def lifetime(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        *,
+        session_ttl: float,
+        call_ttl: float | None = None,
+        shared_cache: bool = False,
+        url: str | None = None,
+        request_time: float | None = None,
+        response_time: float | None = None,
+    ) -> tuple[float, float]:
+        """``(fresh, kept)``: seconds from ``response_time`` a response stays fresh, and seconds
+        past that it stays stored (RFC 9111 §4.3, RFC 5861): for a conditional revalidation
+        (``keep_stale``, when it has a validator) and for stale serving (the stale windows).
+        ``(0, 0)``: not stored. Arguments as ``ttl_for``.
+
+        >>> p = CachePolicy(keep_stale=300, stale_if_error=60)
+        >>> p.lifetime(200, [("ETag", '"v1"')], session_ttl=10)
+        (10.0, 300.0)
+        >>> p.lifetime(200, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], session_ttl=10)
+        (0.0, 300.0)
+        >>> p.lifetime(200, [("Cache-Control", "no-cache")], session_ttl=10)
+        (0.0, 0.0)
+        """
         headers = tuple(headers)
         if status in self.status_ttl and self.status_ttl[status] <= 0:
-            return 0.0  # status_ttl={status: 0}: never stored, whatever the call asks
-        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+            return _NOT_STORED  # status_ttl={status: 0}: never stored, whatever the call asks
+        cc, expires = self._directives(headers, shared_cache)
         http = self.freshness == "http"
-        if (http or self.respect_cache_control) and (
-            cc.no_store or cc.no_cache or (shared_cache and cc.private)
-        ):
-            return 0.0  # no-cache: stored only once revalidation exists (issue 13)
+        origin = http or self.respect_cache_control  # the origin's directives are read
+        # must-understand with a status whose caching we implement overrides no-store (§5.2.2.3).
+        no_store = cc.no_store and not (cc.must_understand and status in _UNDERSTOOD)
+        if origin and (no_store or (shared_cache and cc.private)):
+            return _NOT_STORED
         configured = self._configured(status, session_ttl, call_ttl, url, http=http)
         if not http and (configured is None or configured <= 0):
-            return 0.0
+            return _NOT_STORED
+        if http and status in (206, 304):
+            return _NOT_STORED  # never stored as a full response (RFC 9111 §3)
+        validated = any(k.lower() in ("etag", "last-modified") for k, _ in headers)
+        kept = self._kept(cc if origin else _NO_DIRECTIVES, validated, shared_cache)
+        if origin and cc.no_cache:
+            # Stored, but never reused without the origin's word (§5.2.2.4): a conditional
+            # request when it has a validator; without one there is nothing to keep it for.
+            return (0.0, kept) if validated else _NOT_STORED
         received = time.time() if response_time is None else response_time
         sent = received if request_time is None else request_time
         date = parse_http_date(_joined(headers, "date") or "", now=received)
         explicit = freshness_lifetime(
-            cc, expires=_joined(headers, "expires"), date=date, response_time=received,
-            shared=shared_cache,
-        )  # fmt: skip
+            cc, expires=expires, date=date, response_time=received, shared=shared_cache
+        )
         age = current_age(
             _joined(headers, "age"), date, request_time=sent, response_time=received, now=received
         )
         if http:
-            if status in (206, 304):
-                return 0.0  # never stored as a full response (RFC 9111 §3)
             lifetime = explicit
-            if lifetime is None and status in HEURISTICALLY_CACHEABLE:
+            # Heuristics for the statuses that allow them, or any status marked public (§4.2.2).
+            if lifetime is None and (status in HEURISTICALLY_CACHEABLE or cc.public):
                 last_modified = parse_http_date(_joined(headers, "last-modified") or "")
                 lifetime = heuristic_lifetime(
                     status,
@@ -202,14 +258,75 @@ class CachePolicy:
                 if lifetime is None:
                     lifetime = configured
             if lifetime is None:
-                return 0.0
-            return max(0.0, float(lifetime) - age)
-        assert configured is not None
-        if self.respect_cache_control and explicit is not None:
-            # The origin's remaining freshness caps the configured lifetime: an Expires in the
-            # past, or an Age at or above max-age, means not stored.
-            return max(0.0, min(float(configured), explicit - age))
-        return float(configured)
+                return _NOT_STORED
+            fresh = max(0.0, float(lifetime) - age)
+        else:
+            assert configured is not None
+            fresh = float(configured)
+            if self.respect_cache_control and explicit is not None:
+                # The origin's remaining freshness caps the configured lifetime: an Expires in
+                # the past, or an Age at or above max-age, means stale on arrival.
+                fresh = max(0.0, min(fresh, explicit - age))
+        if fresh <= 0 and not validated:
+            return _NOT_STORED  # stale on arrival, and nothing to revalidate it with
+        return fresh, kept
+
+    def _kept(self, cc: ResponseDirectives, validated: bool, shared_cache: bool) -> float:
+        """Seconds a response stays stored past its freshness: the longest of ``keep_stale``
+        (with a validator) and its stale windows."""
+        swr, sie = self._windows(cc, shared_cache)
+        return max(self.keep_stale if validated else 0.0, swr, sie)
+
+    def stale_windows(
+        self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
+    ) -> tuple[float, float]:
+        """``(stale-while-revalidate, stale-if-error)`` seconds past its freshness a stored
+        response may be served stale: the origin's directives when present, else the policy's;
+        ``(0, 0)`` when the origin forbids serving it stale (RFC 9111 §4.2.4: ``no-cache``,
+        ``must-revalidate``; in a shared cache ``proxy-revalidate`` and ``s-maxage``).
+
+        >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "max-age=5")])
+        (0.0, 60.0)
+        >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "must-revalidate")])
+        (0.0, 0.0)
+        """
+        if not (self.freshness == "http" or self.respect_cache_control):
+            return self._windows(_NO_DIRECTIVES, shared_cache)
+        return self._windows(self._directives(tuple(headers), shared_cache)[0], shared_cache)
+
+    def may_serve_stale(
+        self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
+    ) -> bool:
+        """Whether the origin allows serving this response stale at all (RFC 9111 §4.2.4), for
+        a client's own ``max-stale``."""
+        if not (self.freshness == "http" or self.respect_cache_control):
+            return True
+        cc = self._directives(tuple(headers), shared_cache)[0]
+        return not _forbids_stale(cc, shared_cache)
+
+    def _directives(
+        self, headers: tuple[tuple[str, str], ...], shared_cache: bool
+    ) -> tuple[ResponseDirectives, str | None]:
+        """The origin's cache directives for this cache, and the ``Expires`` that counts: in a
+        shared cache, the first valid field of ``targeted_cache_control`` (RFC 9213 §2.2: then
+        ``Cache-Control`` and ``Expires`` are ignored), else ``Cache-Control``."""
+        if shared_cache:
+            for name in self.targeted_cache_control:
+                targeted = parse_targeted_cache_control(_joined(headers, name))
+                if targeted is not None:
+                    return targeted, None
+        cc = parse_response_cache_control(_joined(headers, "cache-control"))
+        return cc, _joined(headers, "expires")
+
+    def _windows(self, cc: ResponseDirectives, shared_cache: bool) -> tuple[float, float]:
+        if _forbids_stale(cc, shared_cache):
+            return 0.0, 0.0
+        swr = cc.stale_while_revalidate
+        sie = cc.stale_if_error
+        return (
+            self.stale_while_revalidate if swr is None else float(swr),
+            self.stale_if_error if sie is None else float(sie),
+        )
 
     def _configured(
         self,
@@ -245,16 +362,18 @@ class CachePolicy:
                 return seconds
         return default
 
-    def is_private(self, headers: Iterable[tuple[str, str]]) -> bool:
-        """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``.
+    def is_private(self, headers: Iterable[tuple[str, str]], status: int | None = None) -> bool:
+        """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``
+        (but ``no-store`` beside ``must-understand`` for a ``status`` we implement, §5.2.2.3).
 
         A shared cache (RFC 9111 §3, §5.2.2.7) neither stores nor shares such a response.
         """
         headers = tuple(headers)
         if any(name.lower() == "set-cookie" for name, _ in headers):
             return True
-        cc = parse_response_cache_control(_joined(headers, "cache-control"))
-        return cc.private or cc.no_store
+        cc = self._directives(headers, shared_cache=True)[0]
+        understood = cc.must_understand and status in _UNDERSTOOD
+        return cc.private or (cc.no_store and not understood)
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
         """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""
@@ -273,6 +392,20 @@ class CachePolicy:
                 continue
             out.append((name, value))
         return tuple(out)
+
+
+_NOT_STORED = (0.0, 0.0)
+# The statuses whose caching requirements this package implements (for must-understand): those
+# RFC 9110 §15.1 calls heuristically cacheable, but 206 (ranges are not stored).
+_UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}
+_NO_DIRECTIVES = ResponseDirectives()
+
+
+def _forbids_stale(cc: ResponseDirectives, shared_cache: bool) -> bool:
+    """RFC 9111 §4.2.4: directives under which a stale response is never served."""
+    if cc.no_cache or cc.must_revalidate:
+        return True
+    return shared_cache and (cc.proxy_revalidate or cc.s_maxage is not None)
 
 
 def _is_str(value: Any) -> bool:

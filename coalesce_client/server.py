@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -54,7 +55,7 @@ from .options import (
     check_string,
 )
 from .policy import CachePolicy
-from .snapshot import Snapshot
+from .snapshot import Headers, Snapshot
 from .storage.base import Clock, Storage, wall_clock
 from .url_index import SAFE_METHODS, invalidates
 
@@ -68,8 +69,12 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
     "hit": "HIT",
     "miss": "MISS",
     "coalesced": "COALESCED",
+    "stale": "STALE",
+    "revalidated": "REVALIDATED",
     "bypass": "BYPASS",
 }
+# Answers from storage even when the caller's own run answered (a 304, a 503): the stored one.
+_FROM_STORAGE = frozenset({"stale", "revalidated"})
 # Requests whose answer is partial, or relative to what the client already has.
 _BYPASS_HEADERS = (
     *("range", "if-none-match", "if-modified-since"),
@@ -197,8 +202,18 @@ class CoalesceMiddleware:
                         return self._replay(snap, "hit")
         own = _Own()
 
-        async def send() -> Fetched:
-            return await self._run(request, handler, own)
+        async def send(conditional: Headers = (), detached: bool = False) -> Fetched:
+            if not (conditional or detached):
+                return await self._run(request, handler, own)
+            # A revalidation (RFC 9111 §4.3.1): the handler sees the request made conditional.
+            headers = CIMultiDict(request.headers)
+            for name, value in conditional:
+                headers[name] = value
+            again = request.clone(headers=headers)
+            if detached:  # its caller was answered: its connection may serve another request now
+                again._payload_writer = _NoWriter()
+                return await self._run(again, handler, _Own())
+            return await self._run(again, handler, own)
 
         url_key = None if key is None else self._url_key(request, request.rel_url)
         try:
@@ -226,7 +241,7 @@ class CoalesceMiddleware:
             elif answer.snapshot is not None:
                 snap = answer.snapshot
                 await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
-        if resp is None:
+        if resp is None or answer.status in _FROM_STORAGE:
             if answer.snapshot is None:  # only-if-cached, nothing usable stored (§5.2.1.7)
                 return self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
             return self._replay(answer.snapshot, answer.status)
@@ -326,7 +341,7 @@ class CoalesceMiddleware:
             # A pristine template, taken before aiohttp prepares and sends the exception for
             # anybody: every caller raises its own copy of it.
             template = _fresh_exception(exc)
-            if self.policy.is_private(_headers_of(exc)):
+            if self.policy.is_private(_headers_of(exc), exc.status):
                 own.response = template  # its caller's alone; the others run the handler
                 return Fetched(None)
             raise template from None
@@ -384,10 +399,44 @@ def _wanted(header: Callable[[str], str | None]) -> tuple[Wanted | None, bool]:
     if d is None:
         return None, False
     refresh = d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
-    if d.max_age is None and d.min_fresh is None and not d.only_if_cached:
+    if d.max_age is None and d.min_fresh is None and not d.only_if_cached and d.max_stale is None:
         return None, refresh
-    wanted = Wanted(max_age=d.max_age, min_fresh=d.min_fresh, only_if_cached=d.only_if_cached)
+    wanted = Wanted(
+        max_age=d.max_age,
+        min_fresh=d.min_fresh,
+        only_if_cached=d.only_if_cached,
+        max_stale=d.max_stale,
+    )
     return wanted, refresh
+
+
+class _NoWriter(AbstractStreamWriter):
+    """The payload writer of a background refresh's request: a handler that streams (prepares its
+    response itself) fails there, so that nothing reaches a connection that may be serving
+    another request by then; its refresh is logged as failed. It has no transport at all."""
+
+    def _refuse(self) -> NoReturn:
+        raise RuntimeError(
+            "a background refresh (stale-while-revalidate) cannot send a streamed response"
+        )
+
+    async def write(self, chunk: Any) -> None:
+        self._refuse()
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        self._refuse()
+
+    async def drain(self) -> None:
+        self._refuse()
+
+    def enable_compression(self, encoding: str = "deflate", strategy: Any = None) -> None:
+        self._refuse()
+
+    def enable_chunking(self) -> None:
+        self._refuse()
+
+    async def write_headers(self, status_line: str, headers: Any) -> None:
+        self._refuse()
 
 
 class _Own:

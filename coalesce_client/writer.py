@@ -116,7 +116,7 @@ class Writer:
             if key not in self.pending:  # reads meanwhile find their way to the variant
                 names = vary_names(shared.headers)
                 self.pending[key] = pointer(
-                    names, (vkey,), shared.url, shared.stored_at, shared.expires_at
+                    names, (vkey,), shared.url, shared.stored_at, shared.stored_at + ttl
                 )
         task = asyncio.ensure_future(self._store(key, vkey, shared, ttl, url_key))
         self._background.add(task)
@@ -160,14 +160,15 @@ class Writer:
                 await self.storage.set(key, shared, ttl)
             else:
                 await self.storage.set(vkey, shared, ttl)
-                await self._point(key, vkey, shared)
+                await self._point(key, vkey, shared, shared.stored_at + ttl)
         except Exception as exc:
             self.failed("set", exc)
         else:
             self.stored += 1
             if url_key is not None:
                 try:
-                    await self._index(url_key, (key,) if vkey is None else (key, vkey), shared)
+                    keys = (key,) if vkey is None else (key, vkey)
+                    await self._index(url_key, keys, shared, shared.stored_at + ttl)
                 except Exception as exc:
                     self.failed("index", exc)
         finally:
@@ -176,14 +177,14 @@ class Writer:
                 if k is not None and mine is not None and self.pending.get(k) is mine:
                     del self.pending[k]
 
-    async def _point(self, key: str, vkey: str, shared: Snapshot) -> None:
+    async def _point(self, key: str, vkey: str, shared: Snapshot, until: float) -> None:
         """Add ``vkey`` to the pointer under ``key``, newest last; the oldest past the bound go."""
         names = vary_names(shared.headers)
         async with self._pointers:
             current = await self.storage.get(key)
             listed = read_pointer(current) if current is not None else None
             variants: tuple[str, ...] = ()
-            expires_at = shared.expires_at
+            expires_at = until  # the pointer lasts as long as its variants are stored
             if listed is not None and listed[0] == names:
                 assert current is not None
                 variants = tuple(v for v in listed[1] if v != vkey)
@@ -197,7 +198,9 @@ class Writer:
             record = pointer(names, variants, shared.url, now, expires_at)
             await self.storage.set(key, record, expires_at - now)
 
-    async def _index(self, url_key: str, keys: tuple[str, ...], shared: Snapshot) -> None:
+    async def _index(
+        self, url_key: str, keys: tuple[str, ...], shared: Snapshot, until: float
+    ) -> None:
         """Add ``keys`` to the index of ``url_key``, newest last; the oldest past the bound go,
         from the index and from storage (module rules)."""
         async with self._index_lock:
@@ -216,7 +219,7 @@ class Writer:
             self._indexes[url_key] = kept
             while len(self._indexes) > MAX_URLS:
                 del self._indexes[next(iter(self._indexes))]
-            expires_at = shared.expires_at
+            expires_at = until  # as long as the entries it lists are stored
             if current is not None and listed:
                 expires_at = max(expires_at, current.expires_at)
             now = self._clock()

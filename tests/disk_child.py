@@ -3,6 +3,7 @@
     python tests/disk_child.py fetch DIR TTL CLOCK_OFFSET URL...   [--tiered]
     python tests/disk_child.py burst DIR REQUESTS URL...
     python tests/disk_child.py failing-write disk-full|read-only DIR SMALL_URL BIG_URL OTHER_BIG_URL
+    python tests/disk_child.py post DIR URL
 
 Each mode prints one JSON object per phase on stdout; ``burst`` prints phase 1, waits for a line on
 stdin (so that every process has stored its entries), then reads every URL again and prints phase
@@ -169,9 +170,17 @@ async def failing_write(args: list[str]) -> None:
     emit(**out)
 
 
+async def post(args: list[str]) -> None:
+    """One POST through a session on the directory: its answer invalidates the URL (§4.4)."""
+    directory, url = args
+    async with CoalescingSession(ttl=600, storage=DiskStorage(directory)) as s:
+        r = await s.post(url, data=b"new")
+        emit(status=r.status, cache_status=r.cache_status)
+
+
 def main() -> None:
     mode, args = sys.argv[1], sys.argv[2:]
-    run = {"fetch": fetch, "burst": burst, "failing-write": failing_write}[mode]
+    run = {"fetch": fetch, "burst": burst, "failing-write": failing_write, "post": post}[mode]
     asyncio.run(run(args))
 
 

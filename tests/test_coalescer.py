@@ -92,7 +92,7 @@ async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: F
     assert (await core.fetch(KEY, upstream)).status == "hit"
     assert (await core.fetch(None, upstream)).status == "bypass"
     stats = core.stats
-    assert astuple(stats) == (23, 2, 1, 19, 1, 1, 0, 2)
+    assert astuple(stats) == (23, 2, 1, 19, 0, 0, 1, 1, 0, 2)
     assert stats.requests == outcomes(stats)
     assert upstream.calls == 2
 

@@ -1,13 +1,18 @@
-"""Every example runs as written (each starts its own local origin) and prints what it promises."""
+"""Every example runs as written and does what it promises (the proxy: before a local origin)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
-from conftest import no_redis, redis_binary
+from aiohttp import web
+from conftest import Origin, no_redis, redis_binary
+from multidict import CIMultiDictProxy
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -66,11 +71,82 @@ def test_fleet_example() -> None:
     assert "the others: 199 coalesced or hit" in out
 
 
+def test_outage_example() -> None:
+    out = run_example("outage.py")
+    lines = out.splitlines()
+    assert "{'200 miss': 1, '200 coalesced': 49} origin: {'200': 1}" in lines[0]
+    assert "{'200 revalidated': 1, '200 coalesced': 49} origin: {'200': 1, '304': 1}" in lines[1]
+    assert "origin down:        {'200 stale': 50} origin: {'200': 1, '304': 1}" in lines[2]
+    assert lines[3] == "stats: 1 miss, 1 revalidated, 50 stale"
+
+
+async def serve_example(name: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start an example that serves (on a free port of 127.0.0.1); its process and base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / name), *args, "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(200):  # up to 10 s for the interpreter to start and bind
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if proc.returncode is not None:
+                stderr = await proc.stderr.read() if proc.stderr else b""
+                pytest.fail(f"{name} exited: {stderr.decode(errors='replace')}")
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return proc, f"http://127.0.0.1:{port}"
+    proc.kill()
+    pytest.fail(f"{name} did not listen on port {port}")
+
+
+@pytest.mark.parametrize("face", ["client", "middleware"])
+async def test_caching_proxy_example(face: str, origin: Origin) -> None:
+    async def answer(request: web.Request, cache_control: str) -> web.Response:
+        n = origin.calls[request.path]
+        headers = {"Cache-Control": cache_control, "Connection": "keep-alive, X-Hop", "X-Hop": "1"}
+        return web.Response(text=f"{request.path} #{n}", headers=headers)
+
+    origin.route("/fresh", lambda r: answer(r, "max-age=60"))
+    origin.route("/no-store", lambda r: answer(r, "no-store"))
+    origin.route("/private", lambda r: answer(r, "private, max-age=60"))
+    origin.route("/fresh", lambda r: answer(r, "max-age=60"), method="POST")
+    await origin.start()
+    proc, proxy = await serve_example("caching_proxy.py", "--upstream", origin.base, "--face", face)
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def get(path: str) -> tuple[str, str, CIMultiDictProxy[str]]:
+                async with client.get(proxy + path) as r:
+                    assert r.status == 200
+                    return await r.text(), r.headers.get("X-Cache", ""), r.headers
+
+            first, second = await get("/fresh"), await get("/fresh")
+            assert (first[0], second[0]) == ("/fresh #1", "/fresh #1")
+            assert (first[1], second[1]) == ("MISS", "HIT")
+            assert origin.calls["/fresh"] == 1  # the second one answered from the cache
+            assert "Age" in second[2] and "X-Hop" not in second[2]  # hop-by-hop: dropped
+            for path in ("/no-store", "/private"):  # a shared cache stores neither
+                assert [(await get(path))[0] for _ in range(2)] == [f"{path} #1", f"{path} #2"]
+            async with client.post(proxy + "/fresh", data=b"x") as r:
+                assert (r.status, await r.text()) == (200, "/fresh #2")  # unsafe: goes through
+            assert (await get("/fresh"))[0] == "/fresh #3"  # ... and invalidated the URL
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 def test_every_example_has_a_test() -> None:
     tested = {
         line.split('"')[1]
         for line in Path(__file__).read_text().splitlines()
-        if "run_example(" in line and '"' in line and "def " not in line
+        if ("run_example(" in line or "serve_example(" in line)
+        and '"' in line
+        and "def " not in line
     }
     present = {p.name for p in EXAMPLES.glob("*.py")}
     if present - tested:

@@ -538,3 +538,119 @@ def test_freshness_options_are_checked() -> None:
         CachePolicy(freshness="rfc")
     with pytest.raises(ValueError, match="heuristic_max"):
         CachePolicy(heuristic_max=-1)
+
+
+# -- issue 13: how long past freshness a response stays stored, and may be served stale ---------
+
+
+@pytest.mark.parametrize(
+    ("headers", "policy", "expected"),
+    [
+        ([("ETag", '"a"')], {}, (60.0, 600.0)),  # keep_stale for a validator
+        ([("Last-Modified", "Sat, 01 Jan 2022 00:00:00 GMT")], {"keep_stale": 5}, (60.0, 5.0)),
+        ([], {}, (60.0, 0.0)),  # nothing to revalidate with: gone at expiry
+        ([("Cache-Control", "stale-if-error=900")], {}, (60.0, 900.0)),
+        ([("Cache-Control", "stale-while-revalidate=30")], {"stale_if_error": 90}, (60.0, 90.0)),
+        ([("Cache-Control", "must-revalidate, stale-if-error=900")], {}, (60.0, 0.0)),
+        ([("Cache-Control", "no-cache"), ("ETag", '"a"')], {}, (0.0, 600.0)),
+        ([("Cache-Control", "no-cache")], {}, (0.0, 0.0)),  # no validator: not stored
+        ([("Cache-Control", "no-store"), ("ETag", '"a"')], {}, (0.0, 0.0)),
+        ([("Cache-Control", "max-age=0"), ("ETag", '"a"')], {}, (0.0, 600.0)),  # stale on arrival
+        ([("Cache-Control", "max-age=0")], {}, (0.0, 0.0)),
+    ],
+)
+def test_lifetime_fresh_and_kept(
+    headers: list[tuple[str, str]], policy: dict[str, float], expected: tuple[float, float]
+) -> None:
+    assert CachePolicy(**policy).lifetime(200, headers, session_ttl=60) == expected
+
+
+def test_stale_windows_origin_wins_and_shared_caches_honour_proxy_revalidate() -> None:
+    p = CachePolicy(stale_while_revalidate=10, stale_if_error=20)
+    assert p.stale_windows([]) == (10.0, 20.0)
+    assert p.stale_windows([("Cache-Control", "stale-while-revalidate=1")]) == (1.0, 20.0)
+    for cc in ("proxy-revalidate", "s-maxage=5"):
+        assert p.stale_windows([("Cache-Control", cc)]) == (10.0, 20.0)  # a private cache
+        assert p.stale_windows([("Cache-Control", cc)], shared_cache=True) == (0.0, 0.0)
+        assert not p.may_serve_stale([("Cache-Control", cc)], shared_cache=True)
+    assert not p.may_serve_stale([("Cache-Control", "no-cache")])
+    assert CachePolicy(respect_cache_control=False).may_serve_stale(
+        [("Cache-Control", "must-revalidate")]
+    )
+
+
+@pytest.mark.parametrize("name", ["stale_while_revalidate", "stale_if_error", "keep_stale"])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "5", None])
+def test_stale_options_are_checked(name: str, bad: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        CachePolicy(**{name: bad})  # type: ignore[arg-type]
+
+
+def test_must_understand_with_an_understood_status_overrides_no_store() -> None:
+    """RFC 9111 §5.2.2.3: a cache that understands the status ignores no-store beside
+    must-understand; for a status it does not (206: no ranges here), no-store stands."""
+    cc = [("Cache-Control", "must-understand, no-store, max-age=60")]
+    assert CachePolicy(freshness="http").ttl_for(200, cc, session_ttl=0) == 60.0
+    assert CachePolicy(freshness="http").ttl_for(206, cc, session_ttl=0) == 0.0
+    assert CachePolicy().ttl_for(200, [("Cache-Control", "no-store")], session_ttl=60) == 0.0
+
+
+def test_public_allows_heuristic_freshness_for_any_status() -> None:
+    """RFC 9111 §4.2.2: heuristics also for a response marked public, whatever its status."""
+    headers = [
+        ("Date", "Sat, 11 Jan 2025 00:00:00 GMT"),
+        ("Last-Modified", "Wed, 01 Jan 2025 00:00:00 GMT"),
+    ]
+    http = CachePolicy(freshness="http")
+    assert http.ttl_for(599, headers, session_ttl=0, response_time=1736553600.0) == 0.0
+    public = [*headers, ("Cache-Control", "public")]
+    assert http.ttl_for(599, public, session_ttl=0, response_time=1736553600.0) == 86400.0
+
+
+def test_a_shared_cache_shares_no_store_must_understand_only_for_understood_statuses() -> None:
+    p = CachePolicy()
+    cc = [("Cache-Control", "no-store, must-understand")]
+    assert not p.is_private(cc, 200)
+    assert p.is_private(cc, 206) and p.is_private(cc)
+    assert p.is_private([("Cache-Control", "no-store")], 200)
+
+
+# -- RFC 9213: a targeted field (CDN-Cache-Control) in a shared cache ---------------------------
+
+CDN = CachePolicy(freshness="http", targeted_cache_control=("CDN-Cache-Control",))
+
+
+@pytest.mark.parametrize(
+    ("headers", "shared", "private"),
+    [
+        ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=100")], 100.0, 0.0),
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "no-store")], 0.0, 100.0),
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", "max-age=5")], 5.0, 100.0),
+        # Expires is ignored beside a valid targeted field, whatever it says
+        (
+            [("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("CDN-Cache-Control", "max-age=9")],
+            9.0,
+            0.0,
+        ),
+        # not a Structured Fields Dictionary: ignored, Cache-Control decides
+        ([("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=100, &&&")], 0.0, 0.0),
+        ([("Cache-Control", "max-age=7"), ("CDN-Cache-Control", "max-age =100")], 7.0, 7.0),
+        # the wrong type: the directive is ignored (no lifetime left: not stored in http mode)
+        ([("Cache-Control", "max-age=100"), ("CDN-Cache-Control", 'max-age="100"')], 0.0, 100.0),
+        ([("CDN-Cache-Control", "max-age=99999999999")], 2.0**31, 0.0),
+    ],
+)
+def test_targeted_cache_control_replaces_cache_control_in_a_shared_cache(
+    headers: list[tuple[str, str]], shared: float, private: float
+) -> None:
+    assert CDN.ttl_for(200, headers, session_ttl=0, shared_cache=True) == shared
+    assert CDN.ttl_for(200, headers, session_ttl=0) == private  # a private cache: not its field
+
+
+def test_targeted_private_and_no_cache() -> None:
+    fresh = ("Cache-Control", "max-age=10000")
+    assert CDN.is_private([fresh, ("CDN-Cache-Control", "private")])
+    assert not CDN.is_private([("Cache-Control", "private"), ("CDN-Cache-Control", "max-age=9")])
+    no_cache = [fresh, ("CDN-Cache-Control", "no-cache")]
+    assert CDN.lifetime(200, no_cache, session_ttl=0, shared_cache=True) == (0.0, 0.0)
+    assert CachePolicy().is_private([fresh, ("CDN-Cache-Control", "private")]) is False  # off

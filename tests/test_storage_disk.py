@@ -54,7 +54,8 @@ def body_of(name: str) -> bytes:
 
 @pytest.fixture
 async def pages(origin: Origin) -> Origin:
-    """The origin with ``/page/{name}`` (name x 100, after 10 ms) and ``/big/{n}`` (8 MiB)."""
+    """The origin with ``/page/{name}`` (name x 100, after 10 ms; a POST answers "updated") and
+    ``/big/{n}`` (8 MiB)."""
 
     async def page(request: web.Request) -> web.Response:
         await asyncio.sleep(0.01)
@@ -64,7 +65,11 @@ async def pages(origin: Origin) -> Origin:
         n = int(request.match_info["n"])
         return web.Response(body=big_body(n), content_type="application/octet-stream")
 
+    async def post(request: web.Request) -> web.Response:
+        return web.Response(text="updated")
+
     origin.route("/page/{name}", page)
+    origin.route("/page/{name}", post, method="POST")
     origin.route("/big/{n}", big)
     await origin.start()
     return origin
@@ -186,6 +191,25 @@ async def test_a_response_stored_by_one_process_is_a_hit_in_the_next_and_a_miss_
     third = await child_result("fetch", directory, "60", "61", url)
     assert third["statuses"] == [["miss", 200, "persist" * 100]]
     assert third["upstream"] == 1 and pages.calls["/page/persist"] == 2
+
+
+async def test_a_post_in_one_process_invalidates_what_another_stored(
+    pages: Origin, tmp_path: Path
+) -> None:
+    """RFC 9111 §4.4 across processes on one directory: the URL index lives in storage, so a
+    POST answered in one process drops the entries another process stored (the query's too is
+    another URL, and stays)."""
+    directory = str(tmp_path / "cache")
+    url, other = pages.url("/page/doc"), pages.url("/page/doc?v=2")
+    first = await child_result("fetch", directory, "600", "0", url, other)
+    assert [s[0] for s in first["statuses"]] == ["miss", "miss"] and first["stored"] == 2
+    kept = await child_result("fetch", directory, "600", "0", url, other)
+    assert [s[0] for s in kept["statuses"]] == ["hit", "hit"]  # the control: stored for others
+    posted = await child_result("post", directory, url)
+    assert posted == {"status": 200, "cache_status": "bypass"}
+    after = await child_result("fetch", directory, "600", "0", url, other)
+    assert [s[0] for s in after["statuses"]] == ["miss", "hit"]
+    assert after["upstream"] == 1
 
 
 async def test_a_restarted_process_with_tiered_storage_reads_each_key_from_disk_once(

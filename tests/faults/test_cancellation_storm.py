@@ -1,5 +1,6 @@
 """Fault case: a storm of calls through each face with random cancels, wait timeouts, 500s,
-connection resets and truncated bodies.
+connection resets and truncated bodies, over entries that expire, are revalidated (ETag, 304) and
+served stale (stale-while-revalidate, stale-if-error) while it goes on.
 
 Modes (every case under tests/faults/ has both):
     python -m pytest tests/faults/test_cancellation_storm.py -s   # QUICK: 1,500 calls a face
@@ -43,7 +44,14 @@ def body_of(key: int) -> bytes:
 
 
 def outcomes(stats: Any) -> int:
-    return int(stats.hits + stats.misses + stats.coalesced + stats.bypassed)
+    return int(
+        stats.hits
+        + stats.misses
+        + stats.coalesced
+        + stats.stale
+        + stats.revalidated
+        + stats.bypassed
+    )
 
 
 class Faults:
@@ -57,6 +65,7 @@ class Faults:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         key = int(request.match_info["key"])
         self.seen[request.method] += 1
+        etag = f'"key-{key}"'  # one representation per key: a 304 always selects it
         for _ in range(self.rng.randrange(4)):
             await asyncio.sleep(0)
         roll = self.rng.random()
@@ -68,6 +77,11 @@ class Faults:
                 request.transport.abort()  # a reset before any answer
             return web.Response(status=499)
         body = body_of(key)
+        # Short lifetimes with windows: entries expire, are served stale and revalidated during
+        # the storm (the real clock; the session's ttl is 50 ms).
+        cc = "max-age=0, stale-while-revalidate=1, stale-if-error=1" if roll < 0.5 else ""
+        if roll > 0.3 and request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cc})
         if roll < 0.11:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
             resp.content_length = len(body)
@@ -76,7 +90,10 @@ class Faults:
             if request.transport is not None:
                 request.transport.abort()  # a truncated body
             return resp
-        return web.Response(body=body, headers={"Cache-Control": "max-age=0"} if roll < 0.2 else {})
+        headers = {"ETag": etag} if roll > 0.15 else {}
+        if cc:
+            headers["Cache-Control"] = cc
+        return web.Response(body=body, headers=headers)
 
 
 class LoopReports:
