@@ -11,6 +11,7 @@ watching), never on time; the lease tests use a short ``lease_ttl``.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from conftest import Origin, RedisServer, finished, signalled
+from conftest import FakeClock, Origin, RedisServer, finished, signalled
 
 from coalesce_client import CoalescingSession, RedisStorage
 from coalesce_client.storage.redis import RedisUnavailableError
@@ -317,3 +318,33 @@ async def test_a_refresh_in_one_process_is_not_answered_by_what_another_stored_b
         assert fresh.cache_status == "miss" and await fresh.text() == "hello /text #2"
         later = await one.get(started.url("/text"))  # the refreshed response, from Redis
         assert later.cache_status == "hit" and await later.text() == "hello /text #2"
+
+
+async def test_a_stale_entry_is_revalidated_by_one_process_and_renewed_for_all(
+    redis_server: RedisServer, origin: Origin, namespace: str, clock: FakeClock
+) -> None:
+    async def tagged(request: web.Request) -> web.Response:
+        # Dated by the test's clock: aiohttp's own Date would make it look years old.
+        date = email.utils.formatdate(clock(), usegmt=True)
+        headers = {"ETag": '"v1"', "Cache-Control": "max-age=10", "Date": date}
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers=headers)
+        return web.Response(text="tagged body", headers=headers)
+
+    origin.route("/tagged", tagged)
+    await origin.start()
+
+    def session() -> CoalescingSession:
+        storage = RedisStorage(redis_server.url, namespace=namespace, clock=clock)
+        return CoalescingSession(ttl=60, storage=storage, clock=clock)
+
+    async with session() as one, session() as two:
+        first = await one.get(origin.url("/tagged"))
+        assert first.cache_status == "miss"
+        clock.advance(11)  # stale, kept for revalidation (it has a validator)
+        renewed = await two.get(origin.url("/tagged"))  # the fleet's flight, with its prior
+        assert renewed.cache_status == "revalidated" and await renewed.text() == "tagged body"
+        again = await one.get(origin.url("/tagged"))  # renewed in Redis for every process
+        assert again.cache_status == "hit"
+    statuses = [r.headers.get("If-None-Match") for r in origin.requests]
+    assert statuses == [None, '"v1"']  # one full response, one conditional request
