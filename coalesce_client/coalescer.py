@@ -377,10 +377,17 @@ class Coalescer:
                 elif self._stale_now(snap, now, wanted):
                     self._count("stale")
                     if wanted is None or wanted.max_stale is None:  # stale-while-revalidate
-                        self._refresh(
-                            fkey,
-                            partial(self._lead, key, send, ttl, header, url, url_key, snap, True),
-                        )
+                        if self._fleet is None:
+                            lead = partial(
+                                self._lead, key, send, ttl, header, url, url_key, snap, True
+                            )
+                        else:  # issue 14: one background refresh for the fleet
+                            lead = partial(
+                                self._lead_in_fleet,
+                                fkey, key, send, ttl, header, url, url_key, names,
+                                True, None, snap, True,
+                            )  # fmt: skip
+                        self._refresh(fkey, lead)
                     return Answer(snap, "stale")
                 prior = snap
             joining = fkey in flight  # a slow storage read may have let a flight start
@@ -714,23 +721,28 @@ class Coalescer:
         refresh: bool,
         wanted: Wanted | None,
         prior: Snapshot | None,
+        detached: bool = False,
     ) -> _Result:
         """``_lead`` for a storage shared by processes: the fleet decides whether this process
         sends (holding the key's lease), waits for another's stored response, or sends alone.
         What it reads from storage must suit this call as a lookup would: fresh, accepted by
         its request directives and, with ``refresh``, stored since the flight began. ``prior``
-        is ``_lead``'s (what the holder revalidates)."""
+        and ``detached`` are ``_lead``'s (what the holder revalidates; a background refresh,
+        which therefore runs once for the fleet)."""
         assert self._fleet is not None
         begun = self._clock()
 
         async def lead(store: bool) -> tuple[_Result, bool]:
             """The flight's result, and whether it was stored (a fresh entry) by it."""
             if store:
-                result = await self._lead(key, send, call_ttl, header, url, url_key, prior)
+                result = await self._lead(
+                    key, send, call_ttl, header, url, url_key, prior, detached
+                )
                 shared = result.shared
                 return result, shared is not None and shared.stored_at >= begun
             self.upstream += 1  # waited past wait_timeout: our own request, never stored
-            return _Result((await send()).snapshot, None), False
+            fetched = await (send((), True) if detached else send())
+            return _Result(fetched.snapshot, None), False
 
         async def read() -> _Result | None:
             snap = await self._stored(fkey) if names else (await self._resolve(key, header))[1]

@@ -214,8 +214,8 @@ def shared(redis_server: RedisServer, namespace: str, **options: Any) -> Coalesc
     )
 
 
-class Deaf(RedisStorage):
-    """A process whose subscriber hears nothing: every publication to it is lost."""
+class Watched(RedisStorage):
+    """A process's storage that says when its leader starts waiting for another process."""
 
     __slots__ = ("watching",)
 
@@ -227,6 +227,12 @@ class Deaf(RedisStorage):
         waiter = await super().watch(key)
         self.watching.set()
         return waiter
+
+
+class Deaf(Watched):
+    """A process whose subscriber hears nothing: every publication to it is lost."""
+
+    __slots__ = ()
 
     def _heard(self, key: str, data: bytes) -> None:
         pass
@@ -348,3 +354,39 @@ async def test_a_stale_entry_is_revalidated_by_one_process_and_renewed_for_all(
         assert again.cache_status == "hit"
     statuses = [r.headers.get("If-None-Match") for r in origin.requests]
     assert statuses == [None, '"v1"']  # one full response, one conditional request
+
+
+async def test_stale_while_revalidate_refreshes_once_for_the_fleet(
+    redis_server: RedisServer, origin: Origin, namespace: str, clock: FakeClock
+) -> None:
+    async def swr(request: web.Request) -> web.Response:
+        n = origin.calls[request.path]
+        await origin.wait()
+        date = email.utils.formatdate(clock(), usegmt=True)
+        cache_control = "max-age=1, stale-while-revalidate=60"
+        return web.Response(text=f"v{n}", headers={"Cache-Control": cache_control, "Date": date})
+
+    origin.route("/swr", swr)
+    await origin.start()
+    watcher = Watched(redis_server.url, namespace=namespace, clock=clock)
+
+    def process(storage: RedisStorage | None = None) -> CoalescingSession:
+        storage = storage or RedisStorage(redis_server.url, namespace=namespace, clock=clock)
+        return CoalescingSession(ttl=60, storage=storage, clock=clock)
+
+    async with process() as one, process() as two, process(watcher) as three:
+        assert await (await one.get(origin.url("/swr"))).text() == "v1"
+        clock.advance(2)  # stale, within its stale-while-revalidate window
+        origin.gate.clear()
+        stale = await two.get(origin.url("/swr"))  # answered at once; its refresh holds
+        assert stale.cache_status == "stale" and await stale.text() == "v1"
+        await origin.at_gate.reach(1, "one background refresh at the origin")
+        also = await three.get(origin.url("/swr"))
+        assert also.cache_status == "stale"
+        await signalled(watcher.watching, "the other process's refresh waiting for the holder")
+        origin.gate.set()
+        await two.close()
+        await three.close()  # its refresh ended with the holder's publication
+        fresh = await one.get(origin.url("/swr"))
+        assert fresh.cache_status == "hit" and await fresh.text() == "v2"
+    assert origin.total == 2  # the first response and one refresh for the fleet
