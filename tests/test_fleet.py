@@ -375,18 +375,21 @@ async def test_stale_while_revalidate_refreshes_once_for_the_fleet(
         return CoalescingSession(ttl=60, storage=storage, clock=clock)
 
     async with process() as one, process() as two, process(watcher) as three:
-        assert await (await one.get(origin.url("/swr"))).text() == "v1"
-        clock.advance(2)  # stale, within its stale-while-revalidate window
-        origin.gate.clear()
-        stale = await two.get(origin.url("/swr"))  # answered at once; its refresh holds
-        assert stale.cache_status == "stale" and await stale.text() == "v1"
-        await origin.at_gate.reach(1, "one background refresh at the origin")
-        also = await three.get(origin.url("/swr"))
-        assert also.cache_status == "stale"
-        await signalled(watcher.watching, "the other process's refresh waiting for the holder")
-        origin.gate.set()
-        await two.close()
-        await three.close()  # its refresh ended with the holder's publication
-        fresh = await one.get(origin.url("/swr"))
-        assert fresh.cache_status == "hit" and await fresh.text() == "v2"
+        try:
+            assert await (await one.get(origin.url("/swr"))).text() == "v1"
+            clock.advance(2)  # stale, within its stale-while-revalidate window
+            origin.gate.clear()
+            stale = await two.get(origin.url("/swr"))  # answered at once; its refresh holds
+            assert stale.cache_status == "stale" and await stale.text() == "v1"
+            await origin.at_gate.reach(1, "one background refresh at the origin")
+            also = await three.get(origin.url("/swr"))
+            assert also.cache_status == "stale"
+            await signalled(watcher.watching, "the other process's refresh waiting for the holder")
+            origin.gate.set()
+            await two.close()
+            await three.close()  # its refresh ended with the holder's publication
+            fresh = await one.get(origin.url("/swr"))
+            assert fresh.cache_status == "hit" and await fresh.text() == "v2"
+        finally:
+            origin.gate.set()  # a failing test leaves no refresh waiting at the origin
     assert origin.total == 2  # the first response and one refresh for the fleet
