@@ -30,6 +30,7 @@ Rules of this module (framework-free core; DESIGN, "Scale-out", issue 14):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -128,7 +129,8 @@ class Fleet(Generic[R]):
                     if waited:
                         self.taken_over += 1
                     return "hold"
-                await _store_op(leases.release(key, token, STORED))
+                with contextlib.suppress(_Unreachable):  # else the lease expires by itself
+                    await _store_op(leases.release(key, token, STORED))
                 return (found,)
             waiter = await _store_op(leases.watch(key))
             self.waiting += 1
