@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .response import CachedResponse
     from .server import CoalesceMiddleware, coalesce_middleware
     from .storage.disk import DiskStorage
+    from .storage.redis import RedisStorage
 
 __all__ = [
     "CachePolicy",
@@ -32,6 +33,7 @@ __all__ = [
     "DiskStorage",
     "MemoryStorage",
     "Outcome",
+    "RedisStorage",
     "SingleFlight",
     "Snapshot",
     "SnapshotError",
@@ -51,6 +53,7 @@ _LAZY = {
     "CoalesceMiddleware": "server",
     "coalesce_middleware": "server",
     "DiskStorage": "storage.disk",
+    "RedisStorage": "storage.redis",
 }
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal, NamedTuple, Protocol, get_args
 
+from .fleet import Fleet, leases_of
 from .flight import SingleFlight, WaitTimeout
 from .options import check_callable, check_seconds, check_seconds_or_none
 from .policy import CachePolicy
@@ -117,6 +118,7 @@ class _Result:
     # How the flight answered when not with a new response: "revalidated" (the stored one,
     # confirmed by a 304) or "stale" (the stored one, the origin having failed: stale-if-error).
     served: Literal["stale", "revalidated"] | None = None
+    remote: bool = False  # read from storage after another process's flight (fleet.py)
 
 
 def _no_headers(name: str) -> str | None:
@@ -168,6 +170,7 @@ class Coalescer:
 
     __slots__ = (
         "_clock",
+        "_fleet",
         "_flight",
         "_outcomes",
         "_passes",
@@ -218,6 +221,11 @@ class Coalescer:
         self._flight: SingleFlight[str, _Result] = SingleFlight()
         # Background refreshes (stale-while-revalidate) by flight key: bounded, drained by drain().
         self._refreshes: dict[str, asyncio.Task[None]] = {}
+        # Issue 14: a storage shared by processes (SharesFlights) extends each flight to them.
+        leases = leases_of(storage)
+        self._fleet: Fleet[_Result] | None = (
+            None if leases is None else Fleet(leases, self.wait_timeout)
+        )
         self.requests = 0  # calls begun (fetch and peek's hits)
         # Calls by outcome, written only by _count() (and peek's inlined copy of it).
         self._outcomes: dict[CacheStatus, int] = dict.fromkeys(get_args(CacheStatus), 0)
@@ -306,6 +314,8 @@ class Coalescer:
         while self._refreshes:
             await asyncio.gather(*self._refreshes.values(), return_exceptions=True)
         await self._writer.drain()
+        if self._fleet is not None:
+            await self._fleet.drain()
 
     async def fetch(
         self,
@@ -367,10 +377,17 @@ class Coalescer:
                 elif self._stale_now(snap, now, wanted):
                     self._count("stale")
                     if wanted is None or wanted.max_stale is None:  # stale-while-revalidate
-                        self._refresh(
-                            fkey,
-                            partial(self._lead, key, send, ttl, header, url, url_key, snap, True),
-                        )
+                        if self._fleet is None:
+                            lead = partial(
+                                self._lead, key, send, ttl, header, url, url_key, snap, True
+                            )
+                        else:  # issue 14: one background refresh for the fleet
+                            lead = partial(
+                                self._lead_in_fleet,
+                                fkey, key, send, ttl, header, url, url_key, names,
+                                True, None, snap, True,
+                            )  # fmt: skip
+                        self._refresh(fkey, lead)
                     return Answer(snap, "stale")
                 prior = snap
             joining = fkey in flight  # a slow storage read may have let a flight start
@@ -380,7 +397,13 @@ class Coalescer:
         try:
             outcome = await flight.run(
                 fkey,
-                lambda: self._lead(key, send, ttl, header, url, url_key, prior),
+                lambda: (
+                    self._lead(key, send, ttl, header, url, url_key, prior)
+                    if self._fleet is None
+                    else self._lead_in_fleet(
+                        fkey, key, send, ttl, header, url, url_key, names, refresh, wanted, prior
+                    )
+                ),
                 timeout=self.wait_timeout if joining else None,
             )
         except WaitTimeout:
@@ -393,7 +416,8 @@ class Coalescer:
             raise
         result = outcome.value
         if not outcome.joined:
-            status: CacheStatus = result.served or "miss"
+            # Issue 14: answered by another process's flight (fleet.py), it is "coalesced".
+            status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
             self._count(status)
             return Answer(result.own, status)
         if result.shared is None:
@@ -681,3 +705,55 @@ class Coalescer:
         if sie <= 0 or self._clock() - prior.expires_at > sie:
             return None
         return _Result(prior, prior, None, "stale")
+
+    # -- issue 14: the fleet's flight (fleet.py); nothing above depends on it but one hook in fetch
+
+    async def _lead_in_fleet(
+        self,
+        fkey: str,
+        key: str,
+        send: Send,
+        call_ttl: float | None,
+        header: Header,
+        url: str | None,
+        url_key: str | None,
+        names: tuple[str, ...],
+        refresh: bool,
+        wanted: Wanted | None,
+        prior: Snapshot | None,
+        detached: bool = False,
+    ) -> _Result:
+        """``_lead`` for a storage shared by processes: the fleet decides whether this process
+        sends (holding the key's lease), waits for another's stored response, or sends alone.
+        What it reads from storage must suit this call as a lookup would: fresh, accepted by
+        its request directives and, with ``refresh``, stored since the flight began. ``prior``
+        and ``detached`` are ``_lead``'s (what the holder revalidates; a background refresh,
+        which therefore runs once for the fleet)."""
+        assert self._fleet is not None
+        begun = self._clock()
+
+        async def lead(store: bool) -> tuple[_Result, bool]:
+            """The flight's result, and whether it was stored (a fresh entry) by it."""
+            if store:
+                result = await self._lead(
+                    key, send, call_ttl, header, url, url_key, prior, detached
+                )
+                shared = result.shared
+                return result, shared is not None and shared.stored_at >= begun
+            self.upstream += 1  # waited past wait_timeout: our own request, never stored
+            fetched = await (send((), True) if detached else send())
+            return _Result(fetched.snapshot, None), False
+
+        async def read() -> _Result | None:
+            snap = await self._stored(fkey) if names else (await self._resolve(key, header))[1]
+            now = self._clock()
+            if snap is None or snap.expires_at <= now or (refresh and snap.stored_at < begun):
+                return None  # (a stale entry is what the holder is replacing)
+            if wanted is not None and not wanted.accepts(snap, now):
+                return None
+            vary = vary_names(snap.headers)
+            vary_part = (vary, values_of(vary, header)) if vary else None
+            return _Result(snap, snap, vary_part, remote=True)
+
+        result, _ = await self._fleet.run(fkey, lead, read, self._writer.settle)
+        return result

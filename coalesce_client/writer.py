@@ -6,7 +6,8 @@ Rules of this module (part of the framework-free core):
   write runs as a task of its own, and until it ends the snapshot is *pending*: every read of
   this process finds it there, so no second flight starts for a key that is being stored.
 * Storage is an optimisation, never a point of failure: an exception from it is logged (once per
-  operation and exception type, then at DEBUG) and the caller goes on as if nothing was stored.
+  operation and exception type, then at DEBUG; a ``StorageUnavailableError`` only at DEBUG, the
+  storage logs its own outages) and the caller goes on as if nothing was stored.
 * Vary pointers (``vary.py``) are updated one at a time in the process (a lock), so a pointer
   lists every variant this process stored, at most ``max_variants``, the oldest dropped first.
   Processes sharing one storage may each lose the other's latest variant from the list (it
@@ -31,7 +32,7 @@ from collections import OrderedDict
 
 from . import url_index
 from .snapshot import Snapshot
-from .storage.base import Clock, ReadsNowait, Storage
+from .storage.base import Clock, ReadsNowait, Storage, StorageUnavailableError
 from .vary import pointer, read_pointer, vary_names
 
 __all__ = ["Writer"]
@@ -137,6 +138,13 @@ class Writer:
         except Exception as exc:
             self.failed("delete", exc)
         return variants
+
+    async def settle(self) -> None:
+        """Wait for the writes already running (only those: a busy process's later writes may
+        never all end)."""
+        running = tuple(self._background)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait for the writes still running in the background (before closing the storage)."""
@@ -247,7 +255,7 @@ class Writer:
 
     def failed(self, op: str, exc: Exception) -> None:
         kind = (op, type(exc))
-        if kind in self._logged:
+        if kind in self._logged or isinstance(exc, StorageUnavailableError):  # logged by it
             log.debug("storage %s failed again: %r", op, exc)
             return
         self._logged.add(kind)

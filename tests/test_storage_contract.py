@@ -1,8 +1,11 @@
 """The contract every ``Storage`` backend keeps (coalesce_client/storage/base.py), run on each.
 
 Each test takes ``make_storage``, a factory ``make_storage(clock=...) -> Storage`` for one backend:
-the backend reads time from ``clock``, so that expiry is tested without sleeping. The tests use the
-protocol only: a backend may hand back the stored snapshot itself or an equal copy decoded from
+the backend reads time from ``clock``, so that expiry is tested without sleeping. RedisStorage too:
+it decides a read by the expiry stored in the value, on its own clock (Redis's own expiry frees
+the memory; ``test_storage_redis.py`` checks it is set), so the fake clock works there as well,
+against a redis-server started for the session, each test in a namespace of its own. The tests use
+the protocol only: a backend may hand back the stored snapshot itself or an equal copy decoded from
 bytes. The optional abilities (``ReadsNowait``, ``ReadsExpiry``) are tested on every backend that
 offers them, and only there.
 
@@ -11,6 +14,7 @@ A new backend is one more line in ``BACKENDS`` below.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +23,7 @@ import pytest
 from conftest import KEY_A, KEY_B, KEY_C, FakeClock, snapshot
 
 from coalesce_client.snapshot import Snapshot
-from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
+from coalesce_client.storage import DiskStorage, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.storage.base import (
     Clock,
     ReadsExpiry,
@@ -34,11 +38,16 @@ class MakeStorage(Protocol):
 
 
 Build = Callable[[Path, Clock], Storage]
+REDIS_URL: list[str] = []  # the session's redis-server, set by factory() for the Redis backends
+
+
+def redis(clock: Clock) -> RedisStorage:
+    return RedisStorage(REDIS_URL[0], namespace=f"c{uuid.uuid4().hex[:12]}", clock=clock)
+
 
 # Every backend, by name: its class (the ability tests below find from it which optional protocols
-# it offers) and how to build one in a directory of its own. To add a backend (RedisStorage: a
-# redis-server started for the session, a namespace per test, real time and short TTLs where these
-# tests move the fake clock, since Redis keeps its own time), add its line here.
+# it offers) and how to build one in a directory of its own. To add a backend, add its line here
+# (and, if it needs a server, to NEEDS_REDIS).
 BACKENDS: dict[str, tuple[type[Any], Build]] = {
     "memory": (MemoryStorage, lambda _, clock: MemoryStorage(clock=clock)),
     "disk": (DiskStorage, lambda directory, clock: DiskStorage(directory, clock=clock)),
@@ -54,7 +63,13 @@ BACKENDS: dict[str, tuple[type[Any], Build]] = {
             MemoryStorage(clock=clock), MemoryStorage(clock=clock), clock=clock
         ),
     ),
+    "redis": (RedisStorage, lambda _, clock: redis(clock)),
+    "tiered-redis": (
+        TieredStorage,
+        lambda _, clock: TieredStorage(MemoryStorage(clock=clock), redis(clock), clock=clock),
+    ),
 }
+NEEDS_REDIS = {"redis", "tiered-redis"}
 
 
 def offering(ability: type[Any]) -> list[str]:
@@ -62,8 +77,12 @@ def offering(ability: type[Any]) -> list[str]:
     return [name for name, (cls, _) in BACKENDS.items() if issubclass(cls, ability)]
 
 
-async def factory(name: str, tmp_path: Path, ability: type[Any] = Storage) -> AsyncIterator[Any]:
+async def factory(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, ability: type[Any] = Storage
+) -> AsyncIterator[Any]:
     """``make_storage`` for one backend; closes what it made when the test is over."""
+    if name in NEEDS_REDIS:
+        REDIS_URL[:] = [request.getfixturevalue("redis_server").url]
     made: list[Storage] = []
     build = BACKENDS[name][1]
 
@@ -80,19 +99,19 @@ async def factory(name: str, tmp_path: Path, ability: type[Any] = Storage) -> As
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    async for make in factory(request.param, tmp_path):
+    async for make in factory(request.param, request, tmp_path):
         yield make
 
 
 @pytest.fixture(params=offering(ReadsNowait))
 async def make_nowait(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    async for make in factory(request.param, tmp_path, ReadsNowait):
+    async for make in factory(request.param, request, tmp_path, ReadsNowait):
         yield make
 
 
 @pytest.fixture(params=offering(ReadsExpiry))
 async def make_expiry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    async for make in factory(request.param, tmp_path, ReadsExpiry):
+    async for make in factory(request.param, request, tmp_path, ReadsExpiry):
         yield make
 
 

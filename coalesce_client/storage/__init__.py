@@ -1,7 +1,7 @@
 """Storage backends behind one protocol.
 
-``DiskStorage`` is imported on first use, so that importing the package (and its framework-free
-core) never imports diskcache.
+``DiskStorage`` and ``RedisStorage`` are imported on first use, so that importing the package (and
+its framework-free core) never imports diskcache or redis.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from .tiered import TieredStorage
 
 if TYPE_CHECKING:
     from .disk import DiskStorage
+    from .redis import RedisStorage
 
 __all__ = [
     "Clock",
     "DiskStorage",
     "MemoryStorage",
+    "RedisStorage",
     "Storage",
     "StorageClosedError",
     "TieredStorage",
@@ -26,13 +28,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name != "DiskStorage":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from .disk import DiskStorage
+_LAZY = {"DiskStorage": ".disk", "RedisStorage": ".redis"}
 
-    globals()[name] = DiskStorage
-    return DiskStorage
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

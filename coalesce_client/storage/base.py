@@ -14,10 +14,18 @@ fast path off):
   without a trip through coroutines; None always falls back to ``get``.
 * ``ReadsExpiry``: ``get_with_expiry(key)``, the entry and its absolute expiry on the storage's
   clock; ``TieredStorage`` refills its front with what is left of it.
+* ``SharesFlights``: a storage shared by processes that can run one flight per key among them
+  (issue 14, ``RedisStorage``): a lease per key, taken, renewed and released with a random token,
+  and the outcome published to the processes that watch the key. ``fleet.py`` holds the
+  algorithm; the coalescer uses it when its storage (or a ``TieredStorage``'s back) has it. Every
+  method may raise when the shared store is unreachable: the fleet then goes on locally.
+* ``PublishesDrops``: a shared storage that tells every process about keys deleted (and clears)
+  by any of them, so that ``TieredStorage`` drops its front's copy (DESIGN, Scale-out item 9).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -26,11 +34,14 @@ from ..snapshot import Snapshot
 
 __all__ = [
     "Clock",
+    "PublishesDrops",
     "ReadsExpiry",
     "ReadsNowait",
+    "SharesFlights",
     "Storage",
     "StorageBase",
     "StorageClosedError",
+    "StorageUnavailableError",
     "wall_clock",
 ]
 
@@ -42,6 +53,11 @@ wall_clock: Clock = time.time
 
 class StorageClosedError(RuntimeError):
     """A storage was used after ``close()``."""
+
+
+class StorageUnavailableError(ConnectionError):
+    """A storage shared over the network cannot be reached now. The storage has logged the
+    outage itself (once); whoever catches this goes on without storage and need not log it."""
 
 
 @runtime_checkable
@@ -84,6 +100,47 @@ class ReadsExpiry(Protocol):
 
     async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
         """The entry for ``key`` and its absolute expiry on the storage's clock, or None."""
+        ...
+
+
+@runtime_checkable
+class SharesFlights(Protocol):
+    """A storage whose flights are shared by every process using it (see the module rules)."""
+
+    lease_ttl: float  # seconds a lease lasts unless renewed
+
+    async def acquire(self, key: str, token: str) -> bool:
+        """Take the lease of ``key`` for ``lease_ttl``, if nobody holds it; True if taken."""
+        ...
+
+    async def renew(self, key: str, token: str) -> bool:
+        """Extend the lease to ``lease_ttl`` from now if ``token`` still holds it."""
+        ...
+
+    async def release(self, key: str, token: str, outcome: bytes) -> bool:
+        """Publish ``outcome`` to the watchers of ``key`` (``b"stored"`` only if an entry is
+        stored under ``key``, else ``b"not stored"``) and drop the lease if ``token`` holds it,
+        at once: no watcher sees the lease gone before the publication is sent."""
+        ...
+
+    async def leased(self, key: str) -> bool:
+        """Does anybody hold the lease of ``key``?"""
+        ...
+
+    async def watch(self, key: str) -> asyncio.Future[bytes]:
+        """A future for the next outcome published for ``key``, registered before this returns.
+        Give it back with ``unwatch``."""
+        ...
+
+    def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None: ...
+
+
+@runtime_checkable
+class PublishesDrops(Protocol):
+    """A shared storage that reports keys deleted by any process (see the module rules)."""
+
+    def on_drop(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(key)`` for each key deleted anywhere, ``callback(None)`` for a clear."""
         ...
 
 

@@ -13,13 +13,26 @@ Rules of this module:
 * Deletes and clears go to the back first, then the front, so that a read running meanwhile can
   not refill the front with what was just removed. A refill whose back read overlapped any write
   of this storage is skipped.
+* A back shared by processes that reports their deletes (``PublishesDrops``, ``RedisStorage``)
+  makes every process drop the key from its own front too (DESIGN, Scale-out item 9), counted as
+  a write of this storage so that a refill racing it is skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from ..options import check_callable
 from ..snapshot import Snapshot
-from .base import Clock, ReadsExpiry, ReadsNowait, Storage, StorageBase, wall_clock
+from .base import (
+    Clock,
+    PublishesDrops,
+    ReadsExpiry,
+    ReadsNowait,
+    Storage,
+    StorageBase,
+    wall_clock,
+)
 
 __all__ = ["TieredStorage"]
 
@@ -40,7 +53,15 @@ class TieredStorage(StorageBase):
     Closing it closes both.
     """
 
-    __slots__ = ("_back_expiry", "_clock", "_front_nowait", "_writes", "back", "front")
+    __slots__ = (
+        "_back_expiry",
+        "_clock",
+        "_dropping",
+        "_front_nowait",
+        "_writes",
+        "back",
+        "front",
+    )
 
     def __init__(self, front: Storage, back: Storage, *, clock: Clock = wall_clock) -> None:
         for name, value in (("front", front), ("back", back)):
@@ -56,6 +77,23 @@ class TieredStorage(StorageBase):
         self._front_nowait = front if isinstance(front, ReadsNowait) else None
         self._back_expiry = back if isinstance(back, ReadsExpiry) else None
         self._writes = 0  # bumped by every set, delete and clear: a refill racing one is skipped
+        self._dropping: set[asyncio.Future[None]] = set()  # fronts' drops heard from the back
+        if isinstance(back, PublishesDrops):
+            back.on_drop(self._dropped)
+
+    def _dropped(self, key: str | None) -> None:
+        """Another process (or this one) deleted ``key`` from the back (None: cleared it)."""
+        if self._closed:
+            return
+        self._writes += 1
+        task = asyncio.ensure_future(self.front.clear() if key is None else self.front.delete(key))
+        self._dropping.add(task)
+        task.add_done_callback(self._drop_done)
+
+    def _drop_done(self, task: asyncio.Future[None]) -> None:
+        self._dropping.discard(task)
+        if not task.cancelled():
+            task.exception()  # a closed front: nothing left to drop
 
     def get_nowait(self, key: str) -> Snapshot | None:
         """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
