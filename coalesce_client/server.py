@@ -228,8 +228,11 @@ class CoalesceMiddleware:
         own = _Own()
 
         async def send(conditional: Headers = (), detached: bool = False) -> Fetched:
-            if not (conditional or detached):
-                return await self._run(request, handler, own)
+            if not (conditional or detached) or request.transport is None:
+                # Its caller's connection is gone (nothing can be written on it any more), and
+                # aiohttp 3.10 cannot copy such a request: the handler gets it as it came,
+                # unconditional (a full response revalidates as well).
+                return await self._run(request, handler, own if not detached else _Own())
             # A revalidation (RFC 9111 §4.3.1): the handler sees the request made conditional.
             headers = CIMultiDict(request.headers)
             for name, value in conditional:
