@@ -28,7 +28,8 @@ from .client_call import (
     wait_bound,
 )
 from .client_send import Passing, SharedRequest, wanted_of
-from .coalescer import Coalescer, Stats
+from .coalescer import Coalescer, Stats, Wanted
+from .conditional import not_modified, not_modified_snapshot
 from .keys import KeyMemo
 from .options import check_flag, check_seconds_or_none, check_string
 from .policy import CachePolicy
@@ -330,6 +331,9 @@ class CoalescingSession:
         no_store = False
         if ident.directives is not None:  # the caller's own Cache-Control (RFC 9111 §5.2.1)
             wanted, refresh, no_store = wanted_of(ident.directives, refresh)
+        if ident.conditional is not None:  # the caller's own If-None-Match / If-Modified-Since
+            return await self._conditional(session, method, str_or_url, kwargs, ident, wanted,
+                                           refresh, own_options, checks)  # fmt: skip
         if key is not None and not refresh:
             snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
@@ -368,6 +372,34 @@ class CoalescingSession:
         if method not in SAFE_METHODS:
             await self._invalidate_after(method, ident.url, resp)
         return resp if checks is False else await self._checked(resp, checks)
+
+    async def _conditional(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        str_or_url: str | URL,
+        kwargs: dict[str, Any],
+        ident: Identity,
+        wanted: Wanted | None,
+        refresh: bool,
+        own_options: dict[str, Any],
+        checks: Any,
+    ) -> CachedResponse:
+        """A call with its own ``If-None-Match`` or ``If-Modified-Since`` (RFC 9111 §4.3.2): from
+        a fresh stored response, a 304 when it is not modified for the caller (only a 2xx, RFC
+        9110 §13.2.1), else the stored response, a hit; nothing fresh at hand (or ``no-cache``):
+        the caller's own request, a bypass. Never a flight: the origin's answer to a conditional
+        request is the caller's alone. As in the middleware."""
+        assert ident.key is not None and ident.conditional is not None
+        snap = None if refresh else self._core.peek(ident.key, ident.header, wanted)
+        if snap is None:
+            kwargs.update(own_options)
+            return await self._pass(session, method, str_or_url, kwargs, ident.url)
+        now = self._core.clock()
+        if 200 <= snap.status < 300 and not_modified(snap.headers, *ident.conditional):
+            snap = not_modified_snapshot(snap)
+        hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
+        return hit if checks is False else await self._checked(hit, checks)
 
     def _identity(
         self,

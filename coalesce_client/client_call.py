@@ -102,10 +102,10 @@ SPLIT: dict[str, Any] = {
     "max_headers": 128,
 }
 # Requests whose answer is not the resource itself, or is relative to what the caller already has.
-_BYPASS_HEADERS = (
-    *("range", "if-none-match", "if-modified-since"),
-    *("if-match", "if-unmodified-since", "if-range"),
-)
+_BYPASS_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
+# Conditions a cache may evaluate itself against a fresh stored response (RFC 9111 §4.3.2): a GET
+# or HEAD with only these is answered from storage (a 304 or the stored response), else bypasses.
+_CONDITIONAL_HEADERS = ("if-none-match", "if-modified-since")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTO_HEADERS: dict[str, str] = {
@@ -158,6 +158,9 @@ class Identity:
     # The key of the URL's invalidation index (url_index.py), computed with the key: a hit that
     # goes through fetch() (a disk storage) would otherwise hash the URL again every time.
     url_key: str | None = None
+    # The caller's own If-None-Match and If-Modified-Since (None when absent), when it sent one:
+    # answered from a fresh stored response, never sent through a flight.
+    conditional: tuple[str | None, str | None] | None = None
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -207,6 +210,11 @@ def identify(
             )
         return _AUTO_HEADERS.get(name)
 
+    conditional = None
+    if any(h in merged for h in _CONDITIONAL_HEADERS):
+        if method not in ("GET", "HEAD"):
+            return Identity(None, url, header)
+        conditional = (header("if-none-match"), header("if-modified-since"))
     if (
         kwargs.get("middlewares")
         or any(h in merged for h in _BYPASS_HEADERS)
@@ -236,7 +244,7 @@ def identify(
         body_digest=body_digest,
         extra=extra,
     )
-    return Identity(key, url, header, directives, url_key(keys, url))
+    return Identity(key, url, header, directives, url_key(keys, url), conditional)
 
 
 def url_key(keys: KeyMaker, url: URL) -> str:

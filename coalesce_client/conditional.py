@@ -24,14 +24,17 @@ Rules of this module (pure functions, standard library only):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from .httpdate import parse_http_date
+from .snapshot import Snapshot
 
 __all__ = [
     "NOT_MODIFIED_FIELDS",
     "entity_tags",
     "not_modified",
     "not_modified_headers",
+    "not_modified_snapshot",
     "opaque_tag",
 ]
 
@@ -146,6 +149,25 @@ def not_modified_headers(stored: Iterable[tuple[str, str]]) -> tuple[tuple[str, 
     (('ETag', '"a"'), ('Vary', 'A'))
     """
     return tuple((k, v) for k, v in stored if k.lower() in NOT_MODIFIED_FIELDS)
+
+
+def not_modified_snapshot(stored: Snapshot) -> Snapshot:
+    """The 304 a face answers for ``stored``: its ``not_modified_headers``, no body, no redirect
+    history, and its times (so that its ``Age`` is the stored response's).
+
+    >>> s = Snapshot(200, "OK", (("ETag", '"a"'), ("Content-Type", "text/plain")), "u", "GET", b"x")
+    >>> r = not_modified_snapshot(s)
+    >>> r.status, r.headers, r.body
+    (304, (('ETag', '"a"'),), b'')
+    """
+    return replace(
+        stored,
+        status=304,
+        reason="Not Modified",
+        headers=not_modified_headers(stored.headers),
+        body=b"",
+        history=(),
+    )
 
 
 def _only(stored: Iterable[tuple[str, str]], name: str) -> str | None:
