@@ -366,11 +366,9 @@ class Coalescer:
                 self._count("miss")
                 self.errors += 1
                 raise
-            if snap is not None:
+            if snap is not None and not refresh:  # refresh: to the origin, conditionally if it can
                 now = self._clock()
-                if refresh:
-                    pass  # to the origin, conditionally if it can
-                elif snap.expires_at > now:
+                if snap.expires_at > now:
                     if wanted is None or wanted.accepts(snap, now):
                         self._count("hit")
                         return Answer(snap, "hit")
@@ -389,7 +387,7 @@ class Coalescer:
                             )  # fmt: skip
                         self._refresh(fkey, lead)
                     return Answer(snap, "stale")
-                prior = snap
+            prior = snap  # not answered from storage: the flight revalidates it if it can
             joining = fkey in flight  # a slow storage read may have let a flight start
         if wanted is not None and wanted.only_if_cached:
             self._count("miss")  # nothing usable stored, and the origin is not to be asked
