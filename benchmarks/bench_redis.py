@@ -400,7 +400,12 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few seconds")
+    parser.add_argument(
+        "--processes", type=int, default=PROCESSES, help="the fleet's processes (default 8)"
+    )
     args = parser.parse_args()
+    global PROCESSES
+    PROCESSES = args.processes
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         server, redis_url = start_redis(tmp)
         try:
