@@ -394,6 +394,7 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
 
 
 def main() -> None:
+    global PROCESSES
     if sys.argv[1:2] == ["--child"]:
         redis_url, namespace, kind, callers = sys.argv[2:6]
         asyncio.run(child(redis_url, namespace, kind == "memory", int(callers)))
@@ -404,7 +405,6 @@ def main() -> None:
         "--processes", type=int, default=PROCESSES, help="the fleet's processes (default 8)"
     )
     args = parser.parse_args()
-    global PROCESSES
     PROCESSES = args.processes
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         server, redis_url = start_redis(tmp)
