@@ -387,11 +387,11 @@ class CoalescingSession:
     ) -> CachedResponse:
         """A call with its own ``If-None-Match`` or ``If-Modified-Since`` (RFC 9111 §4.3.2): from
         a fresh stored response, a 304 when it is not modified for the caller (only a 2xx, RFC
-        9110 §13.2.1), else the stored response, a hit; nothing fresh at hand (or ``no-cache``):
+        9110 §13.2.1), else the stored response, a hit; nothing fresh stored (or ``no-cache``):
         the caller's own request, a bypass. Never a flight: the origin's answer to a conditional
         request is the caller's alone. As in the middleware."""
         assert ident.key is not None and ident.conditional is not None
-        snap = None if refresh else self._core.peek(ident.key, ident.header, wanted)
+        snap = None if refresh else await self._core.fresh(ident.key, ident.header, wanted)
         if snap is None:
             kwargs.update(own_options)
             return await self._pass(session, method, str_or_url, kwargs, ident.url)

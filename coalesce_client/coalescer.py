@@ -308,6 +308,25 @@ class Coalescer:
         self._outcomes["hit"] += 1  # _count("hit"), inlined: this is the whole cost of a hit
         return snap
 
+    async def fresh(
+        self, key: str, header: Header = _no_headers, wanted: Wanted | None = None
+    ) -> Snapshot | None:
+        """``peek``, reading the storage when it has nothing at hand: a fresh stored response
+        for ``key`` (through its Vary pointer), counted as a hit; else None, not counted. For a
+        face that answers a request from storage only (a conditional request)."""
+        snap = self.peek(key, header, wanted)
+        if snap is not None:
+            return snap
+        _, snap = await self._resolve(key, header)
+        now = self._clock()
+        if snap is None or snap.method == POINTER_METHOD or snap.expires_at <= now:
+            return None
+        if wanted is not None and not wanted.accepts(snap, now):
+            return None
+        self.requests += 1
+        self._count("hit")
+        return snap
+
     async def drain(self) -> None:
         """Wait for the background refreshes and storage writes still running (before closing
         storage)."""

@@ -14,9 +14,7 @@ runs the handler once, and replays the outcome to every waiter. Rules (DESIGN.md
   stored validators, ``Date``, ``Age`` and the cache status ``HIT`` when its validator matches a
   2xx, else the full stored response; the handler does not run. Nothing fresh stored: a bypass.
   It never leads nor joins a flight: what its handler run answers (a 304 perhaps) is its own.
-  Only what the storage has at hand (``Coalescer.peek``: ``MemoryStorage``, the memory front of a
-  ``TieredStorage``) answers it; behind a storage read that waits (``DiskStorage`` alone) it
-  goes through, as the coalescer has no public read that counts a hit and resolves Vary.
+  Every storage answers it (``Coalescer.fresh``: ``peek``, else a storage read).
 * A handler that reads a request header must have it in the key (``key_headers``, ``key_func``)
   or declare it in the response's ``Vary``: a request header nobody keyed on is where web cache
   poisoning comes in. A response that varies serves only requests with the same values.
@@ -222,7 +220,7 @@ class CoalesceMiddleware:
             and not request.body_exists
             and headers.keys().isdisjoint(self._conditional_bypass)
         ):
-            validated = self._conditional(request, header)
+            validated = await self._conditional(request, header)
             if validated is not None:
                 return validated
         own = _Own()
@@ -278,7 +276,7 @@ class CoalesceMiddleware:
             raise self._labelled(resp, answer.status)
         return self._labelled(resp, answer.status)
 
-    def _conditional(
+    async def _conditional(
         self, request: web.Request, header: Callable[[str], str | None]
     ) -> web.Response | None:
         """The answer to a request with ``If-None-Match`` or ``If-Modified-Since`` from a fresh
@@ -291,7 +289,7 @@ class CoalesceMiddleware:
             wanted, refresh = _wanted(header)
             if refresh:
                 return None
-        snap = self._core.peek(self._key(request), header, wanted)
+        snap = await self._core.fresh(self._key(request), header, wanted)
         if snap is None:
             return None
         # A precondition is ignored when the response would not be a 2xx (RFC 9110 §13.2.1).

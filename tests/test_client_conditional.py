@@ -1,16 +1,18 @@
 """The session answers its caller's own If-None-Match / If-Modified-Since from a fresh stored
-response (RFC 9111 §4.3.2, RFC 9110 §13.1), as the middleware does: a 304 only when the stored
-response is not modified for that caller, else the stored response; nothing fresh stored: the
-caller's own request (a bypass), never a flight."""
+response (RFC 9111 §4.3.2, RFC 9110 §13.1), as the middleware does (both behind a disk too): a 304
+only when the stored response is not modified for that caller, else the stored response; nothing
+fresh stored: the caller's own request (a bypass), never a flight."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from conftest import FakeClock, Origin
 
-from coalesce_client import CachePolicy, CoalescingSession
+from coalesce_client import CachePolicy, CoalescingSession, DiskStorage, coalesce_middleware
 from coalesce_client.httpdate import format_http_date
 
 ETAG = 'W/"v7"'
@@ -106,3 +108,47 @@ async def test_a_stored_error_ignores_the_precondition(origin: Origin, clock: Fa
         await s.get(origin.url("/gone"))
         r = await s.get(origin.url("/gone"), headers={"If-None-Match": ETAG})
         assert (r.status, r.cache_status) == (404, "hit")
+
+
+async def test_behind_a_disk_storage_too(origin: Origin, clock: FakeClock, tmp_path: Path) -> None:
+    """A storage read that waits (DiskStorage) answers a conditional request as memory does."""
+    resource(origin, clock)
+    await origin.start()
+    url = origin.url("/doc")
+    disk = DiskStorage(tmp_path / "cache", clock=clock)
+    async with CoalescingSession(ttl=600, clock=clock, storage=disk) as s:
+        await s.get(url)
+        r = await s.get(url, headers={"If-None-Match": ETAG})
+        other = await s.get(url, headers={"If-None-Match": '"v1"'})
+    assert (r.status, r.cache_status) == (304, "hit")
+    assert (other.status, await other.text(), other.cache_status) == (200, "the document", "hit")
+    assert origin.calls["/doc"] == 1
+
+
+async def test_middleware_behind_a_disk_storage_too(clock: FakeClock, tmp_path: Path) -> None:
+    runs = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal runs
+        runs += 1
+        headers = {"ETag": ETAG, "Cache-Control": "max-age=60"}
+        return web.Response(text="the document", headers=headers)
+
+    disk = DiskStorage(tmp_path / "cache", clock=clock)
+    mw = coalesce_middleware(ttl=600, clock=clock, storage=disk)
+    app = web.Application(middlewares=[mw])
+    app.router.add_get("/doc", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/doc"
+    try:
+        async with aiohttp.ClientSession() as client:
+            await (await client.get(url)).read()
+            async with client.get(url, headers={"If-None-Match": ETAG}) as r:
+                assert (r.status, r.headers["X-Cache"]) == (304, "HIT")
+    finally:
+        await runner.cleanup()
+        await mw.close()
+    assert runs == 1
