@@ -44,7 +44,14 @@ class Upstream:
 
 
 def outcomes(stats: Stats) -> int:
-    return stats.hits + stats.misses + stats.coalesced + stats.bypassed
+    return (
+        stats.hits
+        + stats.misses
+        + stats.coalesced
+        + stats.stale
+        + stats.revalidated
+        + stats.bypassed
+    )
 
 
 class ParkedStorage(MemoryStorage):
@@ -288,3 +295,35 @@ async def test_vary_star_is_never_stored_nor_shared(clock: FakeClock) -> None:
     assert [a.status for a in answers] == ["miss"] * 5
     assert len(upstream.calls) == 5
     assert core.stats.stored == 0
+
+
+async def test_background_refreshes_are_bounded_and_drained(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stale-while-revalidate: at most MAX_REFRESHES refreshes run at once (the others' callers
+    are still served stale, and a later caller starts theirs); drain() waits for them."""
+    import coalesce_client.coalescer as coalescer_module
+
+    monkeypatch.setattr(coalescer_module, "MAX_REFRESHES", 2)
+    core = Coalescer(
+        storage=None, policy=CachePolicy(stale_while_revalidate=60), ttl=10, clock=clock
+    )
+
+    class Refresh(Upstream):
+        async def __call__(self, conditional: object = (), detached: bool = False) -> Fetched:
+            return await super().__call__()
+
+    upstream = Refresh()
+    keys = [f"{i:064x}" for i in range(5)]
+    for key in keys:
+        assert (await core.fetch(key, upstream)).status == "miss"
+    clock.advance(20)  # every entry stale, within the window
+    upstream.gate.clear()
+    answers = [await core.fetch(key, upstream) for key in keys]
+    assert [a.status for a in answers] == ["stale"] * 5
+    await until(lambda: upstream.calls == 5 + 2, "two refreshes at the origin")
+    assert len(core._refreshes) == 2  # the bound: three callers started none
+    upstream.gate.set()
+    await core.drain()
+    assert not core._refreshes and upstream.calls == 7
+    assert outcomes(core.stats) == core.stats.requests == 10
