@@ -396,7 +396,9 @@ class CoalescingSession:
             kwargs.update(own_options)
             return await self._pass(session, method, str_or_url, kwargs, ident.url)
         now = self._core.clock()
-        if 200 <= snap.status < 300 and not_modified(snap.headers, *ident.conditional):
+        if 200 <= snap.status < 300 and not_modified(
+            snap.headers, *ident.conditional, snap.response_time or None
+        ):
             snap = not_modified_snapshot(snap)
         hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
         return hit if checks is False else await self._checked(hit, checks)

@@ -14,9 +14,11 @@ Rules of this module (pure functions, standard library only):
   If-None-Match header field", the order of §13.2.2). It matches with the weak comparison
   (§13.1.2, §8.8.3.2: the opaque-tags are equal, either may be weak); ``*`` matches any stored
   response (there is a current representation).
-* ``If-Modified-Since`` is compared with the stored ``Last-Modified`` only (§13.1.3: "the
-  selected representation's last modification date"), never with ``Date`` or the time it was
-  stored; an invalid date, or a field with more than one member, is ignored (§13.1.3).
+* ``If-Modified-Since`` is compared with the stored ``Last-Modified``; a stored response without
+  one is dated by its ``Date``, else by the time it was received (RFC 9111 §4.3.2: a cache
+  "SHOULD use the stored response's Date field value (or, if no Date field is present, the time
+  that the stored response was received)"). An invalid date on either side, or a field with more
+  than one member, is ignored (§13.1.3).
 * Which statuses may be answered with a 304 is the face's decision: a precondition is ignored
   when the unconditional response would not be a 2xx (§13.2.1).
 """
@@ -110,11 +112,14 @@ def entity_tags(value: str) -> tuple[str, ...] | None:
 
 
 def not_modified(
-    stored: Iterable[tuple[str, str]], if_none_match: str | None, if_modified_since: str | None
+    stored: Iterable[tuple[str, str]],
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    received: float | None = None,
 ) -> bool:
     """Whether a request with these ``If-None-Match`` / ``If-Modified-Since`` values (lines
     joined with ", ", None when absent) may be answered 304 from a stored response with these
-    header pairs (see the module rules).
+    header pairs, ``received`` at that time (see the module rules).
 
     >>> stored = (("ETag", 'W/"v2"'), ("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT"))
     >>> not_modified(stored, '"v1", "v2"', None), not_modified(stored, '"v1"', None)
@@ -135,8 +140,7 @@ def not_modified(
         return own is not None and own in tags  # weak comparison: opaque-tags only
     if if_modified_since is not None:
         since = parse_http_date(if_modified_since)
-        raw = _only(stored, "last-modified")
-        modified = None if raw is None else parse_http_date(raw)
+        modified = _modified_at(tuple(stored), received)
         return since is not None and modified is not None and modified <= since
     return False
 
@@ -168,6 +172,22 @@ def not_modified_snapshot(stored: Snapshot) -> Snapshot:
         body=b"",
         history=(),
     )
+
+
+def _modified_at(stored: tuple[tuple[str, str], ...], received: float | None) -> float | None:
+    """When the stored response was last modified, for ``If-Modified-Since``: its
+    ``Last-Modified``; without one its ``Date``; without either, when it was ``received`` (RFC
+    9111 §4.3.2). None when the field that decides is repeated or not a date.
+
+    >>> _modified_at((("Date", "Wed, 21 Oct 2015 07:28:00 GMT"),), None)
+    1445412480.0
+    >>> _modified_at((("Last-Modified", "0"), ("Date", "Wed, 21 Oct 2015 07:28:00 GMT")), 5.0)
+    """
+    for name in ("last-modified", "date"):
+        if any(k.lower() == name for k, _ in stored):
+            raw = _only(stored, name)
+            return None if raw is None else parse_http_date(raw)
+    return received
 
 
 def _only(stored: Iterable[tuple[str, str]], name: str) -> str | None:

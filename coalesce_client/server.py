@@ -294,7 +294,10 @@ class CoalesceMiddleware:
             return None
         # A precondition is ignored when the response would not be a 2xx (RFC 9110 §13.2.1).
         if 200 <= snap.status < 300 and not_modified(
-            snap.headers, header("if-none-match"), header("if-modified-since")
+            snap.headers,
+            header("if-none-match"),
+            header("if-modified-since"),
+            snap.response_time or None,
         ):
             resp = web.Response(
                 status=304, reason="Not Modified", headers=not_modified_headers(snap.headers)

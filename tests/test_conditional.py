@@ -139,9 +139,20 @@ def test_if_modified_since_against_last_modified(if_modified_since: str, expecte
     assert not_modified(STORED, None, if_modified_since) is expected
 
 
-def test_if_modified_since_never_compares_with_date() -> None:
+def test_without_last_modified_if_modified_since_compares_with_date_then_the_time_received() -> (
+    None
+):
+    """RFC 9111 §4.3.2: a cache SHOULD use the stored Date, or the time it was received."""
     stored = (("Date", "Wed, 21 Oct 2015 07:28:00 GMT"), ("ETag", '"v2"'))
-    assert not not_modified(stored, None, "Thu, 22 Oct 2015 07:28:00 GMT")
+    assert not_modified(stored, None, "Thu, 22 Oct 2015 07:28:00 GMT")
+    assert not not_modified(stored, None, "Tue, 20 Oct 2015 07:28:00 GMT")
+    undated = (("ETag", '"v2"'),)
+    oct_22 = "Thu, 22 Oct 2015 07:28:00 GMT"
+    assert not_modified(undated, None, oct_22, received=1445412480.0)  # received on Oct 21
+    assert not not_modified(undated, None, oct_22, received=1445585280.0)  # on Oct 23
+    assert not not_modified(undated, None, oct_22)  # when, nobody knows
+    # A Last-Modified that is there decides, even unreadable: Date is not a stand-in for it.
+    assert not not_modified((("Last-Modified", "0"), *stored), None, oct_22)
 
 
 def test_an_invalid_stored_last_modified_is_never_not_modified() -> None:
