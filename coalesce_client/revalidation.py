@@ -15,6 +15,7 @@ Rules of this module (standard library only, no framework):
 
 from __future__ import annotations
 
+from .conditional import opaque_tag
 from .snapshot import Headers, Snapshot
 
 __all__ = ["conditional_headers", "selects", "updated_headers"]
@@ -54,10 +55,12 @@ def selects(stored: Snapshot, not_modified: Snapshot) -> bool:
         mine = stored.header("ETag")
         if mine is None:
             return False
-        etag, mine = etag.strip(), mine.strip()
-        if etag.startswith("W/"):  # weak comparison (RFC 9110 §8.8.3.2)
-            return etag[2:] == (mine[2:] if mine.startswith("W/") else mine)
-        return etag == mine  # strong: neither weak, same opaque tag
+        tag, own = opaque_tag(etag), opaque_tag(mine)
+        if tag is None or tag != own:
+            return False  # another representation, or not an entity-tag at all
+        # Weak comparison for a weak validator; a strong one is strong on both sides (RFC 9110
+        # §8.8.3.2).
+        return etag.strip().startswith("W/") or not mine.strip().startswith("W/")
     last_modified = not_modified.header("Last-Modified")
     if last_modified is not None:
         mine = stored.header("Last-Modified")
