@@ -51,8 +51,8 @@ from _harness import BODY, DELAY, TTL, Origin, met, profile_sequential, python_p
 from aiohttp_client_cache import CachedSession, SQLiteBackend
 
 from coalesce_client import CoalescingSession, Snapshot
-from coalesce_client.snapshot import encode
 from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
+from coalesce_client.storage.codec import encode
 
 T = TypeVar("T")
 

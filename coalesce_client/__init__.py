@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .coalescer import CacheStatus, Stats
-from .flight import Outcome, SingleFlight, WaitTimeout
-from .policy import CachePolicy
-from .snapshot import Snapshot, SnapshotError
+from .core.coalescer import CacheStatus, Stats
+from .core.flight import Outcome, SingleFlight, WaitTimeout
+from .core.policy import CachePolicy
+from .spec.snapshot import Snapshot
 from .storage import MemoryStorage, Storage, StorageClosedError, TieredStorage
+from .storage.codec import SnapshotError
 
 if TYPE_CHECKING:
-    from .client import CoalescingSession
-    from .response import CachedResponse
-    from .server import CoalesceMiddleware, coalesce_middleware
-    from .storage.disk import DiskStorage
+    from .client.response import CachedResponse
+    from .client.session import CoalescingSession
+    from .server.middleware import CoalesceMiddleware, coalesce_middleware
+    from .storage.disk.storage import DiskStorage
     from .storage.redis import RedisStorage
 
 __all__ = [
@@ -48,11 +49,11 @@ __all__ = [
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
-    "CoalescingSession": "client",
-    "CachedResponse": "response",
-    "CoalesceMiddleware": "server",
-    "coalesce_middleware": "server",
-    "DiskStorage": "storage.disk",
+    "CoalescingSession": "client.session",
+    "CachedResponse": "client.response",
+    "CoalesceMiddleware": "server.middleware",
+    "coalesce_middleware": "server.middleware",
+    "DiskStorage": "storage.disk.storage",
     "RedisStorage": "storage.redis",
 }
 

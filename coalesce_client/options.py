@@ -14,9 +14,10 @@ Rules of this module:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
+
+from .spec.fields import TOKEN
 
 __all__ = [
     "MAX_INT64",
@@ -30,11 +31,9 @@ __all__ = [
     "check_seconds_or_none",
     "check_string",
     "is_seconds",
-    "is_status",
 ]
 
 MAX_INT64 = 2**63 - 1  # the largest size any backend can represent (SQLite integers, Redis)
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 §5.6.2)
 
 
 def _is_number(value: Any) -> bool:
@@ -87,12 +86,6 @@ def check_count(value: Any, option: str, *, minimum: int = 0, unit: str = "bytes
             f"got {_show(value)}"
         )
     return value
-
-
-def is_status(value: Any) -> bool:
-    """An HTTP status code, 100 to 599 (RFC 9110 §15): the one range the package accepts, in
-    options and in stored bytes alike (a response outside it is never stored)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 def check_flag(value: Any, option: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from coalesce_client.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")

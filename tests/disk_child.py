@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from coalesce_client import CoalescingSession
-from coalesce_client.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
 
 

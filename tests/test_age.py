@@ -18,7 +18,7 @@ from conftest import FakeClock, Origin
 from multidict import CIMultiDictProxy
 
 from coalesce_client import CachePolicy, CoalescingSession, coalesce_middleware
-from coalesce_client.httpdate import format_http_date
+from coalesce_client.spec.dates import format_http_date
 
 
 @contextlib.asynccontextmanager

@@ -257,7 +257,7 @@ def test_cache_commands_refuse_a_directory_that_is_not_a_cache(tmp_path: Path, a
 AS_NOBODY = """
 import os, sys
 from coalesce_client import cli
-from coalesce_client.storage import disk
+from coalesce_client.storage.disk import storage as disk
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from coalesce_client import CachePolicy
-from coalesce_client.client_call import identify
-from coalesce_client.keys import KeyMaker
+from coalesce_client.client.call import identify
+from coalesce_client.core.keys import KeyMaker
 
 KEYS: KeyMaker = CachePolicy().key_maker(namespace="", key_headers=("Accept",))
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -13,7 +13,7 @@ from aiohttp import web
 from conftest import FakeClock, Origin
 
 from coalesce_client import CachePolicy, CoalescingSession, DiskStorage, coalesce_middleware
-from coalesce_client.httpdate import format_http_date
+from coalesce_client.spec.dates import format_http_date
 
 ETAG = 'W/"v7"'
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"

@@ -16,7 +16,7 @@ import pytest
 from conftest import FakeClock, until
 
 from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
-from coalesce_client.coalescer import Answer, Coalescer, Fetched
+from coalesce_client.core.coalescer import Answer, Coalescer, Fetched
 from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
 
 KEY = "k" * 64
@@ -221,10 +221,12 @@ def test_the_whole_core_imports_without_aiohttp_diskcache_or_redis() -> None:
         "        if name.split('.')[0] in {'aiohttp', 'diskcache', 'redis', 'yarl', 'multidict'}:\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import coalesce_client.flight, coalesce_client.keys, coalesce_client.snapshot\n"
-        "import coalesce_client.policy, coalesce_client.coalescer, coalesce_client.options\n"
-        "import coalesce_client.freshness, coalesce_client.httpdate\n"
-        "import coalesce_client.cache_control\n"
+        "import coalesce_client.core.flight, coalesce_client.core.keys\n"
+        "import coalesce_client.spec.snapshot, coalesce_client.storage.codec\n"
+        "import coalesce_client.core.policy, coalesce_client.core.coalescer\n"
+        "import coalesce_client.options\n"
+        "import coalesce_client.spec.freshness, coalesce_client.spec.dates\n"
+        "import coalesce_client.spec.cache_control\n"
         "import coalesce_client.storage.base, coalesce_client.storage.memory\n"
         "import coalesce_client.storage.tiered\n"
         "print('core ok')\n"
@@ -302,7 +304,7 @@ async def test_background_refreshes_are_bounded_and_drained(
 ) -> None:
     """stale-while-revalidate: at most MAX_REFRESHES refreshes run at once (the others' callers
     are still served stale, and a later caller starts theirs); drain() waits for them."""
-    import coalesce_client.coalescer as coalescer_module
+    import coalesce_client.core.coalescer as coalescer_module
 
     monkeypatch.setattr(coalescer_module, "MAX_REFRESHES", 2)
     core = Coalescer(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from coalesce_client.conditional import (
+from coalesce_client.spec.conditional import (
     NOT_MODIFIED_FIELDS,
     entity_tags,
     not_modified,

@@ -16,21 +16,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coalesce_client.cache_control import (
+from coalesce_client.spec.cache_control import (
     DELTA_SECONDS_MAX,
     RequestDirectives,
     ResponseDirectives,
     parse_request_cache_control,
     parse_response_cache_control,
 )
-from coalesce_client.freshness import (
+from coalesce_client.spec.dates import parse_http_date
+from coalesce_client.spec.freshness import (
     HEURISTICALLY_CACHEABLE,
     current_age,
     freshness_lifetime,
     heuristic_lifetime,
     is_fresh,
 )
-from coalesce_client.httpdate import parse_http_date
 
 NOV_6_1994 = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's own example
 NOW_2026 = float(calendar.timegm((2026, 6, 1, 12, 0, 0)))  # a fixed clock for two-digit years

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalesce_client.keys import CREDENTIAL_HEADERS, KeyMaker, normalize_headers
+from coalesce_client.core.keys import CREDENTIAL_HEADERS, KeyMaker, normalize_headers
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coalesce_client.policy import CachePolicy
+from coalesce_client.core.policy import CachePolicy
 
 # -- validation -----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from conftest import FakeClock, Origin
 
 from coalesce_client import CoalescingSession, coalesce_middleware
-from coalesce_client.httpdate import format_http_date
+from coalesce_client.spec.dates import format_http_date
 
 
 def dated(origin: Origin, clock: FakeClock) -> None:

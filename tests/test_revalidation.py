@@ -19,7 +19,7 @@ from conftest import FakeClock, Origin, finished, until
 from multidict import CIMultiDict
 
 from coalesce_client import CachePolicy, CoalescingSession, coalesce_middleware
-from coalesce_client.httpdate import format_http_date
+from coalesce_client.spec.dates import format_http_date
 
 LAST_MODIFIED = "Sat, 01 Jan 2022 00:00:00 GMT"
 

@@ -20,7 +20,7 @@ from conftest import FakeClock, Origin, finished
 from test_server_sharing import USER, Call, Reply, burst, leading, send, serving
 
 from coalesce_client import CachePolicy, coalesce_middleware
-from coalesce_client.httpdate import format_http_date
+from coalesce_client.spec.dates import format_http_date
 
 LAST_MODIFIED = "Wed, 21 Oct 2015 07:28:00 GMT"
 BEFORE = "Tue, 20 Oct 2015 07:28:00 GMT"  # a day before Last-Modified

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, SnapshotError, decode, encode
+from coalesce_client.spec.snapshot import Snapshot
+from coalesce_client.storage.codec import FORMAT_VERSION, SnapshotError, decode, encode
 
 
 def redirect(status: int, url: str, location: str) -> Snapshot:

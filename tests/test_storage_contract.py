@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import pytest
 from conftest import KEY_A, KEY_B, KEY_C, FakeClock, snapshot
 
-from coalesce_client.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.storage.base import (
     Clock,

@@ -31,10 +31,11 @@ from aiohttp import web
 from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
-from coalesce_client.snapshot import FORMAT_VERSION, Snapshot, encode
+from coalesce_client.spec.invalidation import INDEX_METHOD
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, StorageClosedError
-from coalesce_client.storage._disk_files import ORPHAN_GRACE
-from coalesce_client.url_index import INDEX_METHOD
+from coalesce_client.storage.codec import FORMAT_VERSION, encode
+from coalesce_client.storage.disk.files import ORPHAN_GRACE
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")

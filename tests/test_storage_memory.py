@@ -15,7 +15,7 @@ import pytest
 from conftest import FakeClock, snapshot
 
 from coalesce_client import MemoryStorage
-from coalesce_client.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot
 
 MiB = 1024 * 1024
 

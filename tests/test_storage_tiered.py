@@ -12,7 +12,7 @@ from aiohttp import web
 from conftest import KEY_A, KEY_B, FakeClock, Origin, finished, signalled, snapshot
 
 from coalesce_client import CoalescingSession
-from coalesce_client.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, MemoryStorage, StorageClosedError, TieredStorage
 
 

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 from conftest import Origin
 
-from coalesce_client import CoalescingSession, MemoryStorage, coalesce_middleware, url_index
+from coalesce_client import CoalescingSession, MemoryStorage, coalesce_middleware
+from coalesce_client.spec import invalidation as url_index
 
 UNSAFE = ["POST", "PUT", "DELETE", "PATCH"]
 # (method, headers) of the five ways /item is stored.

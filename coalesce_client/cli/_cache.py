@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from ..url_index import INDEX_METHOD
+from ..spec.invalidation import INDEX_METHOD
 from ._common import UsageError, open_disk, unreachable
 
 if TYPE_CHECKING:

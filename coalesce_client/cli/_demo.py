@@ -1,4 +1,4 @@
-"""The ``demo`` subcommand: run ``coalesce_client.demo`` and print its table and a summary.
+"""The ``demo`` subcommand: run ``coalesce_client.cli.demo`` and print its table and a summary.
 
 Rules: the disk cache lives in a temporary directory, removed afterwards, unless a directory is
 given (then a second run starts warm). The cache is opened before the event loop starts. The demo
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import demo
+from . import demo
 from ._common import open_disk
 
 

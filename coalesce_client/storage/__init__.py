@@ -13,7 +13,7 @@ from .memory import MemoryStorage
 from .tiered import TieredStorage
 
 if TYPE_CHECKING:
-    from .disk import DiskStorage
+    from .disk.storage import DiskStorage
     from .redis import RedisStorage
 
 __all__ = [

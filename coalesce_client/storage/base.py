@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from ..snapshot import Snapshot
+from ..spec.snapshot import Snapshot
 
 __all__ = [
     "Clock",

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from itertools import chain
 
 from ..options import check_callable, check_count
-from ..snapshot import Snapshot
+from ..spec.snapshot import Snapshot
 from .base import Clock, StorageBase, wall_clock
 
 __all__ = ["MemoryStorage", "entry_cost"]
@@ -98,7 +98,7 @@ class MemoryStorage(StorageBase):
     """Least-recently-used storage in memory. A stored body is kept once and shared by every hit.
 
     >>> import asyncio
-    >>> from coalesce_client.snapshot import Snapshot
+    >>> from coalesce_client import Snapshot
     >>> store = MemoryStorage(max_entries=2)
     >>> snap = Snapshot(200, "OK", (), "http://x/", "GET", b"body")
     >>> asyncio.run(store.set("k", snap, ttl=60))

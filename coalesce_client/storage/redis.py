@@ -46,8 +46,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..options import check_callable, check_seconds, check_string
-from ..snapshot import Snapshot, SnapshotError, decode, encode_parts
+from ..spec.snapshot import Snapshot
 from .base import Clock, StorageBase, StorageUnavailableError, wall_clock
+from .codec import SnapshotError, decode, encode_parts
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

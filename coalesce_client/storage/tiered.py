@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 
 from ..options import check_callable
-from ..snapshot import Snapshot
+from ..spec.snapshot import Snapshot
 from .base import (
     Clock,
     PublishesDrops,
@@ -41,7 +41,7 @@ class TieredStorage(StorageBase):
     """A small, fast ``front`` (usually ``MemoryStorage``) before a slower ``back``.
 
     >>> import asyncio
-    >>> from coalesce_client.snapshot import Snapshot
+    >>> from coalesce_client import Snapshot
     >>> from coalesce_client.storage import MemoryStorage
     >>> front, back = MemoryStorage(), MemoryStorage()
     >>> store = TieredStorage(front, back)

@@ -55,10 +55,11 @@ import pytest
 from aiohttp import web
 
 from coalesce_client import CoalescingSession
-from coalesce_client.snapshot import Snapshot, encode
+from coalesce_client.spec.invalidation import INDEX_METHOD
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage
-from coalesce_client.storage._disk_files import ORPHAN_GRACE
-from coalesce_client.url_index import INDEX_METHOD
+from coalesce_client.storage.codec import encode
+from coalesce_client.storage.disk.files import ORPHAN_GRACE
 
 FULL = os.environ.get("COALESCE_FAULTS", "quick") == "full"
 SEEDS = 300 if FULL else 4

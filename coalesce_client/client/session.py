@@ -16,7 +16,14 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
-from .client_call import (
+from ..core.coalescer import Coalescer, Stats, Wanted
+from ..core.keys import KeyMemo
+from ..core.policy import CachePolicy
+from ..options import check_flag, check_seconds_or_none, check_string
+from ..spec.conditional import not_modified, not_modified_snapshot
+from ..spec.invalidation import SAFE_METHODS, invalidates
+from ..storage.base import Clock, Storage, wall_clock
+from .call import (
     CALLER_ALONE,
     UNSET,
     Identity,
@@ -27,15 +34,8 @@ from .client_call import (
     url_key,
     wait_bound,
 )
-from .client_send import Passing, SharedRequest, wanted_of
-from .coalescer import Coalescer, Stats, Wanted
-from .conditional import not_modified, not_modified_snapshot
-from .keys import KeyMemo
-from .options import check_flag, check_seconds_or_none, check_string
-from .policy import CachePolicy
 from .response import CachedResponse, CallContext
-from .storage.base import Clock, Storage, wall_clock
-from .url_index import SAFE_METHODS, invalidates
+from .send import Passing, SharedRequest, wanted_of
 
 __all__ = ["CoalescingSession"]
 

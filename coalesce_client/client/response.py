@@ -20,10 +20,10 @@ from aiohttp import ClientResponse, ClientResponseError, ContentTypeError, Reque
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ..core.coalescer import CacheStatus
+from ..spec.freshness import age_header
+from ..spec.snapshot import Snapshot
 from .body import BodyStream, LiveStream
-from .coalescer import CacheStatus
-from .freshness import age_header
-from .snapshot import Snapshot
 
 __all__ = ["CachedResponse", "CallContext", "LiveResponse"]
 

@@ -20,26 +20,31 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cache_control import (
-    ResponseDirectives,
-    parse_response_cache_control,
-    parse_targeted_cache_control,
-)
-from .freshness import HEURISTICALLY_CACHEABLE, current_age, freshness_lifetime, heuristic_lifetime
-from .httpdate import parse_http_date
-from .keys import CREDENTIAL_HEADERS, KeyMaker
-from .options import (
+from ..options import (
     check_callable,
     check_collection,
     check_count,
     check_flag,
     check_header_names,
     check_seconds,
-    is_status,
 )
+from ..spec.cache_control import (
+    ResponseDirectives,
+    parse_response_cache_control,
+    parse_targeted_cache_control,
+)
+from ..spec.dates import parse_http_date
+from ..spec.fields import is_status
+from ..spec.freshness import (
+    HEURISTICALLY_CACHEABLE,
+    current_age,
+    freshness_lifetime,
+    heuristic_lifetime,
+)
+from .keys import CREDENTIAL_HEADERS, KeyMaker
 
 if TYPE_CHECKING:
-    from .snapshot import Headers
+    from ..spec.snapshot import Headers
 
 __all__ = ["CachePolicy"]
 

@@ -27,12 +27,12 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ..options import check_callable, check_count, check_flag, check_seconds
-from ..snapshot import Snapshot
-from . import _diskcache as rows
-from ._disk_io import USE_THREAD, DiskIO
-from ._disk_open import open_caches
-from .base import Clock, StorageBase, wall_clock
+from ...options import check_callable, check_count, check_flag, check_seconds
+from ...spec.snapshot import Snapshot
+from ..base import Clock, StorageBase, wall_clock
+from . import rows
+from .opening import open_caches
+from .threads import USE_THREAD, DiskIO
 
 __all__ = ["DiskStorage"]
 
@@ -45,7 +45,7 @@ class DiskStorage(StorageBase):
     """Responses kept in a directory (diskcache), shared by processes, surviving restarts.
 
     >>> import asyncio, tempfile
-    >>> from coalesce_client.snapshot import Snapshot
+    >>> from coalesce_client import Snapshot
     >>> async def main() -> None:
     ...     store = DiskStorage(tempfile.mkdtemp())
     ...     await store.set("k", Snapshot(200, "OK", (), "http://x/", "GET", b"body"), ttl=60)

@@ -50,8 +50,9 @@ from typing import Any
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import-untyped]
 
-from ..snapshot import Snapshot, decode, encode_parts
-from ._disk_files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
+from ...spec.snapshot import Snapshot
+from ..codec import decode, encode_parts
+from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
 
 __all__ = [
     "IN_A_FILE",

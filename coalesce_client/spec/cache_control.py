@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .options import TOKEN as _TOKEN
+from .fields import TOKEN as _TOKEN
 
 __all__ = [
     "DELTA_SECONDS_MAX",

@@ -37,9 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..snapshot import Snapshot
-from ._diskcache import entry, is_busy
-from .base import StorageClosedError
+from ...spec.snapshot import Snapshot
+from ..base import StorageClosedError
+from .rows import entry, is_busy
 
 __all__ = ["LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
 

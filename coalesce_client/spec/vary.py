@@ -17,10 +17,9 @@ Rules of this module (pure functions over plain data, no framework):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 
-from .snapshot import Snapshot, put_field
+from .snapshot import Snapshot
 
 __all__ = [
     "ANY",
@@ -29,7 +28,6 @@ __all__ = [
     "pointer",
     "read_pointer",
     "values_of",
-    "variant_key",
     "vary_names",
 ]
 
@@ -38,7 +36,6 @@ Header = Callable[[str], "str | None"]
 
 ANY: tuple[str, ...] = ("*",)
 POINTER_METHOD = "VARY POINTER"  # a space: no HTTP method can be it (RFC 9110 §9.1, a token)
-_ABSENT = b"\xff\xff\xff\xff"
 
 
 def vary_names(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
@@ -69,20 +66,6 @@ def values_of(names: tuple[str, ...], header: Header) -> tuple[str | None, ...]:
         value = header(name)
         out.append(None if value is None else value.strip())
     return tuple(out)
-
-
-def variant_key(key: str, names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
-    """The storage key of the variant of ``key`` for these values of ``names``."""
-    parts: list[bytes] = [b"vary"]
-    put_field(parts, key.encode())
-    parts.append(len(names).to_bytes(4, "big"))
-    for name, value in zip(names, values, strict=True):
-        put_field(parts, name.encode())
-        if value is None:
-            parts.append(_ABSENT)
-        else:
-            put_field(parts, value.encode("utf-8", "surrogatepass"))
-    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def pointer(

@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from .client import CoalescingSession
-from .coalescer import Stats
-from .storage.base import Storage
+from ..client.session import CoalescingSession
+from ..core.coalescer import Stats
+from ..storage.base import Storage
 
 __all__ = ["Row", "format_table", "run"]
 

@@ -24,10 +24,17 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import unquote_plus
 
-from .options import check_header_names
-from .snapshot import put_field
+from ..options import check_header_names
+from ..storage.codec import put_field
 
-__all__ = ["CREDENTIAL_HEADERS", "KeyMaker", "KeyMemo", "normalize_headers", "query_pairs"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "KeyMaker",
+    "KeyMemo",
+    "normalize_headers",
+    "query_pairs",
+    "variant_key",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ABSENT = b"\xff\xff\xff\xff"  # a header count that no present header can have
@@ -204,3 +211,20 @@ def query_pairs(raw_query: str) -> list[tuple[str, str]]:
 
 def _name(kv: tuple[str, str]) -> str:
     return kv[0]
+
+
+_ABSENT = b"\xff\xff\xff\xff"  # an absent header's value in a variant key (not a length)
+
+
+def variant_key(key: str, names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
+    """The storage key of the variant of ``key`` for these values of ``names``."""
+    parts: list[bytes] = [b"vary"]
+    put_field(parts, key.encode())
+    parts.append(len(names).to_bytes(4, "big"))
+    for name, value in zip(names, values, strict=True):
+        put_field(parts, name.encode())
+        if value is None:
+            parts.append(_ABSENT)
+        else:
+            put_field(parts, value.encode("utf-8", "surrogatepass"))
+    return hashlib.sha256(b"".join(parts)).hexdigest()

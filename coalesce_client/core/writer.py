@@ -30,10 +30,10 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-from . import url_index
-from .snapshot import Snapshot
-from .storage.base import Clock, ReadsNowait, Storage, StorageUnavailableError
-from .vary import pointer, read_pointer, vary_names
+from ..spec import invalidation as url_index
+from ..spec.snapshot import Snapshot
+from ..spec.vary import pointer, read_pointer, vary_names
+from ..storage.base import Clock, ReadsNowait, Storage, StorageUnavailableError
 
 __all__ = ["Writer"]
 

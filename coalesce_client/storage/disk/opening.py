@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[import-untyped]
 
-from ._diskcache import BytesDisk
+from .rows import BytesDisk
 
 __all__ = ["ReadOnlyCache", "open_caches"]
 

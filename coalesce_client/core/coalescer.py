@@ -41,15 +41,16 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal, NamedTuple, Protocol, get_args
 
+from ..options import check_callable, check_seconds, check_seconds_or_none
+from ..spec.revalidation import conditional_headers, selects, updated_headers
+from ..spec.snapshot import Headers, Snapshot
+from ..spec.vary import ANY, POINTER_METHOD, Header, values_of, vary_names
+from ..storage.base import Clock, Storage
+from ..storage.memory import MemoryStorage
 from .fleet import Fleet, leases_of
 from .flight import SingleFlight, WaitTimeout
-from .options import check_callable, check_seconds, check_seconds_or_none
+from .keys import variant_key
 from .policy import CachePolicy
-from .revalidation import conditional_headers, selects, updated_headers
-from .snapshot import Headers, Snapshot
-from .storage.base import Clock, Storage
-from .storage.memory import MemoryStorage
-from .vary import ANY, POINTER_METHOD, Header, values_of, variant_key, vary_names
 from .writer import Writer
 
 __all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats", "Wanted"]

@@ -48,23 +48,23 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from .cache_control import request_directives
-from .coalescer import CacheStatus, Coalescer, Fetched, Stats, Wanted
-from .conditional import not_modified, not_modified_headers
-from .freshness import age_header
-from .httpdate import format_http_date
-from .keys import KeyMemo, query_pairs
-from .options import (
+from ..core.coalescer import CacheStatus, Coalescer, Fetched, Stats, Wanted
+from ..core.keys import KeyMemo, query_pairs
+from ..core.policy import CachePolicy
+from ..options import (
     check_callable,
     check_flag,
     check_header_name,
     check_header_names,
     check_string,
 )
-from .policy import CachePolicy
-from .snapshot import Headers, Snapshot
-from .storage.base import Clock, Storage, wall_clock
-from .url_index import SAFE_METHODS, invalidates
+from ..spec.cache_control import request_directives
+from ..spec.conditional import not_modified, not_modified_headers
+from ..spec.dates import format_http_date
+from ..spec.freshness import age_header
+from ..spec.invalidation import SAFE_METHODS, invalidates
+from ..spec.snapshot import Headers, Snapshot
+from ..storage.base import Clock, Storage, wall_clock
 
 __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 

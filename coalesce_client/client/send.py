@@ -23,11 +23,11 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..core.coalescer import Answer, Fetched, Wanted
+from ..spec.cache_control import RequestDirectives
+from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
-from .cache_control import RequestDirectives
-from .coalescer import Answer, Fetched, Wanted
 from .response import CachedResponse, LiveResponse
-from .snapshot import Headers, Snapshot
 
 __all__ = ["Passing", "SharedRequest", "snapshot_of", "wanted_of"]
 

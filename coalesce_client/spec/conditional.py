@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .httpdate import parse_http_date
+from .dates import parse_http_date
 from .snapshot import Snapshot
 
 __all__ = [

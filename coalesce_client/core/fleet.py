@@ -36,8 +36,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
-from .storage.base import SharesFlights, Storage
-from .storage.tiered import TieredStorage
+from ..storage.base import SharesFlights, Storage
+from ..storage.tiered import TieredStorage
 
 __all__ = ["Fleet", "Source", "leases_of"]
 

@@ -27,7 +27,7 @@ Rules of this module:
 from __future__ import annotations
 
 from .cache_control import DELTA_SECONDS_MAX, ResponseDirectives, delta_seconds
-from .httpdate import parse_http_date
+from .dates import parse_http_date
 
 __all__ = [
     "HEURISTICALLY_CACHEABLE",
@@ -66,7 +66,7 @@ def freshness_lifetime(
       one with it).
     * An ``Expires`` before ``Date`` gives 0; one beyond 2**31 seconds is capped (§1.2.2).
 
-    >>> from coalesce_client.cache_control import parse_response_cache_control
+    >>> from coalesce_client.spec.cache_control import parse_response_cache_control
     >>> cc = parse_response_cache_control("max-age=60, s-maxage=600")
     >>> freshness_lifetime(cc, expires=None, date=None, response_time=0.0)
     60.0

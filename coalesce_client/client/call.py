@@ -41,10 +41,10 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from .cache_control import RequestDirectives, request_directives
-from .keys import KeyMaker, query_pairs
-from .options import TOKEN
-from .vary import Header
+from ..core.keys import KeyMaker, query_pairs
+from ..spec.cache_control import RequestDirectives, request_directives
+from ..spec.fields import TOKEN
+from ..spec.vary import Header
 
 __all__ = [
     "CALLER_ALONE",
