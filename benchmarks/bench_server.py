@@ -76,6 +76,7 @@ from _harness import check, met, python_platform
 from aiohttp import web
 
 from coalesce_client import coalesce_middleware
+from coalesce_client.core.records import Call
 
 DELAY = 0.05  # the slow route's handler time, seconds
 STORED_TTL = 3600  # throughput: every request after the first is a HIT
@@ -525,7 +526,7 @@ async def components(n: int, rounds: int) -> dict[str, float]:
     async def never() -> Any:
         raise AssertionError("a HIT does not run the handler")
 
-    answer = await mw._core.fetch(key, never)
+    answer = await mw._core.fetch(Call(key), never)
     check(answer.status == "hit", answer)
     steps["_key"] = (lambda: mw._key(req), req, False)
     steps["KeyMaker.make"] = (
@@ -541,7 +542,7 @@ async def components(n: int, rounds: int) -> dict[str, float]:
         req,
         False,
     )
-    steps["Coalescer.fetch"] = (lambda: mw._core.fetch(key, never), req, True)
+    steps["Coalescer.fetch"] = (lambda: mw._core.fetch(Call(key), never), req, True)
     steps["_replay"] = (lambda: mw._replay(answer.snapshot, answer.status), req, False)
     steps["handler"] = (functools.partial(item, steps["bare"][1]), steps["bare"][1], True)
     times: dict[str, list[float]] = {k: [] for k in steps}

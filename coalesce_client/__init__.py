@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .core.coalescer import CacheStatus, Stats
 from .core.flight import Outcome, SingleFlight, WaitTimeout
 from .core.policy import CachePolicy
+from .core.records import CacheStatus, Stats
 from .spec.snapshot import Snapshot
 from .storage import MemoryStorage, Storage, StorageClosedError, TieredStorage
 from .storage.codec import SnapshotError

@@ -16,7 +16,8 @@ import pytest
 from conftest import FakeClock, until
 
 from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
-from coalesce_client.core.coalescer import Answer, Coalescer, Fetched
+from coalesce_client.core.coalescer import Coalescer
+from coalesce_client.core.records import Answer, Call, Fetched
 from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
 
 KEY = "k" * 64
@@ -74,7 +75,7 @@ async def test_a_caller_cancelled_during_the_storage_read_counts_in_one_outcome(
     storage = ParkedStorage(clock)
     core = Coalescer(storage=storage, policy=None, ttl=60, clock=clock)
     upstream = Upstream()
-    task = asyncio.ensure_future(core.fetch(KEY, upstream))
+    task = asyncio.ensure_future(core.fetch(Call(KEY), upstream))
     await storage.reading.wait()
     assert core.stats.requests == 1 and outcomes(core.stats) == 0  # in progress
     task.cancel()
@@ -89,15 +90,15 @@ async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: F
     core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
     upstream = Upstream()
     upstream.gate.clear()
-    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(20)]
+    burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(20)]
     await upstream.arrived.wait()
     assert core.flight.joined == 19  # every follower is waiting on the leader's flight
     upstream.gate.set()
     answers = await asyncio.gather(*burst)
     assert sorted(a.status for a in answers) == ["coalesced"] * 19 + ["miss"]
     assert core.peek(KEY) is not None  # a hit without a coroutine (MemoryStorage reads nowait)
-    assert (await core.fetch(KEY, upstream)).status == "hit"
-    assert (await core.fetch(None, upstream)).status == "bypass"
+    assert (await core.fetch(Call(KEY), upstream)).status == "hit"
+    assert (await core.fetch(Call(None), upstream)).status == "bypass"
     stats = core.stats
     assert astuple(stats) == (23, 2, 1, 19, 0, 0, 1, 1, 0, 2)
     assert stats.requests == outcomes(stats)
@@ -112,7 +113,7 @@ async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_
     )
     upstream = Upstream(snap(b"four"))
     upstream.gate.clear()
-    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(5)]
+    burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(5)]
     await upstream.arrived.wait()
     assert core.flight.joined == 4
     upstream.gate.set()
@@ -137,14 +138,14 @@ async def test_a_shared_cache_never_shares_a_private_response(
     core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=True)
     upstream = Upstream(snap(b"alice's page", headers))
     upstream.gate.clear()
-    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(10)]
+    burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(10)]
     await upstream.arrived.wait()
     upstream.gate.set()
     answers = await asyncio.gather(*burst)
     assert [a.status for a in answers] == ["miss"] * 10
     assert upstream.calls == 10
     # Remembered as pass-through (hit-for-miss): the next call neither waits nor coalesces.
-    assert (await core.fetch(KEY, upstream)).status == "bypass"
+    assert (await core.fetch(Call(KEY), upstream)).status == "bypass"
     assert core.stats.stored == 0
 
 
@@ -154,7 +155,7 @@ async def test_a_private_cache_shares_set_cookie_responses_within_a_flight(
     core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=False)
     upstream = Upstream(snap(b"page", (("Set-Cookie", "a=1"),)))
     upstream.gate.clear()
-    burst = [asyncio.ensure_future(core.fetch(KEY, upstream)) for _ in range(3)]
+    burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(3)]
     await upstream.arrived.wait()
     upstream.gate.set()
     answers = await asyncio.gather(*burst)
@@ -198,10 +199,10 @@ async def test_optional_abilities_are_protocols_checked_with_isinstance(clock: F
     assert not isinstance(plain, ReadsNowait) and not isinstance(plain, ReadsExpiry)
     assert isinstance(MemoryStorage(), ReadsNowait)
     core = Coalescer(storage=plain, policy=None, ttl=60, clock=clock)
-    await core.fetch(KEY, Upstream())
+    await core.fetch(Call(KEY), Upstream())
     assert core.peek(KEY) is None  # no get_nowait: peek never guesses, fetch reads
     reads = plain.reads
-    assert (await core.fetch(KEY, Upstream())).status == "hit"
+    assert (await core.fetch(Call(KEY), Upstream())).status == "hit"
     assert plain.reads == reads + 1
 
 
@@ -263,7 +264,7 @@ async def test_callers_of_other_variants_coalesce_among_themselves(
     langs = ["fr", "de", "en"] * 20
 
     def call(lang: str) -> Awaitable[Answer]:
-        return core.fetch(KEY, upstream.send_for(lang), header={"accept-language": lang}.get)
+        return core.fetch(Call(KEY, header={"accept-language": lang}.get), upstream.send_for(lang))
 
     burst = [asyncio.ensure_future(call(lang)) for lang in langs]
     await until(lambda: len(upstream.calls) == 1, "the first flight started")
@@ -288,7 +289,7 @@ async def test_vary_star_is_never_stored_nor_shared(clock: FakeClock) -> None:
     core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
     upstream = VaryingUpstream(vary="*")
     burst = [
-        asyncio.ensure_future(core.fetch(KEY, upstream.send_for("fr"), header={}.get))
+        asyncio.ensure_future(core.fetch(Call(KEY, header={}.get), upstream.send_for("fr")))
         for _ in range(5)
     ]
     await until(lambda: len(upstream.calls) == 1, "the first flight started")
@@ -318,10 +319,10 @@ async def test_background_refreshes_are_bounded_and_drained(
     upstream = Refresh()
     keys = [f"{i:064x}" for i in range(5)]
     for key in keys:
-        assert (await core.fetch(key, upstream)).status == "miss"
+        assert (await core.fetch(Call(key), upstream)).status == "miss"
     clock.advance(20)  # every entry stale, within the window
     upstream.gate.clear()
-    answers = [await core.fetch(key, upstream) for key in keys]
+    answers = [await core.fetch(Call(key), upstream) for key in keys]
     assert [a.status for a in answers] == ["stale"] * 5
     await until(lambda: upstream.calls == 5 + 2, "two refreshes at the origin")
     assert len(core._refreshes) == 2  # the bound: three callers started none

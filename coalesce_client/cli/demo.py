@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..client.session import CoalescingSession
-from ..core.coalescer import Stats
+from ..core.records import Stats
 from ..storage.base import Storage
 
 __all__ = ["Row", "format_table", "run"]

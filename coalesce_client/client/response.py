@@ -20,7 +20,7 @@ from aiohttp import ClientResponse, ClientResponseError, ContentTypeError, Reque
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..core.coalescer import CacheStatus
+from ..core.records import CacheStatus
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from .body import BodyStream, LiveStream

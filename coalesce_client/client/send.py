@@ -23,8 +23,9 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..core.coalescer import Answer, Fetched, Wanted
+from ..core.records import Answer, Fetched
 from ..spec.cache_control import RequestDirectives
+from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
 from .response import CachedResponse, LiveResponse

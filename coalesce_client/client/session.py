@@ -16,12 +16,14 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
-from ..core.coalescer import Coalescer, Stats, Wanted
+from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
+from ..core.records import Call, Stats
 from ..options import check_flag, check_seconds_or_none, check_string
 from ..spec.conditional import not_modified, not_modified_snapshot
 from ..spec.invalidation import SAFE_METHODS, invalidates
+from ..spec.requests import Wanted
 from ..storage.base import Clock, Storage, wall_clock
 from .call import (
     CALLER_ALONE,
@@ -350,9 +352,8 @@ class CoalescingSession:
             should_store=self.policy.should_store,
             clock=self._core.clock,
         )
-        fetch = self._core.fetch(
+        call = Call(
             key,
-            send,
             header=ident.header,
             ttl=cache_ttl,
             refresh=refresh,
@@ -360,6 +361,7 @@ class CoalescingSession:
             url_key=ident.url_key,
             wanted=wanted,
         )
+        fetch = self._core.fetch(call, send)
         total = wait_bound(own_options.get("timeout", UNSET))
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
@@ -429,7 +431,7 @@ class CoalescingSession:
         """A call that takes no part: aiohttp's own request with the call's own options, its body
         streamed from the connection as aiohttp streams it (nothing buffered by us)."""
         send = Passing(session, (method, str_or_url), kwargs, self._core.clock)
-        await self._core.fetch(None, send)
+        await self._core.fetch(Call(None), send)
         passed = send.live()
         if method not in SAFE_METHODS:
             target = url if url is not None else self._target(str_or_url, kwargs.get("params"))

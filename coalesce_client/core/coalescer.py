@@ -39,11 +39,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal, NamedTuple, Protocol, get_args
+from typing import Literal, get_args
 
 from ..options import check_callable, check_seconds, check_seconds_or_none
+from ..spec.freshness import Lifetime
+from ..spec.requests import Wanted
 from ..spec.revalidation import conditional_headers, selects, updated_headers
-from ..spec.snapshot import Headers, Snapshot
+from ..spec.snapshot import Snapshot
 from ..spec.vary import ANY, POINTER_METHOD, Header, values_of, vary_names
 from ..storage.base import Clock, Storage
 from ..storage.memory import MemoryStorage
@@ -51,12 +53,10 @@ from .fleet import Fleet, leases_of
 from .flight import SingleFlight, WaitTimeout
 from .keys import variant_key
 from .policy import CachePolicy
+from .records import Answer, CacheStatus, Call, Fetched, Send, Stats, no_headers
 from .writer import Writer
 
-__all__ = ["Answer", "CacheStatus", "Coalescer", "Fetched", "Send", "Stats", "Wanted"]
-
-CacheStatus = Literal["hit", "miss", "coalesced", "stale", "revalidated", "bypass"]
-"""Where a caller's response came from; each status is also the name of its counter."""
+__all__ = ["Answer", "CacheStatus", "Call", "Coalescer", "Fetched", "Send", "Stats", "Wanted"]
 
 log = logging.getLogger("coalesce_client")
 
@@ -64,47 +64,6 @@ _MAX_PASSES = 10_000  # keys remembered as pass-through at most (bounded everyth
 MAX_REFRESHES = 256  # background refreshes (stale-while-revalidate) running at once, at most
 # Answers of the origin that stale-if-error covers (RFC 5861 §4), besides a failed request.
 ERROR_STATUSES = frozenset({500, 502, 503, 504})
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Counters of one session or middleware, as a frozen snapshot (see the module rules)."""
-
-    requests: int = 0
-    hits: int = 0
-    misses: int = 0
-    coalesced: int = 0
-    stale: int = 0
-    revalidated: int = 0
-    stored: int = 0
-    bypassed: int = 0
-    errors: int = 0
-    upstream: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """What a face's ``send`` returns for one real request.
-
-    ``snapshot`` is the complete response, or None when it cannot be replayed from bytes (a
-    streamed response, an outcome private to its caller): then it is neither stored nor shared,
-    and the flight's followers send requests of their own. ``storable`` is the verdict of the
-    user's ``should_store`` filter, which the face asks about its own response object.
-    """
-
-    snapshot: Snapshot | None
-    storable: bool = True
-
-
-class Answer(NamedTuple):
-    """What one call gets: the response to replay, and where it came from.
-
-    ``snapshot`` is None only for a caller whose own ``send`` returned None: its face still holds
-    the response in its closure.
-    """
-
-    snapshot: Snapshot | None
-    status: CacheStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,50 +79,6 @@ class _Result:
     # confirmed by a 304) or "stale" (the stored one, the origin having failed: stale-if-error).
     served: Literal["stale", "revalidated"] | None = None
     remote: bool = False  # read from storage after another process's flight (fleet.py)
-
-
-def _no_headers(name: str) -> str | None:
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    """What a caller's own request directives accept of a stored response (RFC 9111 §5.2.1).
-
-    ``max_age``: at most this old (§5.2.1.1); ``min_fresh``: still fresh for at least this long
-    (§5.2.1.3); ``max_stale``: a stale response will do if stale for at most this long
-    (§5.2.1.2); ``only_if_cached``: never go to the origin, answer without a response instead
-    (§5.2.1.7: the face then answers 504).
-    """
-
-    max_age: float | None = None
-    min_fresh: float | None = None
-    only_if_cached: bool = False
-    max_stale: float | None = None
-
-    def accepts(self, snap: Snapshot, now: float) -> bool:
-        """Whether a fresh stored response will do."""
-        if self.max_age is not None and snap.age(now) > self.max_age:
-            return False
-        return self.min_fresh is None or snap.expires_at - now >= self.min_fresh
-
-    def accepts_stale(self, snap: Snapshot, now: float) -> bool:
-        """Whether this stale stored response will do (``max-stale``)."""
-        if self.max_stale is None or self.min_fresh is not None:
-            return False
-        if self.max_age is not None and snap.age(now) > self.max_age:
-            return False
-        return now - snap.expires_at <= self.max_stale
-
-
-class Send(Protocol):
-    """A face's real request for one call. ``conditional`` holds the request headers of a
-    conditional revalidation (``If-None-Match``, ``If-Modified-Since``) that it adds to its
-    request; ``detached`` says that its caller was answered already (a background refresh):
-    nothing may reach that caller's connection any more. The coalescer passes them only when
-    it revalidates or refreshes."""
-
-    def __call__(self, conditional: Headers = ..., detached: bool = ...) -> Awaitable[Fetched]: ...
 
 
 class Coalescer:
@@ -274,7 +189,7 @@ class Coalescer:
         return snap
 
     def peek(
-        self, key: str, header: Header = _no_headers, wanted: Wanted | None = None
+        self, key: str, header: Header = no_headers, wanted: Wanted | None = None
     ) -> Snapshot | None:
         """A fresh stored response found without waiting, counted as a hit; else None.
 
@@ -310,7 +225,7 @@ class Coalescer:
         return snap
 
     async def fresh(
-        self, key: str, header: Header = _no_headers, wanted: Wanted | None = None
+        self, key: str, header: Header = no_headers, wanted: Wanted | None = None
     ) -> Snapshot | None:
         """``peek``, reading the storage when it has nothing at hand: a fresh stored response
         for ``key`` (through its Vary pointer), counted as a hit; else None, not counted. For a
@@ -337,31 +252,17 @@ class Coalescer:
         if self._fleet is not None:
             await self._fleet.drain()
 
-    async def fetch(
-        self,
-        key: str | None,
-        send: Send,
-        *,
-        header: Header = _no_headers,
-        ttl: float | None = None,
-        refresh: bool = False,
-        url: str | None = None,
-        url_key: str | None = None,
-        wanted: Wanted | None = None,
-        _names: tuple[str, ...] = (),
-    ) -> Answer:
-        """The response for one call: from storage, from a flight in progress, or sent now.
+    async def fetch(self, call: Call, send: Send) -> Answer:
+        """The response for one call (``Call``): from storage, from a flight in progress, or
+        sent now."""
+        return await self._fetch(call, send, ())
 
-        ``key`` None: the call takes no part (a bypass): no lookup, no flight, nothing stored.
-        ``header`` gives the request's header values (for Vary); ``url`` the request's URL
-        without its scheme, for the policy's ``url_ttl``; ``url_key`` the request's URL key
-        (``KeyMaker.url_key``), under whose index a stored response is listed, so that an
-        invalidation of the URL finds it. ``wanted`` is what the caller's own request
-        directives accept of a stored response (``Wanted``); a stored response it does not
-        accept is a miss. ``_names`` is internal: the
-        headers a response for ``key`` was just seen to vary on (the second round of a caller
-        whose flight answered another variant), so that its flight is its own variant's.
-        """
+    async def _fetch(self, call: Call, send: Send, _names: tuple[str, ...]) -> Answer:
+        """``_names``: the headers a response for the call's key was just seen to vary on (the
+        second round of a caller whose flight answered another variant), so that its flight is
+        its own variant's."""
+        key, header, ttl, refresh = call.key, call.header, call.ttl, call.refresh
+        url, url_key, wanted = call.url, call.url_key, call.wanted
         if not _names:  # one call, counted once (a second round is the same call)
             self.requests += 1
             if key is None or (self._passes and self._passing(key)):
@@ -447,17 +348,7 @@ class Coalescer:
             # Another variant than ours: coalesce with the callers of our own variant (once).
             if names:
                 return await self._alone(send, "miss")
-            return await self.fetch(
-                key,
-                send,
-                header=header,
-                ttl=ttl,
-                refresh=refresh,
-                url=url,
-                url_key=url_key,
-                wanted=wanted,
-                _names=result.vary[0],
-            )
+            return await self._fetch(call, send, result.vary[0])
         self._count("coalesced")
         return Answer(result.shared, "coalesced")
 
@@ -473,7 +364,7 @@ class Coalescer:
                     snap.headers, shared_cache=shared
                 )
             return False  # the caller's own max-age or min-fresh: to the origin
-        swr = self.policy.stale_windows(snap.headers, shared_cache=shared)[0]
+        swr = self.policy.stale_windows(snap.headers, shared_cache=shared).while_revalidate
         return swr > 0 and now - snap.expires_at <= swr
 
     def _refresh(self, fkey: str, lead: Callable[[], Awaitable[_Result]]) -> None:
@@ -647,9 +538,7 @@ class Coalescer:
             replace(own, stored_at=shared.stored_at, expires_at=shared.expires_at), shared, vary
         )
 
-    def _lifetime(
-        self, snap: Snapshot, call_ttl: float | None, url: str | None
-    ) -> tuple[float, float]:
+    def _lifetime(self, snap: Snapshot, call_ttl: float | None, url: str | None) -> Lifetime:
         """The policy's ``(fresh, kept)`` seconds for a response (``CachePolicy.lifetime``)."""
         return self.policy.lifetime(
             snap.status,
@@ -719,7 +608,7 @@ class Coalescer:
             return None
         if status is not None and status not in ERROR_STATUSES:
             return None  # an exception that is an answer of the origin's, not a failure
-        sie = self.policy.stale_windows(prior.headers, shared_cache=self.shared_cache)[1]
+        sie = self.policy.stale_windows(prior.headers, shared_cache=self.shared_cache).if_error
         if sie <= 0 or self._clock() - prior.expires_at > sie:
             return None
         return _Result(prior, prior, None, "stale")

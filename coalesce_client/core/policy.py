@@ -37,6 +37,8 @@ from ..spec.dates import parse_http_date
 from ..spec.fields import is_status
 from ..spec.freshness import (
     HEURISTICALLY_CACHEABLE,
+    Lifetime,
+    StaleWindows,
     current_age,
     freshness_lifetime,
     heuristic_lifetime,
@@ -204,7 +206,7 @@ class CachePolicy:
         url: str | None = None,
         request_time: float | None = None,
         response_time: float | None = None,
-    ) -> tuple[float, float]:
+    ) -> Lifetime:
         """``(fresh, kept)``: seconds from ``response_time`` a response stays fresh, and seconds
         past that it stays stored (RFC 9111 §4.3, RFC 5861): for a conditional revalidation
         (``keep_stale``, when it has a validator) and for stale serving (the stale windows).
@@ -212,11 +214,11 @@ class CachePolicy:
 
         >>> p = CachePolicy(keep_stale=300, stale_if_error=60)
         >>> p.lifetime(200, [("ETag", '"v1"')], session_ttl=10)
-        (10.0, 300.0)
+        Lifetime(fresh=10.0, kept=300.0)
         >>> p.lifetime(200, [("Cache-Control", "no-cache"), ("ETag", '"v1"')], session_ttl=10)
-        (0.0, 300.0)
+        Lifetime(fresh=0.0, kept=300.0)
         >>> p.lifetime(200, [("Cache-Control", "no-cache")], session_ttl=10)
-        (0.0, 0.0)
+        Lifetime(fresh=0.0, kept=0.0)
         """
         headers = tuple(headers)
         if status in self.status_ttl and self.status_ttl[status] <= 0:
@@ -238,7 +240,7 @@ class CachePolicy:
         if origin and cc.no_cache:
             # Stored, but never reused without the origin's word (§5.2.2.4): a conditional
             # request when it has a validator; without one there is nothing to keep it for.
-            return (0.0, kept) if validated else _NOT_STORED
+            return Lifetime(0.0, kept) if validated else _NOT_STORED
         received = time.time() if response_time is None else response_time
         sent = received if request_time is None else request_time
         date = parse_http_date(_joined(headers, "date") or "", now=received)
@@ -274,7 +276,7 @@ class CachePolicy:
                 fresh = max(0.0, min(fresh, explicit - age))
         if fresh <= 0 and not validated:
             return _NOT_STORED  # stale on arrival, and nothing to revalidate it with
-        return fresh, kept
+        return Lifetime(fresh, kept)
 
     def _kept(self, cc: ResponseDirectives, validated: bool, shared_cache: bool) -> float:
         """Seconds a response stays stored past its freshness: the longest of ``keep_stale``
@@ -284,16 +286,16 @@ class CachePolicy:
 
     def stale_windows(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
-    ) -> tuple[float, float]:
+    ) -> StaleWindows:
         """``(stale-while-revalidate, stale-if-error)`` seconds past its freshness a stored
         response may be served stale: the origin's directives when present, else the policy's;
         ``(0, 0)`` when the origin forbids serving it stale (RFC 9111 §4.2.4: ``no-cache``,
         ``must-revalidate``; in a shared cache ``proxy-revalidate`` and ``s-maxage``).
 
         >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "max-age=5")])
-        (0.0, 60.0)
+        StaleWindows(while_revalidate=0.0, if_error=60.0)
         >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "must-revalidate")])
-        (0.0, 0.0)
+        StaleWindows(while_revalidate=0.0, if_error=0.0)
         """
         if not (self.freshness == "http" or self.respect_cache_control):
             return self._windows(_NO_DIRECTIVES, shared_cache)
@@ -323,12 +325,12 @@ class CachePolicy:
         cc = parse_response_cache_control(_joined(headers, "cache-control"))
         return cc, _joined(headers, "expires")
 
-    def _windows(self, cc: ResponseDirectives, shared_cache: bool) -> tuple[float, float]:
+    def _windows(self, cc: ResponseDirectives, shared_cache: bool) -> StaleWindows:
         if _forbids_stale(cc, shared_cache):
-            return 0.0, 0.0
+            return StaleWindows(0.0, 0.0)
         swr = cc.stale_while_revalidate
         sie = cc.stale_if_error
-        return (
+        return StaleWindows(
             self.stale_while_revalidate if swr is None else float(swr),
             self.stale_if_error if sie is None else float(sie),
         )
@@ -399,7 +401,7 @@ class CachePolicy:
         return tuple(out)
 
 
-_NOT_STORED = (0.0, 0.0)
+_NOT_STORED = Lifetime(0.0, 0.0)
 # The statuses whose caching requirements this package implements (for must-understand): those
 # RFC 9110 §15.1 calls heuristically cacheable, but 206 (ranges are not stored).
 _UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}

@@ -48,9 +48,10 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from ..core.coalescer import CacheStatus, Coalescer, Fetched, Stats, Wanted
+from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo, query_pairs
 from ..core.policy import CachePolicy
+from ..core.records import CacheStatus, Call, Fetched, Stats
 from ..options import (
     check_callable,
     check_flag,
@@ -63,6 +64,7 @@ from ..spec.conditional import not_modified, not_modified_headers
 from ..spec.dates import format_http_date
 from ..spec.freshness import age_header
 from ..spec.invalidation import SAFE_METHODS, invalidates
+from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
 from ..storage.base import Clock, Storage, wall_clock
 
@@ -243,15 +245,15 @@ class CoalesceMiddleware:
 
         url_key = None if key is None else self._url_key(request, request.rel_url)
         try:
-            answer = await core.fetch(
+            call = Call(
                 key,
-                send,
                 header=header,
                 url=request.host.lower() + request.raw_path if self.policy.url_ttl else None,
                 url_key=url_key,
                 refresh=refresh,
                 wanted=wanted,
             )
+            answer = await core.fetch(call, send)
         except web.HTTPException as exc:
             if own.ran and request.method not in SAFE_METHODS:
                 await self._invalidate_after(request, exc.status, exc.headers)

@@ -26,17 +26,40 @@ Rules of this module:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .cache_control import DELTA_SECONDS_MAX, ResponseDirectives, delta_seconds
 from .dates import parse_http_date
 
 __all__ = [
     "HEURISTICALLY_CACHEABLE",
+    "Lifetime",
+    "StaleWindows",
     "age_header",
     "current_age",
     "freshness_lifetime",
     "heuristic_lifetime",
     "is_fresh",
 ]
+
+
+class Lifetime(NamedTuple):
+    """How long a stored response lasts, in seconds from when it arrived: ``fresh`` while it may
+    be reused as it is, then ``kept`` more while it may be revalidated or served stale
+    (RFC 9111 §4.3, RFC 5861). ``Lifetime(0, 0)``: not stored."""
+
+    fresh: float
+    kept: float
+
+
+class StaleWindows(NamedTuple):
+    """Seconds past its freshness a stored response may be served stale: while it is refreshed
+    in the background (``stale-while-revalidate``, RFC 5861 §3) and when the origin fails
+    (``stale-if-error``, RFC 5861 §4)."""
+
+    while_revalidate: float
+    if_error: float
+
 
 # RFC 9110 §15.1: the status codes defined as heuristically cacheable.
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
