@@ -1,0 +1,165 @@
+"""Instructions per hit on the hot paths, counted by callgrind: a figure that does not depend on the
+machine's load, so that two revisions can be compared in one run and a budget can gate CI.
+
+    python benchmarks/instructions.py                      # this checkout
+    python benchmarks/instructions.py --against ../old     # and another checkout, in the same run
+    python benchmarks/instructions.py --budget             # fail (exit 1) past benchmarks/budget.json
+
+What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``, PYTHONHASHSEED=0):
+
+* ``client hit``: ``async with s.get(url) as r: await r.read()`` on a ``CoalescingSession(ttl=600)``
+  with its default ``MemoryStorage``, the 2 KiB body stored already (the origin is asked once).
+* ``middleware hit``: ``app._handle(request)`` of an ``aiohttp.web`` application with
+  ``coalesce_middleware(ttl=600)``, a GET already stored (a HIT), on a mocked request whose cached
+  properties are cleared before each call, as for a new request. aiohttp's HTTP parsing and the
+  socket are not in it: it is the application's share of a request.
+
+Each program runs twice, with ``LOW`` and ``HIGH`` hits after the same warm-up; the difference of the
+two totals divided by ``HIGH - LOW`` is the cost of one hit, free of start-up and import costs. Only
+the public API is used, so an older checkout can be measured by the same code (``--against``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+LOW, HIGH = 200, 1200
+HERE = Path(__file__).resolve().parent
+BUDGET = HERE / "budget.json"
+_TOTAL = re.compile(r"Collected\s*:\s*(\d+)")
+
+CLIENT = """
+import asyncio, sys
+from aiohttp import web
+from coalesce_client import CoalescingSession
+
+BODY = b"x" * 2048
+
+async def main(n):
+    calls = 0
+    async def item(request):
+        nonlocal calls
+        calls += 1
+        return web.Response(body=BODY)
+    app = web.Application()
+    app.router.add_get("/item", item)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/item"
+    async with CoalescingSession(ttl=600) as s:
+        for _ in range(20):
+            async with s.get(url) as r:
+                assert await r.read() == BODY
+        for _ in range(n):
+            async with s.get(url) as r:
+                await r.read()
+    assert calls == 1, calls
+    await runner.cleanup()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+SERVER = """
+import asyncio, sys
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+from coalesce_client import coalesce_middleware
+
+BODY = b"x" * 2048
+
+async def main(n):
+    calls = 0
+    async def item(request):
+        nonlocal calls
+        calls += 1
+        return web.Response(body=BODY, content_type="text/plain")
+    app = web.Application(middlewares=[coalesce_middleware(ttl=600)])
+    app.router.add_get("/item", item)
+    app.freeze()
+    headers = CIMultiDict({"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Accept": "*/*"})
+    req = make_mocked_request("GET", "/item", headers=headers, app=app)
+    cache = getattr(req, "_cache", {})
+    for _ in range(20):
+        cache.clear()
+        resp = await app._handle(req)
+    assert resp.headers.get("X-Cache") == "HIT" and resp.body == BODY
+    handle = app._handle
+    for _ in range(n):
+        cache.clear()
+        await handle(req)
+    assert calls == 1, calls
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+PROGRAMS = {"client hit": CLIENT, "middleware hit": SERVER}
+
+
+def total_instructions(program: str, hits: int, checkout: Path) -> int:
+    """Instructions callgrind counted for one run of ``program`` with ``hits`` hits."""
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(checkout))
+    env.pop("PYTHONDEVMODE", None)
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            program,
+            str(hits),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=checkout,
+        check=False,
+    )
+    found = _TOTAL.search(out.stderr)
+    if out.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_hit(program: str, checkout: Path) -> float:
+    low = total_instructions(program, LOW, checkout)
+    high = total_instructions(program, HIGH, checkout)
+    return (high - low) / (HIGH - LOW)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", type=Path, help="another checkout to measure in the same run")
+    parser.add_argument("--budget", action="store_true", help=f"exit 1 past {BUDGET.name}")
+    args = parser.parse_args()
+    here = HERE.parent
+    budget: dict[str, float] = json.loads(BUDGET.read_text()) if args.budget else {}
+    print(f"instructions per hit (callgrind, {HIGH - LOW} hits; Python {sys.version.split()[0]})")
+    over = []
+    for name, program in PROGRAMS.items():
+        ours = per_hit(program, here)
+        line = f"  {name:<16} {ours:>10,.0f}"
+        if args.against is not None:
+            theirs = per_hit(program, args.against.resolve())
+            line += f"   {args.against.name}: {theirs:>10,.0f}   change {ours / theirs - 1:+.2%}"
+        if name in budget:
+            line += f"   budget {budget[name]:,.0f}"
+            if ours > budget[name]:
+                over.append(name)
+        print(line, flush=True)
+    if over:
+        raise SystemExit(f"over budget: {', '.join(over)} (raise {BUDGET.name} only with a reason)")
+
+
+if __name__ == "__main__":
+    main()
