@@ -180,8 +180,8 @@ def test_status_outside_cacheable_and_status_ttl_is_not_stored(status: int) -> N
 
 @pytest.mark.parametrize("status", [404, 500, 503])
 def test_call_ttl_does_not_make_an_uncacheable_status_storable(status: int) -> None:
-    # DESIGN.md: "A status outside cacheable_statuses and status_ttl is never stored." A call's
-    # cache_ttl chooses how long, not whether: an error page must not be kept for cache_ttl.
+    # A status outside cacheable_statuses and status_ttl is never stored: a call's cache_ttl
+    # chooses how long, not whether; an error page must not be kept for cache_ttl.
     assert CachePolicy().ttl_for(status, [], session_ttl=60, call_ttl=30) == 0.0
 
 

@@ -37,12 +37,15 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_ABSENT = b"\xff\xff\xff\xff"  # a header count that no present header can have
+# An absent header (or body) where a length-prefixed value would be: no present value has this
+# length prefix, so absent and empty stay apart (in a request's key and in a variant key alike).
+_ABSENT = b"\xff\xff\xff\xff"
 _MEMO_SIZE = 4096  # remembered keys per face; cleared when full
 
 V = TypeVar("V")
 
-# Request headers that carry who is asking: always part of the key (DESIGN.md, Who may share).
+# Request headers that carry who is asking: always part of the key (docs/architecture.md, "Who
+# may share a response, and keys").
 CREDENTIAL_HEADERS = (
     "authorization",
     "cookie",
@@ -211,9 +214,6 @@ def query_pairs(raw_query: str) -> list[tuple[str, str]]:
 
 def _name(kv: tuple[str, str]) -> str:
     return kv[0]
-
-
-_ABSENT = b"\xff\xff\xff\xff"  # an absent header's value in a variant key (not a length)
 
 
 def variant_key(key: str, names: tuple[str, ...], values: tuple[str | None, ...]) -> str:
