@@ -89,20 +89,7 @@ def parse_http_date(value: str, *, now: float | None) -> float | None:
         if day[0] == " ":
             day = "0" + day[1]  # a space then one digit; "  " stays invalid below
         return _timestamp(v[20:24], v[4:7], day, v[11:19])
-    # rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT": a full day name, then 24 fixed characters.
-    comma = n - 24
-    if comma < 6 or v[comma : comma + 2] != ", " or v[:comma] not in _DAY_NAMES_L:
-        return None
-    rest = v[comma + 2 :]  # "06-nov-94 08:49:37 gmt"
-    if rest[2] != "-" or rest[6] != "-" or rest[9] != " " or rest[18:] != " gmt":
-        return None
-    yy = rest[7:9]
-    if not yy.isdigit():
-        return None
-    at = _timestamp("2000", rest[3:6], rest[:2], rest[10:18])  # checks all but the year
-    if at is None or now is None:
-        return None  # not a date, or no reference time to place its two-digit year against
-    return _rfc850_year(int(yy), rest, now)
+    return _rfc850_date(v, now)
 
 
 def format_http_date(at: float) -> str:
@@ -121,6 +108,24 @@ def format_http_date(at: float) -> str:
 
 _DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.struct_time.tm_wday order
 _MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _rfc850_date(v: str, now: float | None) -> float | None:
+    """The obsolete form, lower-cased: "sunday, 06-nov-94 08:49:37 gmt", a full day name, then
+    24 fixed characters."""
+    comma = len(v) - 24
+    if comma < 6 or v[comma : comma + 2] != ", " or v[:comma] not in _DAY_NAMES_L:
+        return None
+    rest = v[comma + 2 :]  # "06-nov-94 08:49:37 gmt"
+    if rest[2] != "-" or rest[6] != "-" or rest[9] != " " or rest[18:] != " gmt":
+        return None
+    yy = rest[7:9]
+    if not yy.isdigit():
+        return None
+    at = _timestamp("2000", rest[3:6], rest[:2], rest[10:18])  # checks all but the year
+    if at is None or now is None:
+        return None  # not a date, or no reference time to place its two-digit year against
+    return _rfc850_year(int(yy), rest, now)
 
 
 def _rfc850_year(yy: int, rest: str, now: float) -> float | None:

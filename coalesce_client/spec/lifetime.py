@@ -37,7 +37,7 @@ origin's explicit lifetime, §4.2.1; ``H`` a heuristic one, §4.2.2)::
     13  http  otherwise                                    fresh max(0, configured - age)
     then, for the rows that gave a fresh:
     14  fresh 0, and no validator or nothing kept          NotStored "ttl 0" after row 13 with a
-                                                           configured 0, else "stale on arrival"
+                                                           configured <= 0, else "stale on arrival"
     15  otherwise                                          Lifetime(fresh, kept)
 
 ``must-understand`` overrides ``no-store`` for the statuses whose caching this package
@@ -115,10 +115,11 @@ _NO_DIRECTIVES = ResponseDirectives()
 
 
 class _Fresh(NamedTuple):
-    """A fresh lifetime (seconds from arrival), and whether the configured lifetime gave it."""
+    """A fresh lifetime (seconds from arrival), and the reason it is not stored if it is 0 with
+    nothing to keep it for (row 14)."""
 
     seconds: float
-    configured: bool
+    if_zero: NotStoredReason = "stale on arrival"
 
 
 def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | NotStored:
@@ -152,13 +153,13 @@ def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | N
     if read and cc.no_cache:
         # 7: stored, but never reused without the origin's word (§5.2.2.4): a conditional
         # request when it has a validator; without one there is nothing to keep it for.
-        fresh: _Fresh | NotStored = _Fresh(0.0, False)
+        fresh: _Fresh | NotStored = _Fresh(0.0)
     else:
         fresh = _fresh(facts, cc, expires, configured, rules)  # 8 to 13
     if isinstance(fresh, NotStored):
         return fresh
     if fresh.seconds <= 0 and (not validated or kept <= 0):
-        return NotStored("ttl 0" if fresh.configured else "stale on arrival")  # 14
+        return NotStored(fresh.if_zero)  # 14
     return Lifetime(fresh.seconds, kept)  # 15
 
 
@@ -192,10 +193,10 @@ def _fresh(
         if rules.respect_cache_control and explicit is not None:
             # 8: the origin's remaining freshness caps the configured lifetime: an Expires in
             # the past, or an Age at or above max-age, means stale on arrival.
-            return _Fresh(max(0.0, min(float(configured), explicit - age)), False)
-        return _Fresh(float(configured), True)  # 9
+            return _Fresh(max(0.0, min(float(configured), explicit - age)))
+        return _Fresh(float(configured))  # 9: more than 0 (row 5)
     if explicit is not None:
-        return _Fresh(max(0.0, explicit - age), False)  # 10
+        return _Fresh(max(0.0, explicit - age))  # 10
     # Heuristics for the statuses that allow them, or any status marked public (§4.2.2).
     if facts.status not in HEURISTICALLY_CACHEABLE and not cc.public:
         return NotStored("status not cacheable")  # 11
@@ -208,8 +209,10 @@ def _fresh(
         public=cc.public,
     )
     if heuristic is not None:
-        return _Fresh(max(0.0, heuristic - age), False)  # 12
-    return _Fresh(max(0.0, float(configured) - age), True)  # 13
+        return _Fresh(max(0.0, heuristic - age))  # 12
+    return _Fresh(
+        max(0.0, float(configured) - age), "ttl 0" if configured <= 0 else "stale on arrival"
+    )  # 13
 
 
 def configured_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> float | None:
