@@ -5,9 +5,10 @@ Rules of this module:
 * A policy is a frozen value, checked when built: a bad option raises ``ValueError`` naming it
   (the checks are ``options.py``'s, one copy each).
 * Its HTTP rules are ``spec/``'s pure functions (``spec/lifetime.py``: the lifetime, the stale
-  windows, privacy); the policy only hands them its settings, as one ``FreshnessRules`` built
-  once, when the policy is built. It imports no HTTP framework, and reads the clock in one place
-  only: ``ttl_for`` and ``lifetime`` called without the response's times (``LifetimeOptions``).
+  windows, privacy; ``spec/stored_fields.py``: the header fields kept); the policy only hands
+  them its settings, built once, when the policy is built (``FreshnessRules``,
+  ``FieldFilter``). It imports no HTTP framework, and reads the clock in one place only:
+  ``ttl_for`` and ``lifetime`` called without the response's times (``LifetimeOptions``).
 * TTL precedence (``docs/architecture.md``): the call's ``cache_ttl``, else
   ``status_ttl[status]``, else the first matching ``url_ttl`` pattern (glob, on
   ``host[:port]/path?query``), else the session's ``ttl``; then capped by ``Cache-Control:
@@ -38,9 +39,11 @@ from ..options import (
     is_string,
 )
 from ..spec import lifetime as rules_of
+from ..spec import stored_fields
 from ..spec.fields import is_status
 from ..spec.freshness import FreshnessRules, Lifetime, ResponseFacts, StaleWindows, UrlTtl
 from ..spec.lifetime import NotStored
+from ..spec.stored_fields import FieldFilter, field_filter
 from .keys import CREDENTIAL_HEADERS, KeyMaker
 
 if TYPE_CHECKING:
@@ -49,21 +52,6 @@ if TYPE_CHECKING:
     from ..spec.snapshot import Headers
 
 __all__ = ["CachePolicy", "LifetimeOptions"]
-
-# RFC 9110 §7.6.1: hop-by-hop headers, meaningful for one connection only; never stored or replayed.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
 
 
 class _SessionTtl(TypedDict):
@@ -117,8 +105,7 @@ class CachePolicy:
     stale_if_error: float = 0.0
     keep_stale: float = 600.0
     targeted_cache_control: Sequence[str] = ()
-    _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
-    _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _dropped: FieldFilter = field(init=False, repr=False, compare=False)
     _rules: FreshnessRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -135,9 +122,7 @@ class CachePolicy:
         check_header_names([h.rstrip("*") for h in strip], "strip_headers")  # "x-*": a prefix
         raw = tuple(h.strip().lower() for h in strip)
         set_(self, "strip_headers", raw)
-        set_(self, "_strip_exact", frozenset(h for h in raw if not h.endswith("*")) | HOP_BY_HOP)
-        prefixes = tuple(h.rstrip("*") for h in raw if h.endswith("*"))
-        set_(self, "_strip_prefixes", (*prefixes, "proxy-"))  # Proxy-* is hop-by-hop too
+        set_(self, "_dropped", field_filter(raw))
         check_count(self.max_body_size, "max_body_size")
         check_flag(self.respect_cache_control, "respect_cache_control")
         check_flag(self.sort_query, "sort_query")
@@ -274,22 +259,9 @@ class CachePolicy:
         return rules_of.is_private(tuple(headers), status, self._rules)
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
-        """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""
-        exact, prefixes = self._strip_exact, self._strip_prefixes
-        headers = tuple(headers)  # read twice below
-        connection = {
-            t.strip().lower()
-            for name, value in headers
-            if name.lower() == "connection"
-            for t in value.split(",")
-        }
-        out = []
-        for name, value in headers:
-            low = name.lower()
-            if low in exact or low in connection or low.startswith(prefixes):
-                continue
-            out.append((name, value))
-        return tuple(out)
+        """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers
+        (``spec/stored_fields.py``)."""
+        return stored_fields.storable_headers(headers, self._dropped)
 
 
 _LIFETIME_OPTIONS = frozenset(LifetimeOptions.__required_keys__ | LifetimeOptions.__optional_keys__)
