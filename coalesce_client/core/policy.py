@@ -38,7 +38,7 @@ from ..options import (
     is_nonempty_string,
     is_string,
 )
-from ..spec import lifetime as rules_of
+from ..spec import lifetime as lifetime_rules
 from ..spec import stored_fields
 from ..spec.fields import is_status
 from ..spec.freshness import FreshnessRules, Lifetime, ResponseFacts, StaleWindows, UrlTtl
@@ -183,13 +183,13 @@ class CachePolicy:
         >>> p.lifetime_of(ResponseFacts(200, (), 0.0, 0.0, session_ttl=0))
         NotStored(reason='ttl 0')
         """
-        return rules_of.decide_lifetime(facts, self._rules)
+        return lifetime_rules.decide_lifetime(facts, self._rules)
 
     def ttl_for(
         self, status: int, headers: Iterable[tuple[str, str]], **options: Unpack[LifetimeOptions]
     ) -> float:
         """Seconds from its arrival that a response stays fresh; 0 means never reused without
-        going to the origin (``lifetime`` says whether it is kept for that).
+        going to the origin (``lifetime_of`` says whether it is kept for that, and why not).
 
         ``url`` is the request's URL without its scheme (``host[:port]/path?query``), for
         ``url_ttl``. ``request_time`` and ``response_time`` (wall-clock seconds around the real
@@ -217,7 +217,7 @@ class CachePolicy:
     def _lifetime(
         self, status: int, headers: Iterable[tuple[str, str]], options: LifetimeOptions
     ) -> Lifetime:
-        return rules_of.lifetime(_facts(status, headers, options), self._rules)
+        return lifetime_rules.lifetime(_facts(status, headers, options), self._rules)
 
     def stale_windows(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
@@ -232,14 +232,16 @@ class CachePolicy:
         >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "must-revalidate")])
         StaleWindows(while_revalidate=0.0, if_error=0.0)
         """
-        return rules_of.stale_windows(tuple(headers), self._rules, shared_cache=shared_cache)
+        return lifetime_rules.stale_windows(tuple(headers), self._rules, shared_cache=shared_cache)
 
     def may_serve_stale(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
     ) -> bool:
         """Whether the origin allows serving this response stale at all (RFC 9111 §4.2.4), for
         a client's own ``max-stale``."""
-        return rules_of.may_serve_stale(tuple(headers), self._rules, shared_cache=shared_cache)
+        return lifetime_rules.may_serve_stale(
+            tuple(headers), self._rules, shared_cache=shared_cache
+        )
 
     def url_lifetime(self, url: str, default: float) -> float:
         """The first ``url_ttl`` whose pattern matches ``url`` (insertion order), else ``default``.
@@ -248,7 +250,7 @@ class CachePolicy:
         >>> p.url_lifetime("api.example.com/static/app.js", 60), p.url_lifetime("x/live/1", 60)
         (3600.0, 0.0)
         """
-        return rules_of.url_lifetime(url, self._rules.url_ttl, default)
+        return lifetime_rules.url_lifetime(url, self._rules.url_ttl, default)
 
     def is_private(self, headers: Iterable[tuple[str, str]], status: int | None = None) -> bool:
         """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``
@@ -256,7 +258,7 @@ class CachePolicy:
 
         A shared cache (RFC 9111 §3, §5.2.2.7) neither stores nor shares such a response.
         """
-        return rules_of.is_private(tuple(headers), status, self._rules)
+        return lifetime_rules.is_private(tuple(headers), status, self._rules)
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
         """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers
