@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalesce_client.core.keys import CREDENTIAL_HEADERS, KeyMaker, normalize_headers
+from coalesce_client.core.keys import CREDENTIAL_HEADERS, KeyMaker, UrlParts, normalize_headers
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
+ROOT = UrlParts("http", "h", None, "/", [])
 
 
 def make_key(
@@ -32,17 +33,8 @@ def make_key(
     if km is None:
         km = KeyMaker()
     by_name = {name.lower(): value for name, value in (headers or {}).items()}
-    return km.make(
-        method=method,
-        scheme=scheme,
-        host=host,
-        port=port,
-        path=path,
-        query=list(query),
-        header=by_name.get,
-        body_digest=body_digest,
-        extra=extra,
-    )
+    url = UrlParts(scheme, host, port, path, list(query))
+    return km.request_key(method, url, by_name.get, body_digest=body_digest, extra=extra)
 
 
 ACCEPT = KeyMaker(key_headers=("accept",))
@@ -260,9 +252,7 @@ def test_header_lookup_uses_lower_case_names() -> None:
         asked.append(name)
         return None
 
-    KeyMaker(key_headers=("accept",)).make(
-        method="GET", scheme="http", host="h", port=None, path="/", query=[], header=header
-    )
+    KeyMaker(key_headers=("accept",)).request_key("GET", ROOT, header)
     assert asked == [*CREDENTIAL_HEADERS, "accept"]
 
 
@@ -274,7 +264,7 @@ def test_credential_listed_in_key_headers_is_looked_up_once() -> None:
         return None
 
     km = KeyMaker(key_headers=("cookie", "accept"))
-    km.make(method="GET", scheme="http", host="h", port=None, path="/", query=[], header=header)
+    km.request_key("GET", ROOT, header)
     assert asked.count("cookie") == 1
 
 
@@ -454,3 +444,22 @@ def test_normalize_headers_accepts_any_iterable() -> None:
 def test_normalize_headers_rejects_bad_names_naming_the_option(names: Any) -> None:
     with pytest.raises(ValueError, match="my_option"):
         normalize_headers(names, "my_option")
+
+
+def test_the_spelled_out_forms_build_the_same_keys() -> None:
+    # make() and url_key() stay only while the faces call them (issue 18): the same digests.
+    km = KeyMaker(namespace="n", key_headers=("accept",), ignored_params=frozenset({"utm"}))
+    url = UrlParts("HTTP", "Example.com", 8080, "/a", [("b", "=1"), ("utm", "=x"), ("a", "")])
+    spelled = {
+        "scheme": "HTTP",
+        "host": "Example.com",
+        "port": 8080,
+        "path": "/a",
+        "query": url.query,
+    }
+    header = {"accept": "text/html"}.get
+    assert km.make(method="GET", header=header, extra=("x",), **spelled) == km.request_key(
+        "GET", url, header, extra=("x",)
+    )
+    assert km.url_key(**spelled) == km.url_key_of(url)
+    assert km.url_key_of(url) != km.request_key("GET", url, header)

@@ -7,6 +7,7 @@ large for a float) and ``2**63`` bytes (too large for the backends) are bad valu
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,18 @@ from coalesce_client import (
     TieredStorage,
     coalesce_middleware,
 )
-from coalesce_client.options import check_header_names, check_seconds, check_seconds_or_none
+from coalesce_client.options import (
+    check_choice,
+    check_collection,
+    check_header_name,
+    check_header_names,
+    check_seconds,
+    check_seconds_map,
+    check_seconds_or_none,
+    is_nonempty_string,
+    is_string,
+)
+from coalesce_client.spec.fields import is_status
 
 HUGE = 10**400  # an int that float() cannot hold
 
@@ -115,3 +127,67 @@ def test_the_checks_say_what_they_expected() -> None:
     with pytest.raises(ValueError, match=r"seconds or None, got 0"):
         check_seconds_or_none(0, "wait_timeout", positive=True)
     assert check_seconds_or_none(None, "wait_timeout") is None
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (lambda: check_seconds(-1, "ttl"), "ttl must be a non-negative number of seconds, got -1"),
+        (
+            lambda: check_seconds_or_none(0, "wait_timeout", positive=True),
+            "wait_timeout must be a positive number of seconds or None, got 0",
+        ),
+        (
+            lambda: check_choice("rfc", "freshness", ("ttl", "http")),
+            'freshness must be "ttl" or "http", got \'rfc\'',
+        ),
+        (
+            lambda: check_collection(["GET", ""], "methods", is_nonempty_string, "HTTP methods"),
+            "methods must hold only HTTP methods, got ''",
+        ),
+        (
+            lambda: check_collection("GET", "methods", is_nonempty_string, "HTTP methods"),
+            "methods must be a collection of HTTP methods, got 'GET'",
+        ),
+        (
+            lambda: check_header_names(["X Bad"], "key_headers"),
+            "key_headers must hold only header names (RFC 9110 tokens), got 'X Bad'",
+        ),
+        (
+            lambda: check_header_names("Accept", "key_headers"),
+            "key_headers must be a collection of header names (RFC 9110 tokens), got 'Accept'",
+        ),
+        (
+            lambda: check_header_name("X-A:", "cache_status_header"),
+            "cache_status_header must be a header name (an RFC 9110 token), got 'X-A:'",
+        ),
+        (
+            lambda: check_seconds_map([("a", 1)], "url_ttl", is_string, "URL patterns"),
+            "url_ttl must map URL patterns to seconds, got [('a', 1)]",
+        ),
+        (
+            lambda: check_seconds_map({"a/*": -1}, "url_ttl", is_string, "URL patterns"),
+            "url_ttl['a/*'] must be a non-negative number of seconds, got -1",
+        ),
+        (
+            lambda: check_seconds_map({3: 1}, "url_ttl", is_string, "URL patterns"),
+            "url_ttl must hold only URL patterns, got 3",
+        ),
+    ],
+)
+def test_every_check_speaks_one_style(check: Callable[[], object], message: str) -> None:
+    """``<option> must ..., got <value>``: the option first, what was wanted, what came."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        check()
+
+
+def test_check_seconds_map_returns_float_seconds_by_key() -> None:
+    assert check_seconds_map({404: 10, 500: 1.5}, "status_ttl", is_status, "status codes") == {
+        404: 10.0,
+        500: 1.5,
+    }
+
+
+def test_header_names_are_lower_cased_once_each_in_order() -> None:
+    names = check_header_names(["Accept", "X-A", "accept", "x-a", "B"], "key_headers")
+    assert names == ("accept", "x-a", "b")

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
+from coalesce_client.core import policy as policy_module
 from coalesce_client.core.policy import CachePolicy
+from coalesce_client.spec.freshness import Lifetime, ResponseFacts
+from coalesce_client.spec.lifetime import NotStored
 
 # -- validation -----------------------------------------------------------------------------------
 
@@ -180,8 +183,8 @@ def test_status_outside_cacheable_and_status_ttl_is_not_stored(status: int) -> N
 
 @pytest.mark.parametrize("status", [404, 500, 503])
 def test_call_ttl_does_not_make_an_uncacheable_status_storable(status: int) -> None:
-    # DESIGN.md: "A status outside cacheable_statuses and status_ttl is never stored." A call's
-    # cache_ttl chooses how long, not whether: an error page must not be kept for cache_ttl.
+    # A status outside cacheable_statuses and status_ttl is never stored: a call's cache_ttl
+    # chooses how long, not whether; an error page must not be kept for cache_ttl.
     assert CachePolicy().ttl_for(status, [], session_ttl=60, call_ttl=30) == 0.0
 
 
@@ -654,3 +657,44 @@ def test_targeted_private_and_no_cache() -> None:
     no_cache = [fresh, ("CDN-Cache-Control", "no-cache")]
     assert CDN.lifetime(200, no_cache, session_ttl=0, shared_cache=True) == (0.0, 0.0)
     assert CachePolicy().is_private([fresh, ("CDN-Cache-Control", "private")]) is False  # off
+
+
+# -- lifetime_of: the record-taking form (issue 18), and the keyword form's arguments ------------
+
+
+def test_lifetime_of_takes_one_record_and_says_why_not() -> None:
+    policy = CachePolicy(keep_stale=300)
+    stored = ResponseFacts(200, (("ETag", '"a"'),), T, T, session_ttl=60, url="x/y")
+    assert policy.lifetime_of(stored) == Lifetime(60.0, 300.0)
+    no_store = ResponseFacts(200, (("Cache-Control", "no-store"),), T, T, session_ttl=60)
+    assert policy.lifetime_of(no_store) == NotStored("no-store")
+    private = ResponseFacts(200, (("Cache-Control", "private"),), T, T, 60, shared_cache=True)
+    assert policy.lifetime_of(private) == NotStored("private")
+    assert CachePolicy(url_ttl={"x/*": 0}).lifetime_of(stored) == NotStored("ttl 0")
+
+
+def test_lifetime_and_ttl_for_agree_with_lifetime_of() -> None:
+    policy = CachePolicy(freshness="http", stale_if_error=30)
+    headers = (("Date", http_date(T)), ("Cache-Control", "max-age=90"), ("Age", "10"))
+    facts = ResponseFacts(200, headers, T - 2, T, session_ttl=60, shared_cache=True)
+    kw: dict[str, Any] = {"session_ttl": 60, "shared_cache": True}
+    times = {"request_time": T - 2, "response_time": T}
+    assert policy.lifetime(200, headers, **kw, **times) == policy.lifetime_of(facts)
+    assert policy.ttl_for(200, headers, **kw, **times) == 78.0  # 90 - (10 + 2 s on the way)
+
+
+def test_without_its_times_a_response_is_taken_as_received_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The one clock the policy reads: ttl_for and lifetime called without response_time.
+    monkeypatch.setattr(policy_module.time, "time", lambda: T)
+    headers = [("Date", http_date(T - 25)), ("Cache-Control", "max-age=30")]
+    assert CachePolicy().ttl_for(200, headers, session_ttl=60) == 5.0
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"session_ttl": 60, "shared": True}, {"call_ttl": 5}], ids=["unknown", "missing"]
+)
+def test_ttl_for_refuses_an_unknown_or_missing_keyword(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match="ttl_for"):
+        CachePolicy().ttl_for(200, [], **kwargs)

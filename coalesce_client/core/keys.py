@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from urllib.parse import unquote_plus
 
 from ..options import check_header_names
@@ -31,18 +31,22 @@ __all__ = [
     "CREDENTIAL_HEADERS",
     "KeyMaker",
     "KeyMemo",
+    "UrlParts",
     "normalize_headers",
     "query_pairs",
     "variant_key",
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-_ABSENT = b"\xff\xff\xff\xff"  # a header count that no present header can have
+# An absent header (or body) where a length-prefixed value would be: no present value has this
+# length prefix, so absent and empty stay apart (in a request's key and in a variant key alike).
+_ABSENT = b"\xff\xff\xff\xff"
 _MEMO_SIZE = 4096  # remembered keys per face; cleared when full
 
 V = TypeVar("V")
 
-# Request headers that carry who is asking: always part of the key (DESIGN.md, Who may share).
+# Request headers that carry who is asking: always part of the key (docs/architecture.md, "Who
+# may share a response, and keys").
 CREDENTIAL_HEADERS = (
     "authorization",
     "cookie",
@@ -72,17 +76,28 @@ class KeyMemo(dict[Hashable, V]):
         return value
 
 
+class UrlParts(NamedTuple):
+    """A request's URL as its face parsed it: what a key reads of it (normalized here, see the
+    module rules). ``query`` is raw (``query_pairs``); ``port`` None when the URL names none."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: Sequence[tuple[str, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class KeyMaker:
     """Builds the key of a request from its parts; one per session or middleware.
 
     >>> km = KeyMaker(namespace="demo", key_headers=("accept",))
-    >>> a = km.make(method="GET", scheme="http", host="example.com", port=80, path="/a",
-    ...             query=[("y", "2"), ("x", "1")], header={}.get)
-    >>> b = km.make(method="GET", scheme="HTTP", host="Example.com", port=None, path="/a",
-    ...             query=[("x", "1"), ("y", "2")], header={}.get)
-    >>> a == b, len(a)
-    (True, 64)
+    >>> a = UrlParts("http", "example.com", 80, "/a", [("y", "2"), ("x", "1")])
+    >>> b = UrlParts("HTTP", "Example.com", None, "/a", [("x", "1"), ("y", "2")])
+    >>> km.request_key("GET", a, {}.get) == km.request_key("get", b, {}.get)
+    True
+    >>> len(km.request_key("GET", a, {}.get))
+    64
     """
 
     namespace: str = ""
@@ -104,16 +119,12 @@ class KeyMaker:
         """Every header the key reads (credential headers, then key_headers), lower-case."""
         return self._headers
 
-    def make(
+    def request_key(
         self,
-        *,
         method: str,
-        scheme: str,
-        host: str,
-        port: int | None,
-        path: str,
-        query: Sequence[tuple[str, str]],
+        url: UrlParts,
         header: Callable[[str], str | None],
+        *,
         body_digest: bytes | None = None,
         extra: Sequence[str] = (),
     ) -> str:
@@ -127,7 +138,7 @@ class KeyMaker:
         parts: list[bytes] = []
         put_field(parts, self.namespace.encode())
         put_field(parts, method.upper().encode())
-        self._put_url(parts, scheme, host, port, path, query)
+        self._put_url(parts, url)
         for name in self._headers:
             hvalue = header(name)
             if hvalue is None:
@@ -143,6 +154,39 @@ class KeyMaker:
             put_field(parts, item.encode("utf-8", "surrogatepass"))
         return hashlib.sha256(b"".join(parts)).hexdigest()
 
+    def make(
+        self,
+        *,
+        method: str,
+        scheme: str,
+        host: str,
+        port: int | None,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        header: Callable[[str], str | None],
+        body_digest: bytes | None = None,
+        extra: Sequence[str] = (),
+    ) -> str:
+        """``request_key`` with the URL's parts spelled out: the faces' form until they pass a
+        ``UrlParts`` (issue 18: no more than 5 parameters); then it goes."""
+        url = UrlParts(scheme, host, port, path, query)
+        return self.request_key(method, url, header, body_digest=body_digest, extra=extra)
+
+    def url_key_of(self, url: UrlParts) -> str:
+        """The URL key of a resource (``Call.url_key``): the URL part of every key
+        ``request_key`` builds for it, whatever the method, credentials or headers, as a hex
+        digest.
+
+        >>> km = KeyMaker()
+        >>> km.url_key_of(UrlParts("HTTP", "X", 80, "/a", [])) == km.url_key_of(
+        ...     UrlParts("http", "x", None, "/a", []))
+        True
+        """
+        parts: list[bytes] = [b"url-index"]  # never the first field of a request's key
+        put_field(parts, self.namespace.encode())
+        self._put_url(parts, url)
+        return hashlib.sha256(b"".join(parts)).hexdigest()
+
     def url_key(
         self,
         *,
@@ -152,35 +196,18 @@ class KeyMaker:
         path: str,
         query: Sequence[tuple[str, str]],
     ) -> str:
-        """The URL key of a resource (``url_index.py``): the URL part of every key ``make``
-        builds for it, whatever the method, credentials or headers, as a hex digest.
+        """``url_key_of`` with the URL's parts spelled out, for the faces that still call it."""
+        return self.url_key_of(UrlParts(scheme, host, port, path, query))
 
-        >>> km = KeyMaker()
-        >>> km.url_key(scheme="HTTP", host="X", port=80, path="/a", query=[]) == km.url_key(
-        ...     scheme="http", host="x", port=None, path="/a", query=[])
-        True
-        """
-        parts: list[bytes] = [b"url-index"]  # never the first field of a request's key
-        put_field(parts, self.namespace.encode())
-        self._put_url(parts, scheme, host, port, path, query)
-        return hashlib.sha256(b"".join(parts)).hexdigest()
-
-    def _put_url(
-        self,
-        parts: list[bytes],
-        scheme: str,
-        host: str,
-        port: int | None,
-        path: str,
-        query: Sequence[tuple[str, str]],
-    ) -> None:
+    def _put_url(self, parts: list[bytes], url: UrlParts) -> None:
         """The URL part of a key, normalized (module rules)."""
-        scheme = scheme.lower()
+        scheme = url.scheme.lower()
         put_field(parts, scheme.encode())
-        put_field(parts, host.lower().encode())
-        default = _DEFAULT_PORTS.get(scheme)
+        put_field(parts, url.host.lower().encode())
+        port, default = url.port, _DEFAULT_PORTS.get(scheme)
         put_field(parts, b"" if port is None or port == default else str(port).encode())
-        put_field(parts, path.encode("utf-8", "surrogatepass"))
+        put_field(parts, url.path.encode("utf-8", "surrogatepass"))
+        query = url.query
         if self.ignored_params:
             ignored = self.ignored_params
             query = [kv for kv in query if unquote_plus(kv[0]) not in ignored]
@@ -193,7 +220,7 @@ class KeyMaker:
 
 
 def query_pairs(raw_query: str) -> list[tuple[str, str]]:
-    """A raw query string as (raw name, raw rest) pairs for ``KeyMaker.make``, nothing decoded.
+    """A raw query string as (raw name, raw rest) pairs for ``UrlParts.query``, nothing decoded.
 
     The rest keeps its ``=``, so that ``a`` and ``a=`` stay apart.
 
@@ -211,9 +238,6 @@ def query_pairs(raw_query: str) -> list[tuple[str, str]]:
 
 def _name(kv: tuple[str, str]) -> str:
     return kv[0]
-
-
-_ABSENT = b"\xff\xff\xff\xff"  # an absent header's value in a variant key (not a length)
 
 
 def variant_key(key: str, names: tuple[str, ...], values: tuple[str | None, ...]) -> str:

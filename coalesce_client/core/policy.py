@@ -2,12 +2,18 @@
 
 Rules of this module:
 
-* A policy is a frozen value, checked when built: a bad option raises ``ValueError`` naming it.
-* It decides from plain data (a status, header pairs); it imports no HTTP framework.
-* TTL precedence (DESIGN.md): the call's ``cache_ttl``, else ``status_ttl[status]``, else the
-  first matching ``url_ttl`` pattern (glob, on ``host[:port]/path?query``), else the session's
-  ``ttl``; then capped by ``Cache-Control: max-age`` (or ``s-maxage`` in a shared cache,
-  RFC 9111 §5.2.2.10) when ``respect_cache_control`` is on. A result of 0 means "not stored".
+* A policy is a frozen value, checked when built: a bad option raises ``ValueError`` naming it
+  (the checks are ``options.py``'s, one copy each).
+* Its HTTP rules are ``spec/``'s pure functions (``spec/lifetime.py``: the lifetime, the stale
+  windows, privacy; ``spec/stored_fields.py``: the header fields kept); the policy only hands
+  them its settings, built once, when the policy is built (``FreshnessRules``,
+  ``FieldFilter``). It imports no HTTP framework, and reads the clock in one place only:
+  ``ttl_for`` and ``lifetime`` called without the response's times (``LifetimeOptions``).
+* TTL precedence (``docs/architecture.md``): the call's ``cache_ttl``, else
+  ``status_ttl[status]``, else the first matching ``url_ttl`` pattern (glob, on
+  ``host[:port]/path?query``), else the session's ``ttl``; then capped by ``Cache-Control:
+  max-age`` (or ``s-maxage`` in a shared cache, RFC 9111 §5.2.2.10) when
+  ``respect_cache_control`` is on. A result of 0 means "not stored".
 """
 
 from __future__ import annotations
@@ -18,52 +24,51 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..options import (
     check_callable,
+    check_choice,
     check_collection,
     check_count,
     check_flag,
     check_header_names,
     check_seconds,
+    check_seconds_map,
+    is_nonempty_string,
+    is_string,
 )
-from ..spec.cache_control import (
-    ResponseDirectives,
-    parse_response_cache_control,
-    parse_targeted_cache_control,
-)
-from ..spec.dates import parse_http_date
+from ..spec import lifetime as lifetime_rules
+from ..spec import stored_fields
 from ..spec.fields import is_status
-from ..spec.freshness import (
-    HEURISTICALLY_CACHEABLE,
-    Lifetime,
-    StaleWindows,
-    current_age,
-    freshness_lifetime,
-    heuristic_lifetime,
-)
+from ..spec.freshness import FreshnessRules, Lifetime, ResponseFacts, StaleWindows, UrlTtl
+from ..spec.lifetime import NotStored
+from ..spec.stored_fields import FieldFilter, field_filter
 from .keys import CREDENTIAL_HEADERS, KeyMaker
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
     from ..spec.snapshot import Headers
 
-__all__ = ["CachePolicy"]
+__all__ = ["CachePolicy", "LifetimeOptions"]
 
-# RFC 9110 §7.6.1: hop-by-hop headers, meaningful for one connection only; never stored or replayed.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
+
+class _SessionTtl(TypedDict):
+    session_ttl: float
+
+
+class LifetimeOptions(_SessionTtl, total=False):
+    """The keyword arguments of ``CachePolicy.ttl_for`` and ``CachePolicy.lifetime``: the fields
+    of ``ResponseFacts`` but its status and headers, ``session_ttl`` required. ``request_time``
+    and ``response_time`` may be left out (or None): the response is then taken as received now,
+    by ``time.time()``."""
+
+    call_ttl: float | None
+    shared_cache: bool
+    url: str | None
+    request_time: float | None
+    response_time: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,59 +105,59 @@ class CachePolicy:
     stale_if_error: float = 0.0
     keep_stale: float = 600.0
     targeted_cache_control: Sequence[str] = ()
-    _strip_exact: frozenset[str] = field(init=False, repr=False, compare=False)
-    _strip_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _url_patterns: tuple[tuple[re.Pattern[str], float], ...] = field(
-        init=False, repr=False, compare=False
-    )
+    _dropped: FieldFilter = field(init=False, repr=False, compare=False)
+    _rules: FreshnessRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        methods = check_collection(self.methods, "methods", _is_method, "HTTP method names")
+        methods = check_collection(self.methods, "methods", is_nonempty_string, "HTTP method names")
         set_(self, "methods", frozenset(m.upper() for m in methods))
         statuses = check_collection(
             self.cacheable_statuses, "cacheable_statuses", is_status, "HTTP status codes"
         )
         set_(self, "cacheable_statuses", frozenset(statuses))
-        if not isinstance(self.status_ttl, Mapping):
-            raise ValueError(
-                f"status_ttl must map status codes to seconds, got {self.status_ttl!r}"
-            )
-        for status in check_collection(self.status_ttl, "status_ttl", is_status, "status codes"):
-            check_seconds(self.status_ttl[status], f"status_ttl[{status}]")
-        set_(self, "status_ttl", {s: float(t) for s, t in self.status_ttl.items()})
-        strip = check_collection(self.strip_headers, "strip_headers", _is_str, "header names")
+        status_ttl = check_seconds_map(self.status_ttl, "status_ttl", is_status, "status codes")
+        set_(self, "status_ttl", status_ttl)
+        strip = check_collection(self.strip_headers, "strip_headers", is_string, "header names")
         check_header_names([h.rstrip("*") for h in strip], "strip_headers")  # "x-*": a prefix
         raw = tuple(h.strip().lower() for h in strip)
         set_(self, "strip_headers", raw)
-        set_(self, "_strip_exact", frozenset(h for h in raw if not h.endswith("*")) | HOP_BY_HOP)
-        prefixes = tuple(h.rstrip("*") for h in raw if h.endswith("*"))
-        set_(self, "_strip_prefixes", (*prefixes, "proxy-"))  # Proxy-* is hop-by-hop too
+        set_(self, "_dropped", field_filter(raw))
         check_count(self.max_body_size, "max_body_size")
         check_flag(self.respect_cache_control, "respect_cache_control")
         check_flag(self.sort_query, "sort_query")
-        params = check_collection(self.ignored_params, "ignored_params", _is_str, "names")
+        params = check_collection(self.ignored_params, "ignored_params", is_string, "names")
         set_(self, "ignored_params", frozenset(params))
         check_callable(self.should_store, "should_store", none_ok=True)
         creds = check_header_names(self.credential_headers, "credential_headers")
         set_(self, "credential_headers", creds)
         check_seconds(self.pass_ttl, "pass_ttl")
         check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
-        if self.freshness not in ("ttl", "http"):
-            raise ValueError(f'freshness must be "ttl" or "http", got {self.freshness!r}')
-        set_(self, "heuristic_max", check_seconds(self.heuristic_max, "heuristic_max"))
-        for name in ("stale_while_revalidate", "stale_if_error", "keep_stale"):
+        check_choice(self.freshness, "freshness", ("ttl", "http"))
+        for name in ("heuristic_max", "stale_while_revalidate", "stale_if_error", "keep_stale"):
             set_(self, name, check_seconds(getattr(self, name), name))
         targeted = check_header_names(self.targeted_cache_control, "targeted_cache_control")
         set_(self, "targeted_cache_control", targeted)
-        if not isinstance(self.url_ttl, Mapping):
-            raise ValueError(f"url_ttl must map URL patterns to seconds, got {self.url_ttl!r}")
-        patterns = []
-        for pattern in check_collection(self.url_ttl, "url_ttl", _is_str, "URL patterns"):
-            seconds = check_seconds(self.url_ttl[pattern], f"url_ttl[{pattern!r}]")
-            patterns.append((re.compile(fnmatch.translate(pattern)), seconds))
+        url_ttl = check_seconds_map(self.url_ttl, "url_ttl", is_string, "URL patterns")
         set_(self, "url_ttl", dict(self.url_ttl))
-        set_(self, "_url_patterns", tuple(patterns))
+        set_(self, "_rules", self._freshness_rules(url_ttl))
+
+    def _freshness_rules(self, url_ttl: Mapping[str, float]) -> FreshnessRules:
+        """The settings ``spec/lifetime.py`` reads, from the checked options."""
+        return FreshnessRules(
+            freshness="http" if self.freshness == "http" else "ttl",
+            respect_cache_control=self.respect_cache_control,
+            cacheable_statuses=frozenset(self.cacheable_statuses),
+            status_ttl=self.status_ttl,
+            url_ttl=tuple(
+                UrlTtl(re.compile(fnmatch.translate(pattern)), seconds)
+                for pattern, seconds in url_ttl.items()
+            ),
+            heuristic_max=self.heuristic_max,
+            keep_stale=self.keep_stale,
+            stale=StaleWindows(self.stale_while_revalidate, self.stale_if_error),
+            targeted_cache_control=tuple(self.targeted_cache_control),
+        )
 
     def key_maker(self, *, namespace: str, key_headers: Iterable[str]) -> KeyMaker:
         """The key builder of a face (session or middleware) that uses this policy."""
@@ -164,53 +169,40 @@ class CachePolicy:
             ignored_params=frozenset(self.ignored_params),
         )
 
+    def lifetime_of(self, facts: ResponseFacts) -> Lifetime | NotStored:
+        """How long a response is stored: ``Lifetime(fresh, kept)``, seconds from its arrival
+        that it stays fresh, then seconds past that it stays stored (RFC 9111 §4.3, RFC 5861: for
+        a conditional revalidation, ``keep_stale`` when it has a validator, and for stale
+        serving, its stale windows); or ``NotStored(reason)``. The table is
+        ``spec/lifetime.py``'s.
+
+        >>> from coalesce_client.spec.freshness import ResponseFacts
+        >>> p = CachePolicy(keep_stale=300, stale_if_error=60)
+        >>> p.lifetime_of(ResponseFacts(200, (("ETag", '"v1"'),), 0.0, 0.0, session_ttl=10))
+        Lifetime(fresh=10.0, kept=300.0)
+        >>> p.lifetime_of(ResponseFacts(200, (), 0.0, 0.0, session_ttl=0))
+        NotStored(reason='ttl 0')
+        """
+        return lifetime_rules.decide_lifetime(facts, self._rules)
+
     def ttl_for(
-        self,
-        status: int,
-        headers: Iterable[tuple[str, str]],
-        *,
-        session_ttl: float,
-        call_ttl: float | None = None,
-        shared_cache: bool = False,
-        url: str | None = None,
-        request_time: float | None = None,
-        response_time: float | None = None,
+        self, status: int, headers: Iterable[tuple[str, str]], **options: Unpack[LifetimeOptions]
     ) -> float:
-        """Seconds from ``response_time`` that a response stays fresh; 0 means never reused
-        without going to the origin (``lifetime`` says whether it is kept for that).
+        """Seconds from its arrival that a response stays fresh; 0 means never reused without
+        going to the origin (``lifetime_of`` says whether it is kept for that, and why not).
 
         ``url`` is the request's URL without its scheme (``host[:port]/path?query``), for
         ``url_ttl``. ``request_time`` and ``response_time`` (wall-clock seconds around the real
         request) date the response for its age on arrival (RFC 9111 §4.2.3); without them the
         response is taken as received now, at the age its ``Age`` and ``Date`` give.
         """
-        return self.lifetime(
-            status,
-            headers,
-            session_ttl=session_ttl,
-            call_ttl=call_ttl,
-            shared_cache=shared_cache,
-            url=url,
-            request_time=request_time,
-            response_time=response_time,
-        )[0]
+        return self._lifetime(status, headers, options).fresh
 
     def lifetime(
-        self,
-        status: int,
-        headers: Iterable[tuple[str, str]],
-        *,
-        session_ttl: float,
-        call_ttl: float | None = None,
-        shared_cache: bool = False,
-        url: str | None = None,
-        request_time: float | None = None,
-        response_time: float | None = None,
+        self, status: int, headers: Iterable[tuple[str, str]], **options: Unpack[LifetimeOptions]
     ) -> Lifetime:
-        """``(fresh, kept)``: seconds from ``response_time`` a response stays fresh, and seconds
-        past that it stays stored (RFC 9111 §4.3, RFC 5861): for a conditional revalidation
-        (``keep_stale``, when it has a validator) and for stale serving (the stale windows).
-        ``(0, 0)``: not stored. Arguments as ``ttl_for``.
+        """``lifetime_of`` for these arguments (those of ``ttl_for``), as a ``Lifetime``:
+        ``(0, 0)`` when not stored.
 
         >>> p = CachePolicy(keep_stale=300, stale_if_error=60)
         >>> p.lifetime(200, [("ETag", '"v1"')], session_ttl=10)
@@ -220,69 +212,12 @@ class CachePolicy:
         >>> p.lifetime(200, [("Cache-Control", "no-cache")], session_ttl=10)
         Lifetime(fresh=0.0, kept=0.0)
         """
-        headers = tuple(headers)
-        if status in self.status_ttl and self.status_ttl[status] <= 0:
-            return _NOT_STORED  # status_ttl={status: 0}: never stored, whatever the call asks
-        cc, expires = self._directives(headers, shared_cache)
-        http = self.freshness == "http"
-        origin = http or self.respect_cache_control  # the origin's directives are read
-        # must-understand with a status whose caching we implement overrides no-store (§5.2.2.3).
-        no_store = cc.no_store and not (cc.must_understand and status in _UNDERSTOOD)
-        if origin and (no_store or (shared_cache and cc.private)):
-            return _NOT_STORED
-        configured = self._configured(status, session_ttl, call_ttl, url, http=http)
-        if not http and (configured is None or configured <= 0):
-            return _NOT_STORED
-        if http and status in (206, 304):
-            return _NOT_STORED  # never stored as a full response (RFC 9111 §3)
-        validated = any(k.lower() in ("etag", "last-modified") for k, _ in headers)
-        kept = self._kept(cc if origin else _NO_DIRECTIVES, validated, shared_cache)
-        if origin and cc.no_cache:
-            # Stored, but never reused without the origin's word (§5.2.2.4): a conditional
-            # request when it has a validator; without one there is nothing to keep it for.
-            return Lifetime(0.0, kept) if validated else _NOT_STORED
-        received = time.time() if response_time is None else response_time
-        sent = received if request_time is None else request_time
-        date = parse_http_date(_joined(headers, "date") or "", now=received)
-        explicit = freshness_lifetime(
-            cc, expires=expires, date=date, response_time=received, shared=shared_cache
-        )
-        age = current_age(
-            _joined(headers, "age"), date, request_time=sent, response_time=received, now=received
-        )
-        if http:
-            lifetime = explicit
-            # Heuristics for the statuses that allow them, or any status marked public (§4.2.2).
-            if lifetime is None and (status in HEURISTICALLY_CACHEABLE or cc.public):
-                last_modified = parse_http_date(_joined(headers, "last-modified") or "")
-                lifetime = heuristic_lifetime(
-                    status,
-                    date=received if date is None else date,
-                    last_modified=last_modified,
-                    heuristic_max=self.heuristic_max,
-                    public=cc.public,
-                )
-                if lifetime is None:
-                    lifetime = configured
-            if lifetime is None:
-                return _NOT_STORED
-            fresh = max(0.0, float(lifetime) - age)
-        else:
-            assert configured is not None
-            fresh = float(configured)
-            if self.respect_cache_control and explicit is not None:
-                # The origin's remaining freshness caps the configured lifetime: an Expires in
-                # the past, or an Age at or above max-age, means stale on arrival.
-                fresh = max(0.0, min(fresh, explicit - age))
-        if fresh <= 0 and not validated:
-            return _NOT_STORED  # stale on arrival, and nothing to revalidate it with
-        return Lifetime(fresh, kept)
+        return self._lifetime(status, headers, options)
 
-    def _kept(self, cc: ResponseDirectives, validated: bool, shared_cache: bool) -> float:
-        """Seconds a response stays stored past its freshness: the longest of ``keep_stale``
-        (with a validator) and its stale windows."""
-        swr, sie = self._windows(cc, shared_cache)
-        return max(self.keep_stale if validated else 0.0, swr, sie)
+    def _lifetime(
+        self, status: int, headers: Iterable[tuple[str, str]], options: LifetimeOptions
+    ) -> Lifetime:
+        return lifetime_rules.lifetime(_facts(status, headers, options), self._rules)
 
     def stale_windows(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
@@ -297,65 +232,16 @@ class CachePolicy:
         >>> CachePolicy(stale_if_error=60).stale_windows([("Cache-Control", "must-revalidate")])
         StaleWindows(while_revalidate=0.0, if_error=0.0)
         """
-        if not (self.freshness == "http" or self.respect_cache_control):
-            return self._windows(_NO_DIRECTIVES, shared_cache)
-        return self._windows(self._directives(tuple(headers), shared_cache)[0], shared_cache)
+        return lifetime_rules.stale_windows(tuple(headers), self._rules, shared_cache=shared_cache)
 
     def may_serve_stale(
         self, headers: Iterable[tuple[str, str]], *, shared_cache: bool = False
     ) -> bool:
         """Whether the origin allows serving this response stale at all (RFC 9111 §4.2.4), for
         a client's own ``max-stale``."""
-        if not (self.freshness == "http" or self.respect_cache_control):
-            return True
-        cc = self._directives(tuple(headers), shared_cache)[0]
-        return not _forbids_stale(cc, shared_cache)
-
-    def _directives(
-        self, headers: tuple[tuple[str, str], ...], shared_cache: bool
-    ) -> tuple[ResponseDirectives, str | None]:
-        """The origin's cache directives for this cache, and the ``Expires`` that counts: in a
-        shared cache, the first valid field of ``targeted_cache_control`` (RFC 9213 §2.2: then
-        ``Cache-Control`` and ``Expires`` are ignored), else ``Cache-Control``."""
-        if shared_cache:
-            for name in self.targeted_cache_control:
-                targeted = parse_targeted_cache_control(_joined(headers, name))
-                if targeted is not None:
-                    return targeted, None
-        cc = parse_response_cache_control(_joined(headers, "cache-control"))
-        return cc, _joined(headers, "expires")
-
-    def _windows(self, cc: ResponseDirectives, shared_cache: bool) -> StaleWindows:
-        if _forbids_stale(cc, shared_cache):
-            return StaleWindows(0.0, 0.0)
-        swr = cc.stale_while_revalidate
-        sie = cc.stale_if_error
-        return StaleWindows(
-            self.stale_while_revalidate if swr is None else float(swr),
-            self.stale_if_error if sie is None else float(sie),
+        return lifetime_rules.may_serve_stale(
+            tuple(headers), self._rules, shared_cache=shared_cache
         )
-
-    def _configured(
-        self,
-        status: int,
-        session_ttl: float,
-        call_ttl: float | None,
-        url: str | None,
-        *,
-        http: bool,
-    ) -> float | None:
-        """The configured lifetime: the call's, else the status's, else the URL's, else the
-        session's. None in "ttl" mode for a status that may not be stored: the status decides
-        whether a response may be stored at all, a call's ``cache_ttl`` only how long."""
-        if not http and status not in self.status_ttl and status not in self.cacheable_statuses:
-            return None  # cacheable_statuses applies in "ttl" mode only
-        if call_ttl is not None:
-            return call_ttl  # beats every configured lifetime, a url_ttl of 0 included
-        if status in self.status_ttl:
-            return self.status_ttl[status]
-        if url is not None and self._url_patterns:
-            return self.url_lifetime(url, session_ttl)
-        return session_ttl
 
     def url_lifetime(self, url: str, default: float) -> float:
         """The first ``url_ttl`` whose pattern matches ``url`` (insertion order), else ``default``.
@@ -364,10 +250,7 @@ class CachePolicy:
         >>> p.url_lifetime("api.example.com/static/app.js", 60), p.url_lifetime("x/live/1", 60)
         (3600.0, 0.0)
         """
-        for pattern, seconds in self._url_patterns:
-            if pattern.fullmatch(url):
-                return seconds
-        return default
+        return lifetime_rules.url_lifetime(url, self._rules.url_ttl, default)
 
     def is_private(self, headers: Iterable[tuple[str, str]], status: int | None = None) -> bool:
         """Meant for one client only: ``Set-Cookie``, or ``Cache-Control: private`` / ``no-store``
@@ -375,54 +258,38 @@ class CachePolicy:
 
         A shared cache (RFC 9111 §3, §5.2.2.7) neither stores nor shares such a response.
         """
-        headers = tuple(headers)
-        if any(name.lower() == "set-cookie" for name, _ in headers):
-            return True
-        cc = self._directives(headers, shared_cache=True)[0]
-        understood = cc.must_understand and status in _UNDERSTOOD
-        return cc.private or (cc.no_store and not understood)
+        return lifetime_rules.is_private(tuple(headers), status, self._rules)
 
     def storable_headers(self, headers: Iterable[tuple[str, str]]) -> Headers:
-        """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers."""
-        exact, prefixes = self._strip_exact, self._strip_prefixes
-        headers = tuple(headers)  # read twice below
-        connection = {
-            t.strip().lower()
-            for name, value in headers
-            if name.lower() == "connection"
-            for t in value.split(",")
-        }
-        out = []
-        for name, value in headers:
-            low = name.lower()
-            if low in exact or low in connection or low.startswith(prefixes):
-                continue
-            out.append((name, value))
-        return tuple(out)
+        """The headers to store and replay: without ``strip_headers`` and hop-by-hop headers
+        (``spec/stored_fields.py``)."""
+        return stored_fields.storable_headers(headers, self._dropped)
 
 
-_NOT_STORED = Lifetime(0.0, 0.0)
-# The statuses whose caching requirements this package implements (for must-understand): those
-# RFC 9110 §15.1 calls heuristically cacheable, but 206 (ranges are not stored).
-_UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}
-_NO_DIRECTIVES = ResponseDirectives()
+_LIFETIME_OPTIONS = frozenset(LifetimeOptions.__required_keys__ | LifetimeOptions.__optional_keys__)
 
 
-def _forbids_stale(cc: ResponseDirectives, shared_cache: bool) -> bool:
-    """RFC 9111 §4.2.4: directives under which a stale response is never served."""
-    if cc.no_cache or cc.must_revalidate:
-        return True
-    return shared_cache and (cc.proxy_revalidate or cc.s_maxage is not None)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_method(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-def _joined(headers: Iterable[tuple[str, str]], name: str) -> str | None:
-    values = [v for k, v in headers if k.lower() == name]
-    return ", ".join(values) if values else None
+def _facts(
+    status: int, headers: Iterable[tuple[str, str]], options: LifetimeOptions
+) -> ResponseFacts:
+    """The ``ResponseFacts`` of ``ttl_for``'s arguments; without its times, a response received
+    now."""
+    unknown = options.keys() - _LIFETIME_OPTIONS
+    if unknown or "session_ttl" not in options:
+        # What the keyword parameters these methods used to spell out would raise.
+        wrong = sorted(unknown) or ["session_ttl (missing)"]
+        raise TypeError(f"CachePolicy.ttl_for() got unexpected or missing arguments: {wrong}")
+    received = options.get("response_time")
+    if received is None:
+        received = time.time()
+    sent = options.get("request_time")
+    return ResponseFacts(
+        status,
+        tuple(headers),
+        request_time=received if sent is None else sent,
+        response_time=received,
+        session_ttl=options["session_ttl"],
+        call_ttl=options.get("call_ttl"),
+        url=options.get("url"),
+        shared_cache=options.get("shared_cache", False),
+    )

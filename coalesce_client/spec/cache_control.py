@@ -7,11 +7,12 @@ Rules of this module (pure functions, standard library only):
 * Delta-seconds are whole ASCII digits, capped at ``DELTA_SECONDS_MAX`` (§1.2.2). An invalid or
   conflicting ``max-age`` or ``s-maxage`` reads as 0, so the response is stale (§4.2.1); any other
   unreadable directive takes its most restrictive meaning.
+* Targeted fields (``CDN-Cache-Control``, RFC 9213) and the choice of the directives a cache
+  obeys are ``targeted.py``'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,9 +23,10 @@ __all__ = [
     "RequestDirectives",
     "ResponseDirectives",
     "delta_seconds",
+    "field_value",
+    "members",
     "parse_request_cache_control",
     "parse_response_cache_control",
-    "parse_targeted_cache_control",
     "request_directives",
 ]
 
@@ -171,55 +173,6 @@ def parse_request_cache_control(values: str | Iterable[str] | None) -> RequestDi
 _NO_RESPONSE_DIRECTIVES = ResponseDirectives()
 _NO_REQUEST_DIRECTIVES = RequestDirectives()
 
-# RFC 9213 §2.1: a targeted field is a Structured Fields Dictionary (RFC 8941 §3.2): lower-case
-# keys, and bare items: integers, decimals, strings, tokens, byte sequences, booleans.
-_SF_KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
-_SF_ITEM = re.compile(
-    r"-?[0-9]{1,15}(\.[0-9]{1,3})?"  # an integer or a decimal
-    r'|"(?:[ !#-\[\]-~]|\\["\\])*"'  # a string
-    r"|[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*"  # a token
-    r"|:[A-Za-z0-9+/=]*:|\?[01]"  # a byte sequence, a boolean
-)
-_SF_INTEGER = re.compile(r"-?[0-9]{1,15}")
-# Directives whose value must be an Integer in a targeted field (RFC 9213 §2.1).
-_SF_INTEGER_DIRECTIVES = frozenset(
-    {"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"}
-)
-
-
-def parse_targeted_cache_control(value: str | None) -> ResponseDirectives | None:
-    """The directives of a targeted cache-control field such as ``CDN-Cache-Control``
-    (RFC 9213), or None when it is absent, empty or not a valid Structured Fields Dictionary: the
-    cache then uses ``Cache-Control`` as if it were not there (§2.2). A member whose value is of
-    the wrong type (``max-age="60"``) is ignored. Parameters are ignored.
-
-    >>> parse_targeted_cache_control("max-age=3600, foobar").max_age
-    3600
-    >>> parse_targeted_cache_control('max-age="3600"').max_age is None
-    True
-    >>> parse_targeted_cache_control("max-age =100") is None
-    True
-    """
-    if value is None or not value.strip(" \t"):
-        return None
-    kept = []
-    for member in _members(value):
-        member = member.strip(" \t")
-        key, eq, rest = member.partition("=")
-        item = rest.partition(";")[0]
-        key = key.partition(";")[0] if not eq else key
-        if not _SF_KEY.fullmatch(key.lower()) or (eq and not _SF_ITEM.fullmatch(item)):
-            return None  # not a Dictionary: the whole field is ignored
-        name = key.lower()
-        if name in _SF_INTEGER_DIRECTIVES and not (eq and _SF_INTEGER.fullmatch(item)):
-            continue  # the wrong type: this directive is ignored
-        if not eq or item in ("?1", "?0"):
-            if item != "?0":
-                kept.append(name)
-            continue
-        kept.append(f"{name}={item}")
-    return parse_response_cache_control(", ".join(kept))
-
 
 def _directives(values: str | Iterable[str] | None) -> dict[str, _Occurrences]:
     """Every directive of the field lines, by lower-cased name, in the order sent."""
@@ -228,7 +181,7 @@ def _directives(values: str | Iterable[str] | None) -> dict[str, _Occurrences]:
         return out
     # Line by line: an unterminated quote on one line does not swallow the next line.
     for line in (values,) if isinstance(values, str) else values:
-        for member in _members(line):
+        for member in members(line):
             member = member.strip(" \t")
             if not member:
                 continue  # RFC 9110 §5.6.1: empty list elements are allowed and mean nothing
@@ -252,11 +205,11 @@ def _directives(values: str | Iterable[str] | None) -> dict[str, _Occurrences]:
     return out
 
 
-def _members(line: str) -> list[str]:
+def members(line: str) -> list[str]:
     """The comma-separated members of a line; a comma inside a quoted string does not split."""
     if '"' not in line:
         return line.split(",")
-    members: list[str] = []
+    found: list[str] = []
     start, i, n, quoted = 0, 0, len(line), False
     while i < n:
         c = line[i]
@@ -268,11 +221,11 @@ def _members(line: str) -> list[str]:
         elif c == '"':
             quoted = True
         elif c == ",":
-            members.append(line[start:i])
+            found.append(line[start:i])
             start = i + 1
         i += 1
-    members.append(line[start:])
-    return members
+    found.append(line[start:])
+    return found
 
 
 def _unquote(arg: str) -> str | None:
@@ -357,3 +310,14 @@ def request_directives(cache_control: str | None, pragma: str | None) -> Request
     if pragma and "no-cache" in (p.strip().lower() for p in pragma.split(",")):
         return RequestDirectives(no_cache=True)
     return None
+
+
+def field_value(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The value of the field ``name`` (lower-case), its lines joined with ", " (RFC 9110 §5.3);
+    None when absent.
+
+    >>> field_value([("Age", "1"), ("X", "y"), ("age", "2")], "age")
+    '1, 2'
+    """
+    values = [v for k, v in headers if k.lower() == name]
+    return ", ".join(values) if values else None

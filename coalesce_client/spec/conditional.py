@@ -139,7 +139,8 @@ def not_modified(
         own = None if etag is None else opaque_tag(etag)
         return own is not None and own in tags  # weak comparison: opaque-tags only
     if if_modified_since is not None:
-        since = parse_http_date(if_modified_since)
+        # A two-digit year (RFC 850) is placed against the time the stored response arrived.
+        since = parse_http_date(if_modified_since, now=received)
         modified = _modified_at(tuple(stored), received)
         return since is not None and modified is not None and modified <= since
     return False
@@ -186,7 +187,7 @@ def _modified_at(stored: tuple[tuple[str, str], ...], received: float | None) ->
     for name in ("last-modified", "date"):
         if any(k.lower() == name for k, _ in stored):
             raw = _only(stored, name)
-            return None if raw is None else parse_http_date(raw)
+            return None if raw is None else parse_http_date(raw, now=received)
     return received
 
 

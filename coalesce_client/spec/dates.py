@@ -8,7 +8,9 @@ Rules of this module (pure functions, standard library only):
   day) is None, never an exception. A wrong weekday is tolerated (the day name is the sender's
   duty; recipients "are encouraged to be robust in parsing timestamps").
 * A two-digit year more than 50 years in the future is the most recent past year with the same
-  last two digits (RFC 9110 §5.6.7), judged against ``now``.
+  last two digits (RFC 9110 §5.6.7), judged against ``now``, which the caller always passes:
+  nothing here reads a clock (``time.gmtime`` only converts). ``now=None`` says that no reference
+  time is known: a two-digit year cannot be placed, and an RFC 850 date is then None.
 * The result is UTC seconds since the epoch, like ``time.time()``.
 """
 
@@ -35,7 +37,7 @@ _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _FIFTY_YEARS = 50
 
 
-def parse_http_date(value: str, *, now: float | None = None) -> float | None:
+def parse_http_date(value: str, *, now: float | None) -> float | None:
     """An HTTP-date as seconds since the epoch (UTC), or None when ``value`` is not one.
 
     The three forms of RFC 9110 §5.6.7 ("A recipient that parses a timestamp value in an HTTP
@@ -52,18 +54,21 @@ def parse_http_date(value: str, *, now: float | None = None) -> float | None:
 
     A leap second (``23:59:60``, allowed by the grammar) reads as ``23:59:59``: RFC 9111 §4.2
     asks for "the nearest time equal to or earlier than the received value". The two-digit year
-    of the RFC 850 form is in the century of ``now`` (default: the clock), unless that "appears
-    to be more than 50 years in the future", then it is "the most recent year in the past that
-    had the same last two digits" (RFC 9110 §5.6.7).
+    of the RFC 850 form is in the century of ``now``, unless that "appears to be more than 50
+    years in the future", then it is "the most recent year in the past that had the same last
+    two digits" (RFC 9110 §5.6.7). With ``now=None`` (no reference time known) an RFC 850 date is
+    None: its century cannot be told. The other two forms do not need ``now``.
 
-    >>> parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT")
+    >>> parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", now=None)
     784111777.0
     >>> parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", now=1_700_000_000)
     784111777.0
-    >>> parse_http_date("Sun Nov  6 08:49:37 1994")
+    >>> parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", now=None) is None
+    True
+    >>> parse_http_date("Sun Nov  6 08:49:37 1994", now=None)
     784111777.0
-    >>> parse_http_date("0") is None, parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC") is None
-    (True, True)
+    >>> [parse_http_date(v, now=None) for v in ("0", "Sun, 06 Nov 1994 08:49:37 UTC")]
+    [None, None]
     """
     # Whitespace around a field value is not part of it (RFC 9110 §5.5); inside, it must be exact.
     value = value.strip(" \t")
@@ -84,20 +89,7 @@ def parse_http_date(value: str, *, now: float | None = None) -> float | None:
         if day[0] == " ":
             day = "0" + day[1]  # a space then one digit; "  " stays invalid below
         return _timestamp(v[20:24], v[4:7], day, v[11:19])
-    # rfc850-date: "Sunday, 06-Nov-94 08:49:37 GMT": a full day name, then 24 fixed characters.
-    comma = n - 24
-    if comma < 6 or v[comma : comma + 2] != ", " or v[:comma] not in _DAY_NAMES_L:
-        return None
-    rest = v[comma + 2 :]  # "06-nov-94 08:49:37 gmt"
-    if rest[2] != "-" or rest[6] != "-" or rest[9] != " " or rest[18:] != " gmt":
-        return None
-    yy = rest[7:9]
-    if not yy.isdigit():
-        return None
-    at = _timestamp("2000", rest[3:6], rest[:2], rest[10:18])  # checks all but the year
-    if at is None:
-        return None
-    return _rfc850_year(int(yy), rest, time.time() if now is None else now)
+    return _rfc850_date(v, now)
 
 
 def format_http_date(at: float) -> str:
@@ -116,6 +108,24 @@ def format_http_date(at: float) -> str:
 
 _DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.struct_time.tm_wday order
 _MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _rfc850_date(v: str, now: float | None) -> float | None:
+    """The obsolete form, lower-cased: "sunday, 06-nov-94 08:49:37 gmt", a full day name, then
+    24 fixed characters."""
+    comma = len(v) - 24
+    if comma < 6 or v[comma : comma + 2] != ", " or v[:comma] not in _DAY_NAMES_L:
+        return None
+    rest = v[comma + 2 :]  # "06-nov-94 08:49:37 gmt"
+    if rest[2] != "-" or rest[6] != "-" or rest[9] != " " or rest[18:] != " gmt":
+        return None
+    yy = rest[7:9]
+    if not yy.isdigit():
+        return None
+    at = _timestamp("2000", rest[3:6], rest[:2], rest[10:18])  # checks all but the year
+    if at is None or now is None:
+        return None  # not a date, or no reference time to place its two-digit year against
+    return _rfc850_year(int(yy), rest, now)
 
 
 def _rfc850_year(yy: int, rest: str, now: float) -> float | None:

@@ -1,14 +1,19 @@
-"""HTTP freshness arithmetic (RFC 9111 §4.2): lifetimes and ages.
+"""HTTP freshness arithmetic (RFC 9111 §4.2): lifetimes and ages, and the records they travel in.
 
-HTTP-dates are read by ``httpdate.py``, ``Cache-Control`` by ``cache_control.py``.
+HTTP-dates are read by ``dates.py``, ``Cache-Control`` by ``cache_control.py``; the decisions
+built on this arithmetic (how long a response is stored, whether it may be served stale) are in
+``lifetime.py``.
 
 Rules of this module:
 
 * Pure functions over plain values. A header is given as the string received; a field sent on
   several lines is given as one value, its lines joined with ", " (RFC 9110 §5.3), except
   ``Cache-Control``, whose lines may also be given one by one. Times are wall-clock seconds since
-  the epoch, UTC (``time.time()``). Nothing here reads a clock unless a caller leaves ``now`` out
-  of ``parse_http_date``, and nothing imports a framework.
+  the epoch, UTC (``time.time()``), always passed in: nothing here reads a clock, and nothing
+  imports a framework.
+* Values that travel together are named records: ``Lifetime``, ``StaleWindows``, the settings the
+  rules read (``FreshnessRules``, built once per policy) and what they read of one response
+  (``ResponseFacts``).
 * Bad input never raises. A value that is not an HTTP-date is ``None``: an invalid ``Expires``
   is already stale (RFC 9111 §5.3: "A cache recipient MUST interpret invalid date formats,
   especially the value "0", as representing a time in the past"). An invalid or conflicting
@@ -26,15 +31,21 @@ Rules of this module:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from .cache_control import DELTA_SECONDS_MAX, ResponseDirectives, delta_seconds
 from .dates import parse_http_date
 
 __all__ = [
     "HEURISTICALLY_CACHEABLE",
+    "FreshnessRules",
     "Lifetime",
+    "ResponseFacts",
     "StaleWindows",
+    "UrlTtl",
     "age_header",
     "current_age",
     "freshness_lifetime",
@@ -59,6 +70,66 @@ class StaleWindows(NamedTuple):
 
     while_revalidate: float
     if_error: float
+
+
+class UrlTtl(NamedTuple):
+    """One ``url_ttl`` entry: its glob pattern, compiled (``fnmatch.translate``), and seconds."""
+
+    pattern: re.Pattern[str]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FreshnessRules:
+    """The settings the lifetime and stale rules read (``lifetime.py``): a policy's options,
+    checked, in the form the rules use. ``CachePolicy`` builds one when it is built.
+
+    ``freshness`` is ``"ttl"`` (the configured lifetime, capped by the origin's when
+    ``respect_cache_control``) or ``"http"`` (the origin's lifetime, RFC 9111 §4.2);
+    ``cacheable_statuses`` and ``status_ttl`` say which statuses ``"ttl"`` mode stores;
+    ``status_ttl`` and ``url_ttl`` are configured lifetimes (``url_ttl`` in its order);
+    ``heuristic_max`` caps a heuristic lifetime; ``keep_stale`` is how long a response with a
+    validator stays stored past its freshness; ``stale`` the windows granted when the origin
+    names none; ``targeted_cache_control`` the lower-case names of the targeted fields a shared
+    cache obeys, first valid one first (RFC 9213).
+    """
+
+    freshness: Literal["ttl", "http"]
+    respect_cache_control: bool
+    cacheable_statuses: frozenset[int]
+    status_ttl: Mapping[int, float]
+    url_ttl: tuple[UrlTtl, ...]
+    heuristic_max: float
+    keep_stale: float
+    stale: StaleWindows
+    targeted_cache_control: tuple[str, ...]
+
+    @property
+    def reads_origin(self) -> bool:
+        """Whether the origin's cache directives count: always in ``"http"`` mode, and in
+        ``"ttl"`` mode with ``respect_cache_control``."""
+        return self.freshness == "http" or self.respect_cache_control
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFacts:
+    """What the lifetime rules read of one response and of the call that brought it.
+
+    ``request_time`` and ``response_time`` are when the real request was sent and its response
+    arrived (RFC 9111 §4.2.3), by the face's clock; ``session_ttl`` and ``call_ttl`` (the call's
+    ``cache_ttl``) are configured lifetimes; ``url`` is the request's URL without its scheme
+    (``host[:port]/path?query``), for ``url_ttl``; ``shared_cache`` says whether the cache serves
+    many users (RFC 9111 §3: then ``private`` is not stored and ``s-maxage`` counts).
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    request_time: float
+    response_time: float
+    session_ttl: float
+    call_ttl: float | None = None
+    url: str | None = None
+    shared_cache: bool = False
 
 
 # RFC 9110 §15.1: the status codes defined as heuristically cacheable.
