@@ -1,9 +1,9 @@
 """Instructions per hit on the hot paths, counted by callgrind: a figure that does not depend on the
 machine's load, so that two revisions can be compared in one run and a budget can gate CI.
 
-    python benchmarks/instructions.py                      # this checkout
-    python benchmarks/instructions.py --against ../old     # and another checkout, in the same run
-    python benchmarks/instructions.py --budget             # fail (exit 1) past benchmarks/budget.json
+    python benchmarks/instructions.py                    # this checkout
+    python benchmarks/instructions.py --against ../old   # and another checkout, in the same run
+    python benchmarks/instructions.py --budget           # exit 1 past benchmarks/budget.json
 
 What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``, PYTHONHASHSEED=0):
 
@@ -14,9 +14,9 @@ What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``
   properties are cleared before each call, as for a new request. aiohttp's HTTP parsing and the
   socket are not in it: it is the application's share of a request.
 
-Each program runs twice, with ``LOW`` and ``HIGH`` hits after the same warm-up; the difference of the
-two totals divided by ``HIGH - LOW`` is the cost of one hit, free of start-up and import costs. Only
-the public API is used, so an older checkout can be measured by the same code (``--against``).
+Each program runs twice, with ``LOW`` and ``HIGH`` hits after the same warm-up; the difference of
+the two totals divided by ``HIGH - LOW`` is the cost of one hit, free of start-up and import costs.
+Only the public API is used, so an older checkout can be measured by the same code (``--against``).
 """
 
 from __future__ import annotations
