@@ -184,7 +184,7 @@ def test_decode_with_trailing_bytes_raises(tail: bytes) -> None:
 
 def test_decode_of_an_out_of_range_status_raises() -> None:
     data = bytearray(encode(SMALL))
-    data[1:3] = (42).to_bytes(2, "big")
+    data[2:4] = (42).to_bytes(2, "big")  # after the version and the record kind
     with pytest.raises(SnapshotError, match="checksum"):
         decode(bytes(data))
     with pytest.raises(SnapshotError, match="malformed"):

@@ -31,7 +31,6 @@ from aiohttp import web
 from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
-from coalesce_client.spec.invalidation import INDEX_METHOD
 from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, StorageClosedError
 from coalesce_client.storage.codec import FORMAT_VERSION, encode
@@ -269,8 +268,8 @@ async def test_garbage_under_a_real_key_is_a_miss_through_the_session(
     disk = DiskStorage(tmp_path / "cache")
     async with CoalescingSession(ttl=60, storage=disk) as s:
         assert (await s.get(url)).cache_status == "miss"
-        # The session's own key for this URL (not its URL index, url_index.py).
-        [key] = [k async for k, snap in disk.entries() if snap.method != INDEX_METHOD]
+        # The session's own key for this URL (entries() lists responses only, not the URL index).
+        [key] = [k async for k, _ in disk.entries()]
         with diskcache.Cache(str(tmp_path / "cache")) as plain:
             plain.set(key, b"\x00garbage", tag=time.time() + 60)
         with caplog.at_level(logging.WARNING, logger="coalesce_client"):

@@ -1,6 +1,6 @@
 """Opening a DiskStorage directory: checked once, at construction, with errors that name the path.
 
-Rules of this module (with ``_diskcache``, the only ones that import diskcache):
+Rules of this module (with ``rows.py``, the only ones that import diskcache):
 
 * Whatever is wrong with a directory is a ``ValueError`` naming it (and its database), raised at
   construction: a missing or unwritable directory, a file where it should be, a database SQLite
@@ -88,7 +88,7 @@ def _settings(max_bytes: int) -> dict[str, Any]:
     """Every diskcache setting, so that none is taken from the database (module rules)."""
     return {
         **DEFAULT_SETTINGS,
-        # Recorded only: diskcache's own cull is off, _diskcache.evict keeps the bound.
+        # Recorded only: diskcache's own cull is off, rows.evict keeps the bound.
         "size_limit": max_bytes,
         "cull_limit": 0,
         # Reads must stay pure reads (no write transaction per hit, which other policies need);
@@ -171,7 +171,7 @@ class ReadOnlyCache:
     """The reads of ``diskcache.Cache`` that DiskStorage uses, on a read-only SQLite connection.
 
     The queries are diskcache's own (the fast path of ``Cache.get``, ``iterkeys``), and ``_sql``
-    runs those of ``_diskcache`` (``volume``); every write raises ``PermissionError``. Built in
+    runs those of ``rows.py`` (``volume``); every write raises ``PermissionError``. Built in
     one thread and then used by the worker thread alone, one call at a time.
     """
 
@@ -200,7 +200,7 @@ class ReadOnlyCache:
         except BaseException:
             self._con.close()
             raise
-        self._sql = self._con.execute  # what _diskcache's own queries run on
+        self._sql = self._con.execute  # what rows.py's own queries run on
 
     def get(self, key: str, read: bool = False, tag: bool = False) -> Any:
         db_key, raw = self._disk.put(key)
