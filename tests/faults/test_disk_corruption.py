@@ -261,9 +261,8 @@ async def maintain(
     async def listing() -> None:
         async for key, snap in storage.entries():
             stored = manifest.get(key)
-            if not isinstance(snap, Snapshot) or stored is None:
-                out["wrong"].append(f"listed {key}")
-            elif digest(encode(snap)) != stored["record"]:
+            listed_right = isinstance(snap, Snapshot) and stored is not None
+            if not listed_right or digest(encode(snap)) != stored["record"]:
                 out["wrong"].append(f"listed {key}")
 
     fresh = Snapshot(200, "OK", (), "http://127.0.0.1/new", "GET", b"new", 0.0, 0.0)
