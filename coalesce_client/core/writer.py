@@ -104,7 +104,9 @@ class Writer:
         except Exception as exc:
             self.failed("get", exc)
             return None
-        return None if isinstance(record, UrlIndex) else record
+        # Not isinstance(record, UrlIndex): a response fails that only after a lookup of its
+        # __class__, and a response is what a read finds.
+        return record if isinstance(record, (Snapshot, VaryPointer)) else None
 
     def read_nowait(self, key: str) -> Found | None:
         """``read`` when it needs no waiting; None otherwise (then ``read`` decides)."""

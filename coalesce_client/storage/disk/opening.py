@@ -24,6 +24,7 @@ import errno
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,32 +33,36 @@ from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[im
 
 from .rows import BytesDisk
 
-__all__ = ["ReadOnlyCache", "open_caches"]
+__all__ = ["Opening", "ReadOnlyCache", "open_caches"]
 
 
-def open_caches(
-    path: Path,
-    max_bytes: int,
-    lock_timeout: float,
-    loop_timeout: float,
-    *,
-    create: bool,
-    read_only: bool,
-) -> tuple[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a directory is opened: ``DiskStorage``'s options, already checked (see its doc)."""
+
+    max_bytes: int  # recorded in diskcache's settings; rows.evict keeps it
+    lock_timeout: float  # the worker's wait for another process's lock
+    loop_timeout: float  # the loop's wait, after which a read moves to the thread
+    create: bool  # False: the directory must hold a cache already
+    read_only: bool  # a ReadOnlyCache for the worker, no cache for the loop
+
+
+def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
     """The worker's cache and the loop's cache on one directory; ValueError naming the path.
 
     ``read_only``: a ``ReadOnlyCache`` for the worker and no cache for the loop; nothing in the
     directory is created or changed. ``create=False``: the directory must hold a cache already.
     """
+    lock_timeout = opening.lock_timeout
     if path.exists() and not path.is_dir():
         raise ValueError(f"DiskStorage directory {str(path)!r} exists and is not a directory")
-    if read_only or not create:
+    if opening.read_only or not opening.create:
         if not path.is_dir():
             raise ValueError(f"DiskStorage directory {str(path)!r} does not exist")
         if not os.access(path, os.R_OK | os.X_OK):
             raise ValueError(f"DiskStorage directory {str(path)!r} is not readable")
         reader = ReadOnlyCache(path, lock_timeout)  # also checks that it holds a cache
-        if read_only:
+        if opening.read_only:
             return reader, None
         reader.close()
     try:
@@ -71,12 +76,14 @@ def open_caches(
         raise ValueError(f"DiskStorage directory {str(path)!r} is not readable and writable")
     if (path / DBNAME).exists():
         _check_existing(path, lock_timeout)
-    settings = _settings(max_bytes)
+    settings = _settings(opening.max_bytes)
     writer = loop_reader = None
     try:
         writer = diskcache.Cache(str(path), timeout=lock_timeout, disk=BytesDisk, **settings)
         writer.close()  # this thread's connection; the worker thread opens its own
-        loop_reader = diskcache.Cache(str(path), timeout=loop_timeout, disk=BytesDisk, **settings)
+        loop_reader = diskcache.Cache(
+            str(path), timeout=opening.loop_timeout, disk=BytesDisk, **settings
+        )
     except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
         if writer is not None:
             writer.close()

@@ -49,7 +49,7 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import-untyped]
@@ -64,6 +64,7 @@ __all__ = [
     "KEEP_EXPIRED",
     "BytesDisk",
     "LockTimeout",
+    "Put",
     "Sealed",
     "Unreadable",
     "clear",
@@ -102,6 +103,16 @@ class Sealed(tuple[bytes, ...]):
     written part after part, so a large body is never copied on its way to disk."""
 
     __slots__ = ()
+
+
+class Put(NamedTuple):
+    """One write: ``record`` under ``key`` for ``ttl`` seconds, until ``expiry`` on the
+    storage's clock (the row's tag)."""
+
+    key: str
+    record: Record
+    ttl: float
+    expiry: float
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -228,15 +239,15 @@ def read(cache: Any, key: str) -> tuple[Record, float] | None:
     return None if value is None else entry(key, value, expiry)
 
 
-def write(cache: Any, key: str, value: Record, ttl: float, expiry: float, max_bytes: int) -> None:
-    record = seal(key, expiry, value)
-    if sum(map(len, record)) > max_bytes:
+def write(cache: Any, put: Put, max_bytes: int) -> None:
+    sealed = seal(put.key, put.expiry, put.record)
+    if sum(map(len, sealed)) > max_bytes:
         # Larger than the whole bound: not kept, and not the older value either (contract).
-        cache.delete(key)
+        cache.delete(put.key)
         return
-    expire = None if math.isinf(ttl) else ttl + KEEP_EXPIRED
-    cache.set(key, record, expire=expire, tag=expiry)
-    evict(cache, key, max_bytes)
+    expire = None if math.isinf(put.ttl) else put.ttl + KEEP_EXPIRED
+    cache.set(put.key, sealed, expire=expire, tag=put.expiry)
+    evict(cache, put.key, max_bytes)
 
 
 def evict(cache: Any, keep: str, max_bytes: int) -> int:

@@ -34,7 +34,7 @@ from ...spec.snapshot import Snapshot
 from ..base import Clock, StorageBase, wall_clock
 from ..records import Record
 from . import rows
-from .opening import open_caches
+from .opening import Opening, open_caches
 from .threads import USE_THREAD, DiskIO
 
 __all__ = ["DiskStorage"]
@@ -110,14 +110,10 @@ class DiskStorage(StorageBase):
         except TypeError:
             raise ValueError(f"directory must be a path, got {directory!r}") from None
         self.directory = path  # where the cache lives: cache.db and the files of large values
-        worker_cache, loop_reader = open_caches(
-            path,
-            self.max_bytes,
-            self.lock_timeout,
-            self.loop_timeout,
-            create=self.create,
-            read_only=self.read_only,
+        opening = Opening(
+            self.max_bytes, self.lock_timeout, self.loop_timeout, self.create, self.read_only
         )
+        worker_cache, loop_reader = open_caches(path, opening)
         self._io = DiskIO(worker_cache, loop_reader, path, self.lock_timeout)
         self._logged_unreadable = False
 
@@ -155,7 +151,8 @@ class DiskStorage(StorageBase):
         if not ttl > 0:  # also NaN: nothing is kept, not even what was there (contract)
             await self._io.run(rows.delete, key)
             return
-        await self._io.run(rows.write, key, value, ttl, self._clock() + ttl, self.max_bytes)
+        put = rows.Put(key, value, ttl, self._clock() + ttl)
+        await self._io.run(rows.write, put, self.max_bytes)
 
     async def delete(self, key: str) -> None:
         self._check_open()
