@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from coalesce_client import CoalescingSession
-from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, MemoryStorage, TieredStorage
+from coalesce_client.storage.records import Record
 
 
 class Recorder(logging.Handler):
@@ -47,15 +47,15 @@ class CountingDisk:
         self.disk = disk
         self.reads = 0
 
-    async def get(self, key: str) -> Snapshot | None:
+    async def get(self, key: str) -> Record | None:
         self.reads += 1
         return await self.disk.get(key)
 
-    async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
+    async def get_with_expiry(self, key: str) -> tuple[Record, float] | None:
         self.reads += 1
         return await self.disk.get_with_expiry(key)
 
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+    async def set(self, key: str, value: Record, ttl: float) -> None:
         await self.disk.set(key, value, ttl)
 
     async def delete(self, key: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from conftest import Origin
 
-from coalesce_client import DiskStorage, Snapshot
+from coalesce_client import CoalescingSession, DiskStorage, Snapshot
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -210,6 +210,33 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
     cleared = run("cache", "clear", "--cache-dir", cache)
     assert cleared.stdout.strip() == "removed 3 entries"
     assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout
+
+
+async def test_cache_commands_count_responses_only(origin: Origin, tmp_path: Path) -> None:
+    # Issue 18: each response's Vary pointer and URL index were counted as entries too
+    # ("removed 6" when 2 responses went).
+    async def varying(request: web.Request) -> web.Response:
+        return web.Response(text="hello", headers={"Vary": "Accept"})
+
+    origin.route("/varying", varying)
+    await origin.start()
+    cache = tmp_path / "cache"
+    long_ago = time.time() - 1000  # stored by a process whose clock says they expired long ago
+
+    def clock() -> float:
+        return long_ago
+
+    storage = DiskStorage(cache, clock=clock)
+    async with CoalescingSession(ttl=1, storage=storage, clock=clock) as s:
+        for page in ("a", "b"):
+            assert (await s.get(origin.url(f"/varying?{page}"))).cache_status == "miss"
+    stats = await arun("cache", "stats", "--cache-dir", str(cache))
+    assert "entries:   2 (2 expired)" in stats.stdout, stats.stdout
+    listing = await arun("cache", "list", "--cache-dir", str(cache))
+    assert len(listing.stdout.splitlines()) == 2
+    pruned = await arun("cache", "prune", "--cache-dir", str(cache))
+    assert pruned.stdout.strip() == "removed 2 expired or unreadable entries and stray files"
+    assert "entries:   0" in (await arun("cache", "stats", "--cache-dir", str(cache))).stdout
 
 
 async def test_cache_list_shows_the_requested_url_and_where_it_was_redirected(

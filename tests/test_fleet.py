@@ -1,4 +1,4 @@
-"""The fleet's flight (coalesce_client/fleet.py, issue 14): one upstream call per key for every
+"""The fleet's flight (coalesce_client/core/fleet.py, issue 14): one upstream call per key for every
 process sharing one RedisStorage, against a real redis-server and a real origin on 127.0.0.1.
 
 The fleets are real processes (``fleet_child.py``) where the issue asks for processes (the burst,
@@ -29,7 +29,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from conftest import FakeClock, Origin, RedisServer, finished, signalled
 
-from coalesce_client import CoalescingSession, RedisStorage
+from coalesce_client import CoalescingSession, MemoryStorage, RedisStorage, TieredStorage
+from coalesce_client.core.fleet import leases_of
+from coalesce_client.storage.base import Fronts, Storage
 from coalesce_client.storage.redis import RedisUnavailableError
 
 CHILD = Path(__file__).parent / "fleet_child.py"
@@ -102,6 +104,32 @@ async def stored_keys(server: RedisServer, namespace: str) -> list[bytes]:
 
 
 # -- processes ------------------------------------------------------------------------------------
+
+
+class Proxy:
+    """A user's own storage in front of another one (not a TieredStorage): it names its back."""
+
+    def __init__(self, back: Storage) -> None:
+        self._back = back
+
+    @property
+    def back(self) -> Storage:
+        return self._back
+
+
+async def test_the_fleet_finds_its_leases_behind_any_storage_that_fronts_another() -> None:
+    # Issue 18: the core found them behind a TieredStorage only, by importing the class.
+    shared = RedisStorage("redis://127.0.0.1:1/0")  # nothing is connected until the first call
+    tiered = TieredStorage(MemoryStorage(), shared)
+    try:
+        assert isinstance(tiered, Fronts) and isinstance(Proxy(shared), Fronts)
+        assert leases_of(shared) is shared
+        assert leases_of(tiered) is shared
+        assert leases_of(Proxy(tiered)) is shared  # type: ignore[arg-type]
+        assert leases_of(MemoryStorage()) is None
+        assert leases_of(Proxy(MemoryStorage())) is None  # type: ignore[arg-type]
+    finally:
+        await tiered.close()
 
 
 async def test_8_processes_of_100_callers_make_exactly_one_upstream_call(

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalesce_client.spec.snapshot import Snapshot
-from coalesce_client.storage.codec import FORMAT_VERSION, SnapshotError, decode, encode
+from coalesce_client.storage.codec import (
+    FORMAT_VERSION,
+    SnapshotError,
+    decode,
+    encode,
+    encode_parts,
+)
+from coalesce_client.storage.records import UrlIndex, VaryPointer
 
 
 def redirect(status: int, url: str, location: str) -> Snapshot:
@@ -184,7 +191,7 @@ def test_decode_with_trailing_bytes_raises(tail: bytes) -> None:
 
 def test_decode_of_an_out_of_range_status_raises() -> None:
     data = bytearray(encode(SMALL))
-    data[1:3] = (42).to_bytes(2, "big")
+    data[2:4] = (42).to_bytes(2, "big")  # after the version and the record kind
     with pytest.raises(SnapshotError, match="checksum"):
         decode(bytes(data))
     with pytest.raises(SnapshotError, match="malformed"):
@@ -239,11 +246,6 @@ VERSION_1 = bytes.fromhex(
 )
 
 
-def test_a_version_1_record_is_refused() -> None:
-    with pytest.raises(SnapshotError, match="unknown snapshot format version 1"):
-        decode(VERSION_1)
-
-
 # SMALL without its redirect, as version 2 wrote it (no request and response times, before issue
 # 12): read as unknown, so that a storage treats it as a miss and writes it again as 3.
 VERSION_2 = bytes.fromhex(
@@ -253,9 +255,28 @@ VERSION_2 = bytes.fromhex(
 )
 
 
-def test_a_version_2_record_is_refused() -> None:
-    with pytest.raises(SnapshotError, match="unknown snapshot format version 2"):
-        decode(VERSION_2)
+# SMALL without its redirect, with request and response times, as version 3 wrote it (before issue
+# 18: no record kind, so a Vary pointer or a URL index was a response with a made-up method). Read
+# as unknown, so that a storage treats it as a miss and writes it again as 4.
+VERSION_3 = bytes.fromhex(
+    "0300c93ff800000000000040040000000000003ff00000000000003ff400000000000000000002000000000007"
+    "4372656174656400000004504f535400000009687474703a2f2f782f0000000141000000013100000001420000"
+    "0000000000000000000378797a6443e609"
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "record"), [(1, VERSION_1), (2, VERSION_2), (3, VERSION_3)], ids=str
+)
+def test_a_record_of_an_older_version_is_refused(version: int, record: bytes) -> None:
+    with pytest.raises(SnapshotError, match=f"unknown snapshot format version {version}"):
+        decode(record)
+
+
+def test_version_4_is_version_3_with_a_record_kind() -> None:
+    # The same response as VERSION_3: the kind byte after the version, nothing else.
+    again = dataclasses.replace(SMALL, history=(), request_time=1.0, response_time=1.25)
+    assert encode(again)[2:-4] == VERSION_3[1:-4]
 
 
 def test_round_trip_keeps_the_request_and_response_times() -> None:
@@ -263,6 +284,64 @@ def test_round_trip_keeps_the_request_and_response_times() -> None:
     got = decode(encode(snap))
     assert (got.request_time, got.response_time) == (1_800_000_000.25, 1_800_000_001.5)
     assert got == snap
+
+
+# -- the records that are not responses (storage/records.py) --------------------------------------
+
+POINTER = VaryPointer(("accept", "accept-language"), ("a" * 64, "b" * 64), "http://x/ü", 1.5, 2.5)
+INDEX = UrlIndex(("a" * 64, "c" * 64, "d" * 64), "http://x/", 1.5, 2.5)
+RECORDS = [POINTER, INDEX, VaryPointer((), (), "", 0.0, 0.0), UrlIndex((), "", 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=repr)
+def test_a_pointer_or_an_index_round_trips_as_itself(record: VaryPointer | UrlIndex) -> None:
+    got = decode(encode(record))
+    assert type(got) is type(record) and got == record
+    assert b"".join(encode_parts(record)) == encode(record)
+    assert encode_parts(record)[1] == b""  # no body
+
+
+def test_each_kind_of_record_has_its_own_kind_byte() -> None:
+    kinds = {encode(record)[1] for record in (SMALL, POINTER, INDEX)}
+    assert len(kinds) == 3
+    assert all(encode(record)[0] == FORMAT_VERSION for record in (SMALL, POINTER, INDEX))
+
+
+def test_a_record_of_an_unknown_kind_raises() -> None:
+    data = bytearray(encode(POINTER))
+    data[1] = 0x7F
+    with pytest.raises(SnapshotError, match="kind"):
+        decode(reseal(data))
+
+
+def test_a_pointer_read_as_an_index_is_refused() -> None:
+    # An index has one list of keys: a record with a second list is malformed, never an index.
+    data = bytearray(encode(POINTER))
+    data[1] = encode(INDEX)[1]
+    with pytest.raises(SnapshotError, match="malformed"):
+        decode(reseal(data))
+
+
+@pytest.mark.parametrize("record", [POINTER, INDEX], ids=repr)
+def test_every_truncation_and_flipped_bit_of_a_pointer_or_index_raises(
+    record: VaryPointer | UrlIndex,
+) -> None:
+    data = encode(record)
+    for n in range(len(data)):
+        with pytest.raises(SnapshotError):
+            decode(data[:n])
+    for i in range(len(data)):
+        damaged = bytearray(data)
+        damaged[i] ^= 0x10
+        with pytest.raises(SnapshotError):
+            decode(bytes(damaged))
+
+
+def test_records_are_frozen_and_slotted() -> None:
+    for record in (POINTER, INDEX):
+        assert not hasattr(record, "__dict__")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.url = "other"  # type: ignore[misc]
 
 
 # -- age (RFC 9111 §4.2.3) ------------------------------------------------------------------------

@@ -6,8 +6,9 @@ it decides a read by the expiry stored in the value, on its own clock (Redis's o
 the memory; ``test_storage_redis.py`` checks it is set), so the fake clock works there as well,
 against a redis-server started for the session, each test in a namespace of its own. The tests use
 the protocol only: a backend may hand back the stored snapshot itself or an equal copy decoded from
-bytes. The optional abilities (``ReadsNowait``, ``ReadsExpiry``) are tested on every backend that
-offers them, and only there.
+bytes. Every kind of record (a response, a Vary pointer, a URL index: ``storage/records.py``) is
+kept alike. The optional abilities (``ReadsNowait``, ``ReadsExpiry``, ``Lists``) are tested on
+every backend that offers them, and only there.
 
 A new backend is one more line in ``BACKENDS`` below.
 """
@@ -26,11 +27,13 @@ from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.storage.base import (
     Clock,
+    Lists,
     ReadsExpiry,
     ReadsNowait,
     Storage,
     StorageClosedError,
 )
+from coalesce_client.storage.records import UrlIndex, VaryPointer
 
 
 class MakeStorage(Protocol):
@@ -112,6 +115,12 @@ async def make_nowait(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 @pytest.fixture(params=offering(ReadsExpiry))
 async def make_expiry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     async for make in factory(request.param, request, tmp_path, ReadsExpiry):
+        yield make
+
+
+@pytest.fixture(params=offering(Lists))
+async def make_lists(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for make in factory(request.param, request, tmp_path, Lists):
         yield make
 
 
@@ -339,6 +348,52 @@ async def test_close_twice_is_fine(make_storage: MakeStorage) -> None:
     await storage.close()
     with pytest.raises(StorageClosedError):
         await storage.get(KEY_A)
+
+
+# -- the records that are not responses: kept alike, never listed ---------------------------------
+
+POINTER = VaryPointer(("accept",), (KEY_B, KEY_C), "https://example.com/päth", 1e9, 1.8e9 + 60)
+INDEX = UrlIndex((KEY_A, KEY_B, KEY_C), "https://example.com/päth", 1e9, 1.8e9 + 60)
+
+
+async def test_a_pointer_and_an_index_come_back_as_themselves(make_storage: MakeStorage) -> None:
+    storage = open_storage(make_storage)
+    await storage.set(KEY_A, POINTER, 60)
+    await storage.set(KEY_B, INDEX, 60)
+    await storage.set(KEY_C, RICH, 60)
+    pointer, index = await storage.get(KEY_A), await storage.get(KEY_B)
+    assert type(pointer) is VaryPointer and pointer == POINTER
+    assert type(index) is UrlIndex and index == INDEX
+    assert await storage.get(KEY_C) == RICH
+
+
+async def test_a_pointer_and_an_index_expire_and_go_as_a_response_does(
+    make_storage: MakeStorage,
+) -> None:
+    clock = FakeClock()
+    storage = open_storage(make_storage, clock)
+    await storage.set(KEY_A, POINTER, 10)
+    await storage.set(KEY_B, INDEX, 60)
+    await storage.set(KEY_C, INDEX, 60)
+    await storage.delete(KEY_C)
+    clock.advance(10.1)
+    assert await storage.get(KEY_A) is None  # expired
+    assert await storage.get(KEY_B) == INDEX
+    assert await storage.get(KEY_C) is None  # deleted
+
+
+async def test_entries_lists_the_responses_only(make_lists: MakeStorage) -> None:
+    clock = FakeClock()
+    storage: Any = open_storage(make_lists, clock)
+    await storage.set(KEY_A, POINTER, 60)
+    await storage.set(KEY_B, RICH, 10)
+    await storage.set(KEY_C, INDEX, 60)
+    clock.advance(5)
+    listed = [(key, snap) async for key, snap in storage.entries()]
+    assert listed == [(KEY_B, RICH)]
+    await storage.close()
+    with pytest.raises(StorageClosedError):
+        storage.entries()
 
 
 # -- ReadsNowait: get_nowait gives get's answer, or None ------------------------------------------

@@ -15,11 +15,13 @@ import pickle
 import random
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -31,11 +33,12 @@ from aiohttp import web
 from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
-from coalesce_client.spec.invalidation import INDEX_METHOD
 from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage, StorageClosedError
 from coalesce_client.storage.codec import FORMAT_VERSION, encode
+from coalesce_client.storage.disk import rows
 from coalesce_client.storage.disk.files import ORPHAN_GRACE
+from coalesce_client.storage.records import UrlIndex, VaryPointer
 
 T = TypeVar("T")
 CHILD = Path(__file__).with_name("disk_child.py")
@@ -269,8 +272,8 @@ async def test_garbage_under_a_real_key_is_a_miss_through_the_session(
     disk = DiskStorage(tmp_path / "cache")
     async with CoalescingSession(ttl=60, storage=disk) as s:
         assert (await s.get(url)).cache_status == "miss"
-        # The session's own key for this URL (not its URL index, url_index.py).
-        [key] = [k async for k, snap in disk.entries() if snap.method != INDEX_METHOD]
+        # The session's own key for this URL (entries() lists responses only, not the URL index).
+        [key] = [k async for k, _ in disk.entries()]
         with diskcache.Cache(str(tmp_path / "cache")) as plain:
             plain.set(key, b"\x00garbage", tag=time.time() + 60)
         with caplog.at_level(logging.WARNING, logger="coalesce_client"):
@@ -869,6 +872,79 @@ async def test_entries_volume_and_prune_for_maintenance(tmp_path: Path) -> None:
         storage.entries()
     with pytest.raises(StorageClosedError):
         await storage.prune()
+
+
+async def test_entries_lists_one_response_after_one_request_through_the_session(
+    origin: Origin, tmp_path: Path
+) -> None:
+    # Issue 18: the Vary pointer and the URL index stored with a response were listed as if they
+    # were responses (three entries for one request here).
+    async def varying(request: web.Request) -> web.Response:
+        return web.Response(text="hello", headers={"Vary": "Accept"})
+
+    origin.route("/varying", varying)
+    await origin.start()
+    disk = DiskStorage(tmp_path / "cache")
+    try:
+        async with CoalescingSession(ttl=60, storage=disk, storage_owner=False) as s:
+            assert (await s.get(origin.url("/varying"))).cache_status == "miss"
+        listed = [item async for item in disk.entries()]
+        assert len(listed) == 1
+        [(_, snap)] = listed
+        assert isinstance(snap, Snapshot) and snap.method == "GET"
+    finally:
+        await disk.close()
+
+
+def sealed(key: str, expiry: float, encoded: bytes) -> bytes:
+    """A row's value as DiskStorage seals it (storage/disk/rows.py): key, expiry, the record."""
+    name = key.encode()
+    return len(name).to_bytes(4, "big") + name + struct.pack(">d", expiry) + encoded
+
+
+def as_format_3(encoded: bytes) -> bytes:
+    """A response's format-4 encoding as format 3 wrote it: no record kind (test_snapshot.py)."""
+    data = bytes([3]) + encoded[2:-4]
+    return data + zlib.crc32(data).to_bytes(4, "big")
+
+
+async def test_a_format_3_entry_on_disk_is_a_miss_and_is_deleted(
+    disk: DiskStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    expiry = time.time() + 60
+    snap = snapshot(b"before issue 18")
+    assert b"".join(rows.seal(KEY_B, expiry, snap)) == sealed(KEY_B, expiry, encode(snap))
+    with diskcache.Cache(str(disk.directory)) as plain:  # rows as an older version left them
+        plain.set(KEY_A, sealed(KEY_A, expiry, as_format_3(encode(snap))), tag=expiry)
+        plain.set(KEY_B, sealed(KEY_B, expiry, encode(snap)), tag=expiry)
+        with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+            assert await disk.get(KEY_A) is None
+        assert KEY_A not in plain and KEY_B in plain
+    assert "unknown snapshot format version 3" in caplog.text
+    assert await disk.get(KEY_B) == snap  # the same response, sealed as this version seals it
+
+
+async def test_prune_counts_the_responses_it_removes_not_the_bookkeeping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    storage = DiskStorage(tmp_path / "cache", clock=clock)
+    try:
+        pointer = VaryPointer(("accept",), (KEY_B,), "http://x/", clock.now, clock.now + 10)
+        index = UrlIndex((KEY_A, KEY_B), "http://x/", clock.now, clock.now + 10)
+        for key, record in ((KEY_A, pointer), (KEY_B, snapshot()), (KEY_C, index)):
+            await storage.set(key, record, 10)
+        clock.advance(11)  # expired on the storage's clock
+        assert await storage.prune() == 1
+        assert await storage.get(KEY_A) is None and await storage.volume() > 0
+        # Rows past diskcache's own expiry as well (its expire() removes them unread).
+        monkeypatch.setattr(rows, "KEEP_EXPIRED", -3600.0)
+        for key, record in ((KEY_A, pointer), (KEY_B, snapshot()), (KEY_C, index)):
+            await storage.set(key, record, 60)
+        assert await storage.get(KEY_B) is None  # diskcache's expiry passed already
+        assert await storage.prune() == 1
+    finally:
+        await storage.close()
 
 
 def make_orphan(directory: Path, like: Path, name: str, age: float) -> Path:

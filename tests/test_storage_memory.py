@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import FakeClock, snapshot
+from conftest import FakeClock, Origin, snapshot
 
-from coalesce_client import MemoryStorage
+from coalesce_client import CoalescingSession, MemoryStorage
 from coalesce_client.spec.snapshot import Snapshot
+from coalesce_client.storage.records import Record, UrlIndex, VaryPointer
 
 MiB = 1024 * 1024
 
@@ -316,6 +317,19 @@ def fresh_tiny(i: int) -> Snapshot:
     )
 
 
+def pointer(i: int) -> VaryPointer:
+    """A Vary pointer to two variants, every string its own."""
+    names = (fresh("accept"), fresh("accept-language"))
+    variants = (keyed(2 * i), keyed(2 * i + 1))
+    return VaryPointer(names, variants, f"http://example.com/{i}", 0.5 + i, 1.5 + i)
+
+
+def index(i: int) -> UrlIndex:
+    """A URL index of eight keys, every string its own."""
+    keys = tuple(keyed(8 * i + j) for j in range(8))
+    return UrlIndex(keys, f"https://example.com/päth/{i}", 0.5 + i, 1.5 + i)
+
+
 @pytest.mark.parametrize(
     ("shape", "count"),
     [
@@ -324,11 +338,13 @@ def fresh_tiny(i: int) -> Snapshot:
         (non_ascii, 5_000),
         (large_body, 100),
         (redirected, 200),
+        (pointer, 20_000),
+        (index, 10_000),
     ],
     ids=lambda v: getattr(v, "__name__", str(v)),
 )
 async def test_bytes_counted_are_what_the_entries_really_take(
-    shape: Callable[[int], Snapshot], count: int
+    shape: Callable[[int], Record], count: int
 ) -> None:
     # Exact-ish: what the storage counts is what tracemalloc sees the entries allocate (each object
     # its own here), give or take the dict's slack, which is counted at its worst.
@@ -344,6 +360,32 @@ async def test_bytes_counted_are_what_the_entries_really_take(
 
 
 # -- no copies ------------------------------------------------------------------------------------
+
+
+async def test_entries_lists_one_response_after_one_request_through_the_session(
+    started: Origin,
+) -> None:
+    # Issue 18: listings showed the URL index (and Vary pointers) as if they were responses.
+    storage = MemoryStorage()
+    async with CoalescingSession(ttl=60, storage=storage, storage_owner=False) as s:
+        assert (await s.get(started.url("/text"))).cache_status == "miss"
+    assert len(storage) == 2  # the response and its URL index
+    listed = [item async for item in storage.entries()]
+    assert len(listed) == 1
+    [(_, snap)] = listed
+    assert isinstance(snap, Snapshot) and snap.method == "GET"
+    await storage.close()
+
+
+async def test_entries_lists_least_recently_used_first_and_changes_nothing() -> None:
+    clock = FakeClock()
+    storage = MemoryStorage(clock=clock)
+    for i in range(3):
+        await storage.set(keyed(i), tiny(i), 10)
+    await storage.get(keyed(0))  # now the most recent
+    clock.advance(11)  # expired: listed until a read drops them
+    assert [key async for key, _ in storage.entries()] == [keyed(1), keyed(2), keyed(0)]
+    assert len(storage) == 3
 
 
 async def test_a_stored_body_is_the_same_object_on_every_hit() -> None:

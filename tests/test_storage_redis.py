@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +28,7 @@ from conftest import (
 
 from coalesce_client import CoalescingSession, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.storage.base import PublishesDrops, ReadsExpiry, SharesFlights
+from coalesce_client.storage.codec import encode
 from coalesce_client.storage.redis import RedisUnavailableError
 
 
@@ -152,6 +155,22 @@ async def test_a_damaged_value_is_a_miss_and_is_deleted(
     await raw.set(name, bytes(data))
     assert await store.get(KEY_A) is None
     assert await raw.exists(name) == 0
+
+
+async def test_a_value_in_format_3_is_a_miss_and_is_deleted(
+    store: RedisStorage, raw: aioredis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As the version before issue 18 wrote it: the expiry, then a record without a record kind.
+    v3 = bytes([3]) + encode(snapshot())[2:-4]
+    value = struct.pack(">d", 1e12) + v3 + zlib.crc32(v3).to_bytes(4, "big")
+    name = f"{namespace}:v:{{{KEY_A}}}"
+    await raw.set(name, value)
+    with caplog.at_level(logging.WARNING, logger="coalesce_client"):
+        assert await store.get(KEY_A) is None
+    assert await raw.exists(name) == 0
+    assert "unknown snapshot format version 3" in caplog.text
+    await store.set(KEY_A, snapshot(b"again"), 60)  # written again in this version's format
+    assert (await raw.get(name))[8:10] == encode(snapshot())[:2]
 
 
 async def test_the_lease_is_renewed_and_released_only_by_its_token(

@@ -190,7 +190,7 @@ async def test_tiered_hits_through_a_session_come_from_memory_after_the_first(
     async with CoalescingSession(ttl=60, storage=storage) as s:
         statuses = [(await s.get(origin.url("/page/tier"))).cache_status for _ in range(5)]
     assert statuses == ["miss", "hit", "hit", "hit", "hit"]
-    # The first lookup, and the URL index read when storing (url_index.py); every hit came from
+    # The first lookup, and the URL index read when storing (core/writer.py); every hit came from
     # the front.
     assert back.reads == 2
     assert origin.calls["/page/tier"] == 1

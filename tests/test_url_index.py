@@ -18,7 +18,7 @@ from aiohttp import web
 from conftest import Origin
 
 from coalesce_client import CoalescingSession, MemoryStorage, coalesce_middleware
-from coalesce_client.spec import invalidation as url_index
+from coalesce_client.core import writer
 
 UNSAFE = ["POST", "PUT", "DELETE", "PATCH"]
 # (method, headers) of the five ways /item is stored.
@@ -156,7 +156,7 @@ async def test_invalidate_drops_every_stored_response_of_the_url_and_nothing_els
 async def test_the_index_is_bounded_and_its_oldest_entry_is_dropped_with_it(
     started: Origin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(url_index, "MAX_KEYS", 2)
+    monkeypatch.setattr(writer, "MAX_KEYS", 2)
     url = started.url("/text")
     storage = MemoryStorage()
     async with CoalescingSession(ttl=60, storage=storage, storage_owner=False) as s:

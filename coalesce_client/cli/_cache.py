@@ -2,9 +2,11 @@
 
 Rules: never a new cache where there was none, so a directory that is missing, or holds no cache,
 is bad input. ``stats`` and ``list`` only read, so that they work on a read-only cache and change
-nothing in it; ``clear`` removes every entry, ``prune`` the expired ones. The cache is opened
-before the event loop starts and closed whatever happens; everything on the loop is async. Output
-goes to stdout, exit status 0.
+nothing in it; ``clear`` removes every entry, ``prune`` the expired ones. Entries are responses:
+what the storage keeps for its own bookkeeping (Vary pointers, URL indexes) is never listed nor
+counted, though ``clear`` and ``prune`` remove it too. The cache is opened before the event loop
+starts and closed whatever happens; everything on the loop is async. Output goes to stdout, exit
+status 0.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from ..spec.invalidation import INDEX_METHOD
 from ._common import UsageError, open_disk, unreachable
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ async def _stats(directory: Path, storage: DiskStorage) -> None:
     count = expired = 0
     oldest = newest = None
     async for _, snap in storage.entries():
-        if snap.method == INDEX_METHOD:  # bookkeeping of invalidation, not a response
-            continue
         count += 1
         expired += snap.expires_at <= now
         oldest = snap.stored_at if oldest is None else min(oldest, snap.stored_at)
@@ -84,8 +83,6 @@ async def _list(storage: DiskStorage) -> None:
     now = time.time()
     listed = []  # (stored_at, line): the bodies are not kept
     async for key, snap in storage.entries():
-        if snap.method == INDEX_METHOD:  # bookkeeping of invalidation, not a response
-            continue
         state = "expired" if snap.expires_at <= now else f"expires {_when(snap.expires_at)}"
         line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {state}  {_urls(snap)}"
         listed.append((snap.stored_at, line))
@@ -95,7 +92,7 @@ async def _list(storage: DiskStorage) -> None:
 
 async def _clear(storage: DiskStorage) -> None:
     count = 0
-    async for _, snap in storage.entries():
-        count += snap.method != INDEX_METHOD
+    async for _ in storage.entries():
+        count += 1
     await storage.clear()
     print(f"removed {count} entries")

@@ -1,10 +1,11 @@
 """The fleet's flight: one upstream call per key among every process sharing one storage.
 
-Rules of this module (framework-free core; DESIGN, "Scale-out", issue 14):
+Rules of this module (framework-free core; issue 14):
 
 * It runs inside a process's local flight: only the local leader of a key comes here, so a burst
   of a hundred callers in one process costs a handful of commands to the shared store, not a
-  hundred. It speaks to the store only through ``SharesFlights`` (storage/base.py).
+  hundred. It speaks to the store only through ``SharesFlights`` (storage/base.py), found on the
+  storage itself or on the storage it ``Fronts``: never by knowing a concrete storage.
 * The local leader takes the key's lease (a random token). Holding it, it reads storage once more
   (another process may have stored the response between our lookup and the lease), then runs
   ``lead`` (the real request, stored by the coalescer) and answers its own callers; in the
@@ -36,8 +37,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
-from ..storage.base import SharesFlights, Storage
-from ..storage.tiered import TieredStorage
+from ..storage.base import Fronts, SharesFlights, Storage
 
 __all__ = ["Fleet", "Source", "leases_of"]
 
@@ -56,10 +56,11 @@ RELEASED = b"released"
 
 
 def leases_of(storage: Storage) -> SharesFlights | None:
-    """The storage that shares flights behind ``storage`` (itself, or a tiered storage's back)."""
+    """The storage that shares flights behind ``storage``: itself, or the one it fronts (a
+    ``TieredStorage``'s back), found once, when a coalescer is built."""
     if isinstance(storage, SharesFlights):
         return storage
-    if isinstance(storage, TieredStorage):
+    if isinstance(storage, Fronts):
         return leases_of(storage.back)
     return None
 

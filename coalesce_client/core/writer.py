@@ -1,19 +1,24 @@
-"""Storage behind the flights: the writes in progress, Vary pointers, failures logged once.
+"""Storage behind the flights: the writes in progress, Vary pointers, URL indexes, failures
+logged once.
 
-Rules of this module (part of the framework-free core):
+Rules of this module (part of the framework-free core; it speaks the storage layer's typed
+records, ``storage/records.py``, and no concrete storage):
 
 * A flight does not wait long for its storage write (a disk locked by another process): the
-  write runs as a task of its own, and until it ends the snapshot is *pending*: every read of
-  this process finds it there, so no second flight starts for a key that is being stored.
+  write runs as a task of its own, and until it ends the snapshot (and the Vary pointer that
+  leads to it) is *pending*: every read of this process finds it there, so no second flight
+  starts for a key that is being stored.
+* ``read`` answers with a response or a Vary pointer, never with a URL index: an index lives
+  under a URL key, which no request's key can be (``keys.py``), and is read only to invalidate.
 * Storage is an optimisation, never a point of failure: an exception from it is logged (once per
   operation and exception type, then at DEBUG; a ``StorageUnavailableError`` only at DEBUG, the
   storage logs its own outages) and the caller goes on as if nothing was stored.
-* Vary pointers (``vary.py``) are updated one at a time in the process (a lock), so a pointer
+* Vary pointers (``VaryPointer``) are updated one at a time in the process (a lock), so a pointer
   lists every variant this process stored, at most ``max_variants``, the oldest dropped first.
   Processes sharing one storage may each lose the other's latest variant from the list (it
   stays readable through the names; it just is not dropped by an invalidation).
-* URL indexes (``url_index.py``) are updated after the write they index, one at a time in the
-  process (a lock), newest last, at most ``url_index.MAX_KEYS``: the key that falls out is
+* URL indexes (``UrlIndex``) are updated after the write they index, one at a time in the
+  process (a lock), newest last, at most ``MAX_KEYS``: the key that falls out is
   deleted from storage, so whatever is stored can be invalidated. The process also keeps its own
   copy of the indexes it wrote (at most ``MAX_URLS`` URLs), so that a storage that evicted an
   index record (an LRU under pressure) still has this process's entries of that URL dropped.
@@ -29,11 +34,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeAlias, cast
 
-from ..spec import invalidation as url_index
 from ..spec.snapshot import Snapshot
-from ..spec.vary import pointer, read_pointer, vary_names
+from ..spec.vary import vary_names
 from ..storage.base import Clock, ReadsNowait, Storage, StorageUnavailableError
+from ..storage.records import UrlIndex, VaryPointer
 
 __all__ = ["Writer"]
 
@@ -41,6 +48,10 @@ log = logging.getLogger("coalesce_client")
 
 STORE_WAIT = 0.05  # seconds a flight waits for its storage write before answering anyway
 MAX_URLS = 10_000  # URLs whose index this process keeps a copy of; the least recent go first
+MAX_KEYS = 256  # storage keys an index lists at most; the oldest go (and are deleted) first
+
+Found: TypeAlias = Snapshot | VaryPointer
+"""What a request's key may hold: a response, or the Vary pointer to its variants."""
 
 
 class Writer:
@@ -63,11 +74,16 @@ class Writer:
     def __init__(self, storage: Storage, clock: Clock, max_variants: int) -> None:
         self.storage = storage
         # Reads without a coroutine, when the storage can answer without waiting (storage/base).
-        self.get_nowait = storage.get_nowait if isinstance(storage, ReadsNowait) else None
+        # Of a request's key (a URL index is never under one: module rules), so a Found.
+        self.get_nowait = (
+            cast("Callable[[str], Found | None]", storage.get_nowait)
+            if isinstance(storage, ReadsNowait)
+            else None
+        )
         self.max_variants = max_variants
         self._clock = clock
-        # Snapshots whose write has not finished (key -> snapshot), and the tasks writing them.
-        self.pending: dict[str, Snapshot] = {}
+        # Records whose write has not finished (key -> record), and the tasks writing them.
+        self.pending: dict[str, Found] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._pointers = asyncio.Lock()  # one Vary pointer update at a time (module rules)
         self._index_lock = asyncio.Lock()  # one URL index update at a time (module rules)
@@ -77,18 +93,22 @@ class Writer:
         self.stored = 0  # writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
 
-    async def read(self, key: str) -> Snapshot | None:
-        """What is stored for ``key`` (pending writes first), or None; a failure is a miss."""
-        snap = self.pending.get(key)
-        if snap is not None:
-            return snap
+    async def read(self, key: str) -> Found | None:
+        """What is stored for ``key`` (pending writes first), or None; a failure is a miss, and
+        so is a URL index (module rules)."""
+        found = self.pending.get(key)
+        if found is not None:
+            return found
         try:
-            return await self.storage.get(key)
+            record = await self.storage.get(key)
         except Exception as exc:
             self.failed("get", exc)
             return None
+        # Not isinstance(record, UrlIndex): a response fails that only after a lookup of its
+        # __class__, and a response is what a read finds.
+        return record if isinstance(record, (Snapshot, VaryPointer)) else None
 
-    def read_nowait(self, key: str) -> Snapshot | None:
+    def read_nowait(self, key: str) -> Found | None:
         """``read`` when it needs no waiting; None otherwise (then ``read`` decides)."""
         snap = self.pending.get(key)
         if snap is not None or self.get_nowait is None:
@@ -115,7 +135,7 @@ class Writer:
             self.pending[vkey] = shared
             if key not in self.pending:  # reads meanwhile find their way to the variant
                 names = vary_names(shared.headers)
-                self.pending[key] = pointer(
+                self.pending[key] = VaryPointer(
                     names, (vkey,), shared.url, shared.stored_at, shared.stored_at + ttl
                 )
         task = asyncio.ensure_future(self._store(key, vkey, shared, ttl, url_key))
@@ -127,9 +147,8 @@ class Writer:
         """Drop ``key`` and every variant its pointer lists; return the variant keys dropped."""
         variants: list[str] = []
         try:
-            snap = await self.read(key)
-            listed = read_pointer(snap) if snap is not None else None
-            variants = list(listed[1]) if listed else []
+            found = await self.read(key)
+            variants = list(found.variants) if isinstance(found, VaryPointer) else []
             for vkey in variants:
                 self.pending.pop(vkey, None)
                 await self.storage.delete(vkey)
@@ -182,12 +201,10 @@ class Writer:
         names = vary_names(shared.headers)
         async with self._pointers:
             current = await self.storage.get(key)
-            listed = read_pointer(current) if current is not None else None
             variants: tuple[str, ...] = ()
             expires_at = until  # the pointer lasts as long as its variants are stored
-            if listed is not None and listed[0] == names:
-                assert current is not None
-                variants = tuple(v for v in listed[1] if v != vkey)
+            if isinstance(current, VaryPointer) and current.names == names:
+                variants = tuple(v for v in current.variants if v != vkey)
                 expires_at = max(expires_at, current.expires_at)
             variants += (vkey,)
             excess = len(variants) - self.max_variants
@@ -195,8 +212,8 @@ class Writer:
                 await self.storage.delete(old)
             variants = variants[max(excess, 0) :]
             now = self._clock()
-            record = pointer(names, variants, shared.url, now, expires_at)
-            await self.storage.set(key, record, expires_at - now)
+            pointer = VaryPointer(names, variants, shared.url, now, expires_at)
+            await self.storage.set(key, pointer, expires_at - now)
 
     async def _index(
         self, url_key: str, keys: tuple[str, ...], shared: Snapshot, until: float
@@ -206,11 +223,11 @@ class Writer:
         async with self._index_lock:
             current = await self.storage.get(url_key)
             mine = self._indexes.pop(url_key, ())
-            listed = url_index.listed(current)
+            listed = current.keys if isinstance(current, UrlIndex) else ()
             # The storage's record first (other processes' keys), then what only we remember.
             known = tuple(dict.fromkeys(listed + mine))
             kept = tuple(k for k in known if k not in keys) + keys
-            excess = len(kept) - url_index.MAX_KEYS
+            excess = len(kept) - MAX_KEYS
             if excess > 0:
                 for old in kept[:excess]:
                     self.pending.pop(old, None)
@@ -220,11 +237,11 @@ class Writer:
             while len(self._indexes) > MAX_URLS:
                 del self._indexes[next(iter(self._indexes))]
             expires_at = until  # as long as the entries it lists are stored
-            if current is not None and listed:
+            if isinstance(current, UrlIndex) and listed:
                 expires_at = max(expires_at, current.expires_at)
             now = self._clock()
-            record = url_index.index(kept, shared.url, now, expires_at)
-            await self.storage.set(url_key, record, expires_at - now)
+            index = UrlIndex(kept, shared.url, now, expires_at)
+            await self.storage.set(url_key, index, expires_at - now)
 
     async def delete_url(self, url_key: str) -> list[str]:
         """Drop every entry the index of ``url_key`` lists (Vary variants included) and the index
@@ -240,7 +257,8 @@ class Writer:
                 self.failed("get", exc)
                 current = None
             mine = self._indexes.pop(url_key, ())
-            for key in dict.fromkeys(url_index.listed(current) + mine):
+            listed = current.keys if isinstance(current, UrlIndex) else ()
+            for key in dict.fromkeys(listed + mine):
                 dropped.append(key)
                 dropped.extend(await self.delete(key))
             try:

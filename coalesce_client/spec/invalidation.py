@@ -5,16 +5,9 @@ Rules of this module (pure functions over plain data, no framework):
 * A *URL key* names a resource apart from who asks and how: the digest of the key's URL part
   (namespace, scheme, host, port, path, query, normalized as ``keys.py`` does), without the
   method, the credentials, ``key_headers`` or a Vary part. ``KeyMaker.url_key`` makes it.
-* Under its URL key, storage keeps an *index*: a record listing the storage keys stored for that
-  URL (every method's key, every credential partition, every Vary pointer and variant), oldest
-  first. It is ``Snapshot``-shaped, like a Vary pointer, so every storage keeps it as it keeps a
-  response, and processes sharing a ``DiskStorage`` see one another's keys. It is told apart by
-  ``INDEX_METHOD``, which no request can have (not an HTTP token); no code path replays it.
-* Bounded: an index lists at most ``MAX_KEYS`` keys; the writer deletes from storage the key that
-  falls out of it, so a stored response is never out of reach of an invalidation. The index
-  expires with the latest entry it lists.
-* The index is written when a response is stored and read only when invalidating: a hit never
-  touches it.
+* Under its URL key, storage keeps a *URL index*, a record of its own listing the storage keys
+  stored for that URL (``storage/records.py``; bounded and kept by ``core/writer.py``): never a
+  response, and not this module's. A hit never touches it.
 * What invalidates (§4.4): a non-error response (status below 400) to a method other than the
   safe ones (GET, HEAD, OPTIONS, TRACE), for the request's URL and for its ``Location`` and
   ``Content-Location`` when they are on the request's origin (a cross-origin header could be used
@@ -23,12 +16,8 @@ Rules of this module (pure functions over plain data, no framework):
 
 from __future__ import annotations
 
-from .snapshot import Snapshot
+__all__ = ["SAFE_METHODS", "invalidates"]
 
-__all__ = ["INDEX_METHOD", "MAX_KEYS", "SAFE_METHODS", "index", "invalidates", "listed"]
-
-INDEX_METHOD = "URL INDEX"  # a space: no HTTP method can be it (RFC 9110 §9.1, a token)
-MAX_KEYS = 256  # storage keys an index lists at most; the oldest go (and are deleted) first
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
 
 
@@ -39,24 +28,3 @@ def invalidates(method: str, status: int) -> bool:
     (True, False, False)
     """
     return status < 400 and method.upper() not in SAFE_METHODS
-
-
-def index(keys: tuple[str, ...], url: str, stored_at: float, expires_at: float) -> Snapshot:
-    """The record kept under a URL key: the storage keys of that URL, oldest first."""
-    return Snapshot(
-        status=200,
-        reason="",
-        headers=(),
-        url=url,
-        method=INDEX_METHOD,
-        body="\n".join(keys).encode(),
-        stored_at=stored_at,
-        expires_at=expires_at,
-    )
-
-
-def listed(snap: Snapshot | None) -> tuple[str, ...]:
-    """The storage keys an index lists; () for anything that is not an index."""
-    if snap is None or snap.method != INDEX_METHOD or not snap.body:
-        return ()
-    return tuple(snap.body.decode("ascii", "replace").split("\n"))

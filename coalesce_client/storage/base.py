@@ -1,9 +1,10 @@
-"""The storage protocol: where stored responses live between flights.
+"""The storage protocol: where stored records live between flights.
 
-Rules: keys are the hex digests made by ``keys.py``; values are immutable ``Snapshot`` objects. A
-backend that keeps bytes outside the process encodes them with ``snapshot.encode`` (never pickle)
-and treats anything it cannot decode as a miss. ``ttl`` is in seconds from now; a backend never
-returns an entry past its expiry. Every backend passes ``tests/storage_contract.py``.
+Rules: keys are the hex digests made by ``keys.py``; values are immutable records
+(``records.Record``: a response, a Vary pointer or a URL index), kept alike by every backend. A
+backend that keeps bytes outside the process encodes them with ``codec.encode`` (never pickle) and
+treats anything it cannot decode as a miss. ``ttl`` is in seconds from now; a backend never
+returns an entry past its expiry. Every backend passes ``tests/test_storage_contract.py``.
 
 Optional abilities are small ``runtime_checkable`` protocols, checked once with ``isinstance`` when
 a storage is handed over (never looked up with ``getattr``, where a misspelt name silently turns a
@@ -14,26 +15,33 @@ fast path off):
   without a trip through coroutines; None always falls back to ``get``.
 * ``ReadsExpiry``: ``get_with_expiry(key)``, the entry and its absolute expiry on the storage's
   clock; ``TieredStorage`` refills its front with what is left of it.
+* ``Lists``: ``entries()``, the stored responses with their keys (never a Vary pointer or a URL
+  index), for maintenance and for people.
 * ``SharesFlights``: a storage shared by processes that can run one flight per key among them
   (issue 14, ``RedisStorage``): a lease per key, taken, renewed and released with a random token,
-  and the outcome published to the processes that watch the key. ``fleet.py`` holds the
-  algorithm; the coalescer uses it when its storage (or a ``TieredStorage``'s back) has it. Every
-  method may raise when the shared store is unreachable: the fleet then goes on locally.
+  and the outcome published to the processes that watch the key. ``core/fleet.py`` holds the
+  algorithm; the coalescer uses it when its storage has it, or the storage it ``Fronts`` does.
+  Every method may raise when the shared store is unreachable: the fleet then goes on locally.
+* ``Fronts``: a storage in front of another one (``TieredStorage``), which names its ``back``, the
+  storage of record: the abilities of the back (sharing flights) are the whole storage's.
 * ``PublishesDrops``: a shared storage that tells every process about keys deleted (and clears)
-  by any of them, so that ``TieredStorage`` drops its front's copy (DESIGN, Scale-out item 9).
+  by any of them, so that ``TieredStorage`` drops its front's copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
 from ..spec.snapshot import Snapshot
+from .records import Record
 
 __all__ = [
     "Clock",
+    "Fronts",
+    "Lists",
     "PublishesDrops",
     "ReadsExpiry",
     "ReadsNowait",
@@ -62,13 +70,14 @@ class StorageUnavailableError(ConnectionError):
 
 @runtime_checkable
 class Storage(Protocol):
-    """An async key-value store for snapshots, with a time-to-live per entry."""
+    """An async key-value store of records (responses and their bookkeeping), with a
+    time-to-live per entry."""
 
-    async def get(self, key: str) -> Snapshot | None:
+    async def get(self, key: str) -> Record | None:
         """The entry for ``key``, or None when absent or expired."""
         ...
 
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+    async def set(self, key: str, value: Record, ttl: float) -> None:
         """Keep ``value`` under ``key`` for ``ttl`` seconds, replacing what was there."""
         ...
 
@@ -89,7 +98,7 @@ class Storage(Protocol):
 class ReadsNowait(Protocol):
     """A storage that can answer a read without waiting (see the module rules)."""
 
-    def get_nowait(self, key: str) -> Snapshot | None:
+    def get_nowait(self, key: str) -> Record | None:
         """The entry for ``key`` if at hand now; None when absent, expired, or it would wait."""
         ...
 
@@ -98,8 +107,18 @@ class ReadsNowait(Protocol):
 class ReadsExpiry(Protocol):
     """A storage that can tell when an entry expires (see the module rules)."""
 
-    async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
+    async def get_with_expiry(self, key: str) -> tuple[Record, float] | None:
         """The entry for ``key`` and its absolute expiry on the storage's clock, or None."""
+        ...
+
+
+@runtime_checkable
+class Lists(Protocol):
+    """A storage that can list its responses (see the module rules)."""
+
+    def entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
+        """``async for key, response in storage.entries()``: every stored response with its key,
+        expired ones included while the storage still holds them; never a bookkeeping record."""
         ...
 
 
@@ -133,6 +152,16 @@ class SharesFlights(Protocol):
         ...
 
     def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None: ...
+
+
+@runtime_checkable
+class Fronts(Protocol):
+    """A storage in front of another one (see the module rules)."""
+
+    @property
+    def back(self) -> Storage:
+        """The storage behind this one: the storage of record."""
+        ...
 
 
 @runtime_checkable

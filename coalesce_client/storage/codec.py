@@ -1,12 +1,15 @@
-"""The versioned, checksummed binary codec of stored records (``Snapshot``).
+"""The versioned, checksummed binary codec of stored records (``records.Record``).
 
 Rules of this module:
 
-* Bytes that leave the process (disk, later Redis) are written by ``encode`` and read by ``decode``,
+* Bytes that leave the process (disk, Redis) are written by ``encode`` and read by ``decode``,
   never by pickle: nothing read back is ever executed. The first byte is the format version, the
-  last four a CRC-32 of everything before them (issue 11: damaged bytes on disk were served as
-  hits). A value of another version, one that fails its checksum, or one that does not decode
-  completely raises ``SnapshotError``, and the storage treats it as a miss: never a wrong body.
+  second the record kind, the last four a CRC-32 of everything before them (issue 11: damaged
+  bytes on disk were served as hits). A value of another version or kind, one that fails its
+  checksum, or one that does not decode completely raises ``SnapshotError``, and the storage
+  treats it as a miss: never a wrong body.
+* A record's kind is its type (``records.py``): a response, a Vary pointer or a URL index, told
+  apart by the kind byte alone, never by a field of an HTTP message.
 * Why CRC-32 (``zlib.crc32``): the checksum is there to catch damage (bad sectors, torn writes,
   bytes overwritten by something else), not forgery: whoever can write the cache directory can
   write a valid record under any checksum, keyed or not. CRC-32 catches every error burst up to
@@ -14,12 +17,16 @@ Rules of this module:
   costs a 1 MiB body a fifth of a millisecond; BLAKE2b would cost five times that and add
   nothing against damage. The structural checks below it (lengths, status range, no trailing
   bytes) stay as a second line.
-* Format version 3 (this one): version byte, head (status, stored_at, expires_at, request_time,
-  response_time, header count, redirect count), reason, method and URL, headers, each redirect (a
-  head with no redirects of its own, its fields, headers and body), the body with its length, the
-  CRC-32. Older versions are no longer read: such an entry is a miss, written again as 3. Version
-  1 had no checksum (before issue 11), version 2 no request and response times (before issue 12:
-  without them the age of a stored response cannot be computed, RFC 9111 §4.2.3).
+* Format version 4 (this one): version byte, kind byte, the record, the CRC-32. A response: head
+  (status, stored_at, expires_at, request_time, response_time, header count, redirect count),
+  reason, method and URL, headers, each redirect (a head with no redirects of its own, its
+  fields, headers and body), the body with its length. A Vary pointer or a URL index: stored_at,
+  expires_at and the lengths of its two lists of strings (an index has one), its URL, then the
+  strings. Older versions are no longer read: such an entry is a miss, written again as 4.
+  Version 1 had no checksum (before issue 11), version 2 no request and response times (before
+  issue 12: without them the age of a stored response cannot be computed, RFC 9111 §4.2.3),
+  version 3 no record kind (a Vary pointer and a URL index were responses with made-up methods,
+  issue 18).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import zlib
 
 from ..spec.fields import is_status
 from ..spec.snapshot import Snapshot
+from .records import Record, UrlIndex, VaryPointer
 
 __all__ = [
     "FORMAT_VERSION",
@@ -39,16 +47,22 @@ __all__ = [
     "put_field",
 ]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 class SnapshotError(ValueError):
-    """Stored bytes that are not a snapshot this version can read."""
+    """Stored bytes that are not a record this version can read."""
 
 
-_VERSION = bytes((FORMAT_VERSION,))
+# The record kinds (module rules): the byte after the version.
+_RESPONSE = 1
+_VARY_POINTER = 2
+_URL_INDEX = 3
+_STARTS = {kind: bytes((FORMAT_VERSION, kind)) for kind in (_RESPONSE, _VARY_POINTER, _URL_INDEX)}
 # status, stored_at, expires_at, request_time, response_time, header count, redirect count
 _HEAD = struct.Struct(">HddddIH")
+# stored_at, expires_at, and the lengths of a pointer's or an index's two lists of strings
+_LISTS = struct.Struct(">ddII")
 _CHECK = 4  # bytes of the CRC-32 at the end of a record
 
 
@@ -88,34 +102,70 @@ def _put_fields(out: list[bytes], snap: Snapshot, history: tuple[Snapshot, ...])
     out.append(len(snap.body).to_bytes(8, "big"))
 
 
-def encode(snap: Snapshot) -> bytes:
-    """Serialize a snapshot into the versioned, checksummed binary format.
+def _put_lists(out: list[bytes], record: VaryPointer | UrlIndex) -> None:
+    """The kind, times, URL and lists of strings of a pointer or an index."""
+    if isinstance(record, VaryPointer):
+        out.append(_STARTS[_VARY_POINTER])
+        first, second = record.names, record.variants
+    else:
+        out.append(_STARTS[_URL_INDEX])
+        first, second = record.keys, ()
+    out.append(_LISTS.pack(record.stored_at, record.expires_at, len(first), len(second)))
+    _put_str(out, record.url)
+    for text in (*first, *second):
+        _put_str(out, text)
+
+
+def encode(record: Record) -> bytes:
+    """Serialize a record into the versioned, checksummed binary format.
 
     >>> s = Snapshot(200, "OK", (("Content-Type", "text/plain"),), "http://x/", "GET", b"hi")
     >>> decode(encode(s)) == s
     True
+    >>> p = VaryPointer(("accept",), ("k1",), "http://x/", 1.0, 2.0)
+    >>> decode(encode(p)) == p
+    True
     """
-    return b"".join(encode_parts(snap))
+    return b"".join(encode_parts(record))
 
 
-def encode_parts(snap: Snapshot) -> tuple[bytes, bytes, bytes]:
+def encode_parts(record: Record) -> tuple[bytes, bytes, bytes]:
     """What :func:`encode` returns, in three parts: everything before the body, the body itself
-    (not copied), the checksum. A writer that can write them one after the other (a file) keeps
-    a large body from being copied at all.
+    (not copied; empty for a record that is not a response), the checksum. A writer that can
+    write them one after the other (a file) keeps a large body from being copied at all.
 
     >>> s = Snapshot(200, "OK", (), "http://x/", "GET", b"hi")
     >>> b"".join(encode_parts(s)) == encode(s)
     True
     """
-    out = [_VERSION]
-    _put_fields(out, snap, snap.history)
+    out: list[bytes] = []
+    if isinstance(record, Snapshot):
+        out.append(_STARTS[_RESPONSE])
+        _put_fields(out, record, record.history)
+        body = record.body
+    else:
+        _put_lists(out, record)
+        body = b""
     head = b"".join(out)
-    body = snap.body
     return head, body, zlib.crc32(body, zlib.crc32(head)).to_bytes(_CHECK, "big")
 
 
 _LENGTH = struct.Struct(">I").unpack_from
 _BODY_LENGTH = struct.Struct(">Q").unpack_from
+
+
+def _strings(data: memoryview, pos: int, count: int) -> tuple[list[str], int]:
+    """``count`` strings written by ``_put_str`` from ``pos`` on, and where they end."""
+    size = len(data)
+    texts = []
+    for _ in range(count):
+        (n,) = _LENGTH(data, pos)
+        pos += 4
+        if pos + n > size:
+            raise SnapshotError("truncated record")
+        texts.append(str(data[pos : pos + n], "utf-8", "surrogateescape"))
+        pos += n
+    return texts, pos
 
 
 def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
@@ -126,23 +176,15 @@ def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
     )
     if not is_status(status) or (hop and n_history):
         raise SnapshotError("malformed snapshot")
-    pos += _HEAD.size
-    size = len(data)
-    texts = []
-    for _ in range(3 + 2 * n_headers):  # reason, method, url, then each header's name and value
-        (n,) = _LENGTH(data, pos)
-        pos += 4
-        if pos + n > size:
-            raise SnapshotError("truncated snapshot")
-        texts.append(str(data[pos : pos + n], "utf-8", "surrogateescape"))
-        pos += n
+    # reason, method, url, then each header's name and value
+    texts, pos = _strings(data, pos + _HEAD.size, 3 + 2 * n_headers)
     history = []
     for _ in range(n_history):
         hop_snap, pos = _decode_from(data, pos, True)
         history.append(hop_snap)
     (n,) = _BODY_LENGTH(data, pos)
     pos += 8
-    if pos + n > size:
+    if pos + n > len(data):
         raise SnapshotError("truncated snapshot")
     body = bytes(data[pos : pos + n])
     reason, method, url = texts[:3]
@@ -163,8 +205,20 @@ def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
     return snap, pos + n
 
 
-def decode(data: bytes | memoryview) -> Snapshot:
-    """Read a snapshot written by :func:`encode`; anything else raises :class:`SnapshotError`.
+def _decode_lists(data: memoryview, kind: int) -> tuple[Record, int]:
+    """The Vary pointer or URL index after the kind byte, and where it ends."""
+    stored_at, expires_at, n_first, n_second = _LISTS.unpack_from(data, 2)
+    if kind == _URL_INDEX and n_second:
+        raise SnapshotError("malformed URL index")
+    texts, pos = _strings(data, 2 + _LISTS.size, 1 + n_first + n_second)
+    url, first, second = texts[0], (*texts[1 : 1 + n_first],), (*texts[1 + n_first :],)
+    if kind == _URL_INDEX:
+        return UrlIndex(first, url, stored_at, expires_at), pos
+    return VaryPointer(first, second, url, stored_at, expires_at), pos
+
+
+def decode(data: bytes | memoryview) -> Record:
+    """Read a record written by :func:`encode`; anything else raises :class:`SnapshotError`.
 
     Damaged bytes fail the checksum before any field is read:
 
@@ -179,14 +233,21 @@ def decode(data: bytes | memoryview) -> Snapshot:
     if version != FORMAT_VERSION:
         raise SnapshotError(f"unknown snapshot format version {version!r}")
     end = len(view) - _CHECK
-    if end < 1 + _HEAD.size:
+    if end < 2:
         raise SnapshotError("truncated snapshot")
     if zlib.crc32(view[:end]) != int.from_bytes(view[end:], "big"):
         raise SnapshotError("damaged snapshot: checksum mismatch")
+    kind = view[1]
+    record: Record
     try:
-        snap, pos = _decode_from(view[:end], 1, False)
+        if kind == _RESPONSE:
+            record, pos = _decode_from(view[:end], 2, False)
+        elif kind in (_VARY_POINTER, _URL_INDEX):
+            record, pos = _decode_lists(view[:end], kind)
+        else:
+            raise SnapshotError(f"unknown record kind {kind}")
     except (struct.error, UnicodeError) as exc:
         raise SnapshotError(f"malformed snapshot: {exc}") from None
     if pos != end:
         raise SnapshotError("trailing bytes after snapshot")
-    return snap
+    return record

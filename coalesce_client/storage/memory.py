@@ -1,4 +1,4 @@
-"""MemoryStorage: an in-process LRU of snapshots, bounded by entries and by bytes.
+"""MemoryStorage: an in-process LRU of stored records, bounded by entries and by bytes.
 
 Rules of this module:
 
@@ -8,17 +8,21 @@ Rules of this module:
   per ``set``, and the result is kept with the entry, so a hit and an eviction never recompute it.
 * An object an entry shares with others (a literal header name, the empty body of a redirect) is
   counted in full for each: the count may overshoot what the process holds, never fall short.
+* Every kind of record (``records.py``) is kept and counted alike; ``entries()`` lists the
+  responses only.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from itertools import chain
 
 from ..options import check_callable, check_count
 from ..spec.snapshot import Snapshot
 from .base import Clock, StorageBase, wall_clock
+from .records import Record, UrlIndex, VaryPointer
 
 __all__ = ["MemoryStorage", "entry_cost"]
 
@@ -29,6 +33,9 @@ __all__ = ["MemoryStorage", "entry_cost"]
 #                   + (history tuple + the sum of snapshot_cost(hop), when there are redirects)
 #   snapshot_cost = SNAPSHOT + body + headers tuple + PAIR x headers
 #                   + reason + url + method + every header name and value
+#
+# and for a Vary pointer or a URL index, key + ENTRY + POINTER or INDEX (the object and its two
+# float times) + url + each tuple of strings and every string in it,
 #
 # where a variable part is what sys.getsizeof says of the object (a bytes is 33 bytes plus its
 # length, a tuple 40 plus 8 an item, a str 40 to 80 plus 1, 2 or 4 a character), and the constants
@@ -56,6 +63,8 @@ _TUPLE = _size(())
 _PTR = _size((None,)) - _TUPLE
 _SNAPSHOT_ASCII = _SNAPSHOT + _size(b"") + _TUPLE + 3 * _ASCII  # reason, url, method
 _HEADER_ASCII = _PTR + _PAIR + 2 * _ASCII  # name and value
+_POINTER = _size(VaryPointer((), (), "", 0.0, 0.0)) + 2 * _float
+_INDEX = _size(UrlIndex((), "", 0.0, 0.0)) + 2 * _float
 
 _flatten = chain.from_iterable
 
@@ -77,9 +86,21 @@ def _snapshot_cost(snap: Snapshot) -> int:
     )
 
 
-def entry_cost(key: str, snap: Snapshot) -> int:
-    """The bytes that keeping ``snap`` under ``key`` costs a MemoryStorage: body, headers, URL and
-    other strings, redirect history, the objects holding them and the storage's bookkeeping.
+def _text_cost(text: str) -> int:
+    return _ASCII + len(text) if text.isascii() else _size(text)
+
+
+def _texts_cost(texts: tuple[str, ...]) -> int:
+    """A tuple of strings and the strings."""
+    joined = "".join(texts)
+    if joined.isascii():
+        return _TUPLE + (_PTR + _ASCII) * len(texts) + len(joined)
+    return _size(texts) + sum(map(_size, texts))
+
+
+def entry_cost(key: str, record: Record) -> int:
+    """The bytes that keeping ``record`` under ``key`` costs a MemoryStorage: body, headers, URL
+    and other strings, redirect history, the objects holding them and the storage's bookkeeping.
 
     A response of four bytes costs about a kilobyte, kept under a 64-character key:
 
@@ -87,15 +108,22 @@ def entry_cost(key: str, snap: Snapshot) -> int:
     >>> 900 < entry_cost("0" * 64, snap) < 1100
     True
     """
-    cost = _ENTRY + _snapshot_cost(snap) + (_ASCII + len(key) if key.isascii() else _size(key))
-    history = snap.history
-    if history:
-        cost += _TUPLE + _PTR * len(history) + sum(map(_snapshot_cost, history))
-    return cost
+    cost = _ENTRY + _text_cost(key)
+    if isinstance(record, Snapshot):
+        cost += _snapshot_cost(record)
+        history = record.history
+        if history:
+            cost += _TUPLE + _PTR * len(history) + sum(map(_snapshot_cost, history))
+        return cost
+    if isinstance(record, VaryPointer):
+        lists = _texts_cost(record.names) + _texts_cost(record.variants)
+        return cost + _POINTER + _text_cost(record.url) + lists
+    return cost + _INDEX + _text_cost(record.url) + _texts_cost(record.keys)
 
 
 class MemoryStorage(StorageBase):
     """Least-recently-used storage in memory. A stored body is kept once and shared by every hit.
+    ``entries()`` lists the stored responses, least recently used first.
 
     >>> import asyncio
     >>> from coalesce_client import Snapshot
@@ -121,15 +149,15 @@ class MemoryStorage(StorageBase):
         # Most bytes kept, as entry_cost counts them; an entry larger is not kept.
         self.max_bytes = check_count(max_bytes, "max_bytes", minimum=1)
         self._clock: Clock = check_callable(clock, "clock")
-        # key -> (snapshot, expiry on self._clock, entry_cost); the end of the dict is the most
+        # key -> (record, expiry on self._clock, entry_cost); the end of the dict is the most
         # recent.
-        self._entries: OrderedDict[str, tuple[Snapshot, float, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Record, float, int]] = OrderedDict()
         self._bytes = 0
 
-    async def get(self, key: str) -> Snapshot | None:
+    async def get(self, key: str) -> Record | None:
         return self.get_nowait(key)
 
-    def get_nowait(self, key: str) -> Snapshot | None:
+    def get_nowait(self, key: str) -> Record | None:
         """``get`` without waiting: the coalescer's fast path for a hit (see storage/base.py)."""
         if self._closed:  # the hot path of a hit: the check costs one attribute read
             self._check_open()
@@ -142,7 +170,7 @@ class MemoryStorage(StorageBase):
         self._entries.move_to_end(key)
         return entry[0]
 
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+    async def set(self, key: str, value: Record, ttl: float) -> None:
         self._check_open()
         if key in self._entries:
             self._drop(key)
@@ -170,6 +198,13 @@ class MemoryStorage(StorageBase):
         self._bytes = 0
         self._closed = True
 
+    def entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
+        """``async for key, response in storage.entries()``: the stored responses with their keys,
+        least recently used first, expired ones included until a read drops them; never a Vary
+        pointer or a URL index. What is stored meanwhile is not listed; nothing is refreshed."""
+        self._check_open()
+        return _responses(list(self._entries.items()))
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -185,3 +220,11 @@ class MemoryStorage(StorageBase):
     def _drop(self, key: str) -> None:
         _, _, size = self._entries.pop(key)
         self._bytes -= size
+
+
+async def _responses(
+    items: list[tuple[str, tuple[Record, float, int]]],
+) -> AsyncIterator[tuple[str, Snapshot]]:
+    for key, (record, _, _) in items:
+        if isinstance(record, Snapshot):
+            yield key, record

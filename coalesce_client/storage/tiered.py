@@ -4,8 +4,8 @@ Rules of this module:
 
 * Reads try the front, then the back; a back hit refills the front with what is left of the back
   entry's TTL, so the front never outlives the back's expiry. The back's own expiry is used when it
-  can tell it (``ReadsExpiry``, as ``DiskStorage`` can), else the snapshot's ``expires_at``;
-  when neither is known the front is not refilled. A front that ``ReadsNowait`` makes this
+  can tell it (``ReadsExpiry``, as ``DiskStorage`` can), else the record's ``expires_at`` (every
+  kind of record has one). A front that ``ReadsNowait`` makes this
   storage read without waiting too.
 * Writes go to the front, then to the back: the front's expiry is computed first, so it is never
   later than the back's. A failing back write raises (the coalescer logs it); the front keeps the
@@ -14,8 +14,10 @@ Rules of this module:
   not refill the front with what was just removed. A refill whose back read overlapped any write
   of this storage is skipped.
 * A back shared by processes that reports their deletes (``PublishesDrops``, ``RedisStorage``)
-  makes every process drop the key from its own front too (DESIGN, Scale-out item 9), counted as
-  a write of this storage so that a refill racing it is skipped.
+  makes every process drop the key from its own front too, counted as a write of this storage so
+  that a refill racing it is skipped.
+* It ``Fronts`` its back: what the back can do for a fleet (``SharesFlights``) is found through
+  ``back``, not by knowing this class.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 
 from ..options import check_callable
-from ..spec.snapshot import Snapshot
 from .base import (
     Clock,
     PublishesDrops,
@@ -33,6 +34,7 @@ from .base import (
     StorageBase,
     wall_clock,
 )
+from .records import Record
 
 __all__ = ["TieredStorage"]
 
@@ -95,35 +97,35 @@ class TieredStorage(StorageBase):
         if not task.cancelled():
             task.exception()  # a closed front: nothing left to drop
 
-    def get_nowait(self, key: str) -> Snapshot | None:
+    def get_nowait(self, key: str) -> Record | None:
         """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
         if self._closed:
             self._check_open()
         front = self._front_nowait
         return None if front is None else front.get_nowait(key)
 
-    async def get(self, key: str) -> Snapshot | None:
+    async def get(self, key: str) -> Record | None:
         self._check_open()
-        snap = await self.front.get(key)
-        if snap is not None:
-            return snap
+        record = await self.front.get(key)
+        if record is not None:
+            return record
         writes = self._writes
         if self._back_expiry is not None:
             entry = await self._back_expiry.get_with_expiry(key)
             if entry is None:
                 return None
-            snap, expires_at = entry
+            record, expires_at = entry
         else:
-            snap = await self.back.get(key)
-            if snap is None:
+            record = await self.back.get(key)
+            if record is None:
                 return None
-            expires_at = snap.expires_at
+            expires_at = record.expires_at
         remaining = expires_at - self._clock()
         if remaining > 0 and writes == self._writes:
-            await self.front.set(key, snap, remaining)
-        return snap
+            await self.front.set(key, record, remaining)
+        return record
 
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+    async def set(self, key: str, value: Record, ttl: float) -> None:
         self._check_open()
         self._writes += 1
         await self.front.set(key, value, ttl)

@@ -12,7 +12,8 @@ Disk corruption:
 
 1. 120 responses from the origin are stored through a ``CoalescingSession`` on a real
    ``DiskStorage``: 80 of 1-24 KiB (kept inside SQLite) and 40 of 40-160 KiB (in value files).
-   What was stored is recorded: each key's URL, body and whole snapshot (as digests).
+   What was stored is recorded: each key's URL, body and whole record (as digests), the URL
+   indexes stored with the responses included.
 2. For each seed, a copy of the directory is damaged: random bytes written over 1 to 12 random
    places of ``cache.db`` (1 to 1,024 bytes each), and random bytes XORed into a random third of
    the value files (1 to 4 places each; one seed in three also truncates one file).
@@ -55,11 +56,11 @@ import pytest
 from aiohttp import web
 
 from coalesce_client import CoalescingSession
-from coalesce_client.spec.invalidation import INDEX_METHOD
 from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage import DiskStorage
 from coalesce_client.storage.codec import encode
 from coalesce_client.storage.disk.files import ORPHAN_GRACE
+from coalesce_client.storage.records import Record, UrlIndex
 
 FULL = os.environ.get("COALESCE_FAULTS", "quick") == "full"
 SEEDS = 300 if FULL else 4
@@ -107,16 +108,30 @@ async def store_responses(directory: Path) -> dict[str, dict[str, str]]:
         await runner.cleanup()
     storage = DiskStorage(directory)
     try:
-        stored = {key: snap async for key, snap in storage.entries()}
+        responses = {key async for key, _ in storage.entries()}
+        stored: dict[str, Record] = {}
+        for key in keys_of(directory):
+            record = await storage.get(key)
+            assert record is not None
+            stored[key] = record
     finally:
         await storage.close()
-    # Each response and its URL's index (url_index.py): a damaged index must not be served either.
-    assert len(stored) == 2 * ENTRIES
-    assert sum(snap.method == INDEX_METHOD for snap in stored.values()) == ENTRIES
+    # Each response and its URL's index: a damaged index must not be served either.
+    assert len(stored) == 2 * ENTRIES and len(responses) == ENTRIES
+    assert {k for k, r in stored.items() if not isinstance(r, UrlIndex)} == responses
     return {
-        key: {"body": digest(snap.body), "record": digest(encode(snap)), "url": snap.url}
-        for key, snap in stored.items()
+        key: {"body": digest(body_of(record)), "record": digest(encode(record)), "url": record.url}
+        for key, record in stored.items()
     }
+
+
+def keys_of(directory: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as con:
+        return [key for (key,) in con.execute("SELECT key FROM Cache")]
+
+
+def body_of(record: Record | None) -> bytes:
+    return record.body if isinstance(record, Snapshot) else b""
 
 
 def files_by_key(directory: Path) -> dict[str, str]:
@@ -227,11 +242,11 @@ async def read_damaged(plan: dict[str, Any]) -> None:
         print(json.dumps(out), flush=True)
 
 
-def judge(key: str, snap: Snapshot | None, stored: dict[str, str], out: dict[str, Any]) -> str:
-    if snap is None:
+def judge(key: str, record: Record | None, stored: dict[str, str], out: dict[str, Any]) -> str:
+    if record is None:
         out["misses"] += 1
         return "miss"
-    if digest(snap.body) != stored["body"] or digest(encode(snap)) != stored["record"]:
+    if digest(body_of(record)) != stored["body"] or digest(encode(record)) != stored["record"]:
         out["wrong"].append(key)
         return "wrong"
     out["served"] += 1
@@ -246,7 +261,8 @@ async def maintain(
     async def listing() -> None:
         async for key, snap in storage.entries():
             stored = manifest.get(key)
-            if stored is None or digest(encode(snap)) != stored["record"]:
+            listed_right = isinstance(snap, Snapshot) and stored is not None
+            if not listed_right or digest(encode(snap)) != stored["record"]:
                 out["wrong"].append(f"listed {key}")
 
     fresh = Snapshot(200, "OK", (), "http://127.0.0.1/new", "GET", b"new", 0.0, 0.0)

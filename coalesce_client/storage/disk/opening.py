@@ -1,6 +1,6 @@
 """Opening a DiskStorage directory: checked once, at construction, with errors that name the path.
 
-Rules of this module (with ``_diskcache``, the only ones that import diskcache):
+Rules of this module (with ``rows.py``, the only ones that import diskcache):
 
 * Whatever is wrong with a directory is a ``ValueError`` naming it (and its database), raised at
   construction: a missing or unwritable directory, a file where it should be, a database SQLite
@@ -24,6 +24,7 @@ import errno
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,32 +33,36 @@ from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[im
 
 from .rows import BytesDisk
 
-__all__ = ["ReadOnlyCache", "open_caches"]
+__all__ = ["Opening", "ReadOnlyCache", "open_caches"]
 
 
-def open_caches(
-    path: Path,
-    max_bytes: int,
-    lock_timeout: float,
-    loop_timeout: float,
-    *,
-    create: bool,
-    read_only: bool,
-) -> tuple[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a directory is opened: ``DiskStorage``'s options, already checked (see its doc)."""
+
+    max_bytes: int  # recorded in diskcache's settings; rows.evict keeps it
+    lock_timeout: float  # the worker's wait for another process's lock
+    loop_timeout: float  # the loop's wait, after which a read moves to the thread
+    create: bool  # False: the directory must hold a cache already
+    read_only: bool  # a ReadOnlyCache for the worker, no cache for the loop
+
+
+def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
     """The worker's cache and the loop's cache on one directory; ValueError naming the path.
 
     ``read_only``: a ``ReadOnlyCache`` for the worker and no cache for the loop; nothing in the
     directory is created or changed. ``create=False``: the directory must hold a cache already.
     """
+    lock_timeout = opening.lock_timeout
     if path.exists() and not path.is_dir():
         raise ValueError(f"DiskStorage directory {str(path)!r} exists and is not a directory")
-    if read_only or not create:
+    if opening.read_only or not opening.create:
         if not path.is_dir():
             raise ValueError(f"DiskStorage directory {str(path)!r} does not exist")
         if not os.access(path, os.R_OK | os.X_OK):
             raise ValueError(f"DiskStorage directory {str(path)!r} is not readable")
         reader = ReadOnlyCache(path, lock_timeout)  # also checks that it holds a cache
-        if read_only:
+        if opening.read_only:
             return reader, None
         reader.close()
     try:
@@ -71,12 +76,14 @@ def open_caches(
         raise ValueError(f"DiskStorage directory {str(path)!r} is not readable and writable")
     if (path / DBNAME).exists():
         _check_existing(path, lock_timeout)
-    settings = _settings(max_bytes)
+    settings = _settings(opening.max_bytes)
     writer = loop_reader = None
     try:
         writer = diskcache.Cache(str(path), timeout=lock_timeout, disk=BytesDisk, **settings)
         writer.close()  # this thread's connection; the worker thread opens its own
-        loop_reader = diskcache.Cache(str(path), timeout=loop_timeout, disk=BytesDisk, **settings)
+        loop_reader = diskcache.Cache(
+            str(path), timeout=opening.loop_timeout, disk=BytesDisk, **settings
+        )
     except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
         if writer is not None:
             writer.close()
@@ -88,7 +95,7 @@ def _settings(max_bytes: int) -> dict[str, Any]:
     """Every diskcache setting, so that none is taken from the database (module rules)."""
     return {
         **DEFAULT_SETTINGS,
-        # Recorded only: diskcache's own cull is off, _diskcache.evict keeps the bound.
+        # Recorded only: diskcache's own cull is off, rows.evict keeps the bound.
         "size_limit": max_bytes,
         "cull_limit": 0,
         # Reads must stay pure reads (no write transaction per hit, which other policies need);
@@ -171,7 +178,7 @@ class ReadOnlyCache:
     """The reads of ``diskcache.Cache`` that DiskStorage uses, on a read-only SQLite connection.
 
     The queries are diskcache's own (the fast path of ``Cache.get``, ``iterkeys``), and ``_sql``
-    runs those of ``_diskcache`` (``volume``); every write raises ``PermissionError``. Built in
+    runs those of ``rows.py`` (``volume``); every write raises ``PermissionError``. Built in
     one thread and then used by the worker thread alone, one call at a time.
     """
 
@@ -200,7 +207,7 @@ class ReadOnlyCache:
         except BaseException:
             self._con.close()
             raise
-        self._sql = self._con.execute  # what _diskcache's own queries run on
+        self._sql = self._con.execute  # what rows.py's own queries run on
 
     def get(self, key: str, read: bool = False, tag: bool = False) -> Any:
         db_key, raw = self._disk.put(key)

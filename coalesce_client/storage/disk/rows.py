@@ -1,26 +1,30 @@
 """How DiskStorage's entries are kept in diskcache: one row per key, bytes only, never pickle.
 
-Rules of this module (with ``_disk_open``, which opens a directory, the only ones that import
+Rules of this module (with ``opening.py``, which opens a directory, the only ones that import
 diskcache):
 
-* One diskcache row per key. Its value is a *sealed record*: the key it was stored under, its
-  absolute expiry, then ``snapshot.encode(...)`` bytes (checksummed). It is kept inside SQLite
+* One diskcache row per key, whatever the kind of record it keeps (a response, a Vary pointer, a
+  URL index: ``records.py``). Its value is *sealed*: the key it was stored under, its absolute
+  expiry, then ``codec.encode(...)`` bytes (checksummed). It is kept inside SQLite
   when smaller than 32 KiB, else in a file of its own that the row names. Its ``tag`` is the same
   absolute expiry on the storage's clock (wall-clock seconds, so an entry means the same to the
   next process), which decides every read. Its ``expire_time`` (diskcache's own, on
   ``time.time()``) is that TTL plus ``KEEP_EXPIRED``: for that hour an expired entry can still be
   listed and pruned by maintenance (and, later, served stale or revalidated).
 * A row is served only if its record names the key that was asked for and the expiry its row
-  holds, and its snapshot passes the checksum (issue 11). The checksum alone cannot see a damaged
+  holds, and its record passes the checksum (issue 11). The checksum alone cannot see a damaged
   index that leads one key to another key's intact row (SQLite does not re-check the key against
   the row it lands on), nor a damaged tag that would serve an expired entry as fresh; the key and
-  expiry in the record can. The snapshot itself is stored as given, so a read returns an equal
-  snapshot.
+  expiry sealed with the record can. The record itself is stored as given, so a read returns an
+  equal record.
 * Nothing read back is unpickled. ``BytesDisk`` stores bytes and nothing else, and refuses to
   fetch a row in any other mode (such as a pickle written by a plain ``diskcache.Cache``), or a
-  file whose name is not one of ours (``_disk_files``). A row that cannot be read (the database
+  file whose name is not one of ours (``files.py``). A row that cannot be read (the database
   fails on it, it does not unseal, it does not decode) raises ``Unreadable``; the storage deletes
   it. Only a busy database (``is_busy``) is a reason to wait instead.
+* Maintenance speaks of responses only: ``read_batch`` lists them, ``prune`` counts the ones it
+  removes (and the unreadable rows and stray files); a Vary pointer or URL index that expired
+  goes with them, uncounted.
 * A value file left half-written by a failed write is removed; one left by a writer that was
   killed before it committed its row is an orphan, counted by ``volume`` and removed by ``prune``.
 * ``max_bytes`` is kept by ``evict`` after each write, not by diskcache's cull (issue 11: with
@@ -30,8 +34,8 @@ diskcache):
   (a 64th under it, so that a full cache does not pay for an eviction on every write).
   Reads stay pure reads: no write transaction on a hit.
 * The operations below take the cache they work on as their first argument and block: the storage
-  runs them in its worker thread (``_disk_io``). They work on a ``diskcache.Cache`` or on a
-  ``_disk_open.ReadOnlyCache``, which reads the same rows through a read-only SQLite connection and
+  runs them in its worker thread (``threads.py``). They work on a ``diskcache.Cache`` or on an
+  ``opening.ReadOnlyCache``, which reads the same rows through a read-only SQLite connection and
   refuses every write with ``PermissionError``. Where diskcache has no method for a query (the
   file names rows hold, the eviction order), it runs on diskcache's own connection (``_sql``) and
   in its own transactions (``_transact``), which remove the files of deleted rows after commit.
@@ -45,13 +49,14 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import-untyped]
 
 from ...spec.snapshot import Snapshot
 from ..codec import decode, encode_parts
+from ..records import Record
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
 
 __all__ = [
@@ -59,7 +64,8 @@ __all__ = [
     "KEEP_EXPIRED",
     "BytesDisk",
     "LockTimeout",
-    "Record",
+    "Put",
+    "Sealed",
     "Unreadable",
     "clear",
     "delete",
@@ -89,14 +95,24 @@ _LOCKED = ("database is locked", "database table is locked", "database schema is
 
 
 class Unreadable(Exception):
-    """A stored row this storage will not or cannot turn into a snapshot."""
+    """A stored row this storage will not or cannot turn into a record."""
 
 
-class Record(tuple[bytes, ...]):
+class Sealed(tuple[bytes, ...]):
     """A row's value in parts (``seal``), joined only if it is kept inside SQLite: a value file is
     written part after part, so a large body is never copied on its way to disk."""
 
     __slots__ = ()
+
+
+class Put(NamedTuple):
+    """One write: ``record`` under ``key`` for ``ttl`` seconds, until ``expiry`` on the
+    storage's clock (the row's tag)."""
+
+    key: str
+    record: Record
+    ttl: float
+    expiry: float
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -111,7 +127,7 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
 
     Keys are our hex digests (``str``), stored as they are. A value is stored inside SQLite below
     ``min_file_size``, else in a file; a file left half-written by a failed write is removed. Only
-    files named as diskcache names them are read or removed (``_disk_files``).
+    files named as diskcache names them are read or removed (``files.py``).
     """
 
     def put(self, key: Any) -> tuple[Any, bool]:
@@ -124,7 +140,7 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
         return key if raw else _FOREIGN_KEY
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
-        parts = value if type(value) is Record else (value,)
+        parts = value if type(value) is Sealed else (value,)
         if not all(type(part) is bytes for part in parts) or read:
             raise TypeError(f"DiskStorage stores bytes only, got {type(value).__name__}")
         size = sum(map(len, parts))
@@ -172,14 +188,15 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
 # -- the sealed record of a row (module rules) ----------------------------------------------------
 
 
-def seal(key: str, expiry: float, snap: Snapshot) -> Record:
-    """The value of a row: ``key`` and ``expiry``, then the encoded snapshot (module rules)."""
+def seal(key: str, expiry: float, record: Record) -> Sealed:
+    """The value of a row: ``key`` and ``expiry``, then the encoded record (module rules)."""
     name = key.encode("utf-8", "surrogatepass")
-    return Record((len(name).to_bytes(4, "big"), name, _EXPIRY.pack(expiry), *encode_parts(snap)))
+    head = (len(name).to_bytes(4, "big"), name, _EXPIRY.pack(expiry))
+    return Sealed((*head, *encode_parts(record)))
 
 
-def entry(key: str, value: bytes, expiry: Any) -> tuple[Snapshot, float]:
-    """A row's value and tag as (snapshot, absolute expiry); ``Unreadable`` if they are not, or
+def entry(key: str, value: bytes, expiry: Any) -> tuple[Record, float]:
+    """A row's value and tag as (record, absolute expiry); ``Unreadable`` if they are not, or
     if the record was sealed for another key or another expiry than its row's."""
     if type(expiry) not in (float, int):
         raise Unreadable("no expiry stored with it")
@@ -195,10 +212,10 @@ def entry(key: str, value: bytes, expiry: Any) -> tuple[Snapshot, float]:
     if sealed != expiry:  # NaN included: never equal
         raise Unreadable("its record holds another expiry than its row")
     try:
-        snap = decode(view[start + _EXPIRY.size :])
+        record = decode(view[start + _EXPIRY.size :])
     except Exception as exc:  # SnapshotError above all, but nothing read back may escape
         raise Unreadable(f"does not decode: {exc}") from None
-    return snap, float(expiry)
+    return record, float(expiry)
 
 
 def _get(cache: Any, key: str, *, read: bool = False) -> tuple[Any, Any]:
@@ -217,20 +234,20 @@ def _get(cache: Any, key: str, *, read: bool = False) -> tuple[Any, Any]:
 # -- operations on a cache (blocking: the storage runs them in its worker thread) -----------------
 
 
-def read(cache: Any, key: str) -> tuple[Snapshot, float] | None:
+def read(cache: Any, key: str) -> tuple[Record, float] | None:
     value, expiry = _get(cache, key)
     return None if value is None else entry(key, value, expiry)
 
 
-def write(cache: Any, key: str, value: Snapshot, ttl: float, expiry: float, max_bytes: int) -> None:
-    record = seal(key, expiry, value)
-    if sum(map(len, record)) > max_bytes:
+def write(cache: Any, put: Put, max_bytes: int) -> None:
+    sealed = seal(put.key, put.expiry, put.record)
+    if sum(map(len, sealed)) > max_bytes:
         # Larger than the whole bound: not kept, and not the older value either (contract).
-        cache.delete(key)
+        cache.delete(put.key)
         return
-    expire = None if math.isinf(ttl) else ttl + KEEP_EXPIRED
-    cache.set(key, record, expire=expire, tag=expiry)
-    evict(cache, key, max_bytes)
+    expire = None if math.isinf(put.ttl) else put.ttl + KEEP_EXPIRED
+    cache.set(put.key, sealed, expire=expire, tag=put.expiry)
+    evict(cache, put.key, max_bytes)
 
 
 def evict(cache: Any, keep: str, max_bytes: int) -> int:
@@ -308,36 +325,65 @@ def keys(cache: Any) -> list[str]:
 
 
 def read_batch(cache: Any, batch: list[str]) -> list[tuple[str, Snapshot]]:
-    """The readable entries among ``batch``, expired ones included; unreadable ones skipped."""
+    """The readable responses among ``batch``, expired ones included; unreadable rows and
+    bookkeeping records skipped (module rules)."""
     found = []
     for key in batch:
         try:
             value, expiry = _get(cache, key)
-            if value is not None:
-                found.append((key, entry(key, value, expiry)[0]))
+            record = None if value is None else entry(key, value, expiry)[0]
         except Unreadable:
             continue
+        if isinstance(record, Snapshot):
+            found.append((key, record))
     return found
 
 
 def prune(cache: Any, now: float) -> int:
     """Remove the entries expired at ``now`` (the storage's clock) or unreadable, and the value
-    files no row names that are older than ``ORPHAN_GRACE``; how many of both."""
-    removed = int(cache.expire())  # past diskcache's own expiry (module rules)
-    for key in list(cache.iterkeys()):
-        if type(key) is not str:
-            continue  # not ours: never read
+    files no row names that are older than ``ORPHAN_GRACE``; how many responses, unreadable rows
+    and files went (a Vary pointer or URL index goes uncounted: module rules)."""
+    removed = _expire(cache)  # past diskcache's own expiry (module rules)
+    for key in keys(cache):
         try:
             value, expiry = _get(cache, key)
-            if value is None or entry(key, value, expiry)[1] > now:
+            if value is None:
                 continue
+            record, expiry = entry(key, value, expiry)
+            if expiry > now:
+                continue
+            counted = isinstance(record, Snapshot)
         except Unreadable:
-            pass
-        removed += bool(cache.delete(key))
+            counted = True
+        if cache.delete(key) and counted:
+            removed += 1
     directory = Path(cache.directory)
-    listed = value_files(directory)  # before the rows are read (_disk_files rules)
+    listed = value_files(directory)  # before the rows are read (files.py rules)
     orphans, _ = remove_orphans(directory, listed, _named_files(cache), time.time() - ORPHAN_GRACE)
     return removed + orphans
+
+
+def _expire(cache: Any) -> int:
+    """``cache.expire()``: diskcache removes the rows past its own expiry, which ``cache.get``
+    no longer returns; how many of them were responses or unreadable, read here before."""
+    counted = 0
+    rows = cache._sql(
+        "SELECT key, tag, mode, filename, value FROM Cache"
+        " WHERE expire_time IS NOT NULL AND expire_time < ?",
+        (time.time(),),
+    )
+    try:
+        for key, expiry, *stored in rows:
+            try:
+                record, _ = entry(key, cache._disk.fetch(*stored, False), expiry)
+            except Exception:  # unreadable: not our key, a damaged row, its file gone
+                counted += 1
+            else:
+                counted += isinstance(record, Snapshot)
+    finally:
+        rows.close()
+    cache.expire()
+    return counted
 
 
 def volume(cache: Any) -> int:

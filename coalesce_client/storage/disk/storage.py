@@ -1,8 +1,8 @@
 """DiskStorage: stored responses in a directory, through diskcache, so that they survive restarts.
 
-Rules of this module (the public storage; how a directory is opened and checked is
-``_disk_open``'s job, how rows are kept and evicted ``_diskcache``'s, which value files are ours
-``_disk_files``', which thread touches the disk ``_disk_io``'s):
+Rules of this module (the public storage, its one job; how a directory is opened and checked is
+``opening.py``'s job, how rows are kept and evicted ``rows.py``'s, which value files are ours
+``files.py``', which thread touches the disk ``threads.py``'s):
 
 * Every read is decided by the absolute expiry stored with the entry, on this storage's clock. An
   entry found expired is deleted, unless another process stored a new one under its key meanwhile,
@@ -11,12 +11,14 @@ Rules of this module (the public storage; how a directory is opened and checked 
   not decode is a miss: it is deleted and logged (the first at WARNING, later ones at DEBUG),
   never served and never raised to the caller; so is a row the database fails on (a damaged
   page). A damaged directory is refused at construction with a ``ValueError`` naming it
-  (``_disk_open``); operations other than reads that meet a damaged database raise ``OSError``
+  (``opening.py``); operations other than reads that meet a damaged database raise ``OSError``
   naming it (issue 11).
 * A write that fails (disk full, locked for longer than ``lock_timeout``) raises; the coalescer
   logs it and goes on without storing, and the next write tries again.
 * Maintenance (``entries``, ``volume``, ``prune``) is async like the rest and runs in the worker
-  thread, ``entries`` a batch at a time: a maintenance tool on an event loop never blocks it.
+  thread, ``entries`` a batch at a time: a maintenance tool on an event loop never blocks it. It
+  speaks of responses only: ``entries`` lists no Vary pointer or URL index, ``prune`` does not
+  count them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pathlib import Path
 from ...options import check_callable, check_count, check_flag, check_seconds
 from ...spec.snapshot import Snapshot
 from ..base import Clock, StorageBase, wall_clock
+from ..records import Record
 from . import rows
-from .opening import open_caches
+from .opening import Opening, open_caches
 from .threads import USE_THREAD, DiskIO
 
 __all__ = ["DiskStorage"]
@@ -107,24 +110,20 @@ class DiskStorage(StorageBase):
         except TypeError:
             raise ValueError(f"directory must be a path, got {directory!r}") from None
         self.directory = path  # where the cache lives: cache.db and the files of large values
-        worker_cache, loop_reader = open_caches(
-            path,
-            self.max_bytes,
-            self.lock_timeout,
-            self.loop_timeout,
-            create=self.create,
-            read_only=self.read_only,
+        opening = Opening(
+            self.max_bytes, self.lock_timeout, self.loop_timeout, self.create, self.read_only
         )
+        worker_cache, loop_reader = open_caches(path, opening)
         self._io = DiskIO(worker_cache, loop_reader, path, self.lock_timeout)
         self._logged_unreadable = False
 
     # -- the Storage protocol ---------------------------------------------------------------------
 
-    async def get(self, key: str) -> Snapshot | None:
+    async def get(self, key: str) -> Record | None:
         entry = await self.get_with_expiry(key)
         return None if entry is None else entry[0]
 
-    async def get_with_expiry(self, key: str) -> tuple[Snapshot, float] | None:
+    async def get_with_expiry(self, key: str) -> tuple[Record, float] | None:
         """The entry for ``key`` and its absolute expiry on this storage's clock, or None.
 
         ``TieredStorage`` refills its front with what is left of that expiry.
@@ -147,12 +146,13 @@ class DiskStorage(StorageBase):
             return None
         return entry
 
-    async def set(self, key: str, value: Snapshot, ttl: float) -> None:
+    async def set(self, key: str, value: Record, ttl: float) -> None:
         self._check_open()
         if not ttl > 0:  # also NaN: nothing is kept, not even what was there (contract)
             await self._io.run(rows.delete, key)
             return
-        await self._io.run(rows.write, key, value, ttl, self._clock() + ttl, self.max_bytes)
+        put = rows.Put(key, value, ttl, self._clock() + ttl)
+        await self._io.run(rows.write, put, self.max_bytes)
 
     async def delete(self, key: str) -> None:
         self._check_open()
@@ -172,7 +172,8 @@ class DiskStorage(StorageBase):
     # -- maintenance (the coalesce-client cache command) ------------------------------------------
 
     def entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
-        """Every readable entry with its key, expired ones included, in key order.
+        """Every readable response with its key, expired ones included, in key order; never a
+        Vary pointer or a URL index.
 
         ``async for key, snapshot in storage.entries()``: the keys, then the entries 100 at a
         time, are read in the worker thread, so a large cache neither blocks the event loop nor
@@ -196,7 +197,8 @@ class DiskStorage(StorageBase):
     async def prune(self) -> int:
         """Remove the entries that have expired on this storage's clock or are unreadable, and
         orphaned value files older than ten minutes (younger ones may belong to a write in
-        progress in another process); return how many entries and files went."""
+        progress in another process); return how many went: responses, unreadable entries and
+        files (the Vary pointers and URL indexes that expired go too, uncounted)."""
         self._check_open()
         return await self._io.run(rows.prune, self._clock())
 

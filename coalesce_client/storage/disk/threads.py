@@ -15,14 +15,14 @@ Rules of this module:
 * The loop's connection belongs to the thread that built the storage; reads from any other thread
   go to the worker thread, and so does every read of a storage without one (read-only).
 * The worker's cache is touched in the worker thread only: work is handed over as an operation of
-  ``_diskcache`` (``run(op, *args)`` calls ``op(cache, *args)`` there), and the worker closes it.
+  ``rows.py`` (``run(op, *args)`` calls ``op(cache, *args)`` there), and the worker closes it.
   One worker: SQLite takes one writer at a time anyway, and FIFO order means a read that was
   queued before a delete finishes before it.
 * A write that waits longer than ``lock_timeout`` for another process's lock raises
   ``TimeoutError`` naming the directory; the coalescer logs it and goes on without storing. Any
   other failure of the database in the worker (a damaged page met by a write or by maintenance)
   raises ``OSError`` naming the directory: SQLite's own exception types never escape the storage.
-  A read never raises for a damaged row: ``_diskcache`` makes that ``Unreadable``, a miss.
+  A read never raises for a damaged row: ``rows.py`` makes that ``Unreadable``, a miss.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...spec.snapshot import Snapshot
 from ..base import StorageClosedError
+from ..records import Record
 from .rows import entry, is_busy
 
 __all__ = ["LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
@@ -90,7 +90,7 @@ class DiskIO:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="coalesce_client-disk")
         self._closed = False
 
-    def read_on_loop(self, key: str) -> tuple[Snapshot, float] | UseThread | None:
+    def read_on_loop(self, key: str) -> tuple[Record, float] | UseThread | None:
         """A read on the event loop when it is cheap and bounded, or ``USE_THREAD``.
 
         Raises ``Unreadable`` for a row that does not decode.

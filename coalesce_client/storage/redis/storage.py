@@ -1,0 +1,267 @@
+"""RedisStorage: the storage itself, its reads and writes, and the commands of the fleet's lease.
+
+Rules of this module (the public class; what lives in Redis is ``layout.py``'s, when Redis may be
+asked ``link.py``'s, what is heard on the event connection ``events.py``'s):
+
+* A read is decided by the expiry in the value (``layout.py``), as ``DiskStorage`` does: the
+  same answer on every host whatever Redis's clock says, and Redis's own expiry (``SET ... PX``)
+  frees the memory. Every kind of record is kept alike. A value that does not unpack is a miss:
+  deleted, logged once, never served.
+* Concurrent reads of one key share one ``GET`` (a burst of callers in one process reads storage
+  before any of them leads a flight: a hundred would otherwise cost a hundred commands and as many
+  connections). A read joins one in progress only if no write of this storage began since it was
+  sent, so a read never answers with what this process has already replaced.
+* The distributed flight's lease (``SharesFlights``; ``core/fleet.py`` holds the algorithm):
+  ``SET NX PX lease_ttl`` with the caller's random token; renewal and release are the scripts of
+  ``layout.py``. A delete publishes ``dropped`` and a clear ``clear``, so that every process's
+  memory front (``TieredStorage``) drops its copy (``PublishesDrops``).
+* Every call first asks the link (``link.py``): while Redis rests after a failure it raises
+  ``RedisUnavailableError`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ...options import check_callable, check_seconds
+from ..base import Clock, StorageBase, wall_clock
+from ..codec import SnapshotError
+from ..records import Record
+from .events import Events
+from .layout import CLEAR, DROPPED, RELEASE, RENEW, Names, milliseconds, pack, unpack
+from .link import Link, RedisUnavailableError
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["RedisStorage"]
+
+log = logging.getLogger("coalesce_client")
+
+_SCAN_COUNT = 500
+_Read = asyncio.Future[tuple[Record, float] | None]
+
+
+class _Abandoned(Exception):
+    """The read another caller joined was cancelled with its caller: read again."""
+
+
+class RedisStorage(StorageBase):
+    """Responses kept in Redis, shared by every process and host that uses the same namespace.
+
+    ``url`` (default ``redis://localhost:6379/0``) or ``client`` (a ``redis.asyncio.Redis`` that
+    stays yours to close, like ``session=``), not both. ``namespace`` keeps several caches apart in
+    one database; ``clear()`` removes only its own entries. ``lease_ttl`` is how long a lease of
+    the fleet's flight lasts when its holder dies (renewed every third of it while the holder
+    lives). ``socket_timeout`` bounds every Redis call (connect and read) of a client built from
+    ``url``.
+
+    >>> import asyncio
+    >>> async def main() -> None:
+    ...     store = RedisStorage("redis://127.0.0.1:6379/0", namespace="docs")
+    ...     print(store)  # nothing is connected until the first call
+    ...     await store.close()
+    >>> asyncio.run(main())
+    <RedisStorage namespace='docs' lease_ttl=10.0>
+    """
+
+    __slots__ = (
+        "_client",
+        "_clock",
+        "_events",
+        "_link",
+        "_logged",
+        "_names",
+        "_reads",
+        "_release",
+        "_renew",
+        "_writes",
+        "lease_ttl",
+        "namespace",
+        "socket_timeout",
+    )
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        namespace: str = "coalesce",
+        lease_ttl: float = 10.0,
+        socket_timeout: float = 0.5,
+        clock: Clock = wall_clock,
+    ) -> None:
+        self._names = Names.of(namespace)
+        self.namespace = self._names.namespace
+        self.lease_ttl = check_seconds(lease_ttl, "lease_ttl", positive=True)
+        self.socket_timeout = check_seconds(socket_timeout, "socket_timeout", positive=True)
+        self._clock: Clock = check_callable(clock, "clock")
+        self._link = Link.open(url, client, self.socket_timeout)
+        super().__init__()
+        self._client = self._link.client
+        self._logged: set[type[BaseException]] = set()  # undecodable values logged, by type
+        # key -> (the read in progress, self._writes when it was sent); see the module rules
+        self._reads: dict[str, tuple[_Read, int]] = {}
+        self._writes = 0  # bumped by every set, delete and clear
+        self._renew = self._client.register_script(RENEW)
+        self._release = self._client.register_script(RELEASE)
+        self._events = Events(self._link, self._names, self._heard)
+
+    def _ready(self) -> None:
+        """Raise at once when closed, or while Redis rests after a failure."""
+        self._check_open()
+        self._link.ready()
+
+    # -- Storage ----------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Record | None:
+        entry = await self.get_with_expiry(key)
+        return None if entry is None else entry[0]
+
+    async def get_with_expiry(self, key: str) -> tuple[Record, float] | None:
+        """The entry for ``key`` and its absolute expiry on this storage's clock, or None."""
+        self._ready()
+        reading = self._reads.get(key)
+        if reading is not None and reading[1] == self._writes:
+            with contextlib.suppress(_Abandoned):  # its reader left: read for ourselves
+                return await asyncio.shield(reading[0])  # leaving cancels nobody's read
+        # The first reader reads itself (no task: this is a hit's whole cost), and shares.
+        shared: _Read = asyncio.get_running_loop().create_future()
+        entry = (shared, self._writes)
+        self._reads[key] = entry
+        try:
+            result = await self._read(key)
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            shared.set_exception(_Abandoned() if cancelled else exc)
+            shared.exception()  # retrieved, whether or not anybody joined
+            raise
+        else:
+            shared.set_result(result)
+        finally:
+            if self._reads.get(key) is entry:
+                del self._reads[key]
+        return result
+
+    async def _read(self, key: str) -> tuple[Record, float] | None:
+        raw = await self._link.call(self._client.get(self._names.value(key)))
+        if raw is None:
+            return None
+        try:
+            record, expires_at = unpack(raw)
+        except SnapshotError as exc:
+            await self._unreadable(key, exc)
+            return None
+        if not expires_at > self._clock():  # NaN included
+            return None
+        return record, expires_at
+
+    async def set(self, key: str, value: Record, ttl: float) -> None:
+        self._ready()
+        self._writes += 1
+        name = self._names.value(key)
+        if not ttl > 0:  # NaN included: "for 0 seconds" leaves nothing, not the old value
+            await self._link.call(self._client.unlink(name))
+            return
+        data = pack(self._clock() + ttl, value)
+        await self._link.call(self._client.set(name, data, px=milliseconds(ttl)))
+
+    async def delete(self, key: str) -> None:
+        self._ready()
+        self._writes += 1
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.unlink(self._names.value(key))
+            pipe.publish(self._names.channel(key), DROPPED)  # every front drops its copy
+            await self._link.call(pipe.execute())
+
+    async def clear(self) -> None:
+        """Remove this namespace's entries (``SCAN`` and ``UNLINK``: never ``FLUSHDB``)."""
+        self._ready()
+        self._writes += 1
+        cursor: int = 0
+        while True:
+            cursor, names = await self._link.call(
+                self._client.scan(cursor, match=self._names.values, count=_SCAN_COUNT)
+            )
+            if names:
+                await self._link.call(self._client.unlink(*names))
+            if not cursor:
+                break
+        await self._link.call(self._client.publish(self._names.channel("*"), CLEAR))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._events.close()
+        await self._link.close()
+
+    async def _unreadable(self, key: str, exc: Exception) -> None:
+        kind = type(exc)
+        level = logging.DEBUG if kind in self._logged else logging.WARNING
+        self._logged.add(kind)
+        log.log(level, "Redis entry %s is unreadable (%s); treated as a miss and deleted", key, exc)
+        with contextlib.suppress(RedisUnavailableError):
+            await self._link.call(self._client.unlink(self._names.value(key)))
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else (" unavailable" if self._link.resting else "")
+        return f"<RedisStorage namespace={self.namespace!r} lease_ttl={self.lease_ttl}{state}>"
+
+    # -- SharesFlights: the fleet's lease (storage/base.py, core/fleet.py) ------------------------
+
+    async def acquire(self, key: str, token: str) -> bool:
+        """Take the lease of ``key`` for ``lease_ttl`` if nobody holds it."""
+        self._ready()
+        lease, px = self._names.lease(key), milliseconds(self.lease_ttl)
+        return bool(await self._link.call(self._client.set(lease, token, nx=True, px=px)))
+
+    async def renew(self, key: str, token: str) -> bool:
+        """Extend the lease of ``key`` to ``lease_ttl`` from now, if ``token`` still holds it."""
+        self._ready()
+        args: list[str | int] = [token, milliseconds(self.lease_ttl)]
+        return bool(await self._link.call(self._renew(keys=[self._names.lease(key)], args=args)))
+
+    async def release(self, key: str, token: str, outcome: bytes) -> bool:
+        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else "not
+        stored") and drop its lease if ``token`` still holds it, in one script; True if the
+        lease was ours."""
+        self._ready()
+        keys = [self._names.lease(key), self._names.value(key)]
+        args: list[str | bytes] = [token, self._names.channel(key), outcome]
+        return bool(await self._link.call(self._release(keys=keys, args=args)))
+
+    async def leased(self, key: str) -> bool:
+        """Does anybody hold the lease of ``key``?"""
+        self._ready()
+        return bool(await self._link.call(self._client.exists(self._names.lease(key))))
+
+    async def watch(self, key: str) -> asyncio.Future[bytes]:
+        """A future for the next outcome published for ``key``, registered now; the pattern
+        subscription is made first if it is not there (waiting at most ``socket_timeout``).
+        Give it back with ``unwatch``."""
+        self._ready()
+        return await self._events.watch(key, self.socket_timeout)
+
+    def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None:
+        self._events.unwatch(key, waiter)
+
+    @property
+    def subscribed(self) -> bool:
+        """Does the pattern subscription hold now? (publications reach this process)"""
+        return self._events.subscribed
+
+    # -- PublishesDrops: invalidations reach every process (TieredStorage) -----------------------
+
+    def on_drop(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(key)`` for every key deleted by any process of this namespace, and
+        ``callback(None)`` for every clear, from the next call of this storage on."""
+        self._events.on_drop(callback)
+
+    def _heard(self, key: str, data: bytes) -> None:
+        """A publication for ``key`` reached this process (events.py)."""
+        self._events.heard(key, data)
