@@ -1,8 +1,10 @@
 """The real requests behind a ``CoalescingSession`` call, and the response each caller gets.
 
-Rules of this module (the client face's half of the pipeline; ``client_call.py`` says who may
-share, this says how a response is fetched and handed back):
+Rules of this module (the client face's half of the pipeline; ``call.py`` says who may share,
+this says how a response is fetched and handed back):
 
+* ``Outgoing`` is one call's request as aiohttp will send it, split into what may be shared
+  (``kwargs``) and what is its caller's alone (``own``: ``call.CALLER_ALONE``).
 * ``SharedRequest`` is the ``send`` of a flight: one real request with the session's timeout and
   no status check (each caller applies its own), timed around (RFC 9111 §4.2.3: its request and
   response times date the response), read only up to ``max_body_size``. A body over the limit is
@@ -16,7 +18,8 @@ share, this says how a response is fetched and handed back):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,13 +27,27 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.records import Answer, Fetched
-from ..spec.cache_control import RequestDirectives
-from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
 from .response import CachedResponse, LiveResponse
 
-__all__ = ["Passing", "SharedRequest", "snapshot_of", "wanted_of"]
+__all__ = ["Outgoing", "Passing", "SharedRequest", "snapshot_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One call's request as aiohttp will send it (module rules)."""
+
+    session: aiohttp.ClientSession
+    method: str  # upper case
+    url: str | URL  # as the caller gave it (aiohttp joins a relative one to its base URL)
+    kwargs: dict[str, Any]  # aiohttp's options, without the caller's own
+    own: Mapping[str, Any]  # CALLER_ALONE: timeout, raise_for_status
+    checks: Any  # raise_for_status for its caller's response: the call's, else the session's
+
+    def alone(self) -> dict[str, Any]:
+        """aiohttp's options for a request of the caller's own: its own options applied too."""
+        return {**self.kwargs, **self.own} if self.own else self.kwargs
 
 
 class SharedRequest(Kept):
@@ -39,44 +56,33 @@ class SharedRequest(Kept):
     It is also the ``Kept`` of its caller: a response too large to share is kept on it.
     """
 
-    __slots__ = (
-        "_args",
-        "_clock",
-        "_kwargs",
-        "_limit",
-        "_session",
-        "_should_store",
-        "times",
-    )
+    __slots__ = ("_clock", "_limit", "_out", "_should_store", "times")
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        args: tuple[str, str | URL],
-        kwargs: dict[str, Any],
+        out: Outgoing,
         *,
         limit: int,
         should_store: Callable[[Any], bool] | None,
         clock: Callable[[], float],
     ) -> None:
         super().__init__()
-        self._session = session
-        self._args = args  # (method, the URL as the caller gave it)
-        self._kwargs = kwargs  # aiohttp's options, without the caller's own
+        self._out = out  # sent without its caller's own options (each applies its own)
         self._limit = limit
         self._should_store = should_store
         self._clock = clock
         self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
-        kwargs = self._kwargs  # detached: its caller drops what is kept (Kept.drop)
+        out = self._out
+        kwargs = out.kwargs  # detached: its caller drops what is kept (Kept.drop)
         if conditional:  # a revalidation: the caller's request, made conditional
             headers = CIMultiDict(kwargs.get("headers") or ())
             for name, value in conditional:
                 headers[name] = value
             kwargs = {**kwargs, "headers": headers}
         sent = self._clock()
-        resp = await self._session.request(*self._args, raise_for_status=False, **kwargs)
+        resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
         self.times = (sent, self._clock())  # its head is here: RFC 9111 response_time
         try:
             body = await read_within(resp, self._limit)
@@ -98,7 +104,7 @@ class SharedRequest(Kept):
         live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
-                504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._args[0], b""
+                504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
             )
             return CachedResponse(gateway_timeout, "miss", request_url=url)
         return LiveResponse(
@@ -113,25 +119,18 @@ class SharedRequest(Kept):
 class Passing:
     """The request of a call that takes no part, streamed as aiohttp streams it."""
 
-    __slots__ = ("_args", "_clock", "_kwargs", "_session", "response", "times")
+    __slots__ = ("_clock", "_out", "response", "times")
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        args: tuple[str, str | URL],
-        kwargs: dict[str, Any],
-        clock: Callable[[], float],
-    ) -> None:
-        self._session = session
-        self._args = args
-        self._kwargs = kwargs
+    def __init__(self, out: Outgoing, clock: Callable[[], float]) -> None:
+        self._out = out
         self._clock = clock
         self.response: aiohttp.ClientResponse | None = None
         self.times = (0.0, 0.0)
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         sent = self._clock()  # never conditional: a call that takes no part revalidates nothing
-        self.response = await self._session.request(*self._args, **self._kwargs)
+        out = self._out
+        self.response = await out.session.request(out.method, out.url, **out.alone())
         self.times = (sent, self._clock())
         return Fetched(None)
 
@@ -139,27 +138,6 @@ class Passing:
         assert self.response is not None  # __call__ ran
         live = self.response
         return LiveResponse(live, snapshot_of(live, b"", *self.times), "bypass")
-
-
-def wanted_of(directives: RequestDirectives, refresh: bool) -> tuple[Wanted | None, bool, bool]:
-    """What a caller's request directives ask: (what it accepts of a stored response, whether
-    it goes to the origin whatever is stored, whether its response may be stored)."""
-    d = directives
-    refresh = refresh or d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
-    wanted = None
-    if (
-        d.max_age is not None
-        or d.min_fresh is not None
-        or d.only_if_cached
-        or d.max_stale is not None
-    ):
-        wanted = Wanted(
-            max_age=d.max_age,
-            min_fresh=d.min_fresh,
-            only_if_cached=d.only_if_cached,
-            max_stale=d.max_stale,
-        )
-    return wanted, refresh, d.no_store
 
 
 def snapshot_of(
