@@ -13,16 +13,10 @@ from aiohttp import web
 from conftest import Origin as LocalOrigin
 
 from coalesce_client import coalesce_middleware
+from coalesce_client.spec import requests
 from coalesce_client.spec.conditional import Validators, answers_not_modified, validators_of
 from coalesce_client.spec.invalidation import Origin, invalidation_targets
-from coalesce_client.spec.requests import (
-    UNSHARED_HEADERS,
-    VALIDATED_METHODS,
-    VALIDATION_HEADERS,
-    Asked,
-    Wanted,
-    asked_by,
-)
+from coalesce_client.spec.requests import Asked, Wanted, asked_by
 from coalesce_client.spec.snapshot import Snapshot
 
 # -- asked_by: what a request's own Cache-Control / Pragma asks ------------------------------------
@@ -56,10 +50,11 @@ def test_asked_by_reads_cache_control_else_pragma(
 
 
 def test_the_header_sets_are_those_of_rfc_9110_and_9111() -> None:
-    assert set(UNSHARED_HEADERS) == {"range", "if-match", "if-unmodified-since", "if-range"}
-    assert set(VALIDATION_HEADERS) == {"if-none-match", "if-modified-since"}
-    assert not set(UNSHARED_HEADERS) & set(VALIDATION_HEADERS)
-    assert set(VALIDATED_METHODS) == {"GET", "HEAD"}
+    unshared, validation = set(requests.UNSHARED_HEADERS), set(requests.VALIDATION_HEADERS)
+    assert unshared == {"range", "if-match", "if-unmodified-since", "if-range"}
+    assert validation == {"if-none-match", "if-modified-since"}
+    assert not unshared & validation
+    assert set(requests.VALIDATED_METHODS) == {"GET", "HEAD"}
 
 
 # -- answers_not_modified: a 304 from a fresh stored response --------------------------------------
