@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from multidict import CIMultiDict
@@ -31,7 +31,18 @@ from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
 from .response import CachedResponse, LiveResponse
 
-__all__ = ["Outgoing", "Passing", "SharedRequest", "snapshot_of"]
+__all__ = ["Outgoing", "Passing", "SharedRequest", "Times", "snapshot_of"]
+
+
+class Times(NamedTuple):
+    """When a real request was sent and when its response's head arrived, on the session's clock:
+    RFC 9111 §4.2.3's ``request_time`` and ``response_time``, which date the response."""
+
+    request_time: float
+    response_time: float
+
+
+_NOT_SENT = Times(0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +82,7 @@ class SharedRequest(Kept):
         self._limit = limit
         self._should_store = should_store
         self._clock = clock
-        self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
+        self.times = _NOT_SENT
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         out = self._out
@@ -83,7 +94,7 @@ class SharedRequest(Kept):
             kwargs = {**kwargs, "headers": headers}
         sent = self._clock()
         resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
-        self.times = (sent, self._clock())  # its head is here: RFC 9111 response_time
+        self.times = Times(sent, self._clock())  # its head is here: the response_time
         try:
             body = await read_within(resp, self._limit)
         except BaseException:
@@ -93,7 +104,7 @@ class SharedRequest(Kept):
             self.keep(resp, body or b"")  # too large to share: the flight ends now
             return Fetched(None)
         resp.release()
-        snap = snapshot_of(resp, body, *self.times)
+        snap = snapshot_of(resp, body, self.times)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
 
@@ -109,7 +120,7 @@ class SharedRequest(Kept):
             return CachedResponse(gateway_timeout, "miss", request_url=url)
         return LiveResponse(
             live,
-            snapshot_of(live, b"", *self.times),
+            snapshot_of(live, b"", self.times),
             answer.status,
             prefix=self.prefix,
             request_url=url,
@@ -125,24 +136,22 @@ class Passing:
         self._out = out
         self._clock = clock
         self.response: aiohttp.ClientResponse | None = None
-        self.times = (0.0, 0.0)
+        self.times = _NOT_SENT
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         sent = self._clock()  # never conditional: a call that takes no part revalidates nothing
         out = self._out
         self.response = await out.session.request(out.method, out.url, **out.alone())
-        self.times = (sent, self._clock())
+        self.times = Times(sent, self._clock())
         return Fetched(None)
 
     def live(self) -> LiveResponse:
         assert self.response is not None  # __call__ ran
         live = self.response
-        return LiveResponse(live, snapshot_of(live, b"", *self.times), "bypass")
+        return LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
 
 
-def snapshot_of(
-    resp: aiohttp.ClientResponse, body: bytes, request_time: float, response_time: float
-) -> Snapshot:
+def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:
     """The response as received, with the times its age is computed from (a redirect's are those
     of the whole request: aiohttp does not say when each hop arrived)."""
     return Snapshot(
@@ -152,7 +161,7 @@ def snapshot_of(
         url=str(resp.url),
         method=resp.method,
         body=body,
-        history=tuple(snapshot_of(h, b"", request_time, response_time) for h in resp.history),
-        request_time=request_time,
-        response_time=response_time,
+        history=tuple(snapshot_of(h, b"", times) for h in resp.history),
+        request_time=times.request_time,
+        response_time=times.response_time,
     )
