@@ -1,7 +1,7 @@
 """One ``CoalescingSession`` call: who else its response may reach, and what is its caller's alone.
 
-Rules of this module (the client face's half of DESIGN.md "Who may share a response"; the rule is
-that no caller's per-call option reaches another caller):
+Rules of this module (the client face's half of "who may share a response" in
+docs/architecture.md; the rule is that no caller's per-call option reaches another caller):
 
 * **Rejected as aiohttp rejects it, on every path, hits included**: a keyword argument aiohttp's
   ``ClientSession.request`` does not take, ``data`` with ``json``, a ``params`` value yarl refuses,
@@ -12,16 +12,19 @@ that no caller's per-call option reaches another caller):
   defaults merged with the call's); an explicit ``Host``; the cookies that will be sent (the
   session's jar and the call's ``cookies=``); ``auth=``; a body's digest; and every per-call
   option that changes the request or how its response is read (``SPLIT``).
-* **Bypass** (``Identity.key`` None): ``Range`` and conditional requests (their answers are
-  partial or relative to what the caller has), per-call ``middlewares=`` (they may change
-  anything), and a body that cannot be digested (a stream, a file).
+* **Bypass** (``Identity.key`` None): ``Range`` and the preconditions a cache cannot evaluate
+  (``spec/requests.py``, as the middleware: their answers are partial or relative to what the
+  caller has), ``If-None-Match`` / ``If-Modified-Since`` on a method other than GET and HEAD,
+  per-call ``middlewares=`` (they may change anything), and a body that cannot be digested (a
+  stream, a file). A GET or HEAD with only those two is answered from storage
+  (``Identity.conditional``, ``spec/conditional.py``), never through a flight.
 * **The caller's alone** (``CALLER_ALONE``): ``timeout`` bounds this caller's wait (the shared
   request runs under the session's timeout) and ``raise_for_status`` applies to this caller's own
   response. The session pops them before a shared request is sent.
-* Invalidation (RFC 9111 §4.4): ``url_key`` is a URL's identity for ``url_index.py``, built
-  from the same URL parts as the key; ``invalidated_urls`` lists the URLs a non-error response to
-  an unsafe request invalidates: the request's, and its ``Location`` and ``Content-Location``
-  when on the same origin (resolved against the response's URL).
+* The caller's own ``Cache-Control`` (``spec/requests.py``, ``asked_by``) is read with the
+  identity (``Identity.asked``): what it accepts of a stored response, a refresh, ``no-store``.
+* Invalidation (RFC 9111 §4.4): ``url_key`` is a URL's identity for ``spec/invalidation.py``,
+  built from the same URL parts as the key, by the same URL parser (yarl).
 * Vary: ``Identity.header`` answers what the request will really send for a header name: the
   call's headers over the session's defaults, else aiohttp's automatic ones (``Accept``,
   ``Accept-Encoding``, ``User-Agent``, ``Host``) unless skipped.
@@ -30,7 +33,6 @@ that no caller's per-call option reaches another caller):
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json as jsonlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,9 +44,19 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.keys import KeyMaker, query_pairs
-from ..spec.cache_control import RequestDirectives, request_directives
+from ..core.records import Call
+from ..spec.conditional import Validators, validators_of
 from ..spec.fields import TOKEN
+from ..spec.requests import (
+    UNSHARED_HEADERS,
+    VALIDATED_METHODS,
+    VALIDATION_HEADERS,
+    Asked,
+    Wanted,
+    asked_by,
+)
 from ..spec.vary import Header
+from .compat import KNOWN_KWARGS
 
 __all__ = [
     "CALLER_ALONE",
@@ -54,7 +66,6 @@ __all__ = [
     "check_base_url",
     "check_call",
     "identify",
-    "invalidated_urls",
     "url_key",
     "wait_bound",
 ]
@@ -62,21 +73,6 @@ __all__ = [
 UNSET: Any = object()  # no timeout= given: the session's own
 
 
-def _request_kwargs() -> frozenset[str]:
-    """The keyword arguments this aiohttp's ``ClientSession.request`` takes."""
-    try:
-        params = inspect.signature(aiohttp.ClientSession._request).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a build without introspection
-        return frozenset()
-    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return frozenset(
-        name
-        for name, p in params.items()
-        if name not in {"self", "method", "str_or_url"} and p.kind in kinds
-    )
-
-
-KNOWN_KWARGS = _request_kwargs()
 CALLER_ALONE = frozenset({"timeout", "raise_for_status"})
 # Per-call options that change the request sent or how its response is read, with the value that
 # changes nothing (a call that passes the default shares the key of one that does not).
@@ -101,11 +97,6 @@ SPLIT: dict[str, Any] = {
     "max_field_size": 8190,
     "max_headers": 128,
 }
-# Requests whose answer is not the resource itself, or is relative to what the caller already has.
-_BYPASS_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
-# Conditions a cache may evaluate itself against a fresh stored response (RFC 9111 §4.3.2): a GET
-# or HEAD with only these is answered from storage (a 304 or the stored response), else bypasses.
-_CONDITIONAL_HEADERS = ("if-none-match", "if-modified-since")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTO_HEADERS: dict[str, str] = {
@@ -152,15 +143,15 @@ class Identity:
     key: str | None
     url: URL
     header: Header
-    # The caller's own Cache-Control request directives (RFC 9111 §5.2.1; a Pragma: no-cache
-    # counts when there is no Cache-Control, §5.4), or None when it sent neither.
-    directives: RequestDirectives | None = None
-    # The key of the URL's invalidation index (url_index.py), computed with the key: a hit that
-    # goes through fetch() (a disk storage) would otherwise hash the URL again every time.
+    # What the caller's own Cache-Control asks (RFC 9111 §5.2.1; a Pragma: no-cache counts when
+    # there is no Cache-Control, §5.4), or None when it sent neither.
+    asked: Asked | None = None
+    # The key of the URL's invalidation index (spec/invalidation.py), computed with the key: a
+    # hit that goes through fetch() (a disk storage) would otherwise hash the URL again.
     url_key: str | None = None
-    # The caller's own If-None-Match and If-Modified-Since (None when absent), when it sent one:
-    # answered from a fresh stored response, never sent through a flight.
-    conditional: tuple[str | None, str | None] | None = None
+    # The caller's own If-None-Match and If-Modified-Since, when it sent one: answered from a
+    # fresh stored response, never sent through a flight.
+    conditional: Validators | None = None
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -171,6 +162,21 @@ class Identity:
         if port is not None and port != _DEFAULT_PORTS.get(url.scheme):
             host = f"{host}:{port}"
         return host + url.raw_path_qs
+
+    def call(
+        self, *, ttl: float | None, refresh: bool, wanted: Wanted | None, url_ttl: bool
+    ) -> Call:
+        """The core's record of this call (``Coalescer.fetch``), with the caller's options:
+        ``url_ttl`` says whether the policy has patterns to match the URL against."""
+        return Call(
+            self.key,
+            header=self.header,
+            ttl=ttl,
+            refresh=refresh,
+            url=self.url_text() if url_ttl else None,
+            url_key=self.url_key,
+            wanted=wanted,
+        )
 
 
 def identify(
@@ -184,14 +190,61 @@ def identify(
     without ``CALLER_ALONE``."""
     if kwargs.get("params"):
         url = url.extend_query(kwargs["params"])  # as aiohttp merges them
-    merged = CIMultiDict(session.headers)
     call_headers = kwargs.get("headers")
+    merged = _merged(session, call_headers)
+    header = _sent(session, kwargs, merged, url)
+    conditional = None
+    if any(h in merged for h in VALIDATION_HEADERS):
+        if method not in VALIDATED_METHODS:
+            return Identity(None, url, header)
+        conditional = validators_of(header)
+    if (
+        kwargs.get("middlewares")
+        or any(h in merged for h in UNSHARED_HEADERS)
+        or (call_headers and not all(TOKEN.fullmatch(n) for n, _ in _pairs(call_headers)))
+    ):  # a header name that is no token: a malformed request, no stored answer is its own
+        return Identity(None, url, header)
+    if kwargs.get("auth") is not None and url.raw_user is not None:
+        raise ValueError("Cannot combine AUTH argument with credentials encoded in URL")
+    body_digest = None
+    if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
+        body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
+        if body_digest is None:
+            return Identity(None, url, header)
+    key = keys.make(
+        method=method,
+        scheme=url.scheme,
+        host=url.host or "",
+        port=url.explicit_port,
+        path=url.raw_path,
+        query=query_pairs(url.raw_query_string),
+        header=lambda name: ", ".join(merged.getall(name)) if name in merged else None,
+        body_digest=body_digest,
+        extra=_extra(session, keys, url, kwargs, merged),
+    )
+    return Identity(key, url, header, asked_by(header), url_key(keys, url), conditional)
+
+
+def _merged(session: aiohttp.ClientSession, call_headers: Any) -> CIMultiDict[str]:
+    """The headers the call sends: its own over the session's defaults of the same name, as in
+    aiohttp."""
+    merged = CIMultiDict(session.headers)
     if call_headers:
-        # The call's headers replace the session's defaults of the same name, as in aiohttp.
         pairs = _pairs(call_headers)
         for name, _ in pairs:
             merged.popall(name, None)
         merged.extend(pairs)
+    return merged
+
+
+def _sent(
+    session: aiohttp.ClientSession,
+    kwargs: Mapping[str, Any],
+    merged: CIMultiDict[str],
+    url: URL,
+) -> Header:
+    """What the request will really send for a header name (module rules: Vary): the merged
+    headers, else aiohttp's automatic ones unless skipped."""
     skipped = {h.lower() for h in session.skip_auto_headers}
     skipped.update(h.lower() for h in kwargs.get("skip_auto_headers") or ())
 
@@ -210,41 +263,7 @@ def identify(
             )
         return _AUTO_HEADERS.get(name)
 
-    conditional = None
-    if any(h in merged for h in _CONDITIONAL_HEADERS):
-        if method not in ("GET", "HEAD"):
-            return Identity(None, url, header)
-        conditional = (header("if-none-match"), header("if-modified-since"))
-    if (
-        kwargs.get("middlewares")
-        or any(h in merged for h in _BYPASS_HEADERS)
-        or (call_headers and not all(TOKEN.fullmatch(n) for n, _ in _pairs(call_headers)))
-    ):  # a header name that is no token: a malformed request, no stored answer is its own
-        return Identity(None, url, header)
-    if kwargs.get("auth") is not None and url.raw_user is not None:
-        raise ValueError("Cannot combine AUTH argument with credentials encoded in URL")
-    body_digest = None
-    if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
-        body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
-        if body_digest is None:
-            return Identity(None, url, header)
-    extra = _extra(session, keys, url, kwargs, merged)
-    directives = request_directives(
-        ", ".join(merged.getall("cache-control", ())) or None,
-        ", ".join(merged.getall("pragma", ())) or None,
-    )
-    key = keys.make(
-        method=method,
-        scheme=url.scheme,
-        host=url.host or "",
-        port=url.explicit_port,
-        path=url.raw_path,
-        query=query_pairs(url.raw_query_string),
-        header=lambda name: ", ".join(merged.getall(name)) if name in merged else None,
-        body_digest=body_digest,
-        extra=extra,
-    )
-    return Identity(key, url, header, directives, url_key(keys, url), conditional)
+    return header
 
 
 def url_key(keys: KeyMaker, url: URL) -> str:
@@ -256,24 +275,6 @@ def url_key(keys: KeyMaker, url: URL) -> str:
         path=url.raw_path,
         query=query_pairs(url.raw_query_string),
     )
-
-
-def invalidated_urls(url: URL, resp_url: URL, headers: Mapping[str, str]) -> list[URL]:
-    """The request's URL, then its same-origin ``Location`` and ``Content-Location`` (RFC 9111
-    §4.4: another origin's entries are not ours to drop on its word)."""
-    urls = [url]
-    origin = (url.scheme, url.host, url.port)
-    for name in ("Location", "Content-Location"):
-        value = headers.get(name)
-        if not value:
-            continue
-        try:
-            target = resp_url.join(URL(value.strip()))
-        except (TypeError, ValueError):
-            continue  # not a URI reference: nothing to invalidate
-        if (target.scheme, target.host, target.port) == origin:
-            urls.append(target.with_fragment(None))
-    return urls
 
 
 def _extra(

@@ -1,10 +1,11 @@
 """CachedResponse: what every caller of CoalescingSession gets, its own object over a shared body.
 
-It quacks like ``aiohttp.ClientResponse`` for what people use. Everything derived from the
-snapshot (headers multidict, URL objects, the stream) is built on first use: a cache hit pays only
-for what its caller reads. The body bytes are the snapshot's own and are never copied per caller;
-each caller has its own read position. ``CallContext`` is what a request method returns before
-the response exists: a coroutine that is also an async context manager, as aiohttp's own.
+Rules of this module: it quacks like ``aiohttp.ClientResponse`` for what people use (the README
+lists it). Everything derived from the snapshot (headers multidict, URL objects, the stream) is
+built on first use: a cache hit pays only for what its caller reads. The body bytes are the
+snapshot's own and are never copied per caller; each caller has its own read position.
+``CallContext`` is what a request method returns before the response exists: a coroutine that is
+also an async context manager, as aiohttp's own.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from .body import BodyStream, LiveStream
 
 __all__ = ["CachedResponse", "CallContext", "LiveResponse"]
 
-# The statuses of a response served from storage (DESIGN.md: ``from_cache``).
+# The statuses of a response served from storage (``from_cache``).
 _FROM_CACHE = frozenset({"hit", "stale", "revalidated"})
 # The statuses of a response that is the origin's own answer to this caller: no Age is added.
 _OWN = frozenset({"miss", "bypass"})
 
 
 class CachedResponse:
-    """One caller's response; see DESIGN.md for what it promises.
+    """One caller's response; the README says what it promises.
 
     ``cache_status`` says where this caller's body came from: ``"miss"`` (a real request made for
     this caller), ``"coalesced"`` (another caller's request in flight), ``"hit"`` (storage) or

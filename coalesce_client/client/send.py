@@ -1,8 +1,10 @@
 """The real requests behind a ``CoalescingSession`` call, and the response each caller gets.
 
-Rules of this module (the client face's half of the pipeline; ``client_call.py`` says who may
-share, this says how a response is fetched and handed back):
+Rules of this module (the client face's half of the pipeline; ``call.py`` says who may share,
+this says how a response is fetched and handed back):
 
+* ``Outgoing`` is one call's request as aiohttp will send it, split into what may be shared
+  (``kwargs``) and what is its caller's alone (``own``: ``call.CALLER_ALONE``).
 * ``SharedRequest`` is the ``send`` of a flight: one real request with the session's timeout and
   no status check (each caller applies its own), timed around (RFC 9111 §4.2.3: its request and
   response times date the response), read only up to ``max_body_size``. A body over the limit is
@@ -16,21 +18,47 @@ share, this says how a response is fetched and handed back):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.records import Answer, Fetched
-from ..spec.cache_control import RequestDirectives
-from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
 from .response import CachedResponse, LiveResponse
 
-__all__ = ["Passing", "SharedRequest", "snapshot_of", "wanted_of"]
+__all__ = ["Outgoing", "Passing", "SharedRequest", "Times", "snapshot_of"]
+
+
+class Times(NamedTuple):
+    """When a real request was sent and when its response's head arrived, on the session's clock:
+    RFC 9111 §4.2.3's ``request_time`` and ``response_time``, which date the response."""
+
+    request_time: float
+    response_time: float
+
+
+_NOT_SENT = Times(0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One call's request as aiohttp will send it (module rules)."""
+
+    session: aiohttp.ClientSession
+    method: str  # upper case
+    url: str | URL  # as the caller gave it (aiohttp joins a relative one to its base URL)
+    kwargs: dict[str, Any]  # aiohttp's options, without the caller's own
+    own: Mapping[str, Any]  # CALLER_ALONE: timeout, raise_for_status
+    checks: Any  # raise_for_status for its caller's response: the call's, else the session's
+
+    def alone(self) -> dict[str, Any]:
+        """aiohttp's options for a request of the caller's own: its own options applied too."""
+        return {**self.kwargs, **self.own} if self.own else self.kwargs
 
 
 class SharedRequest(Kept):
@@ -39,45 +67,34 @@ class SharedRequest(Kept):
     It is also the ``Kept`` of its caller: a response too large to share is kept on it.
     """
 
-    __slots__ = (
-        "_args",
-        "_clock",
-        "_kwargs",
-        "_limit",
-        "_session",
-        "_should_store",
-        "times",
-    )
+    __slots__ = ("_clock", "_limit", "_out", "_should_store", "times")
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        args: tuple[str, str | URL],
-        kwargs: dict[str, Any],
+        out: Outgoing,
         *,
         limit: int,
         should_store: Callable[[Any], bool] | None,
         clock: Callable[[], float],
     ) -> None:
         super().__init__()
-        self._session = session
-        self._args = args  # (method, the URL as the caller gave it)
-        self._kwargs = kwargs  # aiohttp's options, without the caller's own
+        self._out = out  # sent without its caller's own options (each applies its own)
         self._limit = limit
         self._should_store = should_store
         self._clock = clock
-        self.times = (0.0, 0.0)  # when the real request was sent, when its response arrived
+        self.times = _NOT_SENT
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
-        kwargs = self._kwargs  # detached: its caller drops what is kept (Kept.drop)
+        out = self._out
+        kwargs = out.kwargs  # detached: its caller drops what is kept (Kept.drop)
         if conditional:  # a revalidation: the caller's request, made conditional
             headers = CIMultiDict(kwargs.get("headers") or ())
             for name, value in conditional:
                 headers[name] = value
             kwargs = {**kwargs, "headers": headers}
         sent = self._clock()
-        resp = await self._session.request(*self._args, raise_for_status=False, **kwargs)
-        self.times = (sent, self._clock())  # its head is here: RFC 9111 response_time
+        resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
+        self.times = Times(sent, self._clock())  # its head is here: the response_time
         try:
             body = await read_within(resp, self._limit)
         except BaseException:
@@ -87,7 +104,7 @@ class SharedRequest(Kept):
             self.keep(resp, body or b"")  # too large to share: the flight ends now
             return Fetched(None)
         resp.release()
-        snap = snapshot_of(resp, body, *self.times)
+        snap = snapshot_of(resp, body, self.times)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
 
@@ -98,12 +115,12 @@ class SharedRequest(Kept):
         live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
-                504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._args[0], b""
+                504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
             )
             return CachedResponse(gateway_timeout, "miss", request_url=url)
         return LiveResponse(
             live,
-            snapshot_of(live, b"", *self.times),
+            snapshot_of(live, b"", self.times),
             answer.status,
             prefix=self.prefix,
             request_url=url,
@@ -113,58 +130,28 @@ class SharedRequest(Kept):
 class Passing:
     """The request of a call that takes no part, streamed as aiohttp streams it."""
 
-    __slots__ = ("_args", "_clock", "_kwargs", "_session", "response", "times")
+    __slots__ = ("_clock", "_out", "response", "times")
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        args: tuple[str, str | URL],
-        kwargs: dict[str, Any],
-        clock: Callable[[], float],
-    ) -> None:
-        self._session = session
-        self._args = args
-        self._kwargs = kwargs
+    def __init__(self, out: Outgoing, clock: Callable[[], float]) -> None:
+        self._out = out
         self._clock = clock
         self.response: aiohttp.ClientResponse | None = None
-        self.times = (0.0, 0.0)
+        self.times = _NOT_SENT
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         sent = self._clock()  # never conditional: a call that takes no part revalidates nothing
-        self.response = await self._session.request(*self._args, **self._kwargs)
-        self.times = (sent, self._clock())
+        out = self._out
+        self.response = await out.session.request(out.method, out.url, **out.alone())
+        self.times = Times(sent, self._clock())
         return Fetched(None)
 
     def live(self) -> LiveResponse:
         assert self.response is not None  # __call__ ran
         live = self.response
-        return LiveResponse(live, snapshot_of(live, b"", *self.times), "bypass")
+        return LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
 
 
-def wanted_of(directives: RequestDirectives, refresh: bool) -> tuple[Wanted | None, bool, bool]:
-    """What a caller's request directives ask: (what it accepts of a stored response, whether
-    it goes to the origin whatever is stored, whether its response may be stored)."""
-    d = directives
-    refresh = refresh or d.no_cache or d.max_age == 0  # RFC 9111 §5.2.1.4, §5.2.1.1
-    wanted = None
-    if (
-        d.max_age is not None
-        or d.min_fresh is not None
-        or d.only_if_cached
-        or d.max_stale is not None
-    ):
-        wanted = Wanted(
-            max_age=d.max_age,
-            min_fresh=d.min_fresh,
-            only_if_cached=d.only_if_cached,
-            max_stale=d.max_stale,
-        )
-    return wanted, refresh, d.no_store
-
-
-def snapshot_of(
-    resp: aiohttp.ClientResponse, body: bytes, request_time: float, response_time: float
-) -> Snapshot:
+def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:
     """The response as received, with the times its age is computed from (a redirect's are those
     of the whole request: aiohttp does not say when each hop arrived)."""
     return Snapshot(
@@ -174,7 +161,7 @@ def snapshot_of(
         url=str(resp.url),
         method=resp.method,
         body=body,
-        history=tuple(snapshot_of(h, b"", request_time, response_time) for h in resp.history),
-        request_time=request_time,
-        response_time=response_time,
+        history=tuple(snapshot_of(h, b"", times) for h in resp.history),
+        request_time=times.request_time,
+        response_time=times.response_time,
     )

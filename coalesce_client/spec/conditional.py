@@ -19,25 +19,30 @@ Rules of this module (pure functions, standard library only):
   "SHOULD use the stored response's Date field value (or, if no Date field is present, the time
   that the stored response was received)"). An invalid date on either side, or a field with more
   than one member, is ignored (§13.1.3).
-* Which statuses may be answered with a 304 is the face's decision: a precondition is ignored
-  when the unconditional response would not be a 2xx (§13.2.1).
+* A precondition is ignored when the unconditional response would not be a 2xx (§13.2.1):
+  ``answers_not_modified`` is the question both faces ask of a fresh stored response, with the
+  request's ``Validators``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import NamedTuple
 
 from .dates import parse_http_date
 from .snapshot import Snapshot
 
 __all__ = [
     "NOT_MODIFIED_FIELDS",
+    "Validators",
+    "answers_not_modified",
     "entity_tags",
     "not_modified",
     "not_modified_headers",
     "not_modified_snapshot",
     "opaque_tag",
+    "validators_of",
 ]
 
 # What a 304 carries of the stored response: what the 200 would have carried of these (RFC 9110
@@ -200,3 +205,33 @@ def _only(stored: Iterable[tuple[str, str]], name: str) -> str | None:
                 return None  # two ETags (two dates): which one the client holds is unknown
             found = v
     return found
+
+
+class Validators(NamedTuple):
+    """A request's own ``If-None-Match`` and ``If-Modified-Since`` (lines joined with ", ", None
+    when absent): what a cache evaluates for it against a stored response."""
+
+    if_none_match: str | None
+    if_modified_since: str | None
+
+
+def validators_of(header: Callable[[str], str | None]) -> Validators:
+    """The ``Validators`` of the request whose fields ``header`` looks up (lower-case names)."""
+    return Validators(header("if-none-match"), header("if-modified-since"))
+
+
+def answers_not_modified(stored: Snapshot, validators: Validators) -> bool:
+    """Whether a GET or HEAD with these validators is answered 304 from the fresh ``stored``
+    response: only a 2xx (RFC 9110 §13.2.1: a precondition is ignored when the response would
+    not be one), not modified for them (``not_modified``, dated by its headers, else by when it
+    was received). False: the full stored response answers.
+
+    >>> s, v = Snapshot(200, "OK", (("ETag", '"a"'),), "u", "GET", b"x"), Validators
+    >>> answers_not_modified(s, v('"a"', None)), answers_not_modified(s, v('"b"', None))
+    (True, False)
+    >>> answers_not_modified(replace(s, status=404), v('"a"', None))
+    False
+    """
+    return 200 <= stored.status < 300 and not_modified(
+        stored.headers, *validators, stored.response_time or None
+    )

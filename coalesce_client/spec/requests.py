@@ -1,15 +1,39 @@
 """What a request asks of a cache, as plain data: the rules both faces share.
 
-Rules of this module: pure (standard library only, no asyncio), ``now`` is a parameter.
+Rules of this module: pure (standard library only, no asyncio), ``now`` is a parameter. A face
+hands over its request as a header lookup (a name in lower case -> the field's lines joined with
+", ", or None when absent) and gets plain records back; both faces classify with the same
+functions and the same header names, so that a request is treated alike on either side:
+
+* A request with ``Range`` (its answer is partial, RFC 9110 §14.2) or a precondition a cache
+  cannot evaluate for it (``If-Match``, ``If-Unmodified-Since``, ``If-Range``: RFC 9110 §13.1)
+  is never shared nor answered from storage (``UNSHARED_HEADERS``): it bypasses.
+* A GET or HEAD with only ``If-None-Match`` / ``If-Modified-Since`` (``VALIDATION_HEADERS``) may
+  be answered from a fresh stored response (RFC 9111 §4.3.2, ``conditional.py``); another
+  method with them bypasses (§13.1.3: those conditions are for GET and HEAD).
+* What the caller's own ``Cache-Control`` (or, without one, ``Pragma: no-cache``, §5.4) asks
+  (``asked_by``): ``no-cache`` or ``max-age=0`` go to the origin whatever is stored (a refresh,
+  §5.2.1.4, §5.2.1.1); ``max-age``, ``min-fresh``, ``max-stale``, ``only-if-cached`` limit what
+  a stored response may answer (``Wanted``); ``no-store`` says nothing of it may be stored
+  (§5.2.1.5: each face decides whether it honours that).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from .cache_control import request_directives
 from .snapshot import Snapshot
 
-__all__ = ["Wanted"]
+__all__ = [
+    "UNSHARED_HEADERS",
+    "VALIDATED_METHODS",
+    "VALIDATION_HEADERS",
+    "Asked",
+    "Wanted",
+    "asked_by",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +64,54 @@ class Wanted:
         if self.max_age is not None and snap.age(now) > self.max_age:
             return False
         return now - snap.expires_at <= self.max_stale
+
+
+# Requests whose answer is partial or relative to what the caller already has (module rules).
+UNSHARED_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
+# The conditions a cache may evaluate itself against a fresh stored response (RFC 9111 §4.3.2).
+VALIDATION_HEADERS = ("if-none-match", "if-modified-since")
+# The methods those conditions are evaluated for (RFC 9110 §13.1.3); a 304 answers these only.
+VALIDATED_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a request's own directives ask of a cache (module rules): what it accepts of a stored
+    response (``wanted``, None: any fresh one), whether it goes to the origin whatever is stored
+    (``refresh``), and whether it forbids storing its response (``no_store``)."""
+
+    wanted: Wanted | None
+    refresh: bool
+    no_store: bool
+
+
+def asked_by(header: Callable[[str], str | None]) -> Asked | None:
+    """What the request whose fields ``header`` looks up asks of a cache; None when it sent no
+    ``Cache-Control`` nor ``Pragma`` (or nothing in them counts).
+
+    >>> a = asked_by({"cache-control": "max-age=0, no-store"}.get)
+    >>> a.wanted, a.refresh, a.no_store
+    (Wanted(max_age=0, min_fresh=None, only_if_cached=False, max_stale=None), True, True)
+    >>> asked_by({"pragma": "no-cache"}.get)
+    Asked(wanted=None, refresh=True, no_store=False)
+    >>> asked_by({}.get) is None
+    True
+    """
+    d = request_directives(header("cache-control"), header("pragma"))
+    if d is None:
+        return None
+    wanted = None
+    if (
+        d.max_age is not None
+        or d.min_fresh is not None
+        or d.only_if_cached
+        or d.max_stale is not None
+    ):
+        wanted = Wanted(
+            max_age=d.max_age,
+            min_fresh=d.min_fresh,
+            only_if_cached=d.only_if_cached,
+            max_stale=d.max_stale,
+        )
+    # RFC 9111 §5.2.1.4 (no-cache), §5.2.1.1 (max-age=0: no stored response is young enough).
+    return Asked(wanted, d.no_cache or d.max_age == 0, d.no_store)

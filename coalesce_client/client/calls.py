@@ -1,0 +1,246 @@
+"""The path of one ``CoalescingSession`` call: a hit, a conditional answer, a flight, or a pass.
+
+Rules of this module (docs/architecture.md, the client face; ``call.py`` says what a call is,
+``send.py`` how its real request is sent):
+
+* ``CallPath`` is the half of ``CoalescingSession`` that answers calls; the session is one (a
+  base class, so that a hit pays for no call nor lookup more: it is measured in instructions).
+  The state it reads is declared in its slots; the session's constructor sets it.
+* Every call is checked as aiohttp would check it, hits included (``call.check_call``); a call
+  that takes no part (``cache=False``, a method the policy does not cache, a bypass, a
+  ``no-store`` request, RFC 9111 §5.2.1.5) is aiohttp's own request, streamed.
+* A plain call's identity (no options but ``allow_redirects``, no credentials of the session's
+  own) is remembered by the method, the URL and the session's default headers: building it is
+  most of what a hit costs.
+* A caller's ``If-None-Match`` / ``If-Modified-Since`` is answered from a fresh stored response
+  (RFC 9111 §4.3.2: a 304 when it is not modified for the caller, only for a 2xx, RFC 9110
+  §13.2.1; else the stored response), a hit; nothing fresh stored: its own request. Never a
+  flight: the origin's answer to a conditional request is the caller's alone. As the middleware.
+* Each caller applies its own ``raise_for_status`` (the call's, else the session's) to its own
+  response, hits included, and bounds its own wait with its ``timeout=``.
+* Invalidation (RFC 9111 §4.4, ``spec/invalidation.py``): a non-error response to an unsafe
+  request that reached the origin drops what is stored for its URL and its same-origin
+  ``Location`` and ``Content-Location`` (resolved against the response's URL, after redirects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from multidict import getversion
+from yarl import URL
+
+from ..core.coalescer import Coalescer
+from ..core.keys import KeyMaker, KeyMemo
+from ..core.policy import CachePolicy
+from ..core.records import Call
+from ..options import check_seconds_or_none
+from ..spec.conditional import answers_not_modified, not_modified_snapshot
+from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
+from ..spec.requests import Wanted
+from .call import CALLER_ALONE, UNSET, Identity, check_call, identify, url_key, wait_bound
+from .response import CachedResponse
+from .send import Outgoing, Passing, SharedRequest
+
+__all__ = ["CallPath"]
+
+_MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity may include
+_NO_OPTIONS: dict[str, Any] = {}  # a call with no options of its own (never written to)
+
+
+class CallPath:
+    """How ``CoalescingSession`` answers one call (module rules)."""
+
+    # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.
+    __slots__ = (
+        "_base_url",
+        "_checks",
+        "_closed",
+        "_core",
+        "_keys",
+        "_memo",
+        "_session",
+        "_session_kwargs",
+        "policy",
+    )
+
+    policy: CachePolicy
+    _base_url: URL | None  # the base of relative URLs
+    _checks: Any  # the session's raise_for_status, read once: a session cannot change it
+    _closed: bool
+    _core: Coalescer
+    _keys: KeyMaker
+    _memo: KeyMemo[Identity]  # request parts of plain calls -> their identity
+    _session: aiohttp.ClientSession | None  # built on first use when we own it
+    _session_kwargs: dict[str, Any]
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("CoalescingSession is closed")
+        if self._session is None:
+            # Built on first use, inside the running loop, as aiohttp wants.
+            self._session = aiohttp.ClientSession(**self._session_kwargs)
+            self._checks = self._session.raise_for_status
+        return self._session
+
+    async def _request(
+        self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
+    ) -> CachedResponse:
+        cache = kwargs.pop("cache", True)
+        cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
+        refresh = bool(kwargs.pop("refresh", False))
+        session = self._client()
+        method = method.upper()
+        if kwargs:
+            check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
+        if not (cache and method in self.policy.methods):
+            out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
+            return await self._pass(out, None)
+        if kwargs:  # the caller's alone (call.py): not part of the shared request
+            own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
+            checks = own_options.get("raise_for_status", self._checks)
+        else:
+            own_options = _NO_OPTIONS
+            checks = self._checks  # the session's raise_for_status (fixed when it was built)
+        # A plain call's identity, remembered (module rules; inline: the hot path).
+        # getversion() changes whenever the session's default headers do.
+        parts = ident = None
+        if (
+            (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
+            and session.auth is None
+            and not len(session.cookie_jar)
+        ):
+            parts = (
+                method,
+                str_or_url,
+                kwargs.get("allow_redirects", True),
+                getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
+            )
+            ident = self._memo.get(parts)
+        if ident is None:
+            ident = self._identity(session, method, str_or_url, kwargs, parts)
+        key = ident.key
+        wanted = None
+        no_store = False
+        if ident.asked is not None:  # the caller's own Cache-Control (RFC 9111 §5.2.1)
+            wanted, no_store = ident.asked.wanted, ident.asked.no_store
+            refresh = refresh or ident.asked.refresh
+        if ident.conditional is not None:  # the caller's own If-None-Match / If-Modified-Since
+            out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
+            return await self._conditional(out, ident, wanted, refresh)
+        if key is not None and not refresh:
+            snap = self._core.peek(key, ident.header, wanted)
+            if snap is not None:  # the hot path: a hit answered without awaiting anything
+                hit = CachedResponse(snap, "hit", request_url=ident.url, now=self._core.clock())
+                return hit if checks is False else await self._checked(hit, checks)
+        out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
+        if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
+            return await self._pass(out, ident.url)
+        url_ttl = bool(self.policy.url_ttl)
+        call = ident.call(ttl=cache_ttl, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
+        return await self._shared(out, call, ident.url)
+
+    async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
+        """A call that leads or joins a flight (or is answered from storage through one)."""
+        core = self._core
+        policy = self.policy
+        send = SharedRequest(
+            out, limit=policy.max_body_size, should_store=policy.should_store, clock=core.clock
+        )
+        fetch = core.fetch(call, send)
+        total = wait_bound(out.own.get("timeout", UNSET))
+        try:
+            answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
+        except BaseException:
+            send.drop()  # gave up: a response kept for us, now or later, is closed
+            raise
+        if answer.status == "stale":
+            send.drop()  # a background refresh may use it: what it keeps is nobody's
+        resp = send.caller_response(answer, url, core.clock())
+        if out.method not in SAFE_METHODS:
+            await self._invalidate_after(out.method, url, resp)
+        return resp if out.checks is False else await self._checked(resp, out.checks)
+
+    async def _conditional(
+        self, out: Outgoing, ident: Identity, wanted: Wanted | None, refresh: bool
+    ) -> CachedResponse:
+        """A call with its own ``If-None-Match`` or ``If-Modified-Since`` (module rules)."""
+        assert ident.key is not None and ident.conditional is not None
+        snap = None if refresh else await self._core.fresh(ident.key, ident.header, wanted)
+        if snap is None:
+            return await self._pass(out, ident.url)
+        now = self._core.clock()
+        if answers_not_modified(snap, ident.conditional):
+            snap = not_modified_snapshot(snap)
+        hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
+        return hit if out.checks is False else await self._checked(hit, out.checks)
+
+    def _identity(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        str_or_url: str | URL,
+        kwargs: dict[str, Any],
+        parts: tuple[Any, ...] | None,
+    ) -> Identity:
+        """The call's identity (``call.identify``), remembered under ``parts`` if given."""
+        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+        ident = identify(session, self._keys, method, url, kwargs)
+        if parts is not None:
+            self._memo.remember(parts, ident)
+        return ident
+
+    async def _pass(self, out: Outgoing, url: URL | None) -> CachedResponse:
+        """A call that takes no part: aiohttp's own request with the call's own options, its body
+        streamed from the connection as aiohttp streams it (nothing buffered by us)."""
+        send = Passing(out, self._core.clock)
+        await self._core.fetch(Call(None), send)
+        passed = send.live()
+        if out.method not in SAFE_METHODS:
+            target = url if url is not None else self._target(out.url, out.kwargs.get("params"))
+            await self._invalidate_after(out.method, target, passed)
+        return passed
+
+    async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
+        """Apply this caller's ``raise_for_status`` to its own response, as aiohttp applies it."""
+        try:
+            if checks is True:
+                resp.raise_for_status()
+            elif callable(checks):
+                await checks(resp)
+        except BaseException:
+            self._core.count_error()
+            raise
+        return resp
+
+    async def _invalidate_after(self, method: str, url: URL, resp: CachedResponse) -> None:
+        """The module rules' invalidation, for the response ``resp`` to a call to ``url``."""
+        if resp.cache_status not in ("miss", "bypass") or not invalidates(method, resp.status):
+            return
+        base = resp.url  # where the response came from: its references are relative to it
+        targets = invalidation_targets(
+            resp.headers.get, lambda ref: base.join(URL(ref)), _origin, _origin(url)
+        )
+        for target in (url, *targets):
+            await self._core.invalidate_url(url_key(self._keys, target))
+
+    def _absolute(self, url: URL) -> URL:
+        """The URL aiohttp will request: relative ones joined to the base URL, as aiohttp does."""
+        if url.absolute:
+            return url
+        if self._base_url is None:
+            raise ValueError(
+                f"relative URL {str(url)!r} and no base_url: give CoalescingSession(base_url=...)"
+            )
+        return self._base_url.join(url)
+
+    def _target(self, str_or_url: str | URL, params: Any) -> URL:
+        """The absolute URL a request goes to, its ``params=`` merged as aiohttp merges them."""
+        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
+        return url.extend_query(params) if params else url
+
+
+def _origin(url: URL) -> Origin:
+    return Origin(url.scheme, url.host, url.port)
