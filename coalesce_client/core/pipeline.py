@@ -59,6 +59,7 @@ class Pipeline:
     """``fetch`` for one coalescer (module rules)."""
 
     __slots__ = (
+        "_clock",
         "_counters",
         "_flight",
         "_lead",
@@ -73,6 +74,7 @@ class Pipeline:
         self, setup: Setup, counters: Counters, lookup: Lookup, passes: Passes, lead: Lead
     ) -> None:
         self._setup = setup
+        self._clock = setup.clock
         self._counters = counters
         self._lookup = lookup
         self._passes = passes
@@ -134,18 +136,18 @@ class Pipeline:
                 stored = found
             joining = fkey in flights  # a slow storage read may have let a flight start
             if stored is not None:
-                now = self._setup.clock()
+                now = self._clock()
         stale = (  # the origin's stale terms: a parse of its fields, for a stale response only
             NOT_STALE
             if stored is None or call.refresh or stored.expires_at > now
             else self._stale_terms(stored)
         )
         decision = reuse(stored, now, call.wanted, call.refresh, stale)
-        match decision:
-            case Miss() | Revalidate():
-                pass  # to the flight, below
+        match decision:  # the most frequent answered from storage first: a hit
             case Hit():
                 return Answer(stored, "hit")
+            case Miss() | Revalidate():
+                pass  # to the flight, below
             case ServeStale(by=by):
                 if by == "stale-while-revalidate":  # one background refresh per key
                     self._refresh(Flight(call, send, key, fkey, names, stored, detached=True))
