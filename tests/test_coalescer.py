@@ -17,7 +17,7 @@ from conftest import FakeClock, until
 
 from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
 from coalesce_client.core.coalescer import Coalescer
-from coalesce_client.core.records import Answer, Call, Fetched
+from coalesce_client.core.records import Answer, Call, Fetched, Setup
 from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
 
 KEY = "k" * 64
@@ -73,7 +73,7 @@ async def test_a_caller_cancelled_during_the_storage_read_counts_in_one_outcome(
     clock: FakeClock,
 ) -> None:
     storage = ParkedStorage(clock)
-    core = Coalescer(storage=storage, policy=None, ttl=60, clock=clock)
+    core = Coalescer(storage, Setup.of(policy=None, ttl=60, clock=clock))
     upstream = Upstream()
     task = asyncio.ensure_future(core.fetch(Call(KEY), upstream))
     await storage.reading.wait()
@@ -87,7 +87,7 @@ async def test_a_caller_cancelled_during_the_storage_read_counts_in_one_outcome(
 
 
 async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: FakeClock) -> None:
-    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
+    core = Coalescer(MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60, clock=clock))
     upstream = Upstream()
     upstream.gate.clear()
     burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(20)]
@@ -109,7 +109,8 @@ async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_
     clock: FakeClock,
 ) -> None:
     core = Coalescer(
-        storage=None, policy=CachePolicy(max_body_size=3), ttl=60, clock=clock, shared_cache=False
+        MemoryStorage(clock=clock),
+        Setup.of(policy=CachePolicy(max_body_size=3), ttl=60, clock=clock, shared_cache=False),
     )
     upstream = Upstream(snap(b"four"))
     upstream.gate.clear()
@@ -135,7 +136,9 @@ async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_
 async def test_a_shared_cache_never_shares_a_private_response(
     clock: FakeClock, headers: tuple[tuple[str, str], ...]
 ) -> None:
-    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=True)
+    core = Coalescer(
+        MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60, clock=clock, shared_cache=True)
+    )
     upstream = Upstream(snap(b"alice's page", headers))
     upstream.gate.clear()
     burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(10)]
@@ -152,7 +155,9 @@ async def test_a_shared_cache_never_shares_a_private_response(
 async def test_a_private_cache_shares_set_cookie_responses_within_a_flight(
     clock: FakeClock,
 ) -> None:
-    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock, shared_cache=False)
+    core = Coalescer(
+        MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60, clock=clock, shared_cache=False)
+    )
     upstream = Upstream(snap(b"page", (("Set-Cookie", "a=1"),)))
     upstream.gate.clear()
     burst = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(3)]
@@ -198,7 +203,7 @@ async def test_optional_abilities_are_protocols_checked_with_isinstance(clock: F
     assert isinstance(plain, Storage)
     assert not isinstance(plain, ReadsNowait) and not isinstance(plain, ReadsExpiry)
     assert isinstance(MemoryStorage(), ReadsNowait)
-    core = Coalescer(storage=plain, policy=None, ttl=60, clock=clock)
+    core = Coalescer(plain, Setup.of(policy=None, ttl=60, clock=clock))
     await core.fetch(Call(KEY), Upstream())
     assert core.peek(KEY) is None  # no get_nowait: peek never guesses, fetch reads
     reads = plain.reads
@@ -259,7 +264,9 @@ class VaryingUpstream:
 async def test_callers_of_other_variants_coalesce_among_themselves(
     clock: FakeClock, stored: bool
 ) -> None:
-    core = Coalescer(storage=None, policy=None, ttl=60 if stored else 0, clock=clock)
+    core = Coalescer(
+        MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60 if stored else 0, clock=clock)
+    )
     upstream = VaryingUpstream()
     langs = ["fr", "de", "en"] * 20
 
@@ -286,7 +293,7 @@ async def test_callers_of_other_variants_coalesce_among_themselves(
 
 
 async def test_vary_star_is_never_stored_nor_shared(clock: FakeClock) -> None:
-    core = Coalescer(storage=None, policy=None, ttl=60, clock=clock)
+    core = Coalescer(MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60, clock=clock))
     upstream = VaryingUpstream(vary="*")
     burst = [
         asyncio.ensure_future(core.fetch(Call(KEY, header={}.get), upstream.send_for("fr")))
@@ -305,11 +312,12 @@ async def test_background_refreshes_are_bounded_and_drained(
 ) -> None:
     """stale-while-revalidate: at most MAX_REFRESHES refreshes run at once (the others' callers
     are still served stale, and a later caller starts theirs); drain() waits for them."""
-    import coalesce_client.core.coalescer as coalescer_module
+    import coalesce_client.core.refreshes as refreshes_module
 
-    monkeypatch.setattr(coalescer_module, "MAX_REFRESHES", 2)
+    monkeypatch.setattr(refreshes_module, "MAX_REFRESHES", 2)
     core = Coalescer(
-        storage=None, policy=CachePolicy(stale_while_revalidate=60), ttl=10, clock=clock
+        MemoryStorage(clock=clock),
+        Setup.of(policy=CachePolicy(stale_while_revalidate=60), ttl=10, clock=clock),
     )
 
     class Refresh(Upstream):

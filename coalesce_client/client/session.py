@@ -20,7 +20,7 @@ from yarl import URL
 from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
-from ..core.records import Stats
+from ..core.records import Setup, Stats
 from ..options import check_flag, check_string
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
@@ -102,12 +102,14 @@ class CoalescingSession(CallPath):
                 )
         self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
-            storage=MemoryStorage(clock=clock) if storage is None else storage,
-            policy=policy,
-            ttl=ttl,
-            clock=clock,
-            wait_timeout=wait_timeout,
-            shared_cache=check_flag(shared, "shared"),
+            MemoryStorage(clock=clock) if storage is None else storage,
+            Setup.of(
+                policy=policy,
+                ttl=ttl,
+                clock=clock,
+                wait_timeout=wait_timeout,
+                shared_cache=check_flag(shared, "shared"),
+            ),
         )
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(

@@ -50,7 +50,7 @@ from yarl import URL
 from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo, query_pairs
 from ..core.policy import CachePolicy
-from ..core.records import Call, Stats
+from ..core.records import Call, Setup, Stats
 from ..options import (
     check_callable,
     check_flag,
@@ -127,12 +127,14 @@ class CoalesceMiddleware(Replayer):
         # Off by default, as in nginx and Varnish: a client must not switch off the protection.
         self._request_cache_control = check_flag(request_cache_control, "request_cache_control")
         self._core = Coalescer(
-            storage=MemoryStorage(clock=clock) if storage is None else storage,
-            policy=policy,
-            ttl=ttl,
-            clock=clock,
-            wait_timeout=wait_timeout,
-            shared_cache=True,
+            MemoryStorage(clock=clock) if storage is None else storage,
+            Setup.of(
+                policy=policy,
+                ttl=ttl,
+                clock=clock,
+                wait_timeout=wait_timeout,
+                shared_cache=True,
+            ),
         )
         policy = self.policy = self._core.policy
         names = check_header_names(key_headers, "key_headers")

@@ -1,0 +1,226 @@
+"""The leader of a flight: one real request, then what the policy lets the flight keep of it.
+
+Rules of this module:
+
+* Only a leader stores, and only what the decisions allow (``spec/decisions/storing.py``): a
+  response reaches the flight's followers only if ``sharing`` says so, and is stored only if
+  ``storing`` gives it a lifetime; a response for its caller alone makes its key pass-through in
+  a shared cache (``passes.py``). An exception raised by ``send`` reaches every caller of the
+  flight (the flight's own rule) and nothing of it is stored.
+* With a prior (what is stored for the flight's key, stale or refused by its caller), the request
+  is conditional when the prior has a validator; a 304 that selects it renews it (RFC 9111
+  §4.3.4: its headers updated, its freshness renewed, stored again) and every caller of the
+  flight gets it; a 304 about another representation is followed by a plain request. A failure
+  (an exception, a 500, 502, 503 or 504) is answered by the prior while within its
+  stale-if-error window (``spec/decisions/failure.py``).
+* The policy's lifetime of a response is computed in one place, ``_lifetime``; its stale windows
+  in ``_windows``. A stored response's ``stored_at`` and ``expires_at`` are written here, on the
+  coalescer's clock, and the leader's own response carries them (``CachedResponse.expires``).
+* The storage write waits briefly and goes on in the background (``writer.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from ..spec.decisions import assert_never
+from ..spec.decisions.failure import ERROR_STATUSES, FailureStands, StaleIfError, on_failure
+from ..spec.decisions.followers import Variant, variant_of
+from ..spec.decisions.storing import (
+    Neither,
+    Shareable,
+    ShareOnly,
+    ShareTerms,
+    Sharing,
+    StoreAndShare,
+    sharing,
+    storing,
+)
+from ..spec.freshness import Lifetime, ResponseFacts, StaleWindows
+from ..spec.lifetime import NOT_STORED, NotStored
+from ..spec.revalidation import conditional_headers, selects, updated_headers
+from ..spec.snapshot import Snapshot
+from ..spec.vary import vary_names
+from .counters import Counters
+from .keys import variant_key
+from .passes import Passes
+from .records import Call, Fetched, Flight, FlightResult, Setup
+from .writer import Writer
+
+__all__ = ["Leader"]
+
+log = logging.getLogger("coalesce_client")
+
+
+class Leader:
+    """The work of a coalescer's flights (module rules)."""
+
+    __slots__ = ("_counters", "_passes", "_setup", "_terms", "_writer")
+
+    def __init__(self, setup: Setup, writer: Writer, counters: Counters, passes: Passes) -> None:
+        self._setup = setup
+        self._writer = writer
+        self._counters = counters
+        self._passes = passes
+        policy = setup.policy
+        self._terms = ShareTerms(policy.max_body_size, tuple(policy.targeted_cache_control))
+
+    async def lead(self, flight: Flight) -> FlightResult:
+        """The flight's result: one real request (two after a 304 that selects nothing), then
+        what the decisions keep of it (module rules)."""
+        self._counters.upstream += 1
+        prior, send, detached = flight.prior, flight.send, flight.detached
+        conditional = () if prior is None else conditional_headers(prior)
+        try:
+            fetched = await (send(conditional, detached) if conditional or detached else send())
+            own = fetched.snapshot
+            if prior is not None and conditional and own is not None and own.status == 304:
+                if selects(prior, own):
+                    return await self._renew(flight, prior, fetched)
+                # A 304 about another representation than ours: ask for the whole response.
+                self._counters.upstream += 1
+                fetched = await (send((), detached) if detached else send())
+                own = fetched.snapshot
+        except Exception as exc:
+            stale = self._failed(prior, getattr(exc, "status", None))
+            if stale is None:
+                raise
+            log.warning(
+                "%s failed (%s: %s); serving the stored response, stale (stale-if-error)",
+                stale.url,
+                type(exc).__name__,
+                exc,
+            )
+            return FlightResult(stale, stale, None, "stale")
+        if own is not None and own.status in ERROR_STATUSES:
+            stale = self._failed(prior, own.status)
+            if stale is not None:
+                return FlightResult(stale, stale, None, "stale")
+        return await self._keep(flight, fetched)
+
+    async def send_unstored(self, flight: Flight) -> FlightResult:
+        """One real request for the flight, of which nothing is kept nor shared (the fleet's
+        leader that waited past ``wait_timeout``)."""
+        self._counters.upstream += 1
+        send = flight.send
+        fetched = await (send((), True) if flight.detached else send())
+        return FlightResult(fetched.snapshot, None)
+
+    def _failed(self, prior: Snapshot | None, status: object) -> Snapshot | None:
+        """What answers the flight, stale, when the origin failed (an exception, or ``status``):
+        the prior, or None when the failure stands (``failure.py``)."""
+        window = 0.0 if prior is None else self._windows(prior).if_error
+        verdict = on_failure(prior, status, self._setup.clock(), window)
+        match verdict:
+            case StaleIfError(stored=stored):
+                return stored
+            case FailureStands():
+                return None
+            case _:
+                assert_never(verdict)
+
+    async def _keep(self, flight: Flight, fetched: Fetched) -> FlightResult:
+        """What the flight keeps of a new response: shared or not, stored or not."""
+        own = fetched.snapshot
+        names = () if own is None else vary_names(own.headers)
+        verdict = self._sharing(own, names)
+        match verdict:
+            case Neither():
+                self._passes.remember(flight.key)  # a shared cache's hit-for-miss
+                return FlightResult(own, None)
+            case Shareable():
+                assert own is not None  # sharing says Neither without a response
+            case _:
+                assert_never(verdict)
+        policy = self._setup.policy
+        history = tuple(replace(h, headers=policy.storable_headers(h.headers)) for h in own.history)
+        shared = replace(own, headers=policy.storable_headers(own.headers), history=history)
+        variant = variant_of(names, flight.call.header)
+        stored = await self._kept(flight, shared, fetched.storable, variant)
+        if stored is None:
+            return FlightResult(own, shared, variant)
+        # The leader's own response says when its stored copy expires (CachedResponse.expires).
+        own = replace(own, stored_at=stored.stored_at, expires_at=stored.expires_at)
+        return FlightResult(own, stored, variant)
+
+    async def _renew(self, flight: Flight, prior: Snapshot, fetched: Fetched) -> FlightResult:
+        """A 304 selected ``prior``: its headers updated, its freshness renewed (RFC 9111
+        §4.3.4), stored again; every caller of the flight gets it."""
+        not_modified = fetched.snapshot
+        assert not_modified is not None
+        policy = self._setup.policy
+        renewed = replace(
+            prior,
+            headers=updated_headers(prior.headers, policy.storable_headers(not_modified.headers)),
+            request_time=not_modified.request_time,
+            response_time=not_modified.response_time,
+            stored_at=0.0,
+            expires_at=0.0,
+        )
+        names = vary_names(renewed.headers)
+        verdict = self._sharing(renewed, names)
+        match verdict:
+            case Neither():
+                return FlightResult(renewed, None)
+            case Shareable():
+                pass
+            case _:
+                assert_never(verdict)
+        variant = variant_of(names, flight.call.header)
+        stored = await self._kept(flight, renewed, fetched.storable, variant)
+        renewed = renewed if stored is None else stored
+        return FlightResult(renewed, renewed, variant, "revalidated")
+
+    def _sharing(self, response: Snapshot | None, names: tuple[str, ...]) -> Sharing:
+        setup = self._setup
+        policy = setup.policy
+        private = (
+            response is not None
+            and setup.shared_cache
+            and policy.is_private(response.headers, response.status)
+        )
+        return sharing(response, names, private, self._terms)
+
+    async def _kept(
+        self, flight: Flight, shared: Snapshot, storable: bool, variant: Variant | None
+    ) -> Snapshot | None:
+        """Store ``shared`` if ``storing`` gives it a lifetime; it as stored, else None."""
+        decision = storing(
+            storable, self._lifetime(shared, flight.call) if storable else NOT_STORED
+        )
+        match decision:
+            case ShareOnly():
+                return None
+            case StoreAndShare(lifetime=kept):
+                now = self._setup.clock()
+                stored = replace(shared, stored_at=now, expires_at=now + kept.fresh)
+                key = flight.key
+                vkey = None if variant is None else variant_key(key, *variant)
+                ttl = kept.fresh + kept.kept
+                await self._writer.write(key, vkey, stored, ttl, flight.call.url_key)  # briefly
+                return stored
+            case _:
+                assert_never(decision)
+
+    def _lifetime(self, snap: Snapshot, call: Call) -> Lifetime | NotStored:
+        """The policy's lifetime of a response (``CachePolicy.lifetime_of``): the one place."""
+        setup = self._setup
+        # The face's times around the real request (its clock): the age on arrival. A response
+        # without them (a face's test double) is taken as received now.
+        received = snap.response_time or setup.clock()
+        facts = ResponseFacts(
+            snap.status,
+            snap.headers,
+            request_time=snap.request_time or received,
+            response_time=received,
+            session_ttl=setup.ttl,
+            call_ttl=call.ttl,
+            url=call.url,
+            shared_cache=setup.shared_cache,
+        )
+        return setup.policy.lifetime_of(facts)
+
+    def _windows(self, snap: Snapshot) -> StaleWindows:
+        setup = self._setup
+        return setup.policy.stale_windows(snap.headers, shared_cache=setup.shared_cache)

@@ -1,0 +1,215 @@
+"""The driver of ``Coalescer.fetch``: one call through lookup, single-flight, and the decisions.
+
+Rules of this module:
+
+* It knows no HTTP framework and holds none of a face's objects: a face hands it a ``Call`` and
+  a ``Send`` closure that performs the real request and returns a ``Fetched`` (the complete
+  response as a ``Snapshot``, or None when it cannot be replayed from bytes). Whatever the face
+  needs of its own objects stays in that closure.
+* The RFC's questions are answered by ``spec/decisions`` (what is stored: ``reuse``; a
+  follower's share: ``followers``); this module does the I/O between them, matches on every
+  variant and ends each match with ``assert_never``.
+* One call, one ``Tally`` (``counters.py``): counted once in ``requests`` and once in one
+  outcome, however it ends. The common ways out (a hit, a miss, a follower) write nothing to
+  it: a call sent alone commits its status before it sends, a follower's failure sets its own.
+* A caller that finds a flight in progress on its key joins it without reading storage. A call
+  whose flight answered another Vary variant than its own makes a second round on its own
+  variant's key: two rounds at most, written out in ``fetch`` (``followers.py`` never asks a
+  second round for a third), never a call of ``fetch`` by itself.
+* A key that takes no part (None), or is remembered as pass-through (``passes.py``), goes
+  straight to the origin alone; so does a follower that stopped waiting (``wait_timeout``, as
+  nginx's ``proxy_cache_lock_timeout``) or could not share: its request is never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Literal
+
+from ..spec.decisions import assert_never
+from ..spec.decisions.followers import OwnVariant, SendAlone, Take, follow
+from ..spec.decisions.reuse import (
+    NOT_STALE,
+    Hit,
+    Miss,
+    OnlyIfCachedMiss,
+    Revalidate,
+    ServeStale,
+    StaleTerms,
+    reuse,
+)
+from ..spec.snapshot import Snapshot
+from ..spec.vary import values_of
+from .counters import Counters, Tally
+from .flight import WaitTimeout
+from .keys import variant_key
+from .lookup import Lookup
+from .passes import Passes
+from .records import Answer, CacheStatus, Call, Flight, FlightResult, Send, Setup, ViaPointer
+
+__all__ = ["Lead", "Pipeline"]
+
+Lead = Callable[[Flight], Awaitable[FlightResult]]
+"""The work of a flight: ``Leader.lead``, or ``FleetLeader.lead`` with a storage that shares
+flights."""
+
+
+class Pipeline:
+    """``fetch`` for one coalescer (module rules)."""
+
+    __slots__ = (
+        "_clock",
+        "_counters",
+        "_flight",
+        "_lead",
+        "_lookup",
+        "_passes",
+        "_refreshes",
+        "_refreshing",
+        "_setup",
+    )
+
+    def __init__(
+        self, setup: Setup, counters: Counters, lookup: Lookup, passes: Passes, lead: Lead
+    ) -> None:
+        self._setup = setup
+        self._clock = setup.clock
+        self._counters = counters
+        self._lookup = lookup
+        self._passes = passes
+        self._lead = lead
+        self._flight = lookup.flight
+        self._refreshes = lookup.refreshes
+        self._refreshing = lookup.refreshes.tasks  # fkey -> task, tested on every call's path
+
+    async def fetch(self, call: Call, send: Send) -> Answer:
+        """The response for one call: from storage, from a flight in progress, or sent now.
+
+        One tally, closed on every way out (module rules); a second round, once, for a call
+        whose flight answered another Vary variant than its own (``followers.py``).
+        """
+        counters = self._counters
+        counters.requests += 1  # the call begins (counters.py); its outcome is still to come
+        tally = Tally()
+        try:
+            key = call.key
+            passes = self._passes
+            if key is None or (passes.until and passes.passing(key)):
+                answer = await self._alone(send, "bypass", tally)
+            else:
+                step = await self._round(call, send, (), tally)
+                if isinstance(step, OwnVariant):
+                    step = await self._round(call, send, step.names, tally)
+                    # followers.follow answers OwnVariant in a first round only
+                    assert not isinstance(step, OwnVariant)
+                answer = step
+        except BaseException:
+            counters.fail(tally)
+            raise
+        if tally.counted:  # committed before it sent: close checks it is the same
+            counters.close(tally, answer.status)
+        else:  # counters.close(tally, answer.status), inlined
+            counters._outcomes[answer.status] += 1
+        return answer
+
+    async def _round(
+        self, call: Call, send: Send, names: tuple[str, ...], tally: Tally
+    ) -> Answer | OwnVariant:
+        """One round of a call: its flight's key, what storage answers, else its share of the
+        flight (a leader's, or a follower's: ``_share``)."""
+        key = call.key
+        assert key is not None  # fetch: a call without a key is sent alone
+        # The flight's key: the request's, or its variant's once a pointer (or names) says so.
+        fkey = variant_key(key, names, values_of(names, call.header)) if names else key
+        flights = self._flight
+        # A background refresh is no flight to join: its callers are served what is stored.
+        joining = fkey in flights and fkey not in self._refreshing
+        stored = None  # what is stored: the flight's prior, to revalidate or serve if it fails
+        now = 0.0  # read only when something is stored (reuse.py)
+        if not joining:
+            lookup = self._lookup
+            found = await (lookup.variant(fkey) if names else lookup.resolve(key, call.header))
+            if isinstance(found, ViaPointer):  # through a Vary pointer: its variant's flight
+                fkey, stored = found
+            else:
+                stored = found
+            joining = fkey in flights  # a slow storage read may have let a flight start
+            if stored is not None:
+                now = self._clock()
+        stale = (  # the origin's stale terms: a parse of its fields, for a stale response only
+            NOT_STALE
+            if stored is None or call.refresh or stored.expires_at > now
+            else self._stale_terms(stored)
+        )
+        decision = reuse(stored, now, call.wanted, call.refresh, stale)
+        match decision:  # the most frequent answered from storage first: a hit
+            case Hit():
+                return Answer(stored, "hit")
+            case Miss() | Revalidate():
+                pass  # to the flight, below
+            case ServeStale(by=by):
+                if by == "stale-while-revalidate":  # one background refresh per key
+                    self._refresh(Flight(call, send, key, fkey, names, stored, detached=True))
+                return Answer(stored, "stale")
+            case OnlyIfCachedMiss():
+                return Answer(None, "miss")  # nothing usable stored; the origin is not asked
+            case _:
+                assert_never(decision)
+        flight = Flight(call, send, key, fkey, names, stored)
+        timeout = self._setup.wait_timeout if joining else None
+        try:
+            outcome = await flights.run(fkey, partial(self._lead, flight), timeout=timeout)
+        except WaitTimeout:  # our own request, never stored (nginx proxy_cache_lock_timeout)
+            return await self._alone(send, "miss", tally)
+        except BaseException:
+            if joining:  # counted as the caller would have been (counters.py)
+                tally.status = "coalesced"
+            raise
+        result = outcome.value
+        if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
+            status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
+            return Answer(result.own, status)
+        share = self._share(result, call, names)
+        return await self._alone(send, "miss", tally) if isinstance(share, SendAlone) else share
+
+    def _stale_terms(self, stored: Snapshot) -> StaleTerms:
+        """What the origin allows of a stale stored response, as the policy reads it."""
+        setup = self._setup
+        policy, shared = setup.policy, setup.shared_cache
+        return StaleTerms(
+            policy.stale_windows(stored.headers, shared_cache=shared),
+            policy.may_serve_stale(stored.headers, shared_cache=shared),
+        )
+
+    def _share(
+        self, result: FlightResult, call: Call, names: tuple[str, ...]
+    ) -> Answer | OwnVariant | SendAlone:
+        """A follower's share of its flight's result (``followers.py``); ``names``: those of the
+        call's second round, () in its first."""
+        variant = result.variant
+        mine = None if variant is None else values_of(variant.names, call.header)
+        second_round = bool(names)
+        decision = follow(result.shared is not None, result.served, variant, mine, second_round)
+        match decision:
+            case Take(status=taken):
+                return Answer(result.shared, taken)
+            case OwnVariant() | SendAlone():
+                return decision
+            case _:
+                assert_never(decision)
+
+    def _refresh(self, flight: Flight) -> None:
+        """Refresh the flight's key in the background (``refreshes.py``)."""
+        self._refreshes.start(flight.fkey, partial(self._lead, flight))
+
+    async def _alone(self, send: Send, status: Literal["miss", "bypass"], tally: Tally) -> Answer:
+        """One request for this caller only, outside any flight; never stored.
+
+        A bypass, or a follower's own request (it stopped waiting, or the flight's outcome was not
+        for it), which is a miss.
+        """
+        self._counters.commit(tally, status)  # before it sends: the call is placed
+        self._counters.upstream += 1
+        fetched = await send()
+        return Answer(fetched.snapshot, status)

@@ -1,0 +1,147 @@
+"""Storing: what a flight does with the response it received (RFC 9111 §3, §4.2, §5.2.2).
+
+Rules of this module (pure; the core hands in what its policy computed):
+
+* Two questions, in this order. ``sharing``: may the response reach the flight's other callers
+  at all? Not when the face could not give it as bytes, not with ``Vary: *``, not over
+  ``max_body_size``, and in a shared cache not when the policy finds it private (``Set-Cookie``,
+  ``private``, ``no-store`` in the directives the cache obeys: RFC 9111 §3, §5.2.2.5, §5.2.2.7,
+  RFC 9213 §2.2). ``storing``: is a shared response also kept, and for how long? Only if the
+  user's ``should_store`` allows it, for the lifetime the policy gives it
+  (``spec/lifetime.py``'s ``decide_lifetime``: a ``Lifetime``, or ``NotStored`` with its reason).
+* A response for its caller alone (``Neither``) makes its key pass-through in a shared cache
+  (``core/passes.py``); a response shared but not stored (``ShareOnly``) does not.
+
+``sharing`` (the first row that matches)::
+
+    response                                           -> variant    reason
+    none (the face kept it: a streamed body)           -> Neither    streamed
+    Vary: *                                            -> Neither    vary *
+    body over max_body_size                            -> Neither    body over max_body_size
+    private in a shared cache, with Set-Cookie         -> Neither    set-cookie
+    private in a shared cache, directives: private     -> Neither    private
+    private in a shared cache, otherwise (no-store)    -> Neither    no-store
+    otherwise                                          -> Shareable
+
+``storing`` (the first row that matches)::
+
+    should_store  the policy's lifetime                -> variant        reason
+    says no       (not computed)                       -> ShareOnly      should_store veto
+    allows        NotStored(reason)                    -> ShareOnly      its reason: ttl 0,
+                                                                         no-store, private,
+                                                                         status not cacheable,
+                                                                         stale on arrival
+    allows        Lifetime(fresh, kept)                -> StoreAndShare  (that lifetime)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+from ..freshness import Lifetime
+from ..lifetime import NotStored
+from ..snapshot import Snapshot
+from ..targeted import effective_directives
+from ..vary import ANY
+from .reasons import NotSharedReason, ShareOnlyReason
+
+__all__ = [
+    "Neither",
+    "ShareOnly",
+    "ShareTerms",
+    "Shareable",
+    "Sharing",
+    "StoreAndShare",
+    "Storing",
+    "sharing",
+    "storing",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Neither:
+    """For its own caller only: neither shared nor stored."""
+
+    reason: NotSharedReason
+
+
+@dataclass(frozen=True, slots=True)
+class Shareable:
+    """May reach the flight's other callers; ``storing`` says whether it is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShareOnly:
+    """Shared with the flight's callers, not stored."""
+
+    reason: ShareOnlyReason
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAndShare:
+    """Shared, and stored for ``lifetime``."""
+
+    lifetime: Lifetime
+
+
+Sharing = Neither | Shareable
+Storing = ShareOnly | StoreAndShare
+
+
+@dataclass(frozen=True, slots=True)
+class ShareTerms:
+    """What ``sharing`` reads of the policy: one value per coalescer."""
+
+    max_body_size: int  # the largest body held for a flight's callers
+    targeted: tuple[str, ...]  # targeted_cache_control: lower-case field names (RFC 9213)
+
+
+SHAREABLE = Shareable()
+_NEITHER = {reason: Neither(reason) for reason in get_args(NotSharedReason)}
+_SHARE_ONLY: dict[ShareOnlyReason, ShareOnly] = {
+    reason: ShareOnly(reason) for reason in get_args(ShareOnlyReason)
+}
+
+
+def sharing(
+    response: Snapshot | None, names: tuple[str, ...], private: bool, terms: ShareTerms
+) -> Sharing:
+    """May ``response`` reach other callers (the module's first table)? ``names``: what it
+    varies on (``vary.vary_names``); ``private``: the policy found it private, in a shared
+    cache (always False in a private cache).
+
+    >>> terms = ShareTerms(3, ())
+    >>> r = Snapshot(200, "OK", (), "http://x/", "GET", b"four")
+    >>> sharing(r, (), False, terms), sharing(r, (), False, ShareTerms(4, ()))
+    (Neither(reason='body over max_body_size'), Shareable())
+    """
+    if response is None:
+        return _NEITHER["streamed"]
+    if names == ANY:
+        return _NEITHER["vary *"]
+    if len(response.body) > terms.max_body_size:
+        return _NEITHER["body over max_body_size"]
+    if not private:
+        return SHAREABLE
+    if response.header("Set-Cookie") is not None:
+        return _NEITHER["set-cookie"]
+    cc = effective_directives(response.headers, terms.targeted, shared=True).directives
+    return _NEITHER["private" if cc.private else "no-store"]
+
+
+def storing(storable: bool, lifetime: Lifetime | NotStored) -> Storing:
+    """Is a shared response stored, for how long (the module's second table)? ``storable``:
+    the user's ``should_store`` verdict; ``lifetime``: the policy's, for the response as it
+    would be stored (not asked when ``storable`` is False).
+
+    >>> storing(True, Lifetime(60.0, 0.0))
+    StoreAndShare(lifetime=Lifetime(fresh=60.0, kept=0.0))
+    >>> storing(True, NotStored("ttl 0")), storing(False, Lifetime(60.0, 0.0))
+    (ShareOnly(reason='ttl 0'), ShareOnly(reason='should_store veto'))
+    """
+    if not storable:
+        return _SHARE_ONLY["should_store veto"]
+    if isinstance(lifetime, NotStored):
+        return _SHARE_ONLY[lifetime.reason]
+    return StoreAndShare(lifetime)

@@ -1,0 +1,104 @@
+"""``spec/decisions/storing.py``: its two transition tables, row by row (no event loop)."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from coalesce_client.core.policy import CachePolicy
+from coalesce_client.spec.decisions import storing as table
+from coalesce_client.spec.decisions.storing import ShareTerms, Sharing, Storing
+from coalesce_client.spec.freshness import Lifetime
+from coalesce_client.spec.lifetime import NotStored, NotStoredReason
+from coalesce_client.spec.snapshot import Snapshot
+from coalesce_client.spec.vary import ANY
+
+
+def response(status: int = 200, *headers: tuple[str, str], body: bytes = b"body") -> Snapshot:
+    return Snapshot(status, "", headers, "http://x/", "GET", body, response_time=1_000.0)
+
+
+# -- sharing ---------------------------------------------------------------------------------------
+
+COOKIE = ("Set-Cookie", "session=alice")
+TERMS = ShareTerms(max_body_size=100, targeted=())
+
+# (response, names, private, terms) -> variant: one per row of the first table.
+SHARING: dict[str, tuple[Snapshot | None, tuple[str, ...], bool, ShareTerms, Sharing]] = {
+    "streamed": (None, (), False, TERMS, table.Neither("streamed")),
+    "vary *": (response(), ANY, False, TERMS, table.Neither("vary *")),
+    "too large": (
+        response(body=b"x" * 101),
+        (),
+        False,
+        TERMS,
+        table.Neither("body over max_body_size"),
+    ),
+    "private, Set-Cookie": (response(200, COOKIE), (), True, TERMS, table.Neither("set-cookie")),
+    "private, cc private": (
+        response(200, ("Cache-Control", "private, no-store")),
+        (),
+        True,
+        TERMS,
+        table.Neither("private"),
+    ),
+    "private, otherwise": (
+        response(200, ("Cache-Control", "no-store")),
+        (),
+        True,
+        TERMS,
+        table.Neither("no-store"),
+    ),
+    "shareable": (response(200, COOKIE), ("accept",), False, TERMS, table.Shareable()),
+}
+
+
+@pytest.mark.parametrize(
+    ("snap", "names", "private", "terms", "expected"), SHARING.values(), ids=SHARING
+)
+def test_sharing_follows_its_table(
+    snap: Snapshot | None,
+    names: tuple[str, ...],
+    private: bool,
+    terms: ShareTerms,
+    expected: Sharing,
+) -> None:
+    assert table.sharing(snap, names, private, terms) == expected
+
+
+# -- storing ---------------------------------------------------------------------------------------
+
+LIFETIME = Lifetime(60.0, 600.0)
+
+# (should_store's verdict, the policy's lifetime) -> variant: one per row of the second table,
+# the NotStored row once per reason the policy gives.
+STORING: dict[str, tuple[bool, Lifetime | NotStored, Storing]] = {
+    "should_store says no": (False, LIFETIME, table.ShareOnly("should_store veto")),
+    **{
+        f"not stored: {reason}": (True, NotStored(reason), table.ShareOnly(reason))
+        for reason in get_args(NotStoredReason)
+    },
+    "a lifetime": (True, LIFETIME, table.StoreAndShare(LIFETIME)),
+}
+
+
+@pytest.mark.parametrize(("storable", "lifetime", "expected"), STORING.values(), ids=STORING)
+def test_storing_follows_its_table(
+    storable: bool, lifetime: Lifetime | NotStored, expected: Storing
+) -> None:
+    assert table.storing(storable, lifetime) == expected
+
+
+def test_a_targeted_field_decides_the_private_reason_in_a_shared_cache() -> None:
+    """RFC 9213 §2.2: the directives the cache obeys are the targeted field's, as the policy's
+    ``is_private`` reads them."""
+    headers = (("Cache-Control", "public"), ("CDN-Cache-Control", "private"))
+    snap = response(200, *headers)
+    policy = CachePolicy(targeted_cache_control=("CDN-Cache-Control",))
+    assert policy.is_private(snap.headers, snap.status)
+    terms = ShareTerms(100, tuple(policy.targeted_cache_control))
+    assert table.sharing(snap, (), True, terms) == table.Neither("private")
+    assert table.sharing(snap, (), True, TERMS) == table.Neither(
+        "no-store"
+    )  # (Cache-Control alone)
