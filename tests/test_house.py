@@ -4,16 +4,16 @@ Rules of this module:
 
 * Each rule is a plain function from parsed modules to violations; a violation names
   ``file:line`` and the rule it breaks. ``docs/architecture.md`` says why each rule exists.
-* Each rule runs twice: on the package as it is (``test_the_package_*``), and on a small tree
-  written to a temporary directory (``test_a_rule_*``), where a snippet that breaks the rule must
-  be caught at its line and one that keeps it must pass. So a rule that can no longer fail, or
-  that fails clean code, is found out here and not by a reviewer.
+* Each rule runs twice: on the package as it is (``test_the_package_keeps_the_rule``), and on a
+  small tree written to a temporary directory (``test_a_rule_*``), where a snippet that breaks the
+  rule must be caught at its line and one that keeps it must pass. So a rule that can no longer
+  fail, or that fails clean code, is found out here and not by a reviewer.
 * Imports are every ``import`` statement of a module, wherever it stands (in a function, under
   ``if TYPE_CHECKING:``), relative ones resolved against the module's package as Python does.
   Imports by a computed name (``importlib.import_module``) are not seen: the package uses them
   only in its doors, for laziness.
-* Fast: the package and the tests are parsed once per run; only the files that mention a
-  formatter switch or a design note are tokenized.
+* Fast: the package and the tests are read once per run and parsed only where a rule needs the
+  tree; only the files that mention a formatter switch or a design note are tokenized.
 """
 
 from __future__ import annotations
@@ -434,36 +434,22 @@ def _none(found: list[Violation]) -> None:
         pytest.fail(f"{len(found)} violation(s):\n{listing}", pytrace=False)
 
 
-def test_the_package_imports_downward_only() -> None:
-    _none(direction_violations(package()))
+# Every rule, by what it keeps; the design-notes rule reads the tests too.
+RULES: dict[str, Check] = {
+    "imports point downward": direction_violations,
+    "spec reads no clock": clock_violations,
+    "modules are small": module_size_violations,
+    "functions are short": function_size_violations,
+    "functions take few parameters": parameter_violations,
+    "partials bind few arguments": partial_violations,
+    "the formatter is never told to look away": formatter_violations,
+    "no design notes are named": note_violations,
+}
 
 
-def test_the_package_spec_reads_no_clock() -> None:
-    _none(clock_violations(package()))
-
-
-def test_the_package_modules_are_small() -> None:
-    _none(module_size_violations(package()))
-
-
-def test_the_package_functions_are_short() -> None:
-    _none(function_size_violations(package()))
-
-
-def test_the_package_functions_take_few_parameters() -> None:
-    _none(parameter_violations(package()))
-
-
-def test_the_package_partials_bind_few_arguments() -> None:
-    _none(partial_violations(package()))
-
-
-def test_the_package_lets_the_formatter_look() -> None:
-    _none(formatter_violations(package()))
-
-
-def test_the_package_and_tests_name_no_design_notes() -> None:
-    _none(note_violations(package() + suite()))
+@pytest.mark.parametrize("check", RULES.values(), ids=RULES.keys())
+def test_the_package_keeps_the_rule(check: Check) -> None:
+    _none(check(package() + suite() if check is note_violations else package()))
 
 
 def test_every_wide_public_callable_is_real_and_wide() -> None:
@@ -492,7 +478,7 @@ def build(root: Path, files: dict[str, str]) -> Modules:
 
 def test_the_skeleton_is_clean(tmp_path: Path) -> None:
     modules = build(tmp_path, {})
-    for check in CHECKS:
+    for check in RULES.values():
         assert check(modules) == []
 
 
@@ -734,7 +720,6 @@ CASES: dict[Check, dict[str, Case]] = {
         ),
     },
 }
-CHECKS = tuple(CASES)
 
 
 @pytest.mark.parametrize(
@@ -751,3 +736,7 @@ def test_a_rule_catches_what_breaks_it_and_passes_what_keeps_it(
     bad = check(build(tmp_path / "bad", {case.path: case.bad}))
     assert [v.where for v in bad] == [f"{PACKAGE}/{case.path}:{case.line}"], bad
     assert check(build(tmp_path / "good", {case.path: case.good})) == []
+
+
+def test_every_rule_has_cases() -> None:
+    assert set(CASES) == set(RULES.values())
