@@ -76,6 +76,7 @@ from _harness import check, met, python_platform
 from aiohttp import web
 
 from coalesce_client import coalesce_middleware
+from coalesce_client.core.keys import UrlParts
 from coalesce_client.core.records import Call
 
 DELAY = 0.05  # the slow route's handler time, seconds
@@ -529,15 +530,9 @@ async def components(n: int, rounds: int) -> dict[str, float]:
     answer = await mw._core.fetch(Call(key), never)
     check(answer.status == "hit", answer)
     steps["_key"] = (lambda: mw._key(req), req, False)
-    steps["KeyMaker.make"] = (
-        lambda: mw._keys.make(
-            method="GET",
-            scheme="http",
-            host="127.0.0.1:8080",
-            port=None,
-            path="/item",
-            query=[],
-            header={}.get,
+    steps["KeyMaker.request_key"] = (
+        lambda: mw._keys.request_key(
+            "GET", UrlParts("http", "127.0.0.1:8080", None, "/item", []), {}.get
         ),
         req,
         False,

@@ -1,4 +1,4 @@
-"""client_call.py: the key of a client call (DESIGN.md "Keys" and "Who may share a response").
+"""client/call.py: the key of a client call (README "Who may share a response").
 
 Property tests over ``identify``, with a real ``aiohttp.ClientSession`` that sends nothing: two
 calls that differ in any one field that splits the key get different keys; two calls that differ

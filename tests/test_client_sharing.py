@@ -1,4 +1,4 @@
-"""Who may share a response, in the client (issue 10, DESIGN.md "Who may share a response").
+"""Who may share a response, in the client (issue 10; README "Who may share a response").
 
 Every test is a burst of mixed callers through one ``CoalescingSession`` against a real origin on
 127.0.0.1 whose handlers echo what tells their callers apart (a cookie, a credential, the Host,

@@ -51,8 +51,6 @@ WIDE_PUBLIC = {
     "(coalesce_middleware is this class)",
     "DiskStorage.__init__": "DiskStorage's documented options",
     "RedisStorage.__init__": "RedisStorage's documented options",
-    "CachePolicy.ttl_for": "a public method of CachePolicy, called with these keywords by its "
-    "doctest and by tests/test_policy.py",
 }
 
 # Files users and contributors do not have, named without spelling them here (this file is

@@ -444,22 +444,3 @@ def test_normalize_headers_accepts_any_iterable() -> None:
 def test_normalize_headers_rejects_bad_names_naming_the_option(names: Any) -> None:
     with pytest.raises(ValueError, match="my_option"):
         normalize_headers(names, "my_option")
-
-
-def test_the_spelled_out_forms_build_the_same_keys() -> None:
-    # make() and url_key() stay only while the faces call them (issue 18): the same digests.
-    km = KeyMaker(namespace="n", key_headers=("accept",), ignored_params=frozenset({"utm"}))
-    url = UrlParts("HTTP", "Example.com", 8080, "/a", [("b", "=1"), ("utm", "=x"), ("a", "")])
-    spelled = {
-        "scheme": "HTTP",
-        "host": "Example.com",
-        "port": 8080,
-        "path": "/a",
-        "query": url.query,
-    }
-    header = {"accept": "text/html"}.get
-    assert km.make(method="GET", header=header, extra=("x",), **spelled) == km.request_key(
-        "GET", url, header, extra=("x",)
-    )
-    assert km.url_key(**spelled) == km.url_key_of(url)
-    assert km.url_key_of(url) != km.request_key("GET", url, header)

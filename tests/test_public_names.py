@@ -1,4 +1,4 @@
-"""The one public door (STYLE.md rule 2): every public name is importable from the package."""
+"""The one public door (docs/architecture.md): every public name is importable from the package."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-# The public names DESIGN.md ("Public names") promises today. RedisStorage joins this list with the
+# The public names the README promises today. RedisStorage joins this list with the
 # issue that adds it.
 DESIGN_NAMES = {
     "CachePolicy",

@@ -1,4 +1,4 @@
-"""Who may share a response, through coalesce_middleware (DESIGN.md, Who may share; issue 10).
+"""Who may share a response, through coalesce_middleware (README, Who may share; issue 10).
 
 Every test here runs a real aiohttp.web app on 127.0.0.1 whose handler answers from a pure
 function of the request (``greeting``, ``home``, ``ranged``...): a user's answer is right when it
@@ -528,7 +528,7 @@ async def test_one_failed_run_logs_one_traceback(caplog: pytest.LogCaptureFixtur
 
 
 async def test_raw_queries_that_decode_alike_are_different_requests() -> None:
-    # DESIGN.md, Keys: the query is keyed as the request sends it. ``%FF`` and ``%FE`` both decode
+    # Keys: the query is keyed as the request sends it. ``%FF`` and ``%FE`` both decode
     # to U+FFFD, ``a`` and ``a=`` both to an empty value: a handler reading the raw query
     # answers each differently. Order is not part of it (sorted).
     mw = coalesce_middleware(ttl=60)

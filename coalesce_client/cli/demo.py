@@ -13,9 +13,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from ..client.session import CoalescingSession
-from ..core.records import Stats
-from ..storage.base import Storage
+from .. import CoalescingSession, Stats, Storage
 
 __all__ = ["Row", "format_table", "run"]
 

@@ -43,7 +43,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..core.keys import KeyMaker, query_pairs
+from ..core.keys import KeyMaker, UrlParts, query_pairs
 from ..core.records import Call
 from ..spec.conditional import Validators, validators_of
 from ..spec.fields import TOKEN
@@ -211,14 +211,10 @@ def identify(
         body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
         if body_digest is None:
             return Identity(None, url, header)
-    key = keys.make(
-        method=method,
-        scheme=url.scheme,
-        host=url.host or "",
-        port=url.explicit_port,
-        path=url.raw_path,
-        query=query_pairs(url.raw_query_string),
-        header=lambda name: ", ".join(merged.getall(name)) if name in merged else None,
+    key = keys.request_key(
+        method,
+        url_parts(url),
+        lambda name: ", ".join(merged.getall(name)) if name in merged else None,
         body_digest=body_digest,
         extra=_extra(session, keys, url, kwargs, merged),
     )
@@ -266,15 +262,20 @@ def _sent(
     return header
 
 
+def url_parts(url: URL) -> UrlParts:
+    """The parts of an absolute URL that its keys read."""
+    return UrlParts(
+        url.scheme,
+        url.host or "",
+        url.explicit_port,
+        url.raw_path,
+        query_pairs(url.raw_query_string),
+    )
+
+
 def url_key(keys: KeyMaker, url: URL) -> str:
     """The URL key of an absolute URL, from the URL parts ``identify`` keys (module rules)."""
-    return keys.url_key(
-        scheme=url.scheme,
-        host=url.host or "",
-        port=url.explicit_port,
-        path=url.raw_path,
-        query=query_pairs(url.raw_query_string),
-    )
+    return keys.url_key_of(url_parts(url))
 
 
 def _extra(

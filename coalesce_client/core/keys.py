@@ -154,24 +154,6 @@ class KeyMaker:
             put_field(parts, item.encode("utf-8", "surrogatepass"))
         return hashlib.sha256(b"".join(parts)).hexdigest()
 
-    def make(
-        self,
-        *,
-        method: str,
-        scheme: str,
-        host: str,
-        port: int | None,
-        path: str,
-        query: Sequence[tuple[str, str]],
-        header: Callable[[str], str | None],
-        body_digest: bytes | None = None,
-        extra: Sequence[str] = (),
-    ) -> str:
-        """``request_key`` with the URL's parts spelled out: the faces' form until they pass a
-        ``UrlParts`` (issue 18: no more than 5 parameters); then it goes."""
-        url = UrlParts(scheme, host, port, path, query)
-        return self.request_key(method, url, header, body_digest=body_digest, extra=extra)
-
     def url_key_of(self, url: UrlParts) -> str:
         """The URL key of a resource (``Call.url_key``): the URL part of every key
         ``request_key`` builds for it, whatever the method, credentials or headers, as a hex
@@ -186,18 +168,6 @@ class KeyMaker:
         put_field(parts, self.namespace.encode())
         self._put_url(parts, url)
         return hashlib.sha256(b"".join(parts)).hexdigest()
-
-    def url_key(
-        self,
-        *,
-        scheme: str,
-        host: str,
-        port: int | None,
-        path: str,
-        query: Sequence[tuple[str, str]],
-    ) -> str:
-        """``url_key_of`` with the URL's parts spelled out, for the faces that still call it."""
-        return self.url_key_of(UrlParts(scheme, host, port, path, query))
 
     def _put_url(self, parts: list[bytes], url: UrlParts) -> None:
         """The URL part of a key, normalized (module rules)."""

@@ -48,7 +48,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.coalescer import Coalescer
-from ..core.keys import KeyMemo, query_pairs
+from ..core.keys import KeyMemo, UrlParts, query_pairs
 from ..core.policy import CachePolicy
 from ..core.records import Call, Setup, Stats
 from ..options import (
@@ -284,12 +284,14 @@ class CoalesceMiddleware(Replayer):
             return known
         return self._memo.remember(
             parts,
-            self._keys.url_key(
-                scheme=request.scheme,
-                host=request.host,
-                port=None,
-                path=url.raw_path,
-                query=query_pairs(url.raw_query_string),
+            self._keys.url_key_of(
+                UrlParts(
+                    request.scheme,
+                    request.host,
+                    None,
+                    url.raw_path,
+                    query_pairs(url.raw_query_string),
+                )
             ),
         )
 
@@ -330,15 +332,17 @@ class CoalesceMiddleware(Replayer):
             lookup = dict(zip(self._key_names, values, strict=True))  # the others: absent
             key = self._memo.remember(
                 parts,
-                self._keys.make(
-                    method=request.method,
-                    scheme=request.scheme,
-                    host=request.host,
-                    port=None,
-                    path=url.raw_path,
+                self._keys.request_key(
+                    request.method,
                     # Raw, as sent: ?t=%FF and ?t=%FE decode alike but differ (core/keys.py).
-                    query=query_pairs(url.raw_query_string),
-                    header=lookup.get,
+                    UrlParts(
+                        request.scheme,
+                        request.host,
+                        None,
+                        url.raw_path,
+                        query_pairs(url.raw_query_string),
+                    ),
+                    lookup.get,
                     extra=extra,
                 ),
             )

@@ -39,7 +39,7 @@ if _MODE not in ("quick", "full"):
 FULL = _MODE == "full"
 
 MiB = 1024 * 1024
-BOUND = 1.5  # held memory, in max_bytes, never to be passed (DESIGN.md, Storage)
+BOUND = 1.5  # held memory, in max_bytes, never to be passed (README, MemoryStorage)
 
 pytestmark = pytest.mark.timeout(1800 if FULL else 60)
 
