@@ -32,7 +32,7 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
-from ..core.coalescer import Coalescer
+from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMaker, KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Call
@@ -50,7 +50,7 @@ _MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity m
 _NO_OPTIONS: dict[str, Any] = {}  # a call with no options of its own (never written to)
 
 
-class CallPath:
+class CallPath(Fronted):
     """How ``CoalescingSession`` answers one call (module rules)."""
 
     # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.

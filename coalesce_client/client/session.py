@@ -20,7 +20,7 @@ from yarl import URL
 from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
-from ..core.records import Setup, Stats
+from ..core.records import Setup
 from ..options import check_flag, check_string
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
@@ -167,15 +167,6 @@ class CoalescingSession(CallPath):
     def delete(self, url: str | URL, **kwargs: Any) -> CallContext:
         """DELETE ``url``: passed through unless the policy lists DELETE; see ``request``."""
         return CallContext(self._request("DELETE", url, kwargs))
-
-    @property
-    def stats(self) -> Stats:
-        """Counters so far, as a frozen snapshot (the README says what each one counts)."""
-        return self._core.stats
-
-    @property
-    def storage(self) -> Storage:
-        return self._core.storage
 
     @property
     def session(self) -> aiohttp.ClientSession:

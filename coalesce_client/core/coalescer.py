@@ -63,6 +63,7 @@ __all__ = [
     "Call",
     "Coalescer",
     "Fetched",
+    "Fronted",
     "Send",
     "Setup",
     "Stats",
@@ -232,3 +233,20 @@ class Coalescer(Counters):
         """Remove every stored response."""
         await self.storage.clear()
         self._writer.forget_indexes()
+
+
+class Fronted:
+    """What both faces show of their core: its counters and its storage (one copy for both)."""
+
+    __slots__ = ()
+    _core: Coalescer
+
+    @property
+    def stats(self) -> Stats:
+        """Counters so far, as a frozen snapshot (the README says what each one counts)."""
+        return self._core.stats
+
+    @property
+    def storage(self) -> Storage:
+        """The storage this face's responses are kept in."""
+        return self._core.storage

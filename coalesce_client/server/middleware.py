@@ -47,10 +47,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..core.coalescer import Coalescer
+from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo, UrlParts, query_pairs
 from ..core.policy import CachePolicy
-from ..core.records import Call, Setup, Stats
+from ..core.records import Call, Setup
 from ..options import (
     check_callable,
     check_flag,
@@ -81,7 +81,7 @@ _FROM_STORAGE = frozenset({"stale", "revalidated"})
 _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
 
 
-class CoalesceMiddleware(Replayer):
+class CoalesceMiddleware(Replayer, Fronted):
     """An aiohttp.web middleware that runs a handler once for concurrent identical requests.
 
     ``coalesce_middleware`` is this class. Use it on a whole application
@@ -152,14 +152,6 @@ class CoalesceMiddleware(Replayer):
         self._key_names = tuple(h for h in self._keys.header_names if h not in credentials)
         self._key_func = key_func
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
-
-    @property
-    def stats(self) -> Stats:
-        return self._core.stats
-
-    @property
-    def storage(self) -> Storage:
-        return self._core.storage
 
     async def close(self) -> None:
         """Close the storage (call it from ``app.on_cleanup`` if the storage holds resources)."""
@@ -284,15 +276,7 @@ class CoalesceMiddleware(Replayer):
             return known
         return self._memo.remember(
             parts,
-            self._keys.url_key_of(
-                UrlParts(
-                    request.scheme,
-                    request.host,
-                    None,
-                    url.raw_path,
-                    query_pairs(url.raw_query_string),
-                )
-            ),
+            self._keys.url_key_of(_url_parts(request, url)),
         )
 
     async def _invalidate_after(
@@ -334,14 +318,7 @@ class CoalesceMiddleware(Replayer):
                 parts,
                 self._keys.request_key(
                     request.method,
-                    # Raw, as sent: ?t=%FF and ?t=%FE decode alike but differ (core/keys.py).
-                    UrlParts(
-                        request.scheme,
-                        request.host,
-                        None,
-                        url.raw_path,
-                        query_pairs(url.raw_query_string),
-                    ),
+                    _url_parts(request, url),
                     lookup.get,
                     extra=extra,
                 ),
@@ -362,3 +339,10 @@ coalesce_middleware = CoalesceMiddleware
 
 def _origin(url: URL) -> Origin:
     return Origin(url.scheme, url.host, url.port)
+
+
+def _url_parts(request: web.Request, url: URL) -> UrlParts:
+    """The parts of ``url`` (a path and query on the request's origin) that its keys read: the
+    query raw, as sent (?t=%FF and ?t=%FE decode alike but differ: core/keys.py)."""
+    query = query_pairs(url.raw_query_string)
+    return UrlParts(request.scheme, request.host, None, url.raw_path, query)
