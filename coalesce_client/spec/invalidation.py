@@ -4,7 +4,7 @@ Rules of this module (pure functions over plain data, no framework):
 
 * A *URL key* names a resource apart from who asks and how: the digest of the key's URL part
   (namespace, scheme, host, port, path, query, normalized as ``keys.py`` does), without the
-  method, the credentials, ``key_headers`` or a Vary part. ``KeyMaker.url_key`` makes it.
+  method, the credentials, ``key_headers`` or a Vary part. ``KeyMaker.url_key_of`` makes it.
 * Under its URL key, storage keeps a *URL index*, a record of its own listing the storage keys
   stored for that URL (``storage/records.py``; bounded and kept by ``core/writer.py``): never a
   response, and not this module's. A hit never touches it.
