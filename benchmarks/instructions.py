@@ -9,6 +9,9 @@ What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``
 
 * ``client hit``: ``async with s.get(url) as r: await r.read()`` on a ``CoalescingSession(ttl=600)``
   with its default ``MemoryStorage``, the 2 KiB body stored already (the origin is asked once).
+* ``disk hit``: the client hit with a ``DiskStorage`` in a temporary directory.
+* ``burst caller``: bursts of 100 concurrent callers of one fresh URL (one leader, 99 followers
+  of its flight; the origin answers once all have asked); the cost per caller.
 * ``middleware hit``: ``app._handle(request)`` of an ``aiohttp.web`` application with
   ``coalesce_middleware(ttl=600)``, a GET already stored (a HIT), on a mocked request whose cached
   properties are cleared before each call, as for a new request. aiohttp's HTTP parsing and the
@@ -102,7 +105,60 @@ async def main(n):
 asyncio.run(main(int(sys.argv[1])))
 """
 
-PROGRAMS = {"client hit": CLIENT, "middleware hit": SERVER}
+DISK = CLIENT.replace(
+    "from coalesce_client import CoalescingSession",
+    "import tempfile\nfrom coalesce_client import CoalescingSession, DiskStorage",
+).replace(
+    "async with CoalescingSession(ttl=600) as s:",
+    "async with CoalescingSession(ttl=600, storage=DiskStorage(tempfile.mkdtemp())) as s:",
+)
+
+BURST = """
+import asyncio, sys
+from aiohttp import web
+from coalesce_client import CoalescingSession
+
+BODY = b"x" * 2048
+
+async def main(n):
+    calls = 0
+    gate = asyncio.Event()
+    async def item(request):
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return web.Response(body=BODY)
+    app = web.Application()
+    app.router.add_get("/item/{n}", item)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with CoalescingSession(ttl=600) as s:
+        async def one(url):
+            async with s.get(url) as r:
+                return await r.read()
+        for i in range(n // 100):
+            url = f"http://127.0.0.1:{port}/item/{i}"
+            tasks = [asyncio.ensure_future(one(url)) for _ in range(100)]
+            while calls <= i:  # the leader's request reached the origin: the others wait on it
+                await asyncio.sleep(0)
+            gate.set()
+            assert all(b == BODY for b in await asyncio.gather(*tasks))
+            gate.clear()
+    assert calls == n // 100, calls
+    await runner.cleanup()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+PROGRAMS = {
+    "client hit": CLIENT,
+    "middleware hit": SERVER,
+    "disk hit": DISK,
+    "burst caller": BURST,
+}
 
 
 def total_instructions(program: str, hits: int, checkout: Path) -> int:
@@ -141,12 +197,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", type=Path, help="another checkout to measure in the same run")
     parser.add_argument("--budget", action="store_true", help=f"exit 1 past {BUDGET.name}")
+    parser.add_argument("--only", choices=sorted(PROGRAMS), help="measure this path only")
     args = parser.parse_args()
     here = HERE.parent
     budget: dict[str, float] = json.loads(BUDGET.read_text()) if args.budget else {}
     print(f"instructions per hit (callgrind, {HIGH - LOW} hits; Python {sys.version.split()[0]})")
     over = []
     for name, program in PROGRAMS.items():
+        if args.only is not None and name != args.only:
+            continue
         ours = per_hit(program, here)
         line = f"  {name:<16} {ours:>10,.0f}"
         if args.against is not None:
