@@ -12,10 +12,10 @@ Rules of this module (plain data, shared by the storage layer and the core):
   §12.5.5, RFC 9111 §4.1): the header names they vary on and the variant keys stored so far,
   oldest first, so that a lookup knows which variant to read and an invalidation which ones to
   drop. It lasts as long as the variants it lists.
-* A ``UrlIndex`` sits under a URL key (``KeyMaker.url_key_of``): the storage keys stored for that URL
-  (every method's key, every credential partition, every Vary pointer and variant), oldest first,
-  so that an invalidation of the URL (RFC 9111 §4.4) reaches each of them, in this process or in
-  another one sharing the storage. It is written when a response is stored and read only when
+* A ``UrlIndex`` sits under a URL key (``KeyMaker.url_key_of``): the storage keys stored for that
+  URL (every method's key, every credential partition, every Vary pointer and variant), oldest
+  first, so that an invalidation of the URL (RFC 9111 §4.4) reaches each of them, in this process or
+  in another one sharing the storage. It is written when a response is stored and read only when
   invalidating; it expires with the latest entry it lists. The writer (``core/writer.py``) keeps
   both records bounded.
 """
