@@ -106,6 +106,7 @@ async def burst(args: list[str]) -> None:
             *(one(urls[i % len(urls)]) for i in range(n)), return_exceptions=True
         )
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        await s._core.drain()  # the writes still in the background count in ``stored`` too
         emit(phase=1, errors=errors, stored=s.stats.stored, warnings=recorder.messages)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         again = [await one(url) for url in urls]
