@@ -371,3 +371,35 @@ async def test_draining_as_a_background_write_ends_does_not_spin(
     await signalled(storage.written, "the background write")
     await core.drain()  # at once: the write's done callbacks have not run yet
     assert core.stats.stored == 1 and await storage.get(KEY) is not None
+
+
+class TurnStorage(MemoryStorage):
+    """A storage whose every read takes one turn of the loop, as a disk's or a network's does."""
+
+    async def get(self, key: str) -> Record | None:
+        await asyncio.sleep(0)
+        return await super().get(key)
+
+
+async def test_callers_of_other_variants_regroup_when_storage_reads_suspend(
+    clock: FakeClock,
+) -> None:
+    """Issue 26: the regrouped followers read storage for their variant (each read a turn of the
+    loop; nothing is stored, ttl 0), then all of a variant share one flight, whichever of them
+    the loop resumes first."""
+    core = Coalescer(TurnStorage(clock=clock), Setup.of(policy=None, ttl=0, clock=clock))
+    upstream = VaryingUpstream()
+    langs = ["fr", "de", "en"] * 20
+    burst = [
+        asyncio.ensure_future(
+            core.fetch(Call(KEY, header={"accept-language": lang}.get), upstream.send_for(lang))
+        )
+        for lang in langs
+    ]
+    await until(lambda: len(upstream.calls) == 1, "the first flight started")
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert [a.snapshot.body if a.snapshot else None for a in answers] == [
+        f"hello in {lang}".encode() for lang in langs
+    ]
+    assert sorted(upstream.calls) == ["de", "en", "fr"]  # one real request per variant
