@@ -1090,6 +1090,25 @@ async def test_close_releases_the_files_and_later_use_raises(tmp_path: Path) -> 
     assert "closed" in repr(storage)
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_construction_that_fails_in_diskcache_leaves_no_connection_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: diskcache raising after it connected (a damaged database, a full disk) left its
+    connection to the garbage collector (a ResourceWarning on Python 3.13)."""
+    from coalesce_client.storage.disk.rows import BytesDisk
+
+    def failing(self: BytesDisk, *args: Any, **kwargs: Any) -> None:
+        raise OSError("injected: the disk failed")
+
+    monkeypatch.setattr(BytesDisk, "__init__", failing)  # diskcache builds it once connected
+    directory = tmp_path / "cache"
+    with pytest.raises(ValueError, match="injected") as info:
+        DiskStorage(directory)
+    assert str(directory) in str(info.value)
+    assert open_files_under(directory) == []  # not waiting for the collector
+
+
 def make_file(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("not a directory, not a database")

@@ -77,18 +77,26 @@ def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
     if (path / DBNAME).exists():
         _check_existing(path, lock_timeout)
     settings = _settings(opening.max_bytes)
-    writer = loop_reader = None
     try:
-        writer = diskcache.Cache(str(path), timeout=lock_timeout, disk=BytesDisk, **settings)
+        writer = _cache(path, lock_timeout, settings)
         writer.close()  # this thread's connection; the worker thread opens its own
-        loop_reader = diskcache.Cache(
-            str(path), timeout=opening.loop_timeout, disk=BytesDisk, **settings
-        )
+        loop_reader = _cache(path, opening.loop_timeout, settings)
     except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
-        if writer is not None:
-            writer.close()
         raise _cannot_hold_a_cache(path, exc) from None
     return writer, loop_reader
+
+
+def _cache(path: Path, timeout: float, settings: dict[str, Any]) -> Any:
+    """A ``diskcache.Cache``, whose connection is closed if building it fails: diskcache opens
+    it first and would leave it to the garbage collector (issue 26; 3.13 warns there)."""
+    cache = diskcache.Cache.__new__(diskcache.Cache)
+    try:
+        cache.__init__(str(path), timeout=timeout, disk=BytesDisk, **settings)
+    except BaseException:
+        if hasattr(cache, "_local"):  # it got as far as its connection
+            cache.close()
+        raise
+    return cache
 
 
 def _settings(max_bytes: int) -> dict[str, Any]:
