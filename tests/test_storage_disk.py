@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -1088,6 +1090,22 @@ async def test_close_releases_the_files_and_later_use_raises(tmp_path: Path) -> 
             await use
     await storage.close()
     assert "closed" in repr(storage)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_closed_from_another_thread_every_connection_is_closed(tmp_path: Path) -> None:
+    """Issue 26: the loop's connection belongs to the thread that built the storage; closed from
+    another thread it was left to the garbage collector (a ResourceWarning on Python 3.13)."""
+    directory = tmp_path / "cache"
+    storage = DiskStorage(directory)
+    await storage.set(KEY_A, snapshot(), 60)
+    assert await storage.get(KEY_A) is not None  # read on this thread, through its connection
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await asyncio.to_thread(asyncio.run, storage.close())
+        gc.collect()
+    assert open_files_under(directory) == []
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
