@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import astuple
 
 import pytest
-from conftest import FakeClock, until
+from conftest import FakeClock, signalled, until
 
 from coalesce_client import CachePolicy, MemoryStorage, Snapshot, Stats, StorageClosedError
 from coalesce_client.core.coalescer import Coalescer
 from coalesce_client.core.records import Answer, Call, Fetched, Setup
 from coalesce_client.storage.base import ReadsExpiry, ReadsNowait, Storage, StorageBase
+from coalesce_client.storage.records import Record
 
 KEY = "k" * 64
 
@@ -338,3 +339,67 @@ async def test_background_refreshes_are_bounded_and_drained(
     await core.drain()
     assert not core._refreshes and upstream.calls == 7
     assert outcomes(core.stats) == core.stats.requests == 10
+
+
+class SlowWrites(MemoryStorage):
+    """A storage whose writes wait at a gate, and say when they are done as their last step."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.gate = asyncio.Event()
+        self.written = asyncio.Event()
+
+    async def set(self, key: str, value: Record, ttl: float) -> None:
+        await self.gate.wait()
+        await super().set(key, value, ttl)
+        self.written.set()  # the test wakes before the write's task is done
+
+
+@pytest.mark.timeout(10)
+async def test_draining_as_a_background_write_ends_does_not_spin(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: on Python 3.12+ gather() of done futures returns without yielding, so a drain
+    that waited for the done callbacks to empty its set spun forever."""
+    import coalesce_client.core.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "STORE_WAIT", 0)  # answer at once, store in the background
+    storage = SlowWrites(clock)
+    core = Coalescer(storage, Setup.of(policy=None, ttl=60, clock=clock))
+    assert (await core.fetch(Call(KEY), Upstream())).status == "miss"
+    storage.gate.set()
+    await signalled(storage.written, "the background write")
+    await core.drain()  # at once: the write's done callbacks have not run yet
+    assert core.stats.stored == 1 and await storage.get(KEY) is not None
+
+
+class TurnStorage(MemoryStorage):
+    """A storage whose every read takes one turn of the loop, as a disk's or a network's does."""
+
+    async def get(self, key: str) -> Record | None:
+        await asyncio.sleep(0)
+        return await super().get(key)
+
+
+async def test_callers_of_other_variants_regroup_when_storage_reads_suspend(
+    clock: FakeClock,
+) -> None:
+    """Issue 26: the regrouped followers read storage for their variant (each read a turn of the
+    loop; nothing is stored, ttl 0), then all of a variant share one flight, whichever of them
+    the loop resumes first."""
+    core = Coalescer(TurnStorage(clock=clock), Setup.of(policy=None, ttl=0, clock=clock))
+    upstream = VaryingUpstream()
+    langs = ["fr", "de", "en"] * 20
+    burst = [
+        asyncio.ensure_future(
+            core.fetch(Call(KEY, header={"accept-language": lang}.get), upstream.send_for(lang))
+        )
+        for lang in langs
+    ]
+    await until(lambda: len(upstream.calls) == 1, "the first flight started")
+    upstream.gate.set()
+    answers = await asyncio.gather(*burst)
+    assert [a.snapshot.body if a.snapshot else None for a in answers] == [
+        f"hello in {lang}".encode() for lang in langs
+    ]
+    assert sorted(upstream.calls) == ["de", "en", "fr"]  # one real request per variant

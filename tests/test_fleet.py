@@ -267,6 +267,35 @@ class Deaf(Watched):
         pass
 
 
+class Releasing(RedisStorage):
+    """A process's storage that says when its lease is released, as the release's last step."""
+
+    __slots__ = ("released",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.released = asyncio.Event()
+
+    async def release(self, key: str, token: str, outcome: bytes) -> bool:
+        mine = await super().release(key, token, outcome)
+        self.released.set()  # the test wakes before the release's task is done
+        return mine
+
+
+@pytest.mark.timeout(10)
+async def test_closing_as_the_lease_is_released_does_not_spin(
+    redis_server: RedisServer, started: Origin, namespace: str
+) -> None:
+    """Issue 26: on Python 3.12+ gather() of done futures returns without yielding, so a drain
+    that waited for the done callbacks to empty its set spun forever (the two hangs below)."""
+    storage = Releasing(redis_server.url, namespace=namespace)
+    session = CoalescingSession(ttl=60, storage=storage)
+    assert (await session.get(started.url("/text"))).cache_status == "miss"
+    await signalled(storage.released, "the lease released in the background")
+    await session.close()  # at once: the release's done callbacks have not run yet
+    assert storage.closed
+
+
 async def test_a_lost_publication_still_ends_within_half_a_lease(
     redis_server: RedisServer, gated: Origin, namespace: str
 ) -> None:

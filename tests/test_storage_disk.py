@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -1040,7 +1042,8 @@ def test_without_create_a_directory_that_holds_no_cache_is_refused_untouched(
     if kind == "other files":
         (directory / "notes.txt").write_text("mine")
     elif kind == "another database":
-        with sqlite3.connect(directory / "cache.db") as con:
+        # sqlite3's own context manager commits but does not close (3.13 warns at collection).
+        with contextlib.closing(sqlite3.connect(directory / "cache.db")) as con, con:
             con.execute("CREATE TABLE notes (body TEXT)")
     before = files_under(directory)
     with pytest.raises(ValueError, match="holds no cache") as info:
@@ -1087,6 +1090,41 @@ async def test_close_releases_the_files_and_later_use_raises(tmp_path: Path) -> 
             await use
     await storage.close()
     assert "closed" in repr(storage)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_closed_from_another_thread_every_connection_is_closed(tmp_path: Path) -> None:
+    """Issue 26: the loop's connection belongs to the thread that built the storage; closed from
+    another thread it was left to the garbage collector (a ResourceWarning on Python 3.13)."""
+    directory = tmp_path / "cache"
+    storage = DiskStorage(directory)
+    await storage.set(KEY_A, snapshot(), 60)
+    assert await storage.get(KEY_A) is not None  # read on this thread, through its connection
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await asyncio.to_thread(asyncio.run, storage.close())
+        gc.collect()
+    assert open_files_under(directory) == []
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_construction_that_fails_in_diskcache_leaves_no_connection_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: diskcache raising after it connected (a damaged database, a full disk) left its
+    connection to the garbage collector (a ResourceWarning on Python 3.13)."""
+    from coalesce_client.storage.disk.rows import BytesDisk
+
+    def failing(self: BytesDisk, *args: Any, **kwargs: Any) -> None:
+        raise OSError("injected: the disk failed")
+
+    monkeypatch.setattr(BytesDisk, "__init__", failing)  # diskcache builds it once connected
+    directory = tmp_path / "cache"
+    with pytest.raises(ValueError, match="injected") as info:
+        DiskStorage(directory)
+    assert str(directory) in str(info.value)
+    assert open_files_under(directory) == []  # not waiting for the collector
 
 
 def make_file(path: Path) -> Path:
@@ -1165,10 +1203,11 @@ def test_a_directory_without_permission_fails_at_construction_naming_path_and_ca
         shutil.rmtree(base)
 
 
-def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
+async def test_a_directory_is_created_if_missing(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "cache"
-    DiskStorage(path)
+    storage = DiskStorage(path)
     assert (path / "cache.db").is_file()
+    await storage.close()  # a storage left open leaves its connections to the collector
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,11 @@ class Fleet(Generic[R]):
     async def drain(self) -> None:
         """Wait for the releases still being sent (before closing the storage)."""
         while self._releases:
-            await asyncio.gather(*self._releases, return_exceptions=True)
+            running = tuple(self._releases)
+            await asyncio.gather(*running, return_exceptions=True)
+            # Python 3.12+: gather() of futures all done returns without yielding to the loop, so
+            # the done callbacks that discard them have not run yet: drop them here, or spin.
+            self._releases.difference_update(running)
 
 
 async def _store_op(work: Awaitable[T]) -> T:

@@ -16,6 +16,10 @@ Rules of this module:
   whose flight answered another Vary variant than its own makes a second round on its own
   variant's key: two rounds at most, written out in ``fetch`` (``followers.py`` never asks a
   second round for a third), never a call of ``fetch`` by itself.
+* A second round's flight starts its work one turn of the loop later (``_regrouped``): the
+  followers woken by one outcome all join their variant's flight first, whatever order the loop
+  wakes them in (a flight starts eagerly on Python 3.12+, ``flight.py``). A first round's flight
+  starts at once.
 * A key that takes no part (None), or is remembered as pass-through (``passes.py``), goes
   straight to the origin alone; so does a follower that stopped waiting (``wait_timeout``, as
   nginx's ``proxy_cache_lock_timeout``) or could not share: its request is never stored.
@@ -23,6 +27,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal
@@ -158,8 +163,9 @@ class Pipeline:
                 assert_never(decision)
         flight = Flight(call, send, key, fkey, names, stored)
         timeout = self._setup.wait_timeout if joining else None
+        work = partial(self._regrouped if names else self._lead, flight)
         try:
-            outcome = await flights.run(fkey, partial(self._lead, flight), timeout=timeout)
+            outcome = await flights.run(fkey, work, timeout=timeout)
         except WaitTimeout:  # our own request, never stored (nginx proxy_cache_lock_timeout)
             return await self._alone(send, "miss", tally)
         except BaseException:
@@ -172,6 +178,17 @@ class Pipeline:
             return Answer(result.own, status)
         share = self._share(result, call, names)
         return await self._alone(send, "miss", tally) if isinstance(share, SendAlone) else share
+
+    async def _regrouped(self, flight: Flight) -> FlightResult:
+        """The work of a second round's flight: the lead, after one turn of the loop (issue 26).
+
+        The followers of a flight whose response was another variant than theirs are woken in
+        one step of the loop, and regroup on their own variant's flight in that order. A flight
+        starts eagerly on Python 3.12+ (``flight.py``): a lead that did not suspend would end
+        before the next follower of its variant even ran, and each would send its own request.
+        """
+        await asyncio.sleep(0)
+        return await self._lead(flight)
 
     def _stale_terms(self, stored: Snapshot) -> StaleTerms:
         """What the origin allows of a stale stored response, as the policy reads it."""

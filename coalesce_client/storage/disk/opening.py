@@ -16,6 +16,10 @@ Rules of this module (with ``rows.py``, the only ones that import diskcache):
 * ``read_only=True`` opens a ``ReadOnlyCache``: diskcache's own ``Cache`` writes its settings
   whenever it opens a database, so a cache that must not change (a read-only directory) is read
   without it, through a read-only SQLite connection; every write raises ``PermissionError``.
+* Every connection opened here is closed on every path (issue 26: Python 3.13 warns for one left
+  to the garbage collector): a ``Cache`` whose construction fails closes the connection diskcache
+  opened first (``_cache``), and the loop's cache is on a connection any thread may close
+  (``_loop_reader``: diskcache 5.6's ``_local`` holder replaced, checked on diskcache 5.6.3).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NoReturn
 
 import diskcache  # type: ignore[import-untyped]
@@ -77,18 +82,48 @@ def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
     if (path / DBNAME).exists():
         _check_existing(path, lock_timeout)
     settings = _settings(opening.max_bytes)
-    writer = loop_reader = None
     try:
-        writer = diskcache.Cache(str(path), timeout=lock_timeout, disk=BytesDisk, **settings)
+        writer = _cache(path, lock_timeout, settings)
         writer.close()  # this thread's connection; the worker thread opens its own
-        loop_reader = diskcache.Cache(
-            str(path), timeout=opening.loop_timeout, disk=BytesDisk, **settings
-        )
+        loop_reader = _loop_reader(path, opening.loop_timeout, settings)
     except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
-        if writer is not None:
-            writer.close()
         raise _cannot_hold_a_cache(path, exc) from None
     return writer, loop_reader
+
+
+def _cache(path: Path, timeout: float, settings: dict[str, Any]) -> Any:
+    """A ``diskcache.Cache``, whose connection is closed if building it fails: diskcache opens
+    it first and would leave it to the garbage collector (issue 26; 3.13 warns there)."""
+    cache = diskcache.Cache.__new__(diskcache.Cache)
+    try:
+        cache.__init__(str(path), timeout=timeout, disk=BytesDisk, **settings)
+    except BaseException:
+        if hasattr(cache, "_local"):  # it got as far as its connection
+            cache.close()
+        raise
+    return cache
+
+
+def _loop_reader(path: Path, timeout: float, settings: dict[str, Any]) -> Any:
+    """The loop's cache, on a connection that any thread may close (issue 26): the storage may
+    be closed from another thread than the one that built it, whose connection diskcache binds
+    to its thread. DiskIO still reads through it on the building thread only (threads.py)."""
+    reader = _cache(path, timeout, settings)
+    reader.close()
+    # diskcache keeps its connection in a threading.local (``_local.con``, ``_local.pid``, read
+    # by its ``_con``): a plain namespace instead, so that the thread closing it finds it too.
+    con = sqlite3.connect(
+        path / DBNAME, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    reader._local = SimpleNamespace(con=con, pid=os.getpid())
+    try:
+        for key, value in settings.items():  # the per-connection pragmas, as diskcache's _con
+            if key.startswith("sqlite_"):
+                reader.reset(key, value, update=False)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 def _settings(max_bytes: int) -> dict[str, Any]:

@@ -13,7 +13,8 @@ Rules of this module:
   for up to about 10 s, while another process holds every WAL read lock; only a broken or hostile
   process does that.)
 * The loop's connection belongs to the thread that built the storage; reads from any other thread
-  go to the worker thread, and so does every read of a storage without one (read-only).
+  go to the worker thread, and so does every read of a storage without one (read-only). Any
+  thread may close it (``opening.py``): a storage closed from another thread leaves nothing open.
 * The worker's cache is touched in the worker thread only: work is handed over as an operation of
   ``rows.py`` (``run(op, *args)`` calls ``op(cache, *args)`` there), and the worker closes it.
   One worker: SQLite takes one writer at a time anyway, and FIFO order means a read that was
@@ -80,8 +81,8 @@ class DiskIO:
         self.lock_timeout = lock_timeout  # named in errors: how long a write waited for a lock
         self._worker_cache = worker_cache  # used and closed in the worker thread only
         self._reader = reader  # the loop's connection: used in _loop_thread only
-        # The reader's connection was opened by this thread, and SQLite's Python connections are
-        # bound to the thread that opened them: only this thread reads on its loop (module rules).
+        # The reader's connection was opened by this thread: only this thread reads on its loop
+        # (module rules); any thread may close it (opening.py).
         self._loop_thread = threading.get_ident()
         self._loop_reads = True  # False for LOOP_BACKOFF seconds after a busy database
         self._loop_reads_after = 0.0
@@ -150,8 +151,6 @@ class DiskIO:
             await loop.run_in_executor(self._executor, self._worker_cache.close)
         finally:
             self._executor.shutdown(wait=True)
-            if self._reader is not None and threading.get_ident() == self._loop_thread:
+            if self._reader is not None:  # from any thread: its connection allows it (opening.py)
                 self._reader.close()
-            # From another thread the loop's connection cannot be closed; dropping the reader lets
-            # the garbage collector close it.
             self._reader = self._worker_cache = None
