@@ -37,26 +37,34 @@ HERE = Path(__file__).resolve().parent
 BUDGET = HERE / "budget.json"
 _TOTAL = re.compile(r"Collected\s*:\s*(\d+)")
 
-CLIENT = """
+# The origin both client programs start: one route on 127.0.0.1, a port the OS chooses.
+ORIGIN = """
+async def serve(item, route):
+    app = web.Application()
+    app.router.add_get(route, item)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+"""
+
+CLIENT = (
+    """
 import asyncio, sys
 from aiohttp import web
 from coalesce_client import CoalescingSession
 
 BODY = b"x" * 2048
-
+"""
+    + ORIGIN
+    + """
 async def main(n):
     calls = 0
     async def item(request):
         nonlocal calls
         calls += 1
         return web.Response(body=BODY)
-    app = web.Application()
-    app.router.add_get("/item", item)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(item, "/item")
     url = f"http://127.0.0.1:{port}/item"
     async with CoalescingSession(ttl=600) as s:
         for _ in range(20):
@@ -70,6 +78,7 @@ async def main(n):
 
 asyncio.run(main(int(sys.argv[1])))
 """
+)
 
 SERVER = """
 import asyncio, sys
@@ -113,13 +122,16 @@ DISK = CLIENT.replace(
     "async with CoalescingSession(ttl=600, storage=DiskStorage(tempfile.mkdtemp())) as s:",
 )
 
-BURST = """
+BURST = (
+    """
 import asyncio, sys
 from aiohttp import web
 from coalesce_client import CoalescingSession
 
 BODY = b"x" * 2048
-
+"""
+    + ORIGIN
+    + """
 async def main(n):
     calls = 0
     gate = asyncio.Event()
@@ -128,13 +140,7 @@ async def main(n):
         calls += 1
         await gate.wait()
         return web.Response(body=BODY)
-    app = web.Application()
-    app.router.add_get("/item/{n}", item)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(item, "/item/{n}")
     async with CoalescingSession(ttl=600) as s:
         async def one(url):
             async with s.get(url) as r:
@@ -152,6 +158,7 @@ async def main(n):
 
 asyncio.run(main(int(sys.argv[1])))
 """
+)
 
 PROGRAMS = {
     "client hit": CLIENT,
