@@ -171,7 +171,9 @@ def _add_fetch(sub: _Subparsers) -> None:
         help="fetch URLs concurrently through the coalescer and a persistent disk cache",
         description=(
             "Fetch URLs concurrently through CoalescingSession and a disk cache that survives "
-            "runs: repeated URLs share one request, and a second run answers from disk."
+            "runs: repeated URLs share one request, and a second run answers from disk. Bodies "
+            f"are streamed: those up to {_fetch.KEPT_BODY // 2**20} MiB are kept in the cache, "
+            "larger ones go straight to their file (-o) and are fetched again next time."
         ),
         epilog=(
             "Exit status: 0 when every URL was fetched, whatever its HTTP status (a 404 too, as "
