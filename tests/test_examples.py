@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -69,6 +70,44 @@ def test_fleet_example() -> None:
     assert "4 processes x 50 concurrent callers: 1 upstream call(s)" in out
     assert "exactly one caller fleet-wide made the request: True" in out
     assert "the others: 199 coalesced or hit" in out
+
+
+def run_fleet_without(tmp_path: Path, *, redis_module: bool) -> subprocess.CompletedProcess[str]:
+    """fleet.py with no redis-server on PATH and no REDIS_URL; without redis-py too unless
+    ``redis_module`` (its import is blocked by a ``redis`` package that raises ImportError)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["PATH"] = str(tmp_path / "bin")  # an empty directory: no redis-server there
+    (tmp_path / "bin").mkdir()
+    if not redis_module:
+        (tmp_path / "blocked" / "redis").mkdir(parents=True)
+        (tmp_path / "blocked" / "redis" / "__init__.py").write_text("raise ImportError('blocked')")
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), *sys.path])
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / "fleet.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env=env,
+    )
+
+
+def test_fleet_example_without_the_redis_extra_says_so_and_fails(tmp_path: Path) -> None:
+    # Issue 19: four worker tracebacks, then JSONDecodeError in the parent.
+    out = run_fleet_without(tmp_path, redis_module=False)
+    assert out.returncode != 0
+    assert "pip install '.[redis]'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""  # nothing started
+
+
+def test_fleet_example_without_a_redis_server_says_so_and_fails(tmp_path: Path) -> None:
+    # Issue 19: it printed advice but exited 0.
+    out = run_fleet_without(tmp_path, redis_module=True)
+    assert out.returncode != 0
+    assert "No redis-server on PATH" in out.stderr and "REDIS_URL" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""
 
 
 def test_outage_example() -> None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .. import __version__
 from ..options import check_header_name, is_seconds
 from . import _cache, _demo, _fetch
 from ._common import UsageError, unreachable
@@ -103,9 +104,20 @@ def _header(text: str) -> tuple[str, str]:
     try:
         if not sep:
             raise ValueError("no colon")
-        return check_header_name(name.strip(), "--header"), value.strip()
+        name = check_header_name(name.strip(), "--header")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected NAME:VALUE, got {text!r}") from None
+    if "\r" in value or "\n" in value:
+        # A line break would end the header and start another (header injection): aiohttp
+        # refuses it when it sends, so a stored URL would answer and another would not.
+        raise argparse.ArgumentTypeError(f"the value of {name} holds a line break: {text!r}")
+    return name, value.strip()
+
+
+def _cache_dir(text: str) -> Path:
+    if not text:  # Path("") is the current directory: never a cache by accident
+        raise argparse.ArgumentTypeError("an empty path; give a directory")
+    return Path(text)
 
 
 # -- the parser -----------------------------------------------------------------------------------
@@ -116,6 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="coalesce-client",
         description="Stop cache stampedes in aiohttp programs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_fetch(sub)
@@ -145,7 +158,7 @@ def _add_demo(sub: _Subparsers) -> None:
     p.add_argument("--delay", type=_seconds, default=0.05, help="origin response time (0.05 s)")
     p.add_argument(
         "--cache-dir",
-        type=Path,
+        type=_cache_dir,
         default=None,
         metavar="DIR",
         help="keep the disk cache here (default: a temp dir)",
@@ -158,7 +171,9 @@ def _add_fetch(sub: _Subparsers) -> None:
         help="fetch URLs concurrently through the coalescer and a persistent disk cache",
         description=(
             "Fetch URLs concurrently through CoalescingSession and a disk cache that survives "
-            "runs: repeated URLs share one request, and a second run answers from disk."
+            "runs: repeated URLs share one request, and a second run answers from disk. Bodies "
+            f"are streamed: those up to {_fetch.KEPT_BODY // 2**20} MiB are kept in the cache, "
+            "larger ones go straight to their file (-o) and are fetched again next time."
         ),
         epilog=(
             "Exit status: 0 when every URL was fetched, whatever its HTTP status (a 404 too, as "
@@ -173,7 +188,7 @@ def _add_fetch(sub: _Subparsers) -> None:
     )
     p.add_argument(
         "--cache-dir",
-        type=Path,
+        type=_cache_dir,
         default=Path(DEFAULT_CACHE_DIR),
         metavar="DIR",
         help="keep the disk cache here, created if missing (default: %(default)s, under the "
@@ -197,7 +212,12 @@ def _add_fetch(sub: _Subparsers) -> None:
         metavar="NAME:VALUE",
         help="send this header; repeat the option for more headers, or for more values of one",
     )
-    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request (30)")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds per request (30); 0 for none, as in aiohttp's ClientTimeout",
+    )
     p.add_argument(
         "--fail",
         action="store_true",
@@ -220,7 +240,7 @@ def _add_cache(sub: _Subparsers) -> None:
     )
     p.add_argument(
         "--cache-dir",
-        type=Path,
+        type=_cache_dir,
         default=Path(DEFAULT_CACHE_DIR),
         metavar="DIR",
         help="the disk cache (default: %(default)s, under the current directory)",
