@@ -171,6 +171,25 @@ class Cluster:
     def node_of(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
 
+    def kill_and_promote(self, port: int) -> None:
+        """SIGKILL the primary on ``port``; return once its replica is promoted (the cluster ok,
+        three primaries up, seen by every node still running)."""
+        victim = self.node_of(port)
+        assert victim.proc is not None
+        victim.proc.kill()
+        victim.stop()
+        self.wait_ok()
+
+    def restore(self) -> None:
+        """Start the killed nodes again (each rejoins as a replica, from its nodes.conf)."""
+        for node in self.nodes:
+            if node.proc is None:
+                node.start()
+        self.wait_ok()
+
     def stop(self) -> None:
+        for node in self.nodes:  # all at once, then each waited for
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
         for node in self.nodes:
             node.stop()

@@ -59,7 +59,7 @@ async def test_a_process_waiting_on_one_key_hears_only_that_key_among_1000(
                 pipe.publish(f"{namespace}:ev:{{{n:064x}}}", b"stored")
             await pipe.execute()
         # ... then ours: what was published before it has reached us by then.
-        assert not await holder.release(KEY_A, "someone else", b"stored")
+        assert not await holder.release(KEY_A, "someone else", b"not stored")
         assert await finished(waiter, "the waiter woken by its key's outcome") == b"not stored"
         assert listener.heard == 1  # not 1,001
         listener.unwatch(KEY_A, waiter)  # the flight ends: the subscription goes
@@ -91,7 +91,7 @@ async def test_a_half_open_event_connection_is_found_by_its_ping_and_replaced(
             assert loop.time() - stalled < 5, "the dead event connection was not replaced"
         # Found within health_check_interval, then replaced after the first rest (0.5 s).
         assert loop.time() - stalled < 0.2 + 0.5 + 1.0
-        assert await holder.release(KEY_A, "holder", b"stored")
+        assert await holder.release(KEY_A, "holder", b"not stored")
         assert await finished(waiter, "the waiter woken on the new connection") == b"not stored"
     finally:
         await listener.close()

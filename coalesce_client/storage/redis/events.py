@@ -150,15 +150,21 @@ class Events:
             self._recovery = asyncio.ensure_future(self._recover())
 
     async def _recover(self) -> None:
-        rest, self._rest = self._rest, min(self._rest * 2, BACKOFF_MAX)
-        log.debug("Redis pub/sub: subscribing again in %.1f s", rest)
-        await asyncio.sleep(rest)
-        await self._link.refresh()
-        wanted = [self._names.channel(key) for key in self._watchers]
-        if self._drop_callbacks:
-            wanted.append(self._names.drops)
-        for channel in wanted:
-            self._want(channel)
+        while not self.closed:
+            rest, self._rest = self._rest, min(self._rest * 2, BACKOFF_MAX)
+            log.debug("Redis pub/sub: subscribing again in %.1f s", rest)
+            await asyncio.sleep(rest)
+            await self._link.refresh()
+            wanted = [self._names.channel(key) for key in self._watchers]
+            if self._drop_callbacks:
+                wanted.append(self._names.drops)
+            try:
+                for channel in wanted:
+                    self._want(channel)
+            except Exception as exc:  # a slot not covered yet (a failover under way): again
+                log.debug("Redis pub/sub: a channel has no node yet (%r)", exc)
+                continue
+            return
 
     async def close(self) -> None:
         """Stop every connection and cancel every waiter."""

@@ -135,12 +135,25 @@ class Feed:
                     for channel in leaving:
                         self._confirmed.pop(channel, None)
                     self._asked_off.update(leaving)
-                    await (pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe)(*leaving)
+                    await self._send(
+                        pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe, leaving
+                    )
                 if coming:
                     self._on_server.update(coming)
-                    await (pubsub.ssubscribe if self.sharded else pubsub.subscribe)(*coming)
+                    await self._send(
+                        pubsub.ssubscribe if self.sharded else pubsub.subscribe, coming
+                    )
         except Exception as exc:
             log.debug("Redis pub/sub command failed (%r); the health check decides", exc)
+
+    async def _send(self, command: Callable[..., Awaitable[Any]], channels: list[str]) -> None:
+        """One command for all ``channels``; one each when sharded (channels of several slots
+        in one command are refused: ``CROSSSLOT``)."""
+        if not self.sharded:
+            await command(*channels)
+            return
+        for channel in channels:
+            await command(channel)
 
     async def _connection(self) -> None:
         pubsub = self._source.pubsub()

@@ -68,7 +68,8 @@ return 0
 # KEYS[1] the lease, KEYS[2] the value; ARGV[1] the token, ARGV[2] the channel, ARGV[3] the
 # outcome, ARGV[4] the publishing command (publish, or spublish on a cluster). The outcome is
 # published whether or not the lease was still ours: the response is good either way; "stored"
-# only if the value is there, else "not stored".
+# only if the value is there, else "released": a store meant but lost (a failover, an eviction) is
+# taken over by one waiter, not sent again by every process as "not stored" would have it.
 RELEASE = """
 local mine = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -77,7 +78,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 local outcome = ARGV[3]
 if outcome == 'stored' and redis.call('exists', KEYS[2]) == 0 then
-  outcome = 'not stored'
+  outcome = 'released'
 end
 redis.call(ARGV[4], ARGV[2], outcome)
 return mine

@@ -76,6 +76,7 @@ class Link:
         "_backoff",
         "_down_errors",
         "_down_until",
+        "_lost_nodes",
         "_slots",
         "client",
         "cluster",
@@ -106,6 +107,7 @@ class Link:
         self._backoff = 0.0  # the rest after the next failure (0: not in an outage)
         # Calls in progress at most max_connections (module rules); made on first use, in a loop.
         self._slots: asyncio.Semaphore | None = None
+        self._lost_nodes = False  # a cluster's call failed since the last that succeeded
 
     @classmethod
     def open(cls, url: str | None, client: Any, setup: Setup) -> Link:
@@ -133,6 +135,11 @@ class Link:
         commands = aioredis.Redis.from_url(url or DEFAULT_URL, **options)
         events = aioredis.Redis.from_url(url or DEFAULT_URL, **{**options, "socket_timeout": None})
         return cls(commands, events, True, setup)
+
+    async def routes(self) -> None:
+        """Make sure a cluster's slots are known (its client reads them on its first call)."""
+        if self.cluster:
+            await self.call(self.client.initialize())
 
     def route(self, channel: str) -> str:
         """The address of the node that holds ``channel`` ("" on one Redis)."""
@@ -193,12 +200,14 @@ class Link:
                 raise self.failed(exc) from exc
             raise
         try:
+            if self._lost_nodes:  # a cluster's node failed: its replica may be primary now
+                await self.refresh()
             result = await work
         except self._down_errors as exc:
             raise self.failed(exc) from exc
         finally:
             slots.release()
-        if self._backoff or self.then is not None:
+        if self._backoff or self.then is not None or self._lost_nodes:
             self._succeeded()
         return result
 
@@ -207,6 +216,7 @@ class Link:
         now = asyncio.get_running_loop().time()
         if now < self._down_until:  # a call sent before this rest began: the rest stands
             return RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}: {exc}")
+        self._lost_nodes = self.cluster  # read the topology again before the next call
         first = self._backoff == 0.0
         rest = BACKOFF_FIRST if first else min(self._backoff * 2, BACKOFF_MAX)
         self._backoff = rest
@@ -226,6 +236,7 @@ class Link:
         return RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}: {exc}")
 
     def _succeeded(self) -> None:
+        self._lost_nodes = False
         if self._backoff:
             log.info("Redis reachable again; storage and the fleet's flight resumed")
             self._backoff = 0.0

@@ -261,9 +261,9 @@ class RedisStorage(StorageBase):
         return bool(await self._link.call(self._renew(keys=[self._names.lease(key)], args=args)))
 
     async def release(self, key: str, token: str, outcome: bytes) -> bool:
-        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else "not
-        stored") and drop its lease if ``token`` still holds it, in one script; True if the
-        lease was ours."""
+        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else
+        "released": one waiter takes over) and drop its lease if ``token`` still holds it, in
+        one script; True if the lease was ours."""
         self._ready()
         keys = [self._names.lease(key), self._names.value(key)]
         args: list[str | bytes] = [token, self._names.channel(key), outcome, self._publish]
@@ -279,6 +279,7 @@ class RedisStorage(StorageBase):
         subscription is made first if it is not there (waiting at most ``socket_timeout``).
         Give it back with ``unwatch``: the last waiter of a key unsubscribes."""
         self._ready()
+        await self._link.routes()
         return await self._events.watch(key, self.socket_timeout)
 
     def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None:
