@@ -71,11 +71,6 @@ class Events:
         """Has every event connection an answer from its server? (publications reach us)"""
         return bool(self._feeds) and all(feed.up for feed in self._feeds.values())
 
-    @property
-    def channels(self) -> int:
-        """How many channels this process is subscribed to (or asking for) now."""
-        return sum(len(feed.wanted) for feed in self._feeds.values())
-
     async def watch(self, key: str, patience: float) -> asyncio.Future[bytes]:
         """A future for the next outcome published for ``key``, registered now; the key's
         subscription is asked for first if it is not there, waited for at most ``patience``."""

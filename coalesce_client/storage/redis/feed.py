@@ -97,10 +97,6 @@ class Feed:
     def address(self) -> str:
         return self._source.address
 
-    @property
-    def wanted(self) -> frozenset[str]:
-        return frozenset(self._wanted)
-
     def want(self, channel: str) -> asyncio.Event:
         """Subscribe to ``channel`` (if not already); the event set once the server confirms."""
         confirmed = self._confirmed.get(channel)

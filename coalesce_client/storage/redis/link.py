@@ -14,7 +14,8 @@ Rules of this module:
   Backoff runs on the event loop's clock.
 * Connections are bounded (issue 23): at most ``max_connections`` calls are in progress at once,
   so a burst of distinct keys cannot open a connection per key; a call that waits past
-  ``socket_timeout`` for its turn is Redis unreachable, as a call that times out is.
+  ``socket_timeout`` for its turn is Redis unreachable (``RedisUnavailableError``: its flight
+  goes on locally), but no rest begins: Redis answers the calls that hold a connection.
 * On a cluster the commands go through one ``RedisCluster`` (it routes each key to its slot's
   primary and follows ``MOVED``); event connections are made to one node each (``route``,
   ``source``), with the cluster's credentials, and ``refresh`` reads the topology again.
@@ -78,6 +79,7 @@ class Link:
         "_down_until",
         "_lost_nodes",
         "_slots",
+        "_starved_logged",
         "client",
         "cluster",
         "owns_clients",
@@ -108,6 +110,7 @@ class Link:
         # Calls in progress at most max_connections (module rules); made on first use, in a loop.
         self._slots: asyncio.Semaphore | None = None
         self._lost_nodes = False  # a cluster's call failed since the last that succeeded
+        self._starved_logged = False
 
     @classmethod
     def open(cls, url: str | None, client: Any, setup: Setup) -> Link:
@@ -197,7 +200,7 @@ class Link:
         except BaseException as exc:
             _close(work)  # never sent
             if isinstance(exc, asyncio.TimeoutError):
-                raise self.failed(exc) from exc
+                raise self._starved(exc) from exc
             raise
         try:
             if self._lost_nodes:  # a cluster's node failed: its replica may be primary now
@@ -234,6 +237,14 @@ class Link:
         else:
             log.debug("Redis still unavailable (%r); next attempt in %.1f s", exc, rest)
         return RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}: {exc}")
+
+    def _starved(self, exc: BaseException) -> RedisUnavailableError:
+        """No connection free in time: this call is Redis unreachable, but Redis answers the
+        others, so no rest begins (module rules); logged once per storage, then at DEBUG."""
+        level = logging.DEBUG if self._starved_logged else logging.WARNING
+        self._starved_logged = True
+        log.log(level, "Redis unavailable for this call (%s); it goes on without Redis", exc)
+        return RedisUnavailableError(f"Redis unavailable: {exc}")
 
     def _succeeded(self) -> None:
         self._lost_nodes = False
