@@ -35,7 +35,7 @@ from aiohttp import web
 
 from coalesce_client import CoalescingSession, RedisStorage
 
-CALLERS = 3  # concurrent callers per key per process
+CALLERS = 1  # callers per key per process (more coalesce in the process: the same commands)
 SLOW = 0.2  # seconds the origin takes to answer
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +109,7 @@ class Link:
         self._down_until = 0.0  # loop time until which Redis rests (0: not down)
         self._backoff = 0.0  # the rest after the next failure (0: not in an outage)
         # Calls in progress at most max_connections (module rules); made on first use, in a loop.
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: _Slots | None = None
         self._lost_nodes = False  # a cluster's call failed since the last that succeeded
         self._starved_logged = False
 
@@ -191,17 +192,15 @@ class Link:
         ``max_connections`` slots: waiting for one past ``socket_timeout`` is Redis unreachable."""
         slots = self._slots
         if slots is None:
-            slots = self._slots = asyncio.Semaphore(self.setup.max_connections)
-        try:
-            if slots.locked():
-                await _acquire(slots, self.setup)
-            else:
-                await slots.acquire()  # at once: no task, nothing awaited (a hit's cost)
-        except BaseException as exc:
-            _close(work)  # never sent
-            if isinstance(exc, asyncio.TimeoutError):
-                raise self._starved(exc) from exc
-            raise
+            slots = self._slots = _Slots(self.setup.max_connections)
+        if not slots.take_nowait():  # else at once: nothing awaited (a hit's cost)
+            try:
+                await slots.take(self.setup.socket_timeout)
+            except BaseException as exc:
+                _close(work)  # never sent
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise self._starved(exc) from exc
+                raise
         try:
             if self._lost_nodes:  # a cluster's node failed: its replica may be primary now
                 await self.refresh()
@@ -209,7 +208,7 @@ class Link:
         except self._down_errors as exc:
             raise self.failed(exc) from exc
         finally:
-            slots.release()
+            slots.give()
         if self._backoff or self.then is not None or self._lost_nodes:
             self._succeeded()
         return result
@@ -295,14 +294,54 @@ def _options(socket_timeout: float) -> dict[str, Any]:
     }
 
 
-async def _acquire(slots: asyncio.Semaphore, setup: Setup) -> None:
-    try:
-        await asyncio.wait_for(slots.acquire(), setup.socket_timeout)
-    except asyncio.TimeoutError:
-        raise asyncio.TimeoutError(
-            f"no Redis connection free within socket_timeout={setup.socket_timeout} s "
-            f"(max_connections={setup.max_connections} in use)"
-        ) from None
+class _Slots:
+    """At most ``max_connections`` calls at once: a slot given back goes straight to the call
+    that waited longest (one loop turn; no task, no race for it), and a wait has a deadline."""
+
+    __slots__ = ("_free", "_size", "_waiting")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._free = size
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def take_nowait(self) -> bool:
+        if self._free:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> None:
+        """A slot within ``timeout`` seconds, else ``asyncio.TimeoutError``."""
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(turn)
+        timer = loop.call_later(timeout, self._expire, turn, timeout)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed a slot as it was cancelled
+                self.give()
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, turn: asyncio.Future[None], timeout: float) -> None:
+        if not turn.done():
+            turn.set_exception(
+                asyncio.TimeoutError(
+                    f"no Redis connection free within socket_timeout={timeout} s "
+                    f"(max_connections={self._size} in use)"
+                )
+            )
+
+    def give(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes on: _free is unchanged
+                return
+        self._free += 1
 
 
 def _close(work: Awaitable[Any]) -> None:
