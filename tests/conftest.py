@@ -448,6 +448,10 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     assert binary is not None
     if not (shutil.which("redis-cli") or Path(binary).with_name("redis-cli").exists()):
         no_redis("no redis-cli to create a Redis Cluster")
+    found = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    major = found.partition(" v=")[2].partition(".")[0]
+    if not (major.isdigit() and int(major) >= 7):
+        no_redis(f"the Redis Cluster tests need redis-server 7 or later (sharded pub/sub): {found}")
     cluster = Cluster(binary, tmp_path_factory.mktemp("cluster"))
     try:
         cluster.start()
