@@ -1,4 +1,5 @@
-"""One process of a fleet on one Redis, for tests/test_fleet.py (issue 14).
+"""One process of a fleet on one Redis or a Redis Cluster (``"cluster": true``), for
+tests/test_fleet.py (issues 14, 23).
 
     python fleet_child.py session '{"redis": ..., "namespace": ..., "url": ..., "callers": 100}'
     python fleet_child.py server '{"redis": ..., "namespace": ..., "origin": ...}'
@@ -50,6 +51,7 @@ def storage(options: dict[str, Any]) -> Watched:
         options["redis"],
         namespace=options["namespace"],
         lease_ttl=options.get("lease_ttl", 10.0),
+        cluster=options.get("cluster", False),
         # Generous: 8 processes start at once on two busy cores here; the default is 0.5 s.
         socket_timeout=5.0,
     )

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from conftest import FakeClock, Origin, RedisServer, finished, signalled
+from conftest import FakeClock, Origin, RedisServer, RedisTarget, finished, signalled
 
 from coalesce_client import CoalescingSession, MemoryStorage, RedisStorage, TieredStorage
 from coalesce_client.core.fleet import leases_of
@@ -95,8 +95,9 @@ async def gated(origin: Origin) -> Origin:
     return origin
 
 
-async def stored_keys(server: RedisServer, namespace: str) -> list[bytes]:
-    client = aioredis.Redis.from_url(server.url)
+async def stored_keys(target: RedisTarget, namespace: str) -> list[bytes]:
+    kind = aioredis.RedisCluster if target.cluster else aioredis.Redis
+    client = kind.from_url(target.url)
     try:
         return [k async for k in client.scan_iter(match=f"{namespace}:v:*")]
     finally:
@@ -133,9 +134,14 @@ async def test_the_fleet_finds_its_leases_behind_any_storage_that_fronts_another
 
 
 async def test_8_processes_of_100_callers_make_exactly_one_upstream_call(
-    redis_server: RedisServer, gated: Origin, spawn: Any, namespace: str
+    redis_target: RedisTarget, gated: Origin, spawn: Any, namespace: str
 ) -> None:
-    options = {"redis": redis_server.url, "namespace": namespace, "url": gated.url("/text")}
+    options = {
+        "redis": redis_target.url,
+        "cluster": redis_target.cluster,
+        "namespace": namespace,
+        "url": gated.url("/text"),
+    }
     children = [await spawn("session", callers=100, **options) for _ in range(8)]
     for child in children:  # each leader is sending (it holds the lease) or watching
         assert await child.line("a process's leader sending or watching") == "ready"
@@ -151,9 +157,14 @@ async def test_8_processes_of_100_callers_make_exactly_one_upstream_call(
 
 
 async def test_a_killed_lease_holder_is_taken_over_by_one_process(
-    redis_server: RedisServer, gated: Origin, spawn: Any, namespace: str
+    redis_target: RedisTarget, gated: Origin, spawn: Any, namespace: str
 ) -> None:
-    options = {"redis": redis_server.url, "namespace": namespace, "url": gated.url("/text")}
+    options = {
+        "redis": redis_target.url,
+        "cluster": redis_target.cluster,
+        "namespace": namespace,
+        "url": gated.url("/text"),
+    }
     holder = await spawn("session", callers=10, lease_ttl=0.6, **options)
     assert await holder.line("the first process sending") == "ready"
     await gated.at_gate.reach(1, "the holder's request at the origin")
@@ -174,7 +185,7 @@ async def test_a_killed_lease_holder_is_taken_over_by_one_process(
 
 
 async def test_a_503_across_4_processes_is_at_most_one_call_per_process_and_not_stored(
-    redis_server: RedisServer, origin: Origin, spawn: Any, namespace: str
+    redis_target: RedisTarget, origin: Origin, spawn: Any, namespace: str
 ) -> None:
     async def unavailable(request: web.Request) -> web.Response:
         await origin.wait()
@@ -183,7 +194,12 @@ async def test_a_503_across_4_processes_is_at_most_one_call_per_process_and_not_
     origin.route("/busy", unavailable)
     origin.gate.clear()
     await origin.start()
-    options = {"redis": redis_server.url, "namespace": namespace, "url": origin.url("/busy")}
+    options = {
+        "redis": redis_target.url,
+        "cluster": redis_target.cluster,
+        "namespace": namespace,
+        "url": origin.url("/busy"),
+    }
     children = [await spawn("session", callers=50, **options) for _ in range(4)]
     for child in children:
         assert await child.line("a process's leader sending or watching") == "ready"
@@ -192,13 +208,18 @@ async def test_a_503_across_4_processes_is_at_most_one_call_per_process_and_not_
     assert 1 <= origin.total <= 4
     assert all(r["upstream"] <= 1 for r in results)
     assert all(r["codes"] == {"503": 50} for r in results)
-    assert await stored_keys(redis_server, namespace) == []
+    assert await stored_keys(redis_target, namespace) == []
 
 
 async def test_4_middleware_workers_run_the_handler_once_for_a_burst_spread_across_them(
-    redis_server: RedisServer, gated: Origin, spawn: Any, namespace: str
+    redis_target: RedisTarget, gated: Origin, spawn: Any, namespace: str
 ) -> None:
-    options = {"redis": redis_server.url, "namespace": namespace, "origin": gated.url("/text")}
+    options = {
+        "redis": redis_target.url,
+        "cluster": redis_target.cluster,
+        "namespace": namespace,
+        "origin": gated.url("/text"),
+    }
     workers = [await spawn("server", **options) for _ in range(4)]
     ports = [int((await w.line("a worker listening")).split()[1]) for w in workers]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
@@ -235,10 +256,15 @@ async def test_4_middleware_workers_run_the_handler_once_for_a_burst_spread_acro
 # -- sessions of this process, each on its own connections ----------------------------------------
 
 
-def shared(redis_server: RedisServer, namespace: str, **options: Any) -> CoalescingSession:
+def on(target: RedisTarget, storage: type[RedisStorage] = RedisStorage, **options: Any) -> Any:
+    """A process's storage on ``target`` (one Redis or a cluster)."""
+    return storage(target.url, **target.storage_options(), **options)
+
+
+def shared(redis_target: RedisTarget, namespace: str, **options: Any) -> CoalescingSession:
     return CoalescingSession(
         ttl=60,
-        storage=RedisStorage(redis_server.url, namespace=namespace, **options),
+        storage=on(redis_target, namespace=namespace, **options),
         connector=aiohttp.TCPConnector(limit=0),
     )
 
@@ -284,11 +310,11 @@ class Releasing(RedisStorage):
 
 @pytest.mark.timeout(10)
 async def test_closing_as_the_lease_is_released_does_not_spin(
-    redis_server: RedisServer, started: Origin, namespace: str
+    redis_target: RedisTarget, started: Origin, namespace: str
 ) -> None:
     """Issue 26: on Python 3.12+ gather() of done futures returns without yielding, so a drain
     that waited for the done callbacks to empty its set spun forever (the two hangs below)."""
-    storage = Releasing(redis_server.url, namespace=namespace)
+    storage = on(redis_target, Releasing, namespace=namespace)
     session = CoalescingSession(ttl=60, storage=storage)
     assert (await session.get(started.url("/text"))).cache_status == "miss"
     await signalled(storage.released, "the lease released in the background")
@@ -297,11 +323,11 @@ async def test_closing_as_the_lease_is_released_does_not_spin(
 
 
 async def test_a_lost_publication_still_ends_within_half_a_lease(
-    redis_server: RedisServer, gated: Origin, namespace: str
+    redis_target: RedisTarget, gated: Origin, namespace: str
 ) -> None:
-    deaf = Deaf(redis_server.url, namespace=namespace, lease_ttl=0.4)
+    deaf = on(redis_target, Deaf, namespace=namespace, lease_ttl=0.4)
     async with (
-        shared(redis_server, namespace, lease_ttl=0.4) as holder,
+        shared(redis_target, namespace, lease_ttl=0.4) as holder,
         CoalescingSession(ttl=60, storage=deaf) as waiter,
     ):
         first = asyncio.ensure_future(holder.get(gated.url("/text")))
@@ -319,11 +345,11 @@ async def test_a_lost_publication_still_ends_within_half_a_lease(
 
 
 async def test_a_wait_on_another_process_is_bounded_by_wait_timeout(
-    redis_server: RedisServer, gated: Origin, namespace: str
+    redis_target: RedisTarget, gated: Origin, namespace: str
 ) -> None:
-    storage = Deaf(redis_server.url, namespace=namespace)
+    storage = on(redis_target, Deaf, namespace=namespace)
     async with (
-        shared(redis_server, namespace) as holder,
+        shared(redis_target, namespace) as holder,
         CoalescingSession(ttl=60, storage=storage, wait_timeout=0.3) as impatient,
     ):
         first = asyncio.ensure_future(holder.get(gated.url("/text")))
@@ -373,9 +399,9 @@ async def test_redis_stopped_mid_run_answers_every_request_then_resumes_after_a_
 
 
 async def test_a_refresh_in_one_process_is_not_answered_by_what_another_stored_before(
-    redis_server: RedisServer, started: Origin, namespace: str
+    redis_target: RedisTarget, started: Origin, namespace: str
 ) -> None:
-    async with shared(redis_server, namespace) as one, shared(redis_server, namespace) as two:
+    async with shared(redis_target, namespace) as one, shared(redis_target, namespace) as two:
         first = await one.get(started.url("/text"))
         assert first.cache_status == "miss" and await first.text() == "hello /text #1"
         fresh = await two.get(started.url("/text"), refresh=True)
@@ -385,7 +411,7 @@ async def test_a_refresh_in_one_process_is_not_answered_by_what_another_stored_b
 
 
 async def test_a_stale_entry_is_revalidated_by_one_process_and_renewed_for_all(
-    redis_server: RedisServer, origin: Origin, namespace: str, clock: FakeClock
+    redis_target: RedisTarget, origin: Origin, namespace: str, clock: FakeClock
 ) -> None:
     async def tagged(request: web.Request) -> web.Response:
         # Dated by the test's clock: aiohttp's own Date would make it look years old.
@@ -399,7 +425,7 @@ async def test_a_stale_entry_is_revalidated_by_one_process_and_renewed_for_all(
     await origin.start()
 
     def session() -> CoalescingSession:
-        storage = RedisStorage(redis_server.url, namespace=namespace, clock=clock)
+        storage = on(redis_target, namespace=namespace, clock=clock)
         return CoalescingSession(ttl=60, storage=storage, clock=clock)
 
     async with session() as one, session() as two:
@@ -415,7 +441,7 @@ async def test_a_stale_entry_is_revalidated_by_one_process_and_renewed_for_all(
 
 
 async def test_stale_while_revalidate_refreshes_once_for_the_fleet(
-    redis_server: RedisServer, origin: Origin, namespace: str, clock: FakeClock
+    redis_target: RedisTarget, origin: Origin, namespace: str, clock: FakeClock
 ) -> None:
     async def swr(request: web.Request) -> web.Response:
         n = origin.calls[request.path]
@@ -426,10 +452,10 @@ async def test_stale_while_revalidate_refreshes_once_for_the_fleet(
 
     origin.route("/swr", swr)
     await origin.start()
-    watcher = Watched(redis_server.url, namespace=namespace, clock=clock)
+    watcher = on(redis_target, Watched, namespace=namespace, clock=clock)
 
     def process(storage: RedisStorage | None = None) -> CoalescingSession:
-        storage = storage or RedisStorage(redis_server.url, namespace=namespace, clock=clock)
+        storage = storage or on(redis_target, namespace=namespace, clock=clock)
         return CoalescingSession(ttl=60, storage=storage, clock=clock)
 
     async with process() as one, process() as two, process(watcher) as three:

@@ -10,7 +10,8 @@ Rules of this module (framework-free core; issue 14):
   (another process may have stored the response between our lookup and the lease), then runs
   ``lead`` (the real request, stored by the coalescer) and answers its own callers; in the
   background it waits for the storage writes it started, then releases the lease publishing
-  "stored" (the store publishes "not stored" instead if the entry is not there). Its lease is
+  "stored" (the store publishes "released" instead if the entry is not there: a store lost to a
+  failover is taken over by one waiter, not sent by every process). Its lease is
   renewed every ``lease_ttl / 3`` while the request runs; a renewal that finds the token gone
   stops renewing, and the release then touches no one else's lease (one script).
 * A local leader that finds the lease taken registers its watch first, then reads storage and
@@ -25,7 +26,10 @@ Rules of this module (framework-free core; issue 14):
   it the process sends its own request, which is not stored.
 * The shared store is an optimisation: any failure of it (unreachable, slow, an error) ends the
   fleet's part for this flight and the leader sends its own request as if alone. A storage that
-  rests after a failure (``RedisStorage``) answers the next flights at once, locally.
+  rests after a failure (``RedisStorage``) answers the next flights at once, locally. Except for
+  a leader that has seen the lease held (issue 23: a failover takes a second or two): it keeps
+  waiting for that holder, trying the store again every ``lease_ttl / 2``, until ``lease_ttl``
+  has passed since it last saw the lease held (or ``wait_timeout``), and only then goes alone.
 """
 
 from __future__ import annotations
@@ -69,6 +73,24 @@ class _Unreachable(Exception):
     """The shared store failed during the fleet's part of a flight."""
 
 
+class _Seen:
+    """When a waiting leader last saw another's lease held (module rules)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def patience(self, now: float, lease_ttl: float, deadline: float | None) -> float | None:
+        """Seconds to wait before trying the store again, or None: go alone now."""
+        if self.at is None:
+            return None
+        left = self.at + lease_ttl - now
+        if deadline is not None:
+            left = min(left, deadline - now)
+        return min(lease_ttl / 2, left) if left > 0 else None
+
+
 class Fleet(Generic[R]):
     """The flight across processes, for one coalescer (see the module rules)."""
 
@@ -101,10 +123,16 @@ class Fleet(Generic[R]):
         loop = asyncio.get_running_loop()
         deadline = None if self.wait_timeout is None else loop.time() + self.wait_timeout
         token = secrets.token_hex(16)
-        try:
-            decided = await self._decide(key, token, read, deadline)
-        except _Unreachable:
-            return (await lead(True))[0], "alone"
+        seen = _Seen()
+        while True:
+            try:
+                decided = await self._decide(key, token, read, deadline, seen)
+                break
+            except _Unreachable:
+                pause = seen.patience(loop.time(), self.leases.lease_ttl, deadline)
+                if pause is None:
+                    return (await lead(True))[0], "alone"
+                await asyncio.sleep(pause)  # the store again, while its holder may still answer
         if decided == "hold":
             return await self._hold(key, token, lead, settle), "led"
         if isinstance(decided, str):  # "not stored" elsewhere, or waited past wait_timeout
@@ -117,6 +145,7 @@ class Fleet(Generic[R]):
         token: str,
         read: Callable[[], Awaitable[R | None]],
         deadline: float | None,
+        seen: _Seen,
     ) -> Literal["hold", "own", "timeout"] | tuple[R]:
         """Take the lease ("hold"), or wait for another process's outcome: its stored result,
         "own" (send without the lease, store allowed) or "timeout" (send, store nothing)."""
@@ -141,6 +170,7 @@ class Fleet(Generic[R]):
                     return (found,)
                 if not await _store_op(leases.leased(key)):
                     continue  # released before our watch: take it
+                seen.at = loop.time()
                 timeout = leases.lease_ttl / 2
                 if deadline is not None:
                     timeout = min(timeout, deadline - loop.time())

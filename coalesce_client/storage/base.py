@@ -138,8 +138,9 @@ class SharesFlights(Protocol):
 
     async def release(self, key: str, token: str, outcome: bytes) -> bool:
         """Publish ``outcome`` to the watchers of ``key`` (``b"stored"`` only if an entry is
-        stored under ``key``, else ``b"not stored"``) and drop the lease if ``token`` holds it,
-        at once: no watcher sees the lease gone before the publication is sent."""
+        stored under ``key``, else ``b"released"``: one watcher takes the lease over) and drop
+        the lease if ``token`` holds it, at once: no watcher sees the lease gone before the
+        publication is sent."""
         ...
 
     async def leased(self, key: str) -> bool:

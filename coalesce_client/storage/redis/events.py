@@ -1,18 +1,22 @@
-"""RedisStorage's one pub/sub connection: the fleet's outcomes and the invalidations it hears.
+"""RedisStorage's event connections: the outcomes its waiters wait for, the invalidations it hears.
 
 Rules of this module:
 
-* Events travel on one pub/sub connection per storage: a single pattern subscription to
-  ``{namespace}:ev:*`` (``layout.py``), made on first need (a ``watch``, or the first call that
-  succeeds once an ``on_drop`` callback is registered) and made again after a drop, with the
-  link's backoff (0.5 s, doubling to 30 s).
-* ``watch`` registers a local waiter for one key's next outcome before it returns; ``unwatch``
-  gives it back. A waiter never relies on its publication alone: while the subscription is down
+* A process hears only what it waits for (issue 23): ``watch`` subscribes to the key's channel
+  (once for all the process's waiters of that key) and ``unwatch`` of its last waiter
+  unsubscribes, on the connection of the key's shard (``feed.py``): one connection for one
+  Redis, one per primary that holds a watched key on a cluster. ``watch`` registers the local
+  waiter before it returns, having waited at most ``patience`` for the subscription to be
+  confirmed; a waiter never relies on its publication alone: while a subscription is not there
   it relies on its re-checks (``core/fleet.py``).
-* ``on_drop`` callbacks (``TieredStorage``) hear every key deleted, and every clear, by any
-  process of the namespace.
+* ``on_drop`` callbacks (``TieredStorage``) hear every key deleted and every clear of the
+  namespace, on its one drops channel, subscribed from the first call that succeeds once a
+  callback is registered.
+* A feed lost (closed, dead by its health check, its slot moved) is replaced after a rest (0.5 s,
+  doubling to 30 s while feeds die before they answer): the topology is read again on a cluster,
+  and every channel still wanted is subscribed again where it now lives.
 * What is heard goes through the storage's ``_heard`` (given at construction), so that a
-  storage can be told apart from the connection that hears for it.
+  storage can be told apart from the connections that hear for it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from .layout import CLEAR, DROPPED, Names
+from .feed import Feed
+from .layout import CLEAR, DROPPED, Names, invalidation
 from .link import BACKOFF_FIRST, BACKOFF_MAX, Link
 
 __all__ = ["Events"]
@@ -32,62 +36,96 @@ log = logging.getLogger("coalesce_client")
 
 
 class Events:
-    """The event connection of one storage, its waiters and its drop callbacks."""
+    """The event connections of one storage, its waiters and its drop callbacks."""
 
     __slots__ = (
         "_drop_callbacks",
+        "_feeds",
         "_heard",
         "_link",
-        "_listener",
         "_names",
-        "_subscribed",
+        "_recovery",
+        "_rest",
         "_watchers",
         "closed",
+        "health",
     )
 
-    def __init__(self, link: Link, names: Names, heard: Callable[[str, bytes], None]) -> None:
+    def __init__(
+        self, link: Link, names: Names, heard: Callable[[str, bytes], None], health: float
+    ) -> None:
         self._link = link
         self._names = names
         self._heard = heard  # where a publication goes (module rules); usually self.heard
+        self.health = health  # health_check_interval, seconds
         # key -> futures of the local waiters for its outcome (watch / unwatch)
         self._watchers: dict[str, set[asyncio.Future[bytes]]] = {}
         self._drop_callbacks: list[Callable[[str | None], None]] = []
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed: asyncio.Event | None = None  # set while the pattern subscription holds
+        self._feeds: dict[str, Feed] = {}  # by the address of the node they talk to
+        self._recovery: asyncio.Task[None] | None = None
+        self._rest = BACKOFF_FIRST
         self.closed = False
 
     @property
     def subscribed(self) -> bool:
-        """Does the pattern subscription hold now? (publications reach this process)"""
-        return self._subscribed is not None and self._subscribed.is_set()
+        """Has every event connection an answer from its server? (publications reach us)"""
+        return bool(self._feeds) and all(feed.up for feed in self._feeds.values())
 
     async def watch(self, key: str, patience: float) -> asyncio.Future[bytes]:
-        """A future for the next outcome published for ``key``, registered now; the subscription
-        is made first if it is not there, waiting for it at most ``patience`` seconds."""
+        """A future for the next outcome published for ``key``, registered now; the key's
+        subscription is asked for first if it is not there, waited for at most ``patience``."""
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(key, set()).add(waiter)
-        subscribed = self.listen()
-        if not subscribed.is_set():
+        confirmed = self._want(self._names.channel(key))
+        if not confirmed.is_set():
             # Not within the bound: the waiter relies on its re-checks (fleet.py) until it is.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(subscribed.wait(), patience)
+                await asyncio.wait_for(confirmed.wait(), patience)
         return waiter
 
     def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None:
         waiters = self._watchers.get(key)
-        if waiters is not None:
-            waiters.discard(waiter)
-            if not waiters:
-                del self._watchers[key]
+        if waiters is None:
+            return
+        waiters.discard(waiter)
+        if not waiters:
+            del self._watchers[key]
+            channel = self._names.channel(key)
+            feed = self._feeds.get(self._link.route(channel))
+            if feed is not None:
+                feed.unwant(channel)
 
     def on_drop(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(key)`` for every key deleted, ``callback(None)`` for every clear,
         from the storage's next call that succeeds on (module rules)."""
         self._drop_callbacks.append(callback)
-        if self._listener is None:
-            self._link.then = self.listen
+        if len(self._drop_callbacks) == 1:
+            self._link.then = self._want_drops
 
-    def heard(self, key: str, data: bytes) -> None:
+    def _want_drops(self) -> None:
+        self._want(self._names.drops)
+
+    def _want(self, channel: str) -> asyncio.Event:
+        address = self._link.route(channel)
+        feed = self._feeds.get(address)
+        if feed is None or feed.closing:
+            source = self._link.source(address)
+            feed = self._feeds[address] = Feed(source, self, self._link.cluster, self.health)
+        return feed.want(channel)
+
+    def heard(self, channel: bytes, data: bytes) -> None:
+        """A message on one of our channels (``feed.py``): to the storage's ``_heard``."""
+        name = channel.decode("utf-8", "replace")
+        if name == self._names.drops:
+            said = invalidation(data)
+            if said is not None:
+                self._heard(*said)
+            return
+        key = self._names.key_of(name)
+        if key is not None:
+            self._heard(key, data)
+
+    def deliver(self, key: str, data: bytes) -> None:
         """A publication for ``key``: to the drop callbacks, or to the key's waiters."""
         if data in (DROPPED, CLEAR):
             for callback in self._drop_callbacks:
@@ -97,50 +135,40 @@ class Events:
             if not waiter.done():
                 waiter.set_result(data)
 
-    def listen(self) -> asyncio.Event:
-        """Start the connection unless it runs; the event set while it is subscribed."""
-        if self._subscribed is None:
-            self._subscribed = asyncio.Event()
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.ensure_future(self._run(self._subscribed))
-        return self._subscribed
+    def lost(self, feed: Feed, was_up: bool) -> None:
+        """``feed`` ended (module rules): its channels are routed again after a rest."""
+        if self._feeds.get(feed.address) is feed:
+            del self._feeds[feed.address]
+        if was_up:
+            self._rest = BACKOFF_FIRST
+        if not self.closed and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.ensure_future(self._recover())
 
-    async def _run(self, subscribed: asyncio.Event) -> None:
-        rest = BACKOFF_FIRST
+    async def _recover(self) -> None:
         while not self.closed:
-            pubsub: Any = self._link.pubsub_client.pubsub()  # PubSub; its aclose is untyped
-            try:
-                await pubsub.psubscribe(self._names.events)
-                async for message in pubsub.listen():
-                    if message["type"] == "psubscribe":
-                        subscribed.set()
-                        rest = BACKOFF_FIRST
-                    elif message["type"] == "pmessage":
-                        self._message(message["channel"], message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("Redis pub/sub connection lost (%r); again in %.1f s", exc, rest)
-            finally:
-                subscribed.clear()
-                with contextlib.suppress(Exception):  # a dead connection may fail to close
-                    await pubsub.aclose()
-            # Waiters meanwhile rely on their re-checks (fleet.py); try again after a rest.
+            rest, self._rest = self._rest, min(self._rest * 2, BACKOFF_MAX)
+            log.debug("Redis pub/sub: subscribing again in %.1f s", rest)
             await asyncio.sleep(rest)
-            rest = min(rest * 2, BACKOFF_MAX)
-
-    def _message(self, channel: bytes, data: bytes) -> None:
-        key = self._names.key_of(channel.decode("utf-8", "replace"))
-        if key is not None:
-            self._heard(key, data)
+            await self._link.refresh()
+            wanted = [self._names.channel(key) for key in self._watchers]
+            if self._drop_callbacks:
+                wanted.append(self._names.drops)
+            try:
+                for channel in wanted:
+                    self._want(channel)
+            except Exception as exc:  # a slot not covered yet (a failover under way): again
+                log.debug("Redis pub/sub: a channel has no node yet (%r)", exc)
+                continue
+            return
 
     async def close(self) -> None:
-        """Stop the connection and cancel every waiter."""
+        """Stop every connection and cancel every waiter."""
         self.closed = True
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        feeds, self._feeds = list(self._feeds.values()), {}
+        await asyncio.gather(*(feed.close() for feed in feeds))
         for waiters in self._watchers.values():
             for waiter in waiters:
                 if not waiter.done():

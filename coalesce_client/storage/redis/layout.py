@@ -5,14 +5,17 @@ Rules of this module (data and text only: no I/O, no redis-py import):
 * Names: every key is ``{namespace}:{kind}:{{digest}}``: the value (``v``), the lease (``lease``)
   and the event channel (``ev``) of one digest share a Redis Cluster slot (the hash tag), and
   ``clear()`` can find what is ours with ``SCAN MATCH {namespace}:v:*``. The namespace is letters,
-  digits, ``_``, ``-`` and ``.`` only, so no namespace's pattern matches another's keys, and
-  events of all keys are one pattern subscription, ``{namespace}:ev:*``.
+  digits, ``_``, ``-`` and ``.`` only, so no namespace's pattern matches another's keys. A
+  process subscribes to a key's channel only while it waits on that key (issue 23): nobody hears
+  the outcomes of keys it does not wait for. Invalidations travel on one channel of the
+  namespace, ``{namespace}:drops``, that every memory front (``TieredStorage``) listens to.
 * A value is the entry's absolute expiry on the storage's clock (8 bytes), then ``codec.encode``
   bytes (versioned, checksummed, never pickle), whatever the kind of record. A value that does
   not unpack raises ``SnapshotError``.
 * A lease holder publishes ``stored``, ``not stored`` or ``released`` on its key's channel
-  (``core/fleet.py``); ``dropped`` (a key deleted) and ``clear`` (on the channel named ``*``)
-  are invalidations.
+  (``core/fleet.py``); ``dropped {key}`` (a key deleted) and ``clear`` on the drops channel are
+  invalidations. On a Redis Cluster every publication is sharded (``SPUBLISH``): a key's channel
+  lives in the key's slot, and its message goes to that slot's shard only.
 * Renewal and release are Lua scripts that touch the lease only while it holds the caller's
   token; the release publishes the outcome in the same script, so that no waiter sees the lease
   gone before the publication is sent.
@@ -38,6 +41,8 @@ __all__ = [
     "RENEW",
     "STORED",
     "Names",
+    "dropped",
+    "invalidation",
     "milliseconds",
     "pack",
     "unpack",
@@ -61,8 +66,10 @@ end
 return 0
 """
 # KEYS[1] the lease, KEYS[2] the value; ARGV[1] the token, ARGV[2] the channel, ARGV[3] the
-# outcome. The outcome is published whether or not the lease was still ours: the response is good
-# either way; "stored" only if the value is there, else "not stored".
+# outcome, ARGV[4] the publishing command (publish, or spublish on a cluster). The outcome is
+# published whether or not the lease was still ours: the response is good either way; "stored"
+# only if the value is there, else "released": a store meant but lost (a failover, an eviction) is
+# taken over by one waiter, not sent again by every process as "not stored" would have it.
 RELEASE = """
 local mine = 0
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -71,9 +78,9 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 local outcome = ARGV[3]
 if outcome == 'stored' and redis.call('exists', KEYS[2]) == 0 then
-  outcome = 'not stored'
+  outcome = 'released'
 end
-redis.call('publish', ARGV[2], outcome)
+redis.call(ARGV[4], ARGV[2], outcome)
 return mine
 """
 
@@ -82,8 +89,8 @@ return mine
 class Names:
     """The Redis names of one namespace (module rules).
 
-    >>> Names.of("docs").value("ab"), Names.of("docs").events
-    ('docs:v:{ab}', 'docs:ev:*')
+    >>> Names.of("docs").value("ab"), Names.of("docs").channel("ab"), Names.of("docs").drops
+    ('docs:v:{ab}', 'docs:ev:{ab}', 'docs:drops')
     """
 
     namespace: str
@@ -114,9 +121,9 @@ class Names:
         return f"{self.namespace}:v:*"
 
     @property
-    def events(self) -> str:
-        """The pattern of every event channel of the namespace."""
-        return f"{self.namespace}:ev:*"
+    def drops(self) -> str:
+        """The channel of the namespace's invalidations (module rules)."""
+        return f"{self.namespace}:drops"
 
     def key_of(self, channel: str) -> str | None:
         """The key whose channel ``channel`` is, or None for another channel."""
@@ -124,6 +131,20 @@ class Names:
         if channel.startswith(prefix) and channel.endswith("}"):
             return channel[len(prefix) : -1]
         return None
+
+
+def dropped(key: str) -> bytes:
+    """The invalidation of ``key``, on the drops channel."""
+    return DROPPED + b" " + key.encode()
+
+
+def invalidation(data: bytes) -> tuple[str, bytes] | None:
+    """What an invalidation says: ``(key, DROPPED)``, ``("*", CLEAR)``, or None for another
+    message."""
+    if data == CLEAR:
+        return "*", CLEAR
+    kind, _, key = data.partition(b" ")
+    return (key.decode("utf-8", "replace"), DROPPED) if kind == DROPPED and key else None
 
 
 def milliseconds(seconds: float) -> int:

@@ -13,8 +13,11 @@ asked ``link.py``'s, what is heard on the event connection ``events.py``'s):
   sent, so a read never answers with what this process has already replaced.
 * The distributed flight's lease (``SharesFlights``; ``core/fleet.py`` holds the algorithm):
   ``SET NX PX lease_ttl`` with the caller's random token; renewal and release are the scripts of
-  ``layout.py``. A delete publishes ``dropped`` and a clear ``clear``, so that every process's
-  memory front (``TieredStorage``) drops its copy (``PublishesDrops``).
+  ``layout.py``. A delete publishes ``dropped {key}`` and a clear ``clear`` on the drops channel,
+  so that every process's memory front (``TieredStorage``) drops its copy (``PublishesDrops``).
+* On a Redis Cluster (``cluster=True``, or a ``RedisCluster`` given as ``client``) a key's value,
+  lease and channel share its slot (``layout.py``), every publication is sharded, and ``clear()``
+  scans every primary.
 * Every call first asks the link (``link.py``): while Redis rests after a failure it raises
   ``RedisUnavailableError`` at once.
 """
@@ -27,13 +30,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ...options import check_callable, check_seconds
+from ...options import check_callable, check_count, check_flag, check_seconds
 from ..base import Clock, StorageBase, wall_clock
 from ..codec import SnapshotError
 from ..records import Record
 from .events import Events
-from .layout import CLEAR, DROPPED, RELEASE, RENEW, Names, milliseconds, pack, unpack
-from .link import Link, RedisUnavailableError
+from .layout import CLEAR, RELEASE, RENEW, Names, dropped, milliseconds, pack, unpack
+from .link import Link, RedisUnavailableError, Setup
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -53,12 +56,15 @@ class _Abandoned(Exception):
 class RedisStorage(StorageBase):
     """Responses kept in Redis, shared by every process and host that uses the same namespace.
 
-    ``url`` (default ``redis://localhost:6379/0``) or ``client`` (a ``redis.asyncio.Redis`` that
-    stays yours to close, like ``session=``), not both. ``namespace`` keeps several caches apart in
+    ``url`` (default ``redis://localhost:6379/0``) or ``client`` (a ``redis.asyncio.Redis`` or
+    ``RedisCluster`` that stays yours to close, like ``session=``), not both; ``cluster=True``
+    reads ``url`` as a Redis Cluster's node. ``namespace`` keeps several caches apart in
     one database; ``clear()`` removes only its own entries. ``lease_ttl`` is how long a lease of
     the fleet's flight lasts when its holder dies (renewed every third of it while the holder
     lives). ``socket_timeout`` bounds every Redis call (connect and read) of a client built from
-    ``url``.
+    ``url``. At most ``max_connections`` calls are in progress at once (a call that waits longer
+    than ``socket_timeout`` for one is Redis unreachable). ``health_check_interval`` is how long a
+    silent event connection may go unchecked: a ``PING``, then reconnected if unanswered.
 
     >>> import asyncio
     >>> async def main() -> None:
@@ -76,11 +82,15 @@ class RedisStorage(StorageBase):
         "_link",
         "_logged",
         "_names",
+        "_publish",
         "_reads",
         "_release",
         "_renew",
         "_writes",
+        "cluster",
+        "health_check_interval",
         "lease_ttl",
+        "max_connections",
         "namespace",
         "socket_timeout",
     )
@@ -94,13 +104,24 @@ class RedisStorage(StorageBase):
         lease_ttl: float = 10.0,
         socket_timeout: float = 0.5,
         clock: Clock = wall_clock,
+        cluster: bool = False,
+        max_connections: int = 64,
+        health_check_interval: float = 5.0,
     ) -> None:
         self._names = Names.of(namespace)
         self.namespace = self._names.namespace
         self.lease_ttl = check_seconds(lease_ttl, "lease_ttl", positive=True)
         self.socket_timeout = check_seconds(socket_timeout, "socket_timeout", positive=True)
         self._clock: Clock = check_callable(clock, "clock")
-        self._link = Link.open(url, client, self.socket_timeout)
+        self.max_connections = check_count(
+            max_connections, "max_connections", minimum=1, unit="connections"
+        )
+        self.health_check_interval = check_seconds(
+            health_check_interval, "health_check_interval", positive=True
+        )
+        setup = Setup(self.socket_timeout, self.max_connections, check_flag(cluster, "cluster"))
+        self._link = Link.open(url, client, setup)
+        self.cluster = self._link.cluster
         super().__init__()
         self._client = self._link.client
         self._logged: set[type[BaseException]] = set()  # undecodable values logged, by type
@@ -109,7 +130,8 @@ class RedisStorage(StorageBase):
         self._writes = 0  # bumped by every set, delete and clear
         self._renew = self._client.register_script(RENEW)
         self._release = self._client.register_script(RELEASE)
-        self._events = Events(self._link, self._names, self._heard)
+        self._events = Events(self._link, self._names, self._heard, self.health_check_interval)
+        self._publish = "spublish" if self.cluster else "publish"
 
     def _ready(self) -> None:
         """Raise at once when closed, or while Redis rests after a failure."""
@@ -174,24 +196,36 @@ class RedisStorage(StorageBase):
         self._ready()
         self._writes += 1
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.unlink(self._names.value(key))
-            pipe.publish(self._names.channel(key), DROPPED)  # every front drops its copy
+            pipe.execute_command("UNLINK", self._names.value(key))  # (a cluster's own unlink
+            # is a coroutine: execute_command is a pipeline's on both)
+            pipe.execute_command(self._publish, self._names.drops, dropped(key))  # every front
             await self._link.call(pipe.execute())
 
     async def clear(self) -> None:
         """Remove this namespace's entries (``SCAN`` and ``UNLINK``: never ``FLUSHDB``)."""
         self._ready()
         self._writes += 1
+        nodes = self._client.get_primaries() if self.cluster else [None]
+        for node in nodes:
+            await self._clear_node(node)
+        drops = self._names.drops
+        await self._link.call(self._client.execute_command(self._publish, drops, CLEAR))
+
+    async def _clear_node(self, node: object) -> None:
+        """SCAN and UNLINK this namespace's values on one Redis, or one primary of a cluster."""
+        where = {} if node is None else {"target_nodes": node}
         cursor: int = 0
         while True:
-            cursor, names = await self._link.call(
-                self._client.scan(cursor, match=self._names.values, count=_SCAN_COUNT)
-            )
-            if names:
+            scan = ("SCAN", cursor, "MATCH", self._names.values, "COUNT", _SCAN_COUNT)
+            cursor, names = await self._link.call(self._client.execute_command(*scan, **where))
+            if isinstance(cursor, dict):  # a cluster's cursor is by node: the one asked
+                (cursor,) = cursor.values()
+            for name in names if self.cluster else ():  # one slot each: no CROSSSLOT
+                await self._link.call(self._client.unlink(name))
+            if names and not self.cluster:
                 await self._link.call(self._client.unlink(*names))
             if not cursor:
                 break
-        await self._link.call(self._client.publish(self._names.channel("*"), CLEAR))
 
     async def close(self) -> None:
         if self._closed:
@@ -227,12 +261,12 @@ class RedisStorage(StorageBase):
         return bool(await self._link.call(self._renew(keys=[self._names.lease(key)], args=args)))
 
     async def release(self, key: str, token: str, outcome: bytes) -> bool:
-        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else "not
-        stored") and drop its lease if ``token`` still holds it, in one script; True if the
-        lease was ours."""
+        """Publish ``outcome`` for ``key`` ("stored" only if an entry is there, else
+        "released": one waiter takes over) and drop its lease if ``token`` still holds it, in
+        one script; True if the lease was ours."""
         self._ready()
         keys = [self._names.lease(key), self._names.value(key)]
-        args: list[str | bytes] = [token, self._names.channel(key), outcome]
+        args: list[str | bytes] = [token, self._names.channel(key), outcome, self._publish]
         return bool(await self._link.call(self._release(keys=keys, args=args)))
 
     async def leased(self, key: str) -> bool:
@@ -241,10 +275,11 @@ class RedisStorage(StorageBase):
         return bool(await self._link.call(self._client.exists(self._names.lease(key))))
 
     async def watch(self, key: str) -> asyncio.Future[bytes]:
-        """A future for the next outcome published for ``key``, registered now; the pattern
+        """A future for the next outcome published for ``key``, registered now; the key's
         subscription is made first if it is not there (waiting at most ``socket_timeout``).
-        Give it back with ``unwatch``."""
+        Give it back with ``unwatch``: the last waiter of a key unsubscribes."""
         self._ready()
+        await self._link.routes()
         return await self._events.watch(key, self.socket_timeout)
 
     def unwatch(self, key: str, waiter: asyncio.Future[bytes]) -> None:
@@ -252,7 +287,7 @@ class RedisStorage(StorageBase):
 
     @property
     def subscribed(self) -> bool:
-        """Does the pattern subscription hold now? (publications reach this process)"""
+        """Is every event connection answered by its server now? (publications reach us)"""
         return self._events.subscribed
 
     # -- PublishesDrops: invalidations reach every process (TieredStorage) -----------------------
@@ -264,4 +299,4 @@ class RedisStorage(StorageBase):
 
     def _heard(self, key: str, data: bytes) -> None:
         """A publication for ``key`` reached this process (events.py)."""
-        self._events.heard(key, data)
+        self._events.deliver(key, data)
