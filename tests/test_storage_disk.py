@@ -506,6 +506,64 @@ async def test_a_damaged_database_is_refused_at_construction_naming_the_path(
     assert str(directory) in str(info.value)
 
 
+DAMAGE_SEEDS = 200
+
+
+async def test_random_bytes_in_a_database_are_refused_naming_it_or_read_as_misses(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: random bytes in ``cache.db``'s header (its first 100 bytes), its first page (the
+    schema) or anywhere else gave ``UnicodeDecodeError`` for some seeds. Each seed damages a copy
+    of one real directory and opens it as a writer, read-only or with ``create=False``: either a
+    ``ValueError`` (that very type) naming the directory, or a storage whose reads give the stored
+    response or a miss, never an exception, and whose listing raises an ``OSError`` naming the
+    directory at worst."""
+    source = tmp_path / "source"
+    storage = DiskStorage(source)
+    stored = {f"{i:064x}": snapshot(bytes([i]) * (i * 6000)) for i in range(12)}  # files from 6
+    for key, snap in stored.items():
+        await storage.set(key, snap, 600)
+    await storage.close()
+    size = (source / "cache.db").stat().st_size
+    errors: list[tuple[int, Exception]] = []
+    opened = 0
+    for seed in range(DAMAGE_SEEDS):
+        rng = random.Random(seed)
+        directory = tmp_path / f"seed-{seed}"
+        shutil.copytree(source, directory)
+        data = bytearray((directory / "cache.db").read_bytes())
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(rng.choice((100, 4096, size)))  # the header, first page, anywhere
+            length = min(rng.randint(1, 64), size - at)
+            data[at : at + length] = rng.randbytes(length)
+        (directory / "cache.db").write_bytes(data)
+        options = ({}, {"read_only": True}, {"create": False})[seed % 3]
+        try:
+            damaged = DiskStorage(directory, **options)
+        except ValueError as exc:
+            errors.append((seed, exc))
+            continue
+        try:
+            for key, snap in stored.items():
+                assert await damaged.get(key) in (snap, None), seed
+            try:  # maintenance meets the damage too: an OSError naming the directory at worst
+                listed = {key: snap async for key, snap in damaged.entries()}
+                assert all(stored[key] == snap for key, snap in listed.items()), seed
+            except OSError as exc:
+                errors.append((seed, exc))
+        finally:
+            await damaged.close()
+        opened += 1
+    unclear = [
+        (seed, repr(exc))
+        for seed, exc in errors
+        if type(exc) not in (ValueError, OSError) or f"seed-{seed}'" not in str(exc)
+    ]
+    assert unclear == []  # each a ValueError (construction) or OSError (later) naming it
+    print(f"\n{DAMAGE_SEEDS} damaged databases: {len(errors)} errors, {opened} opened")
+    assert len(errors) > DAMAGE_SEEDS // 4 and opened > 0, (len(errors), opened)
+
+
 # -- the event loop never waits long on disk ------------------------------------------------------
 
 
