@@ -1090,6 +1090,35 @@ async def test_a_read_only_storage_reads_what_a_writer_stored_and_changes_nothin
         await writer.close()
 
 
+async def test_a_session_on_a_read_only_storage_stores_nothing_and_says_nothing(
+    pages: Origin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 19: a read-only storage the user asked for is not a failure. Its hits are served; a
+    miss and an invalidation store and delete nothing, and nothing is logged about it."""
+    directory = tmp_path / "cache"
+    async with CoalescingSession(ttl=60, storage=DiskStorage(directory)) as writer:
+        assert (await writer.get(pages.url("/page/kept"))).cache_status == "miss"
+    # A reader makes the WAL's files if they are missing (opening.py); nothing else changes.
+    before = {k: v for k, v in files_under(directory).items() if not k.startswith("cache.db-")}
+    storage = DiskStorage(directory, read_only=True)
+    with caplog.at_level(logging.DEBUG, logger="coalesce_client"):
+        async with CoalescingSession(ttl=60, storage=storage) as s:
+            for path, status in [("kept", "hit"), ("new", "miss"), ("new", "miss")]:
+                async with s.get(pages.url(f"/page/{path}")) as r:
+                    assert (r.cache_status, await r.read()) == (status, body_of(path))
+            async with s.post(pages.url("/page/kept")) as r:  # invalidates: nothing to delete
+                assert r.status == 200
+            async with s.get(pages.url("/page/kept")) as r:
+                assert r.cache_status == "hit"  # still there: the storage keeps what it has
+            assert s.stats.stored == 0
+    assert pages.calls["/page/new"] == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any("read-only" in r.getMessage() for r in caplog.records)  # not even at DEBUG
+    assert {k: v for k, v in files_under(directory).items() if not k.startswith("cache.db-")} == (
+        before
+    )
+
+
 @pytest.mark.parametrize("options", [{"create": False}, {"read_only": True}])
 @pytest.mark.parametrize("kind", ["empty", "other files", "another database"])
 def test_without_create_a_directory_that_holds_no_cache_is_refused_untouched(

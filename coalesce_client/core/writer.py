@@ -10,6 +10,10 @@ records, ``storage/records.py``, and no concrete storage):
   starts for a key that is being stored.
 * ``read`` answers with a response or a Vary pointer, never with a URL index: an index lives
   under a URL key, which no request's key can be (``keys.py``), and is read only to invalidate.
+* A storage opened read-only (``OpensReadOnly``: ``DiskStorage(read_only=True)``) is read and
+  never written: nothing is stored or deleted there, and nothing is logged about it (issue 19:
+  its refusals were logged as failures): ``write`` returns at once, and every delete goes through
+  ``_drop``.
 * Storage is an optimisation, never a point of failure: an exception from it is logged (once per
   operation and exception type, then at DEBUG; a ``StorageUnavailableError`` only at DEBUG, the
   storage logs its own outages) and the caller goes on as if nothing was stored.
@@ -39,7 +43,7 @@ from typing import TypeAlias, cast
 
 from ..spec.snapshot import Snapshot
 from ..spec.vary import vary_names
-from ..storage.base import Clock, ReadsNowait, Storage, StorageUnavailableError
+from ..storage.base import Clock, OpensReadOnly, ReadsNowait, Storage, StorageUnavailableError
 from ..storage.records import UrlIndex, VaryPointer
 
 __all__ = ["Writer"]
@@ -69,6 +73,7 @@ class Writer:
         "pending",
         "storage",
         "stored",
+        "stores",
     )
 
     def __init__(self, storage: Storage, clock: Clock, max_variants: int) -> None:
@@ -80,6 +85,8 @@ class Writer:
             if isinstance(storage, ReadsNowait)
             else None
         )
+        # False for a storage opened read-only: nothing is written nor deleted (module rules).
+        self.stores = not (isinstance(storage, OpensReadOnly) and storage.read_only)
         self.max_variants = max_variants
         self._clock = clock
         # Records whose write has not finished (key -> record), and the tasks writing them.
@@ -129,6 +136,8 @@ class Writer:
         """Store ``shared`` under ``key`` (or under its variant ``vkey``, with a pointer under
         ``key``), listed in the index of ``url_key`` when given, waiting at most ``STORE_WAIT``;
         the rest finishes in the background."""
+        if not self.stores:
+            return
         if vkey is None:
             self.pending[key] = shared
         else:
@@ -151,9 +160,9 @@ class Writer:
             variants = list(found.variants) if isinstance(found, VaryPointer) else []
             for vkey in variants:
                 self.pending.pop(vkey, None)
-                await self.storage.delete(vkey)
+                await self._drop(vkey)
             self.pending.pop(key, None)
-            await self.storage.delete(key)
+            await self._drop(key)
         except Exception as exc:
             self.failed("delete", exc)
         return variants
@@ -213,7 +222,7 @@ class Writer:
             variants += (vkey,)
             excess = len(variants) - self.max_variants
             for old in variants[:excess] if excess > 0 else ():
-                await self.storage.delete(old)
+                await self._drop(old)
             variants = variants[max(excess, 0) :]
             now = self._clock()
             pointer = VaryPointer(names, variants, shared.url, now, expires_at)
@@ -235,7 +244,7 @@ class Writer:
             if excess > 0:
                 for old in kept[:excess]:
                     self.pending.pop(old, None)
-                    await self.storage.delete(old)
+                    await self._drop(old)
                 kept = kept[excess:]
             self._indexes[url_key] = kept
             while len(self._indexes) > MAX_URLS:
@@ -266,10 +275,14 @@ class Writer:
                 dropped.append(key)
                 dropped.extend(await self.delete(key))
             try:
-                await self.storage.delete(url_key)
+                await self._drop(url_key)
             except Exception as exc:
                 self.failed("delete", exc)
         return dropped
+
+    async def _drop(self, key: str) -> None:
+        if self.stores:  # a read-only storage keeps what it has (module rules)
+            await self.storage.delete(key)
 
     def forget_indexes(self) -> None:
         """Forget this process's copy of the indexes (the storage was cleared)."""
