@@ -943,7 +943,7 @@ async def test_the_newest_responses_survive_a_tight_bound_through_the_session(
     async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
         for url in urls:
             assert (await s.get(url)).cache_status == "miss"
-        assert s.stats.stored == 30
+    assert s.stats.stored == 30
     # Closed: every write has finished. The next process finds the newest responses, newest first.
     async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
         statuses = []
