@@ -136,8 +136,7 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:7.1f} ms [{max(values) * 1000:.1f}]"
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> None:
-    quick = args.quick
+async def run(quick: bool, tmp: Path) -> None:
     big, many, burst, repeats = (10 * MIB, 200, 200, 2) if quick else (50 * MIB, 500, 500, 5)
     print(f"{python_platform()}; aiohttp {aiohttp.__version__}; load {os.getloadavg()[0]:.1f}")
     origin = Origin()
@@ -172,9 +171,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few seconds")
-    args = parser.parse_args()
+    quick = parser.parse_args().quick
     with tempfile.TemporaryDirectory(prefix="bench_disk_stall-") as tmp:
-        asyncio.run(run(args, Path(tmp)))
+        asyncio.run(run(quick, Path(tmp)))
 
 
 if __name__ == "__main__":
