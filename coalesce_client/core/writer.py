@@ -54,7 +54,7 @@ __all__ = ["Writer"]
 
 log = logging.getLogger("coalesce_client")
 
-MAX_PENDING = 256 * 1024 * 1024  # bytes of responses whose writes may run behind the callers
+MAX_PENDING = 512 * 1024 * 1024  # bytes of responses whose writes may run behind the callers
 RECORD_COST = 1024  # what a pending response costs beyond its body (an estimate: fields, task)
 MAX_URLS = 10_000  # URLs whose index this process keeps a copy of; the least recent go first
 MAX_KEYS = 256  # storage keys an index lists at most; the oldest go (and are deleted) first
