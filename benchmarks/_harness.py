@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import functools
 import io
 import platform
 import pstats
@@ -25,7 +26,8 @@ TTL = 600
 
 
 class Origin:
-    """A local aiohttp.web origin: ``/fast/{name}`` answers now, ``/slow/{name}`` after 50 ms."""
+    """A local aiohttp.web origin: ``/fast/{name}`` answers now, ``/slow/{name}`` after 50 ms,
+    ``/sized/{name}/{size}`` answers ``size`` bytes now, cacheable for an hour."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
@@ -41,10 +43,16 @@ class Origin:
         await asyncio.sleep(DELAY)
         return web.Response(body=BODY, content_type="application/octet-stream")
 
+    async def _sized(self, request: web.Request) -> web.Response:
+        self.calls[request.path] += 1
+        body = sized_body(int(request.match_info["size"]))
+        return web.Response(body=body, headers={"Cache-Control": "max-age=3600"})
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/fast/{name}", self._fast)
         app.router.add_get("/slow/{name}", self._slow)
+        app.router.add_get("/sized/{name}/{size}", self._sized)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
@@ -57,6 +65,11 @@ class Origin:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+
+@functools.lru_cache(maxsize=4)
+def sized_body(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256)
 
 
 def check(ok: bool, detail: object = "") -> None:

@@ -86,7 +86,7 @@ async def fetch(args: list[str]) -> None:
         for url in urls:
             async with s.get(url) as r:
                 statuses.append([r.cache_status, r.status, (await r.read()).decode()])
-        stats = s.stats
+    stats = s.stats  # once close() drained the writes in the background
     emit(statuses=statuses, upstream=stats.upstream, stored=stats.stored, disk_reads=disk.reads)
 
 
@@ -162,12 +162,13 @@ async def failing_write(args: list[str]) -> None:
         with failing:
             async with s.get(big_url) as r:
                 out["failed_write"] = [r.status, r.cache_status, len(await r.read())]
+            await s._core.drain()  # the write runs in the background, and fails there
             out["stored_after_failure"] = s.stats.stored
         out["warnings"] = list(recorder.messages)
         for name, url in (("retry", big_url), ("other", other_big_url), ("hit", big_url)):
             async with s.get(url) as r:
                 out[name] = [r.status, r.cache_status, len(await r.read())]
-        out["stored"] = s.stats.stored
+    out["stored"] = s.stats.stored  # once close() drained the writes
     emit(**out)
 
 

@@ -22,8 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import warnings
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -36,10 +38,11 @@ from conftest import KEY_A, KEY_B, KEY_C, FakeClock, Origin, snapshot
 
 from coalesce_client import CoalescingSession
 from coalesce_client.spec.snapshot import Snapshot
-from coalesce_client.storage import DiskStorage, StorageClosedError
+from coalesce_client.storage import DiskStorage, StorageClosedError, codec
 from coalesce_client.storage.codec import FORMAT_VERSION, encode
 from coalesce_client.storage.disk import rows
 from coalesce_client.storage.disk.files import ORPHAN_GRACE
+from coalesce_client.storage.disk.threads import DELIVER_BATCH
 from coalesce_client.storage.records import UrlIndex, VaryPointer
 
 T = TypeVar("T")
@@ -506,6 +509,64 @@ async def test_a_damaged_database_is_refused_at_construction_naming_the_path(
     assert str(directory) in str(info.value)
 
 
+DAMAGE_SEEDS = 200
+
+
+async def test_random_bytes_in_a_database_are_refused_naming_it_or_read_as_misses(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: random bytes in ``cache.db``'s header (its first 100 bytes), its first page (the
+    schema) or anywhere else gave ``UnicodeDecodeError`` for some seeds. Each seed damages a copy
+    of one real directory and opens it as a writer, read-only or with ``create=False``: either a
+    ``ValueError`` (that very type) naming the directory, or a storage whose reads give the stored
+    response or a miss, never an exception, and whose listing raises an ``OSError`` naming the
+    directory at worst."""
+    source = tmp_path / "source"
+    storage = DiskStorage(source)
+    stored = {f"{i:064x}": snapshot(bytes([i]) * (i * 6000)) for i in range(12)}  # files from 6
+    for key, snap in stored.items():
+        await storage.set(key, snap, 600)
+    await storage.close()
+    size = (source / "cache.db").stat().st_size
+    errors: list[tuple[int, Exception]] = []
+    opened = 0
+    for seed in range(DAMAGE_SEEDS):
+        rng = random.Random(seed)
+        directory = tmp_path / f"seed-{seed}"
+        shutil.copytree(source, directory)
+        data = bytearray((directory / "cache.db").read_bytes())
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(rng.choice((100, 4096, size)))  # the header, first page, anywhere
+            length = min(rng.randint(1, 64), size - at)
+            data[at : at + length] = rng.randbytes(length)
+        (directory / "cache.db").write_bytes(data)
+        options = ({}, {"read_only": True}, {"create": False})[seed % 3]
+        try:
+            damaged = DiskStorage(directory, **options)
+        except ValueError as exc:
+            errors.append((seed, exc))
+            continue
+        try:
+            for key, snap in stored.items():
+                assert await damaged.get(key) in (snap, None), seed
+            try:  # maintenance meets the damage too: an OSError naming the directory at worst
+                listed = {key: snap async for key, snap in damaged.entries()}
+                assert all(stored[key] == snap for key, snap in listed.items()), seed
+            except OSError as exc:
+                errors.append((seed, exc))
+        finally:
+            await damaged.close()
+        opened += 1
+    unclear = [
+        (seed, repr(exc))
+        for seed, exc in errors
+        if type(exc) not in (ValueError, OSError) or f"seed-{seed}'" not in str(exc)
+    ]
+    assert unclear == []  # each a ValueError (construction) or OSError (later) naming it
+    print(f"\n{DAMAGE_SEEDS} damaged databases: {len(errors)} errors, {opened} opened")
+    assert len(errors) > DAMAGE_SEEDS // 4 and opened > 0, (len(errors), opened)
+
+
 # -- the event loop never waits long on disk ------------------------------------------------------
 
 
@@ -656,6 +717,43 @@ async def test_a_read_of_a_busy_database_stalls_the_loop_no_longer_than_the_busy
     assert stall < 0.05, stall
 
 
+async def test_a_large_hit_is_decoded_in_the_worker_thread_and_its_body_never_copied(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: one 50 MiB disk hit stalled the loop 38 ms. The worker read the whole value file
+    and then copied the body out of it, holding the GIL for the copy, so the loop waited for it.
+    Now the body is read from the file into its own bytes (only the kernel copies it, without
+    the GIL), checked and decoded in the worker thread; the loop gets the finished record. Seen
+    here as the memory the read allocates (one body, not two) and the threads that decode."""
+    size = 16 * 1024 * 1024
+    snap = snapshot(big_body(3, size))
+    writer = DiskStorage(tmp_path / "cache")
+    await writer.set(KEY_A, snap, 60)
+    await writer.close()
+    storage = DiskStorage(tmp_path / "cache")
+    decoders = {codec.decode.__code__, codec.decode_split.__code__}
+    threads: list[str] = []
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in decoders:
+            threads.append(threading.current_thread().name)
+
+    threading.setprofile(hook)
+    sys.setprofile(hook)
+    tracemalloc.start()
+    try:
+        got = await storage.get(KEY_A)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sys.setprofile(None)
+        threading.setprofile(None)
+        await storage.close()
+    assert got == snap
+    assert peak < size * 1.25, peak / size  # the body once: read straight into its bytes
+    assert threads and all(t.startswith("coalesce_client-disk") for t in threads), threads
+
+
 async def test_reads_from_another_thread_use_the_worker_thread(disk: DiskStorage) -> None:
     await disk.set(KEY_A, snapshot(b"across"), 60)
 
@@ -664,6 +762,71 @@ async def test_reads_from_another_thread_use_the_worker_thread(disk: DiskStorage
 
     got = await asyncio.to_thread(asyncio.run, elsewhere())
     assert got is not None and got.body == b"across"
+
+
+LARGE = [f"{i:064x}" for i in range(40)]  # keys of values kept in files
+
+
+@pytest.fixture
+async def large(tmp_path: Path) -> AsyncIterator[DiskStorage]:
+    """A storage reopened over 40 stored values of 40 KiB (each in a file), nothing read yet."""
+    writer = DiskStorage(tmp_path / "cache")
+    for i, key in enumerate(LARGE):
+        await writer.set(key, snapshot(bytes([i]) * 40_000), 60)
+    await writer.close()
+    storage = DiskStorage(tmp_path / "cache")
+    yield storage
+    await storage.close()
+
+
+async def test_reads_begun_in_one_turn_of_the_loop_go_to_the_worker_together(
+    large: DiskStorage, calls_by_thread: list[tuple[str, str]]
+) -> None:
+    """Issue 19: 500 concurrent 1 MiB hits stalled the loop 134 ms, most of it in the turn that
+    began them: each read queried SQLite on the loop first (to find its value in a file), and the
+    worker, woken by the first, competed for the GIL with the loop for the rest of the turn. Now
+    once a read is queued for the worker in a turn, the turn's later reads join it without
+    querying on the loop, and the worker gets them together when the turn ends."""
+    got = await asyncio.gather(*(large.get(key) for key in LARGE))
+    assert [snap.body[0] if snap else None for snap in got] == list(range(40))
+    loop_thread = threading.current_thread().name
+    on_the_loop = [f for t, f in calls_by_thread if t == loop_thread and f == "Cache.get"]
+    assert len(on_the_loop) == 1, len(on_the_loop)  # the first read only, which found a file
+
+
+async def test_many_reads_ending_at_once_resume_a_few_callers_per_turn_of_the_loop(
+    large: DiskStorage,
+) -> None:
+    """Issue 19: the second part of the stall of many concurrent disk hits was the turn in which
+    their reads, all ended meanwhile, resumed every caller at once. Here the loop is kept busy
+    while the worker reads 40 values, then each caller notes the turn of the loop it resumed in:
+    no turn resumes more than ``DELIVER_BATCH``."""
+    turn = 0
+    resumed_in: list[int] = []
+    stop = False
+
+    async def count_turns() -> None:
+        nonlocal turn
+        while not stop:
+            turn += 1
+            await asyncio.sleep(0)
+
+    async def read(key: str) -> None:
+        assert await large.get(key) is not None
+        resumed_in.append(turn)
+
+    counting = asyncio.create_task(count_turns())
+    reads = [asyncio.create_task(read(key)) for key in LARGE]
+    await asyncio.sleep(0)  # the reads are queued, and handed over at the end of this turn
+    await asyncio.sleep(0)
+    read_all = threading.Event()
+    large._io._executor.submit(read_all.set)  # after the reads: the worker's queue is FIFO
+    assert read_all.wait(CHILD_TIMEOUT)  # the loop is kept busy until every read has ended
+    await asyncio.gather(*reads)
+    stop = True
+    await counting
+    per_turn = Counter(resumed_in)
+    assert max(per_turn.values()) <= DELIVER_BATCH < len(LARGE), per_turn
 
 
 # -- several processes, one directory -------------------------------------------------------------
@@ -780,7 +943,7 @@ async def test_the_newest_responses_survive_a_tight_bound_through_the_session(
     async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
         for url in urls:
             assert (await s.get(url)).cache_status == "miss"
-        assert s.stats.stored == 30
+    assert s.stats.stored == 30
     # Closed: every write has finished. The next process finds the newest responses, newest first.
     async with CoalescingSession(ttl=600, storage=DiskStorage(directory, max_bytes=2**20)) as s:
         statuses = []
@@ -1030,6 +1193,35 @@ async def test_a_read_only_storage_reads_what_a_writer_stored_and_changes_nothin
     finally:
         await reader.close()
         await writer.close()
+
+
+async def test_a_session_on_a_read_only_storage_stores_nothing_and_says_nothing(
+    pages: Origin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 19: a read-only storage the user asked for is not a failure. Its hits are served; a
+    miss and an invalidation store and delete nothing, and nothing is logged about it."""
+    directory = tmp_path / "cache"
+    async with CoalescingSession(ttl=60, storage=DiskStorage(directory)) as writer:
+        assert (await writer.get(pages.url("/page/kept"))).cache_status == "miss"
+    # A reader makes the WAL's files if they are missing (opening.py); nothing else changes.
+    before = {k: v for k, v in files_under(directory).items() if not k.startswith("cache.db-")}
+    storage = DiskStorage(directory, read_only=True)
+    with caplog.at_level(logging.DEBUG, logger="coalesce_client"):
+        async with CoalescingSession(ttl=60, storage=storage) as s:
+            for path, status in [("kept", "hit"), ("new", "miss"), ("new", "miss")]:
+                async with s.get(pages.url(f"/page/{path}")) as r:
+                    assert (r.cache_status, await r.read()) == (status, body_of(path))
+            async with s.post(pages.url("/page/kept")) as r:  # invalidates: nothing to delete
+                assert r.status == 200
+            async with s.get(pages.url("/page/kept")) as r:
+                assert r.cache_status == "hit"  # still there: the storage keeps what it has
+            assert s.stats.stored == 0
+    assert pages.calls["/page/new"] == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any("read-only" in r.getMessage() for r in caplog.records)  # not even at DEBUG
+    assert {k: v for k, v in files_under(directory).items() if not k.startswith("cache.db-")} == (
+        before
+    )
 
 
 @pytest.mark.parametrize("options", [{"create": False}, {"read_only": True}])

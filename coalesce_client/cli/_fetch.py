@@ -167,8 +167,9 @@ async def _fetch(
         batch = _Batch(session, options, progress)
         await asyncio.gather(*(batch.one(i, u) for i, u in enumerate(plan.urls)))
         progress.finish()
-        stats = session.stats
-    return batch.report(stats, plan.repeated)
+    # Read once the session is closed: closing waits for the background writes that ``stored``
+    # counts when they complete.
+    return batch.report(session.stats, plan.repeated)
 
 
 class _CannotWrite(Exception):

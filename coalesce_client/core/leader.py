@@ -16,7 +16,8 @@ Rules of this module:
 * The policy's lifetime of a response is computed in one place, ``_lifetime``; its stale windows
   in ``_windows``. A stored response's ``stored_at`` and ``expires_at`` are written here, on the
   coalescer's clock, and the leader's own response carries them (``CachedResponse.expires``).
-* The storage write waits briefly and goes on in the background (``writer.py``).
+* The storage write goes on in the background; the flight waits for it only past the writer's
+  bound of memory (``writer.py``).
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class Leader:
                 key = flight.key
                 vkey = None if variant is None else variant_key(key, *variant)
                 ttl = kept.fresh + kept.kept
-                await self._writer.write(key, vkey, stored, ttl, flight.call.url_key)  # briefly
+                await self._writer.write(key, vkey, stored, ttl, flight.call.url_key)
                 return stored
             case _:
                 assert_never(decision)

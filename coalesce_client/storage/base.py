@@ -26,6 +26,9 @@ fast path off):
   storage of record: the abilities of the back (sharing flights) are the whole storage's.
 * ``PublishesDrops``: a shared storage that tells every process about keys deleted (and clears)
   by any of them, so that ``TieredStorage`` drops its front's copy.
+* ``OpensReadOnly``: a storage that may have been opened for reading only (``read_only`` True):
+  the coalescer then stores and deletes nothing there, and says nothing about it (issue 19: its
+  refused writes were logged as failures).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "Clock",
     "Fronts",
     "Lists",
+    "OpensReadOnly",
     "PublishesDrops",
     "ReadsExpiry",
     "ReadsNowait",
@@ -172,6 +176,13 @@ class PublishesDrops(Protocol):
     def on_drop(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(key)`` for each key deleted anywhere, ``callback(None)`` for a clear."""
         ...
+
+
+@runtime_checkable
+class OpensReadOnly(Protocol):
+    """A storage that may be read-only (see the module rules)."""
+
+    read_only: bool  # True: it is read, never written; its writes raise PermissionError
 
 
 class StorageBase:

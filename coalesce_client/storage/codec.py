@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import NamedTuple
 
 from ..spec.fields import is_status
 from ..spec.snapshot import Snapshot
@@ -40,8 +41,11 @@ from .records import Record, UrlIndex, VaryPointer
 
 __all__ = [
     "FORMAT_VERSION",
+    "BodySpan",
     "SnapshotError",
+    "body_span",
     "decode",
+    "decode_split",
     "encode",
     "encode_parts",
     "put_field",
@@ -168,9 +172,37 @@ def _strings(data: memoryview, pos: int, count: int) -> tuple[list[str], int]:
     return texts, pos
 
 
-def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
-    """The snapshot whose head starts at ``pos`` in ``data`` (checked, without its checksum), and
-    where it ends. Fields are read in place: nothing but the body and the strings is copied."""
+class _Head(NamedTuple):
+    """A response's fields, read in place, and where its body lies: all of it but the body."""
+
+    numbers: tuple[int, float, float, float, float]  # status, stored_at, expires_at, the times
+    texts: list[str]  # reason, method, url, then each header's name and value
+    history: tuple[Snapshot, ...]
+    body_at: int
+    body_length: int
+
+    def snapshot(self, body: bytes) -> Snapshot:
+        status, stored_at, expires_at, sent, received = self.numbers
+        reason, method, url = self.texts[:3]
+        headers = tuple(zip(self.texts[3::2], self.texts[4::2], strict=True))
+        return Snapshot(
+            status,
+            reason,
+            headers,
+            url,
+            method,
+            body,
+            stored_at,
+            expires_at,
+            self.history,
+            sent,
+            received,
+        )
+
+
+def _head(data: memoryview, pos: int, hop: bool) -> _Head:
+    """The fields of the snapshot whose head starts at ``pos`` in ``data`` (checked, without its
+    checksum). Nothing but the strings and the redirects' bodies is copied."""
     status, stored_at, expires_at, sent, received, n_headers, n_history = _HEAD.unpack_from(
         data, pos
     )
@@ -183,26 +215,17 @@ def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
         hop_snap, pos = _decode_from(data, pos, True)
         history.append(hop_snap)
     (n,) = _BODY_LENGTH(data, pos)
-    pos += 8
-    if pos + n > len(data):
+    numbers = (status, stored_at, expires_at, sent, received)
+    return _Head(numbers, texts, (*history,), pos + 8, n)
+
+
+def _decode_from(data: memoryview, pos: int, hop: bool) -> tuple[Snapshot, int]:
+    """The snapshot whose head starts at ``pos`` in ``data``, and where it ends."""
+    head = _head(data, pos, hop)
+    end = head.body_at + head.body_length
+    if end > len(data):
         raise SnapshotError("truncated snapshot")
-    body = bytes(data[pos : pos + n])
-    reason, method, url = texts[:3]
-    headers = tuple(zip(texts[3::2], texts[4::2], strict=True))
-    snap = Snapshot(
-        status,
-        reason,
-        headers,
-        url,
-        method,
-        body,
-        stored_at,
-        expires_at,
-        (*history,),
-        sent,
-        received,
-    )
-    return snap, pos + n
+    return head.snapshot(bytes(data[head.body_at : end])), end
 
 
 def _decode_lists(data: memoryview, kind: int) -> tuple[Record, int]:
@@ -229,14 +252,8 @@ def decode(data: bytes | memoryview) -> Record:
     coalesce_client.storage.codec.SnapshotError: damaged snapshot: checksum mismatch
     """
     view = memoryview(data)
-    version = view[0] if len(view) else None
-    if version != FORMAT_VERSION:
-        raise SnapshotError(f"unknown snapshot format version {version!r}")
     end = len(view) - _CHECK
-    if end < 2:
-        raise SnapshotError("truncated snapshot")
-    if zlib.crc32(view[:end]) != int.from_bytes(view[end:], "big"):
-        raise SnapshotError("damaged snapshot: checksum mismatch")
+    _check(view, end, zlib.crc32(view[: max(end, 0)]), view[end:])
     kind = view[1]
     record: Record
     try:
@@ -251,3 +268,64 @@ def decode(data: bytes | memoryview) -> Record:
     if pos != end:
         raise SnapshotError("trailing bytes after snapshot")
     return record
+
+
+class BodySpan(NamedTuple):
+    """Where the body of an encoded response lies: its offset in the record, and its length."""
+
+    start: int
+    length: int
+
+
+def body_span(prefix: bytes | memoryview) -> BodySpan | None:
+    """Where the body lies in the encoded response that starts with ``prefix``, read from its
+    fields; None if ``prefix`` does not hold all of them (nor begins a response): then read the
+    record whole. Nothing is checked here: :func:`decode_split` checks everything.
+
+    >>> record = encode(Snapshot(200, "OK", (), "http://x/", "GET", b"body"))
+    >>> start, length = body_span(record[:100])  # the fields, and some of the body
+    >>> record[start : start + length]
+    b'body'
+    """
+    view = memoryview(prefix)
+    if len(view) < 2 or view[0] != FORMAT_VERSION or view[1] != _RESPONSE:
+        return None
+    try:
+        head = _head(view, 2, False)
+    except (struct.error, UnicodeError, SnapshotError):
+        return None
+    return BodySpan(head.body_at, head.body_length)
+
+
+def decode_split(head: bytes | memoryview, body: bytes, check: bytes) -> Snapshot:
+    """``decode(head + body + check)`` for a response, without joining them: ``body`` (the bytes
+    of the record's :func:`body_span`) becomes the snapshot's body as it is, never copied, so a
+    large body read from a file is copied by nobody (issue 19). ``head`` is what comes before it.
+
+    >>> record = encode(Snapshot(200, "OK", (), "http://x/", "GET", b"body"))
+    >>> decode_split(record[:-8], b"body", record[-4:]) == decode(record)
+    True
+    """
+    view = memoryview(head)
+    _check(view, len(view), zlib.crc32(body, zlib.crc32(view)), check)
+    if view[1] != _RESPONSE:
+        raise SnapshotError(f"record kind {view[1]} has no body")
+    try:
+        fields = _head(view, 2, False)
+    except (struct.error, UnicodeError) as exc:
+        raise SnapshotError(f"malformed snapshot: {exc}") from None
+    if fields.body_at != len(view) or fields.body_length != len(body):
+        raise SnapshotError("the body is not where the record says")
+    return fields.snapshot(body)
+
+
+def _check(view: memoryview, end: int, crc: int, check: bytes | memoryview) -> None:
+    """The checks before any field is read: the version, room for the kind, the checksum
+    ``crc`` of everything before ``check``."""
+    version = view[0] if len(view) else None
+    if version != FORMAT_VERSION:
+        raise SnapshotError(f"unknown snapshot format version {version!r}")
+    if end < 2:
+        raise SnapshotError("truncated snapshot")
+    if crc != int.from_bytes(check, "big"):
+        raise SnapshotError("damaged snapshot: checksum mismatch")

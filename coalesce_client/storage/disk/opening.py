@@ -6,9 +6,10 @@ Rules of this module (with ``rows.py``, the only ones that import diskcache):
   construction: a missing or unwritable directory, a file where it should be, a database SQLite
   cannot read, and a damaged one that diskcache would misread (issue 11: random bytes, a
   truncated file, a broken ``Settings`` table gave ``UnicodeDecodeError``, ``TypeError`` or
-  ``AttributeError``, or opened and failed later). A database that opens but holds damaged pages
-  is not refused here (finding them would mean reading all of it): a read that meets one is a
-  miss, and the rest of the cache still works.
+  ``AttributeError``, or opened and failed later; issue 19: random bytes in the schema gave
+  ``UnicodeDecodeError`` from sqlite3 itself, so ``DAMAGE`` names both). A database that opens
+  but holds damaged pages is not refused here (finding them would mean reading all of it): a
+  read that meets one is a miss, and the rest of the cache still works.
 * Nothing in a database configures this storage: every diskcache setting is given explicitly,
   and a ``Settings`` table holding anything else (an unknown name, a value of the wrong type, a
   negative size) is damage. diskcache would otherwise run a ``sqlite_*`` row as a PRAGMA and turn
@@ -38,7 +39,11 @@ from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[im
 
 from .rows import BytesDisk
 
-__all__ = ["Opening", "ReadOnlyCache", "open_caches"]
+__all__ = ["DAMAGE", "Opening", "ReadOnlyCache", "open_caches"]
+
+# What sqlite3 raises for a damaged database: its own errors, and UnicodeDecodeError when SQLite's
+# message quotes damaged bytes ("malformed database schema ... near "\xbe3"", issue 19).
+DAMAGE = (sqlite3.Error, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +165,13 @@ def _check_existing(path: Path, timeout: float) -> None:
     """Refuse a database that SQLite or diskcache would misread (ValueError naming the path)."""
     try:
         con = sqlite3.connect(path / DBNAME, timeout=timeout, isolation_level=None)
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         raise _cannot_hold_a_cache(path, exc) from None
     try:
         tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
         if tables:  # an empty database becomes a cache
             _check_tables(con, path, tables)
-    except sqlite3.Error as exc:
+    except DAMAGE as exc:
         raise _cannot_hold_a_cache(path, exc) from None
     finally:
         con.close()
@@ -227,7 +232,7 @@ class ReadOnlyCache:
             )
         try:
             self._con, tables = _connect_read_only(database, timeout)
-        except sqlite3.Error as exc:
+        except DAMAGE as exc:
             raise _cannot_hold_a_cache(path, exc) from None
         try:
             if not {"Settings", "Cache"} <= tables:
@@ -236,7 +241,7 @@ class ReadOnlyCache:
                     f"(its {DBNAME} is not a diskcache database)"
                 )
             _check_tables(self._con, path, tables)
-        except sqlite3.Error as exc:
+        except DAMAGE as exc:
             self._con.close()
             raise _cannot_hold_a_cache(path, exc) from None
         except BaseException:

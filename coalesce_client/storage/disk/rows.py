@@ -4,9 +4,10 @@ Rules of this module (with ``opening.py``, which opens a directory, the only one
 diskcache):
 
 * One diskcache row per key, whatever the kind of record it keeps (a response, a Vary pointer, a
-  URL index: ``records.py``). Its value is *sealed*: the key it was stored under, its absolute
-  expiry, then ``codec.encode(...)`` bytes (checksummed). It is kept inside SQLite
-  when smaller than 32 KiB, else in a file of its own that the row names. Its ``tag`` is the same
+  URL index: ``records.py``). Its value is *sealed* (``sealed.py``): the key it was stored under,
+  its absolute expiry, then ``codec.encode(...)`` bytes (checksummed). It is kept inside SQLite
+  when smaller than 32 KiB, else in a file of its own that the row names, whose body a read takes
+  without copying it (``sealed.entry_in_file``). Its ``tag`` is the same
   absolute expiry on the storage's clock (wall-clock seconds, so an entry means the same to the
   next process), which decides every read. Its ``expire_time`` (diskcache's own, on
   ``time.time()``) is that TTL plus ``KEEP_EXPIRED``: for that hour an expired entry can still be
@@ -46,7 +47,6 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-import struct
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,12 +55,11 @@ import diskcache  # type: ignore[import-untyped]
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import-untyped]
 
 from ...spec.snapshot import Snapshot
-from ..codec import decode, encode_parts
 from ..records import Record
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
+from .sealed import InAFile, Sealed, Unreadable, entry, entry_in_file, seal
 
 __all__ = [
-    "IN_A_FILE",
     "KEEP_EXPIRED",
     "BytesDisk",
     "LockTimeout",
@@ -88,21 +87,8 @@ _EVICT_BATCH = 256  # rows looked at per eviction transaction
 _ROW_COST = 64  # bytes a row costs in SQLite beyond its key and value (an estimate, see evict)
 
 LockTimeout = diskcache.Timeout  # a write waited ``lock_timeout`` for another process's lock
-IN_A_FILE = object()  # what a read with ``read=True`` returns for a value kept in a file
 _FOREIGN_KEY = object()  # what iterating the keys yields for a key stored by pickle
-_EXPIRY = struct.Struct(">d")
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
-
-
-class Unreadable(Exception):
-    """A stored row this storage will not or cannot turn into a record."""
-
-
-class Sealed(tuple[bytes, ...]):
-    """A row's value in parts (``seal``), joined only if it is kept inside SQLite: a value file is
-    written part after part, so a large body is never copied on its way to disk."""
-
-    __slots__ = ()
 
 
 class Put(NamedTuple):
@@ -174,8 +160,8 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
         if mode == MODE_BINARY:
             if not is_value_name(filename):
                 raise Unreadable(f"its row names no value file of ours: {filename!r}")
-            if read:
-                return IN_A_FILE  # the caller reads it in the worker thread
+            if read:  # its path: read in the worker thread (sealed.py)
+                return InAFile(os.path.join(self._directory, filename))
             return super().fetch(mode, filename, value, False)
         raise Unreadable(f"a value stored in diskcache mode {mode} (pickle or text)")
 
@@ -183,39 +169,6 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
         # A damaged row may name anything: only our own value files are ever removed.
         if is_value_name(file_path):
             super().remove(file_path)
-
-
-# -- the sealed record of a row (module rules) ----------------------------------------------------
-
-
-def seal(key: str, expiry: float, record: Record) -> Sealed:
-    """The value of a row: ``key`` and ``expiry``, then the encoded record (module rules)."""
-    name = key.encode("utf-8", "surrogatepass")
-    head = (len(name).to_bytes(4, "big"), name, _EXPIRY.pack(expiry))
-    return Sealed((*head, *encode_parts(record)))
-
-
-def entry(key: str, value: bytes, expiry: Any) -> tuple[Record, float]:
-    """A row's value and tag as (record, absolute expiry); ``Unreadable`` if they are not, or
-    if the record was sealed for another key or another expiry than its row's."""
-    if type(expiry) not in (float, int):
-        raise Unreadable("no expiry stored with it")
-    name = key.encode("utf-8", "surrogatepass")
-    view = memoryview(value)
-    start = 4 + len(name)
-    if view[:4] != len(name).to_bytes(4, "big") or view[4:start] != name:
-        raise Unreadable("its record was sealed for another key, or by an older version")
-    try:
-        (sealed,) = _EXPIRY.unpack(view[start : start + _EXPIRY.size])
-    except struct.error:
-        raise Unreadable("its record is truncated") from None
-    if sealed != expiry:  # NaN included: never equal
-        raise Unreadable("its record holds another expiry than its row")
-    try:
-        record = decode(view[start + _EXPIRY.size :])
-    except Exception as exc:  # SnapshotError above all, but nothing read back may escape
-        raise Unreadable(f"does not decode: {exc}") from None
-    return record, float(expiry)
 
 
 def _get(cache: Any, key: str, *, read: bool = False) -> tuple[Any, Any]:
@@ -235,7 +188,9 @@ def _get(cache: Any, key: str, *, read: bool = False) -> tuple[Any, Any]:
 
 
 def read(cache: Any, key: str) -> tuple[Record, float] | None:
-    value, expiry = _get(cache, key)
+    value, expiry = _get(cache, key, read=True)
+    if type(value) is InAFile:  # a large value: its body read without a copy (sealed.py)
+        return entry_in_file(key, value, expiry)
     return None if value is None else entry(key, value, expiry)
 
 

@@ -71,7 +71,8 @@ class DiskStorage(StorageBase):
     matter then): its database is opened read-only, nothing in the directory is created or
     changed, so a read-only directory will do; every read runs in the worker thread, and writes,
     deletes and ``prune`` raise ``PermissionError`` (``coalesce-client cache stats`` and ``list``
-    read so).
+    read so). A session or middleware over it serves its hits and stores nothing, silently
+    (``OpensReadOnly``): a read-only cache the user asked for is not a failure.
     """
 
     __slots__ = (
