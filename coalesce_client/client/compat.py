@@ -3,37 +3,147 @@
 Rules of this module (docs/architecture.md, the client face):
 
 * The only module of the client face that reads what aiohttp keeps to itself (an attribute whose
-  name starts with ``_``). Each use says which aiohttp versions it was checked on; the suite
-  runs on the oldest and the newest supported (3.10.0 and 3.14.5), so a release that changes
-  one fails here first, and only this module changes.
-* Read once, at import: nothing here is on a call's path.
+  name starts with ``_``, or a helper of a module aiohttp does not document). Each use says which
+  aiohttp versions it was checked on; the suite runs on the oldest and the newest supported
+  (3.10.0 and 3.14.5), so a release that changes one fails here first, and only this module
+  changes.
+* Each function here is aiohttp's own step, called as ``ClientSession._request`` calls it, so that
+  a call is refused (or not) exactly as aiohttp refuses it (``checks.py`` orders the steps).
+* What can be read at import is read at import; what is called per call is one attribute read
+  and one call.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
+from aiohttp import client as _client
+from aiohttp import client_reqrep as _reqrep
+from aiohttp import helpers as _helpers
+from aiohttp import http_writer as _writer
+from multidict import CIMultiDict, MultiDict
+from yarl import URL
 
-__all__ = ["KNOWN_KWARGS"]
+__all__ = [
+    "KNOWN_KWARGS",
+    "KNOWN_SESSION_KWARGS",
+    "allowed_schemes",
+    "base_url_of",
+    "build_url",
+    "default_auth",
+    "json_bytes",
+    "merge_params",
+    "merge_ssl",
+    "prepare_headers",
+    "serialize_headers",
+    "strip_auth_from_url",
+]
 
 
-def _request_kwargs() -> frozenset[str]:
-    """The keyword arguments this aiohttp's ``ClientSession.request`` takes."""
-    # Checked on aiohttp 3.10.0 and 3.14.5: the public ClientSession.request(method, url,
-    # **kwargs) passes its keyword arguments on to the private ClientSession._request, whose
-    # signature names each of them (keyword-only or positional-or-keyword).
+def _keywords(function: Any, positional: set[str]) -> frozenset[str]:
+    """The keyword arguments ``function`` takes, but ``positional``."""
     try:
-        params = inspect.signature(aiohttp.ClientSession._request).parameters
+        params = inspect.signature(function).parameters
     except (TypeError, ValueError):  # pragma: no cover - a build without introspection
         return frozenset()
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return frozenset(
-        name
-        for name, p in params.items()
-        if name not in {"self", "method", "str_or_url"} and p.kind in kinds
+        name for name, p in params.items() if name not in positional and p.kind in kinds
     )
 
 
-# What check_call accepts; empty (nothing is refused) if the signature cannot be read.
-KNOWN_KWARGS = _request_kwargs()
+# Checked on aiohttp 3.10.0 and 3.14.5: the public ClientSession.request(method, url, **kwargs)
+# passes its keyword arguments on to the private ClientSession._request, whose signature names
+# each of them (keyword-only or positional-or-keyword). Empty (nothing is refused) if the
+# signature cannot be read.
+KNOWN_KWARGS = _keywords(aiohttp.ClientSession._request, {"self", "method", "str_or_url"})
+# ClientSession.__init__ names each of its options (3.10.0, 3.14.5).
+KNOWN_SESSION_KWARGS = _keywords(aiohttp.ClientSession.__init__, {"self"})
+
+
+def prepare_headers(session: aiohttp.ClientSession, headers: Any) -> CIMultiDict[str]:
+    """The session's default headers merged with a call's (3.10.0, 3.14.5: the private
+    ``ClientSession._prepare_headers``; a malformed ``headers=`` raises multidict's error)."""
+    return session._prepare_headers(headers)
+
+
+def build_url(session: aiohttp.ClientSession, str_or_url: Any) -> URL:
+    """The URL a call requests, joined to the session's own base URL (3.10.0, 3.14.5: the private
+    ``ClientSession._build_url``; 3.10.0 asserts that a URL joined to a base URL is a path)."""
+    return session._build_url(str_or_url)
+
+
+def base_url_of(session: aiohttp.ClientSession) -> URL | None:
+    """The base URL a session was built with (3.10.0, 3.14.5: the private ``_base_url``)."""
+    return session._base_url
+
+
+def allowed_schemes(session: aiohttp.ClientSession) -> frozenset[str]:
+    """The URL schemes a session sends: 3.14.5 asks its connector (``""`` included: a relative
+    URL is refused later, for its missing host); 3.10.0 has one module-wide set."""
+    connector = session.connector
+    schemes = getattr(connector, "allowed_protocol_schema_set", None)
+    if schemes is None:
+        schemes = _client.ALLOWED_PROTOCOL_SCHEMA_SET  # type: ignore[attr-defined]
+    return frozenset(schemes)
+
+
+def merge_ssl(kwargs: Any) -> Any:
+    """aiohttp's merge of ``ssl`` with the deprecated ``verify_ssl``, ``ssl_context`` and
+    ``fingerprint`` (3.10.0, 3.14.5: the private ``client._merge_ssl_params``), which refuses
+    a wrong type or a contradictory pair."""
+    return _client._merge_ssl_params(  # type: ignore[attr-defined]
+        kwargs.get("ssl", True),
+        kwargs.get("verify_ssl"),
+        kwargs.get("ssl_context"),
+        kwargs.get("fingerprint"),
+    )
+
+
+def json_bytes(session: aiohttp.ClientSession, value: Any) -> bytes:
+    """The body aiohttp sends for ``json=value``: the session's ``json_serialize_bytes`` when it
+    has one (3.14), else its ``json_serialize`` encoded to UTF-8 (``payload.JsonPayload``)."""
+    dumps_bytes: Callable[[Any], bytes] | None = getattr(session, "_json_serialize_bytes", None)
+    if dumps_bytes is not None:
+        return dumps_bytes(value)
+    return session.json_serialize(value).encode("utf-8")
+
+
+def default_auth(session: aiohttp.ClientSession, url: URL) -> aiohttp.BasicAuth | None:
+    """The session's ``auth=`` where aiohttp applies it: 3.14.5 only to its base URL's origin
+    (the private ``_base_url_origin``), 3.10.0 everywhere."""
+    auth = session.auth
+    if auth is None:
+        return None
+    base = getattr(session, "_base_url", None)
+    if base is not None and hasattr(session, "_base_url_origin"):
+        return auth if session._base_url_origin == url.origin() else None
+    return auth
+
+
+# Checked on aiohttp 3.10.0 (which merges the two queries through a MultiDict) and 3.14.5 (which
+# calls yarl's URL.extend_query): the source of ClientRequest.__init__ says which this one does.
+_EXTENDS_QUERY = "extend_query" in inspect.getsource(_reqrep.ClientRequest.__init__)
+
+
+def merge_params(url: URL, params: Any) -> URL:
+    """``url`` with ``params=`` merged into its query, as this aiohttp's ``ClientRequest`` merges
+    them (yarl's error for a value it refuses)."""
+    if _EXTENDS_QUERY:
+        return url.extend_query(params)
+    query = MultiDict(url.query)
+    query.extend(url.with_query(params).query)
+    return url.with_query(query)
+
+
+strip_auth_from_url = _helpers.strip_auth_from_url  # (url without userinfo, its BasicAuth)
+
+
+def serialize_headers(headers: CIMultiDict[str]) -> None:
+    """Refuse headers aiohttp's writer refuses (3.10.0, 3.14.5: ``http_writer._serialize_headers``,
+    the C version when built): a value that is not a string (``TypeError``), a CR or LF (and, on
+    3.14, NUL and other controls) in a name or value (``ValueError``: header injection)."""
+    _writer._serialize_headers("GET / HTTP/1.1", headers)

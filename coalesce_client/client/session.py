@@ -26,6 +26,7 @@ from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
 from .call import Identity, check_base_url, url_key
 from .calls import CallPath
+from .compat import KNOWN_SESSION_KWARGS, base_url_of
 from .response import CallContext
 
 __all__ = ["CoalescingSession"]
@@ -55,8 +56,8 @@ class CoalescingSession(CallPath):
         storage_owner: close ``storage`` when this session closes (False to share one storage).
         namespace: a prefix of every key, to keep several sessions apart in one storage.
         base_url: the base of relative URLs, as ``ClientSession(base_url=...)``. With
-            ``session=``, name the base URL that session was built with: it cannot be read from
-            a session, and relative URLs are refused without it.
+            ``session=``, the wrapped session's own base URL is used, as aiohttp uses it (naming
+            it here is allowed; naming another is a ``ValueError``).
         clock: wall-clock seconds (``time.time``); tests pass a fake one.
         client_session_kwargs: options for the ``aiohttp.ClientSession`` built when ``session``
             is None (``headers``, ``timeout``, ``connector``, ...).
@@ -91,6 +92,7 @@ class CoalescingSession(CallPath):
         clock: Clock = wall_clock,
         **client_session_kwargs: Any,
     ) -> None:
+        base = check_base_url(base_url)
         if session is not None:
             if not isinstance(session, aiohttp.ClientSession):
                 raise ValueError(f"session must be an aiohttp.ClientSession, got {session!r}")
@@ -100,6 +102,17 @@ class CoalescingSession(CallPath):
                     f"session was given, so ClientSession options ({names}) cannot be applied; "
                     "set them on the session you pass"
                 )
+            if base is not None and base != base_url_of(session):
+                raise ValueError(
+                    f"base_url must be the wrapped session's own base URL, got {base_url!r}"
+                )
+        unknown = (
+            client_session_kwargs.keys() - KNOWN_SESSION_KWARGS if KNOWN_SESSION_KWARGS else ()
+        )
+        if unknown:  # as ClientSession(...) would, now rather than when it is built
+            raise TypeError(
+                f"ClientSession.__init__() got an unexpected keyword argument {min(unknown)!r}"
+            )
         self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
             MemoryStorage(clock=clock) if storage is None else storage,
@@ -115,7 +128,6 @@ class CoalescingSession(CallPath):
         self._keys = self.policy.key_maker(
             namespace=check_string(namespace, "namespace"), key_headers=key_headers
         )
-        self._base_url = check_base_url(base_url)
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         self._memo: KeyMemo[Identity] = KeyMemo()  # see CallPath._request
