@@ -21,7 +21,7 @@ from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Setup
-from ..options import check_flag, check_string
+from ..options import Seconds, check_flag, check_string
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
 from .call import Identity, check_base_url, url_key
@@ -40,7 +40,8 @@ class CoalescingSession(CallPath):
 
     Parameters:
         ttl: seconds a stored response stays fresh (capped by the origin's ``Cache-Control``);
-            ``0`` coalesces only and stores nothing.
+            ``0`` coalesces only and stores nothing. Every option in seconds (``ttl``,
+            ``wait_timeout``, ``cache_ttl=``, the policy's) also takes a ``datetime.timedelta``.
         storage: where responses are kept; a ``MemoryStorage()`` when None. ``DiskStorage`` keeps
             them across restarts, ``TieredStorage`` puts memory in front of it.
         key_headers: request header names (any iterable of strings, case-insensitive) whose
@@ -78,12 +79,12 @@ class CoalescingSession(CallPath):
 
     def __init__(
         self,
-        ttl: float = 60,
+        ttl: Seconds = 60,
         storage: Storage | None = None,
         key_headers: Iterable[str] = ("Accept",),
         policy: CachePolicy | None = None,
         session: aiohttp.ClientSession | None = None,
-        wait_timeout: float | None = None,
+        wait_timeout: Seconds | None = None,
         *,
         shared: bool = False,
         storage_owner: bool = True,
