@@ -137,6 +137,31 @@ async def test_cached_response_attributes_of_a_miss_and_a_hit(
     assert bypass.created_at == utc(start + 5)
 
 
+async def test_a_miss_has_the_origins_age_and_a_hit_100_s_later_130(
+    origin: Origin, clock: FakeClock
+) -> None:
+    dated_origin(origin, clock, age="30")
+    await origin.start()
+    async with CoalescingSession(ttl=600, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+        clock.advance(100)
+        hit = await s.get(origin.url("/dated"))
+        bypass = await s.get(origin.url("/dated"), cache=False)
+        await bypass.read()
+    assert (miss.cache_status, miss.age, miss.headers["Age"]) == ("miss", 30.0, "30")
+    assert (hit.cache_status, hit.age, hit.headers["Age"]) == ("hit", 130.0, "130")
+    assert (bypass.cache_status, bypass.age, bypass.headers["Age"]) == ("bypass", 30.0, "30")
+
+
+async def test_a_miss_dated_20_s_ago_is_20_s_old(origin: Origin, clock: FakeClock) -> None:
+    dated_origin(origin, clock, date_ago=20)  # RFC 9111 §4.2.3: the apparent age counts
+    await origin.start()
+    async with CoalescingSession(ttl=0, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+    assert (miss.cache_status, miss.age) == ("miss", 20.0)
+    assert "Age" not in miss.headers  # the origin's own answer: nothing added
+
+
 async def test_a_response_not_stored_has_no_expiry(origin: Origin, clock: FakeClock) -> None:
     dated_origin(origin, clock)
     await origin.start()
