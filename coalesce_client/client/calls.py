@@ -94,7 +94,7 @@ class CallPath(Fronted):
         cache = kwargs.pop("cache", True)
         cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
         refresh = kwargs.pop("refresh", False)
-        if cache.__class__ is not bool or refresh.__class__ is not bool:
+        if cache is not True or refresh is not False:  # not both defaults (identity: cheapest)
             _check_flags(cache, refresh)
         session = self._client()
         method = method.upper()
