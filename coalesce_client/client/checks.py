@@ -10,8 +10,9 @@ rejected on every path, with the exception type aiohttp raises for it"):
   host: ``InvalidUrlClientError`` / ``NonHttpUrlClientError``); ``skip_auto_headers``; the proxy
   URL; the ``timeout``; credentials in the URL with ``auth=``, and either with an
   ``Authorization`` header; the cookies; ``params=``; ``auth``'s type; and last the headers as the
-  writer serializes them (a value that is not a string, a CR or LF). So a call with two faults
-  raises aiohttp's first, and a call aiohttp accepts is accepted.
+  writer serializes them (a value that is not a string, a CR or LF), after the body is built (its
+  error first; built only then: aiohttp itself builds it for a call it sends). So a call with two
+  faults raises aiohttp's first, and a call aiohttp accepts is accepted.
 * What it computes on the way is what the call's identity is built from (``Checked``): the URL
   as aiohttp requests it (``params=`` merged), the headers as aiohttp merges them, and the JSON
   body as aiohttp's serializer writes it (the bytes sent, never a re-sorted copy).
@@ -34,6 +35,7 @@ from yarl import URL
 from .compat import (
     KNOWN_KWARGS,
     allowed_schemes,
+    body_payload,
     build_url,
     default_auth,
     json_bytes,
@@ -93,7 +95,11 @@ def check_call(
         url = merge_params(url, kwargs["params"])
     if auth is not None and not isinstance(auth, aiohttp.BasicAuth):
         raise TypeError("BasicAuth() tuple is required instead")
-    serialize_headers(headers)  # the writer's checks: a value not a string, a CR or LF
+    try:
+        serialize_headers(headers)  # the writer's checks: a value not a string, a CR or LF
+    except (TypeError, ValueError):
+        body_payload(kwargs.get("data"))  # aiohttp builds the body first: its error first
+        raise
     return Checked(url, headers, body)
 
 

@@ -24,6 +24,7 @@ from aiohttp import client as _client
 from aiohttp import client_reqrep as _reqrep
 from aiohttp import helpers as _helpers
 from aiohttp import http_writer as _writer
+from aiohttp import payload as _payload
 from multidict import CIMultiDict, MultiDict
 from yarl import URL
 
@@ -32,6 +33,7 @@ __all__ = [
     "KNOWN_SESSION_KWARGS",
     "allowed_schemes",
     "base_url_of",
+    "body_payload",
     "build_url",
     "default_auth",
     "json_bytes",
@@ -137,6 +139,18 @@ def merge_params(url: URL, params: Any) -> URL:
     query = MultiDict(url.query)
     query.extend(url.with_query(params).query)
     return url.with_query(query)
+
+
+def body_payload(data: Any) -> None:
+    """Build aiohttp's payload for ``data=`` as ``ClientRequest.update_body_from_data`` does
+    (3.10.0, 3.14.5: the payload registry, else a ``FormData``), for its errors (``TypeError``
+    for a body aiohttp cannot send). Never a ``FormData`` of the caller's: it can be used once."""
+    if data is None or isinstance(data, aiohttp.FormData):
+        return
+    try:
+        _payload.PAYLOAD_REGISTRY.get(data, disposition=None)
+    except _payload.LookupError:
+        aiohttp.FormData(data)()
 
 
 strip_auth_from_url = _helpers.strip_auth_from_url  # (url without userinfo, its BasicAuth)

@@ -200,6 +200,7 @@ class Tally:
             return
         kind = "crashes" if theirs[0] == "ok" and mine[0] == "raised" else "divergences"
         self.counts[kind] += 1
+        self.counts[f"{path} {kind}"] += 1
         if len(self.examples) < 25:
             self.examples.append(f"{path}: {call}: aiohttp {theirs[:2]}, ours {mine[:2]}")
 
