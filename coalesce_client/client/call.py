@@ -164,7 +164,8 @@ def identify(
     if (
         kwargs.get("middlewares")
         or any(h in merged for h in UNSHARED_HEADERS)
-        or any(not TOKEN.fullmatch(n) or NOT_IN_FIELD_VALUE.search(v) for n, v in merged.items())
+        or not all(map(TOKEN.fullmatch, merged))
+        or NOT_IN_FIELD_VALUE.search("".join(merged.values()))
     ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which aiohttp
         # may send (a NUL on 3.10); no stored answer is its own
         return Identity(None, url, header)

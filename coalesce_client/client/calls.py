@@ -108,8 +108,7 @@ class CallPath(Fronted):
         else:
             own_options = _NO_OPTIONS
             checks = self._checks  # the session's raise_for_status (fixed when it was built)
-        # A plain call's identity, remembered (module rules; inline: the hot path).
-        # getversion() changes whenever the session's default headers do.
+        # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
         if (
             (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
@@ -124,8 +123,9 @@ class CallPath(Fronted):
             )
             ident = self._memo.get(parts)
         if ident is None:
-            out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
-            ident = self._identity(out, parts)
+            ident = self._identity(session, method, str_or_url, kwargs, own_options)
+            if parts is not None:
+                self._memo.remember(parts, ident)
         elif own_options:
             wait_bound(own_options.get("timeout", UNSET))  # checked on every call (module rules)
         key = ident.key
@@ -184,14 +184,18 @@ class CallPath(Fronted):
         hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
         return hit if out.checks is False else await self._checked(hit, out.checks)
 
-    def _identity(self, out: Outgoing, parts: tuple[Any, ...] | None) -> Identity:
+    def _identity(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        str_or_url: str | URL,
+        kwargs: dict[str, Any],
+        own: dict[str, Any],
+    ) -> Identity:
         """The call's identity (``call.identify``) once aiohttp's checks passed
-        (``checks.check_call``), remembered under ``parts`` if given."""
-        checked = check_call(out.session, out.url, out.kwargs, out.own)
-        ident = identify(out.session, self._keys, out.method, checked, out.kwargs)
-        if parts is not None:
-            self._memo.remember(parts, ident)
-        return ident
+        (``checks.check_call``)."""
+        checked = check_call(session, str_or_url, kwargs, own)
+        return identify(session, self._keys, method, checked, kwargs)
 
     async def _pass(self, out: Outgoing, url: URL | None) -> CachedResponse:
         """A call that takes no part: aiohttp's own request with the call's own options, its body

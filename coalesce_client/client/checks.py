@@ -34,6 +34,7 @@ from yarl import URL
 
 from .compat import (
     KNOWN_KWARGS,
+    STATUS_LINE,
     allowed_schemes,
     body_payload,
     build_url,
@@ -72,7 +73,7 @@ def check_call(
     body = _check_options(session, kwargs) if kwargs else None
     headers = prepare_headers(session, kwargs.get("headers"))
     url = request_url(session, str_or_url)
-    if kwargs:
+    if "skip_auto_headers" in kwargs or "proxy" in kwargs:
         _check_connection_options(kwargs)
     if own:
         wait_bound(own.get("timeout", UNSET))  # aiohttp's TimeoutHandle compares it with 0 here
@@ -96,7 +97,7 @@ def check_call(
     if auth is not None and not isinstance(auth, aiohttp.BasicAuth):
         raise TypeError("BasicAuth() tuple is required instead")
     try:
-        serialize_headers(headers)  # the writer's checks: a value not a string, a CR or LF
+        serialize_headers(STATUS_LINE, headers)  # the writer's: a value not a string, a CR or LF
     except (TypeError, ValueError):
         body_payload(kwargs.get("data"))  # aiohttp builds the body first: its error first
         raise
@@ -123,7 +124,7 @@ def _check_options(session: aiohttp.ClientSession, kwargs: Mapping[str, Any]) ->
         raise TypeError(
             f"ClientSession._request() got an unexpected keyword argument {min(unknown)!r}"
         )
-    if any(name in kwargs for name in _SSL_OPTIONS):
+    if not kwargs.keys().isdisjoint(_SSL_OPTIONS):
         with warnings.catch_warnings():  # aiohttp warns of the deprecated ones when it sends
             warnings.simplefilter("ignore", DeprecationWarning)
             merge_ssl(kwargs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,7 @@ from yarl import URL
 __all__ = [
     "KNOWN_KWARGS",
     "KNOWN_SESSION_KWARGS",
+    "STATUS_LINE",
     "allowed_schemes",
     "base_url_of",
     "body_payload",
@@ -66,16 +68,16 @@ KNOWN_KWARGS = _keywords(aiohttp.ClientSession._request, {"self", "method", "str
 KNOWN_SESSION_KWARGS = _keywords(aiohttp.ClientSession.__init__, {"self"})
 
 
-def prepare_headers(session: aiohttp.ClientSession, headers: Any) -> CIMultiDict[str]:
-    """The session's default headers merged with a call's (3.10.0, 3.14.5: the private
-    ``ClientSession._prepare_headers``; a malformed ``headers=`` raises multidict's error)."""
-    return session._prepare_headers(headers)
-
-
-def build_url(session: aiohttp.ClientSession, str_or_url: Any) -> URL:
-    """The URL a call requests, joined to the session's own base URL (3.10.0, 3.14.5: the private
-    ``ClientSession._build_url``; 3.10.0 asserts that a URL joined to a base URL is a path)."""
-    return session._build_url(str_or_url)
+# The session's default headers merged with a call's: ``prepare_headers(session, headers)``
+# (3.10.0, 3.14.5: the private ``ClientSession._prepare_headers``; a malformed ``headers=`` raises
+# multidict's error). Unbound, so that a call pays for no wrapper.
+prepare_headers: Callable[[aiohttp.ClientSession, Any], CIMultiDict[str]] = (
+    aiohttp.ClientSession._prepare_headers
+)
+# The URL a call requests, joined to the session's own base URL: ``build_url(session, url)``
+# (3.10.0, 3.14.5: the private ``ClientSession._build_url``; 3.10.0 asserts that a URL joined to
+# a base URL is a path).
+build_url: Callable[[aiohttp.ClientSession, Any], URL] = aiohttp.ClientSession._build_url
 
 
 def base_url_of(session: aiohttp.ClientSession) -> URL | None:
@@ -83,14 +85,13 @@ def base_url_of(session: aiohttp.ClientSession) -> URL | None:
     return session._base_url
 
 
-def allowed_schemes(session: aiohttp.ClientSession) -> frozenset[str]:
+def allowed_schemes(session: aiohttp.ClientSession) -> AbstractSet[str]:
     """The URL schemes a session sends: 3.14.5 asks its connector (``""`` included: a relative
     URL is refused later, for its missing host); 3.10.0 has one module-wide set."""
-    connector = session.connector
-    schemes = getattr(connector, "allowed_protocol_schema_set", None)
-    if schemes is None:
-        schemes = _client.ALLOWED_PROTOCOL_SCHEMA_SET  # type: ignore[attr-defined]
-    return frozenset(schemes)
+    schemes: AbstractSet[str] | None = getattr(
+        session.connector, "allowed_protocol_schema_set", None
+    )
+    return _client.ALLOWED_PROTOCOL_SCHEMA_SET if schemes is None else schemes  # type: ignore[attr-defined]
 
 
 def merge_ssl(kwargs: Any) -> Any:
@@ -156,8 +157,9 @@ def body_payload(data: Any) -> None:
 strip_auth_from_url = _helpers.strip_auth_from_url  # (url without userinfo, its BasicAuth)
 
 
-def serialize_headers(headers: CIMultiDict[str]) -> None:
-    """Refuse headers aiohttp's writer refuses (3.10.0, 3.14.5: ``http_writer._serialize_headers``,
-    the C version when built): a value that is not a string (``TypeError``), a CR or LF (and, on
-    3.14, NUL and other controls) in a name or value (``ValueError``: header injection)."""
-    _writer._serialize_headers("GET / HTTP/1.1", headers)
+# The writer's checks of the headers it writes (3.10.0, 3.14.5: ``http_writer._serialize_headers``,
+# the C version when built), called as ``serialize_headers(STATUS_LINE, headers)``: a value that
+# is not a string is a ``TypeError``; a CR or LF (and on 3.14 NUL and other controls) in a name or
+# a value a ``ValueError`` (header injection).
+serialize_headers: Callable[[str, CIMultiDict[str]], bytes] = _writer._serialize_headers
+STATUS_LINE = "GET / HTTP/1.1"
