@@ -9,6 +9,9 @@ Rules of this module:
 * Every check of an option lives here, once; the modules that take options (the policy, the
   faces, the storages, the command) call these and repeat none of them.
 * ``bool`` is never a number here (``True`` is not one second).
+* Seconds are a number or a ``datetime.timedelta`` (``Seconds``), whatever the option:
+  requests-cache and aiohttp-client-cache users write ``timedelta(hours=1)``. A timedelta is
+  its ``total_seconds()``, checked as that number would be (a negative one is refused alike).
 * Each check returns the value in the form the caller keeps (``float`` seconds, ``int`` bytes, a
   tuple of lower-case header names), so a caller validates and converts in one line.
 * Standard library and ``spec/`` only: a leaf below the core (see ``docs/architecture.md``).
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from .spec.fields import TOKEN
 
 __all__ = [
     "MAX_INT64",
+    "Seconds",
     "check_callable",
     "check_choice",
     "check_collection",
@@ -42,6 +47,7 @@ __all__ = [
 ]
 
 MAX_INT64 = 2**63 - 1  # the largest size any backend can represent (SQLite integers, Redis)
+Seconds = float | timedelta  # what an option in seconds takes (module rules)
 
 
 def _is_number(value: Any) -> bool:
@@ -63,14 +69,14 @@ def check_seconds(value: Any, option: str, *, positive: bool = False) -> float:
 
     >>> check_seconds(5, "ttl")
     5.0
+    >>> check_seconds(timedelta(hours=1), "ttl")
+    3600.0
     >>> check_seconds(10**400, "ttl")
     Traceback (most recent call last):
     ...
     ValueError: ttl must be a non-negative number of seconds, got 1000...000
     """
-    if not is_seconds(value) or (positive and value == 0):
-        raise ValueError(_seconds_wanted(option, value, positive=positive, none_ok=False))
-    return float(value)
+    return _seconds(value, option, positive=positive, none_ok=False)
 
 
 def check_seconds_or_none(value: Any, option: str, *, positive: bool = False) -> float | None:
@@ -83,9 +89,14 @@ def check_seconds_or_none(value: Any, option: str, *, positive: bool = False) ->
     """
     if value is None:
         return None
-    if not is_seconds(value) or (positive and value == 0):
-        raise ValueError(_seconds_wanted(option, value, positive=positive, none_ok=True))
-    return float(value)
+    return _seconds(value, option, positive=positive, none_ok=True)
+
+
+def _seconds(value: Any, option: str, *, positive: bool, none_ok: bool) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if not is_seconds(seconds) or (positive and seconds == 0):
+        raise ValueError(_seconds_wanted(option, value, positive=positive, none_ok=none_ok))
+    return float(seconds)
 
 
 def _seconds_wanted(option: str, value: Any, *, positive: bool, none_ok: bool) -> str:

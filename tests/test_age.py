@@ -75,18 +75,23 @@ async def test_client_hit_5_s_after_storing_carries_age_5(origin: Origin, clock:
     assert origin.calls["/dated"] == 1
 
 
-async def test_client_origin_age_10_plus_5_s_resident_gives_15(
+async def test_client_origin_age_30_plus_100_s_resident_gives_130(
     origin: Origin, clock: FakeClock
 ) -> None:
-    dated_origin(origin, clock, age="10")
+    dated_origin(origin, clock, age="30")
     await origin.start()
-    async with CoalescingSession(ttl=60, clock=clock) as s:
+    async with CoalescingSession(ttl=600, clock=clock) as s:
         miss = await s.get(origin.url("/dated"))
-        clock.advance(5)
+        clock.advance(100)
         hit = await s.get(origin.url("/dated"))
-    assert miss.headers.getall("Age") == ["10"]  # the origin's, untouched
-    assert hit.headers.getall("Age") == ["15"]  # replaced, not added to
-    assert hit.age == 15.0
+        bypass = await s.get(origin.url("/dated"), cache=False)
+        await bypass.read()
+    assert miss.headers.getall("Age") == ["30"]  # the origin's, untouched
+    assert hit.headers.getall("Age") == ["130"]  # replaced, not added to
+    # RFC 9111 §4.2.3 on every path: the origin's Age counts for its own answer too.
+    assert (miss.cache_status, miss.age) == ("miss", 30.0)
+    assert (hit.cache_status, hit.age) == ("hit", 130.0)
+    assert (bypass.cache_status, bypass.age, bypass.headers["Age"]) == ("bypass", 30.0, "30")
 
 
 async def test_client_date_20_s_in_the_past_gives_apparent_age_20(
@@ -135,6 +140,15 @@ async def test_cached_response_attributes_of_a_miss_and_a_hit(
     assert miss.expires == hit.expires == utc(start) + timedelta(seconds=60)
     assert (bypass.from_cache, bypass.age, bypass.expires) == (False, 0.0, None)
     assert bypass.created_at == utc(start + 5)
+
+
+async def test_a_miss_dated_20_s_ago_is_20_s_old(origin: Origin, clock: FakeClock) -> None:
+    dated_origin(origin, clock, date_ago=20)  # RFC 9111 §4.2.3: the apparent age counts
+    await origin.start()
+    async with CoalescingSession(ttl=0, clock=clock) as s:
+        miss = await s.get(origin.url("/dated"))
+    assert (miss.cache_status, miss.age) == ("miss", 20.0)
+    assert "Age" not in miss.headers  # the origin's own answer: nothing added
 
 
 async def test_a_response_not_stored_has_no_expiry(origin: Origin, clock: FakeClock) -> None:

@@ -811,22 +811,29 @@ async def test_users_aioresponses_mocks_still_intercept_requests() -> None:
 
 
 async def test_relative_urls_join_base_url_and_share_the_absolute_key(started: Origin) -> None:
+    async with aiohttp.ClientSession(base_url=started.base + "/") as plain:
+        try:
+            await plain.head(started.url("/no-such-route"))
+        except AssertionError:  # aiohttp 3.10.0 takes only paths with a base URL: ours as well
+            absolute_ok = False
+        else:
+            absolute_ok = True
     async with CoalescingSession(ttl=60, base_url=started.base + "/") as s:
         first = await s.get("/text")
+        if not absolute_ok:
+            with pytest.raises(AssertionError):
+                await s.get(started.url("/text"))
+            return
         again = await s.get(started.url("/text"))  # the same resource, written absolutely
         assert (first.cache_status, again.cache_status) == ("miss", "hit")
         assert await again.text() == "hello /text #1"
         assert started.calls["/text"] == 1
 
 
-async def test_a_wrapped_session_needs_its_base_url_named_for_relative_urls(
-    started: Origin,
-) -> None:
+async def test_a_wrapped_session_uses_its_own_base_url_and_no_other(started: Origin) -> None:
     async with aiohttp.ClientSession(base_url=started.base + "/") as plain:
-        async with CoalescingSession(ttl=60, session=plain) as s:
-            with pytest.raises(ValueError, match="base_url"):
-                await s.get("/text")
-            assert started.calls["/text"] == 0  # refused before anything was sent
+        with pytest.raises(ValueError, match="base_url"):  # not where aiohttp would send it
+            CoalescingSession(ttl=60, session=plain, base_url="http://elsewhere.test/")
         async with CoalescingSession(ttl=60, session=plain, base_url=started.base + "/") as s:
             assert (await s.get("/text")).cache_status == "miss"
             assert (await s.get("/text")).cache_status == "hit"

@@ -3,20 +3,22 @@
 Rules of this module (the client face's half of "who may share a response" in
 docs/architecture.md; the rule is that no caller's per-call option reaches another caller):
 
-* **Rejected as aiohttp rejects it, on every path, hits included**: a keyword argument aiohttp's
-  ``ClientSession.request`` does not take, ``data`` with ``json``, a ``params`` value yarl refuses,
-  an ``auth`` that is not a ``BasicAuth``, and a header value with a control character (aiohttp's
-  header-injection guard), each with aiohttp's exception type.
+* A call is identified once aiohttp's checks passed (``checks.py``: rejected as aiohttp rejects
+  it, on every path, hits included), from what they computed: the URL, headers and JSON body as
+  aiohttp will send them.
 * **Split the key**: the method; the URL as sent (``params=`` merged as aiohttp merges them, the
   raw query bytes, userinfo as a credential); the credential headers and ``key_headers`` (session
-  defaults merged with the call's); an explicit ``Host``; the cookies that will be sent (the
-  session's jar and the call's ``cookies=``); ``auth=``; a body's digest; and every per-call
-  option that changes the request or how its response is read (``SPLIT``).
+  defaults merged with the call's, as aiohttp merges them); an explicit ``Host``; the cookies that
+  will be sent (the session's jar and the call's ``cookies=``); ``auth=``; a body's digest (a JSON
+  body's of the bytes aiohttp's serializer writes); and every per-call option that changes the
+  request or how its response is read (``SPLIT``).
 * **Bypass** (``Identity.key`` None): ``Range`` and the preconditions a cache cannot evaluate
   (``spec/requests.py``, as the middleware: their answers are partial or relative to what the
   caller has), ``If-None-Match`` / ``If-Modified-Since`` on a method other than GET and HEAD,
-  per-call ``middlewares=`` (they may change anything), and a body that cannot be digested (a
-  stream, a file). A GET or HEAD with only those two is answered from storage
+  per-call ``middlewares=`` (they may change anything), a body that cannot be digested (a
+  stream, a file), and a malformed header that aiohttp sends (a name that is no token, a control
+  character in a value where aiohttp 3.10 lets it through): the origin's answer is its own. A
+  GET or HEAD with only ``If-None-Match`` / ``If-Modified-Since`` is answered from storage
   (``Identity.conditional``, ``spec/conditional.py``), never through a flight.
 * **The caller's alone** (``CALLER_ALONE``): ``timeout`` bounds this caller's wait (the shared
   request runs under the session's timeout) and ``raise_for_status`` applies to this caller's own
@@ -46,7 +48,7 @@ from yarl import URL
 from ..core.keys import KeyMaker, UrlParts, query_pairs
 from ..core.records import Call
 from ..spec.conditional import Validators, validators_of
-from ..spec.fields import TOKEN
+from ..spec.fields import NOT_IN_FIELD_VALUE, TOKEN
 from ..spec.requests import (
     UNSHARED_HEADERS,
     VALIDATED_METHODS,
@@ -56,22 +58,16 @@ from ..spec.requests import (
     asked_by,
 )
 from ..spec.vary import Header
-from .compat import KNOWN_KWARGS
+from .checks import Checked
 
 __all__ = [
     "CALLER_ALONE",
     "SPLIT",
-    "UNSET",
     "Identity",
     "check_base_url",
-    "check_call",
     "identify",
     "url_key",
-    "wait_bound",
 ]
-
-UNSET: Any = object()  # no timeout= given: the session's own
-
 
 CALLER_ALONE = frozenset({"timeout", "raise_for_status"})
 # Per-call options that change the request sent or how its response is read, with the value that
@@ -103,36 +99,6 @@ _AUTO_HEADERS: dict[str, str] = {
     **{k.lower(): v for k, v in getattr(aiohttp.ClientRequest, "DEFAULT_HEADERS", {}).items()},
     "user-agent": aiohttp.http.SERVER_SOFTWARE,
 }
-
-
-def check_call(kwargs: Mapping[str, Any]) -> None:
-    """Reject what aiohttp would reject, in aiohttp's order, before any answer is given (module
-    rules): unknown arguments, ``data`` with ``json``, bad ``params``, a wrong ``auth``, and
-    control characters in header values."""
-    unknown = kwargs.keys() - KNOWN_KWARGS if KNOWN_KWARGS else ()
-    if unknown:
-        raise TypeError(
-            f"ClientSession._request() got an unexpected keyword argument {min(unknown)!r}"
-        )
-    if kwargs.get("data") is not None and kwargs.get("json") is not None:
-        raise ValueError("data and json parameters can not be used at the same time")
-    headers = kwargs.get("headers")
-    pairs = _pairs(headers) if headers else []
-    if kwargs.get("auth") is not None and any(n.lower() == "authorization" for n, _ in pairs):
-        raise ValueError(
-            "Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL"
-        )
-    if kwargs.get("params"):
-        URL("http://h/").extend_query(kwargs["params"])  # yarl's TypeError for a bad value
-    auth = kwargs.get("auth")
-    if auth is not None and not isinstance(auth, aiohttp.BasicAuth):
-        raise TypeError("BasicAuth() tuple is required instead")
-    for name, value in pairs:
-        if any(c in name or c in value for c in "\r\n\x00"):
-            raise ValueError(
-                "Forbidden control character (newline, carriage return or NUL) detected in "
-                "headers: a potential header injection attack."
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,15 +149,12 @@ def identify(
     session: aiohttp.ClientSession,
     keys: KeyMaker,
     method: str,
-    url: URL,
+    checked: Checked,
     kwargs: Mapping[str, Any],
 ) -> Identity:
-    """The identity of a call (module rules). ``url`` is absolute; ``kwargs`` are aiohttp's,
-    without ``CALLER_ALONE``."""
-    if kwargs.get("params"):
-        url = url.extend_query(kwargs["params"])  # as aiohttp merges them
-    call_headers = kwargs.get("headers")
-    merged = _merged(session, call_headers)
+    """The identity of a call (module rules) that passed ``checks.check_call``; ``kwargs`` are
+    aiohttp's, without ``CALLER_ALONE``."""
+    url, merged = checked.url, checked.headers
     header = _sent(session, kwargs, merged, url)
     conditional = None
     if any(h in merged for h in VALIDATION_HEADERS):
@@ -201,14 +164,14 @@ def identify(
     if (
         kwargs.get("middlewares")
         or any(h in merged for h in UNSHARED_HEADERS)
-        or (call_headers and not all(TOKEN.fullmatch(n) for n, _ in _pairs(call_headers)))
-    ):  # a header name that is no token: a malformed request, no stored answer is its own
+        or not all(map(TOKEN.fullmatch, merged))
+        or NOT_IN_FIELD_VALUE.search("".join(merged.values()))
+    ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which aiohttp
+        # may send (a NUL on 3.10); no stored answer is its own
         return Identity(None, url, header)
-    if kwargs.get("auth") is not None and url.raw_user is not None:
-        raise ValueError("Cannot combine AUTH argument with credentials encoded in URL")
     body_digest = None
-    if method in _BODY_METHODS or "data" in kwargs or "json" in kwargs:
-        body_digest = _body_digest(kwargs.get("data"), kwargs.get("json"))
+    if method in _BODY_METHODS or "data" in kwargs or checked.json is not None:
+        body_digest = _body_digest(kwargs.get("data"), checked.json)
         if body_digest is None:
             return Identity(None, url, header)
     key = keys.request_key(
@@ -219,18 +182,6 @@ def identify(
         extra=_extra(session, keys, url, kwargs, merged),
     )
     return Identity(key, url, header, asked_by(header), url_key(keys, url), conditional)
-
-
-def _merged(session: aiohttp.ClientSession, call_headers: Any) -> CIMultiDict[str]:
-    """The headers the call sends: its own over the session's defaults of the same name, as in
-    aiohttp."""
-    merged = CIMultiDict(session.headers)
-    if call_headers:
-        pairs = _pairs(call_headers)
-        for name, _ in pairs:
-            merged.popall(name, None)
-        merged.extend(pairs)
-    return merged
 
 
 def _sent(
@@ -308,11 +259,6 @@ def _extra(
     return extra
 
 
-def _pairs(headers: Any) -> list[tuple[str, str]]:
-    items = headers.items() if hasattr(headers, "items") else headers
-    return [(str(k), str(v)) for k, v in items]
-
-
 def _cookies(cookies: Any) -> str:
     """Per-call cookies in one canonical form (a dict, pairs, or http.cookies morsels)."""
     items = cookies.items() if hasattr(cookies, "items") else cookies
@@ -337,11 +283,11 @@ def _stable(value: Any) -> str:
     return f"{type(value).__name__}@{id(value):x}"  # an SSLContext, a Fingerprint: by identity
 
 
-def _body_digest(data: Any, json: Any) -> bytes | None:
-    """A digest of a request body we can identify, or None (a stream, a form, a file)."""
+def _body_digest(data: Any, json: bytes | None) -> bytes | None:
+    """A digest of a request body we can identify, or None (a stream, a form, a file). ``json``
+    is the JSON body as aiohttp serializes it: the bytes sent."""
     if json is not None:
-        raw = jsonlib.dumps(json, sort_keys=True, separators=(",", ":")).encode()
-        return b"json:" + hashlib.sha256(raw).digest()
+        return b"json:" + hashlib.sha256(json).digest()
     if data is None:
         return b"none"
     if isinstance(data, str):
@@ -354,14 +300,6 @@ def _body_digest(data: Any, json: Any) -> bytes | None:
         raw = jsonlib.dumps(sorted(data.items())).encode()
         return b"form:" + hashlib.sha256(raw).digest()
     return None
-
-
-def wait_bound(timeout: Any) -> float | None:
-    """The seconds a caller's own ``timeout=`` lets it wait, or None (no bound of its own)."""
-    if timeout is UNSET or timeout is None:
-        return None
-    total = timeout.total if isinstance(timeout, aiohttp.ClientTimeout) else timeout
-    return None if total is None else float(total)
 
 
 def check_base_url(value: str | URL | None) -> URL | None:

@@ -6,12 +6,15 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
 * ``CallPath`` is the half of ``CoalescingSession`` that answers calls; the session is one (a
   base class, so that a hit pays for no call nor lookup more: it is measured in instructions).
   The state it reads is declared in its slots; the session's constructor sets it.
-* Every call is checked as aiohttp would check it, hits included (``call.check_call``); a call
-  that takes no part (``cache=False``, a method the policy does not cache, a bypass, a
-  ``no-store`` request, RFC 9111 §5.2.1.5) is aiohttp's own request, streamed.
-* A plain call's identity (no options but ``allow_redirects``, no credentials of the session's
-  own) is remembered by the method, the URL and the session's default headers: building it is
-  most of what a hit costs.
+* Every call that may be answered by another's request or from storage is checked as aiohttp
+  would check it, hits included (``checks.check_call``); a call that takes no part
+  (``cache=False``, a method the policy does not cache) is aiohttp's own request, checked by
+  aiohttp, streamed; so is a bypass or a ``no-store`` request (RFC 9111 §5.2.1.5).
+* A plain call's identity (no options but ``allow_redirects`` and the caller's own, no
+  credentials of the session's own) is remembered by the method, the URL and the session's
+  default headers: building it (and checking the URL and those headers) is most of what a hit
+  costs. Only a call whose checks passed is remembered; the caller's own ``timeout`` is checked
+  on every call.
 * A caller's ``If-None-Match`` / ``If-Modified-Since`` is answered from a fresh stored response
   (RFC 9111 §4.3.2: a 304 when it is not modified for the caller, only for a 2xx, RFC 9110
   §13.2.1; else the stored response), a hit; nothing fresh stored: its own request. Never a
@@ -36,11 +39,13 @@ from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMaker, KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Call
-from ..options import check_seconds_or_none
+from ..options import check_flag, check_seconds_or_none
 from ..spec.conditional import answers_not_modified, not_modified_snapshot
 from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
 from ..spec.requests import Wanted
-from .call import CALLER_ALONE, UNSET, Identity, check_call, identify, url_key, wait_bound
+from .call import CALLER_ALONE, Identity, identify, url_key
+from .checks import UNSET, check_call, request_url, wait_bound
+from .compat import merge_params
 from .response import CachedResponse
 from .send import Outgoing, Passing, SharedRequest
 
@@ -55,7 +60,6 @@ class CallPath(Fronted):
 
     # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.
     __slots__ = (
-        "_base_url",
         "_checks",
         "_closed",
         "_core",
@@ -67,7 +71,6 @@ class CallPath(Fronted):
     )
 
     policy: CachePolicy
-    _base_url: URL | None  # the base of relative URLs
     _checks: Any  # the session's raise_for_status, read once: a session cannot change it
     _closed: bool
     _core: Coalescer
@@ -90,22 +93,22 @@ class CallPath(Fronted):
     ) -> CachedResponse:
         cache = kwargs.pop("cache", True)
         cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
-        refresh = bool(kwargs.pop("refresh", False))
+        refresh = kwargs.pop("refresh", False)
+        if cache is not True or refresh is not False:  # not both defaults (identity: cheapest)
+            _check_flags(cache, refresh)
         session = self._client()
         method = method.upper()
-        if kwargs:
-            check_call(kwargs)  # what aiohttp rejects is rejected here too, hits included
-        if not (cache and method in self.policy.methods):
+        if not (cache and method in self.policy.methods):  # aiohttp's own request, and checks
             out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
             return await self._pass(out, None)
         if kwargs:  # the caller's alone (call.py): not part of the shared request
             own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
-            checks = own_options.get("raise_for_status", self._checks)
+            checks = own_options.get("raise_for_status")
+            checks = self._checks if checks is None else checks  # None: the session's, as aiohttp
         else:
             own_options = _NO_OPTIONS
             checks = self._checks  # the session's raise_for_status (fixed when it was built)
-        # A plain call's identity, remembered (module rules; inline: the hot path).
-        # getversion() changes whenever the session's default headers do.
+        # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
         if (
             (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
@@ -120,7 +123,11 @@ class CallPath(Fronted):
             )
             ident = self._memo.get(parts)
         if ident is None:
-            ident = self._identity(session, method, str_or_url, kwargs, parts)
+            ident = self._identity(session, method, str_or_url, kwargs, own_options)
+            if parts is not None:
+                self._memo.remember(parts, ident)
+        elif own_options:
+            wait_bound(own_options.get("timeout", UNSET))  # checked on every call (module rules)
         key = ident.key
         wanted = None
         no_store = False
@@ -183,14 +190,12 @@ class CallPath(Fronted):
         method: str,
         str_or_url: str | URL,
         kwargs: dict[str, Any],
-        parts: tuple[Any, ...] | None,
+        own: dict[str, Any],
     ) -> Identity:
-        """The call's identity (``call.identify``), remembered under ``parts`` if given."""
-        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
-        ident = identify(session, self._keys, method, url, kwargs)
-        if parts is not None:
-            self._memo.remember(parts, ident)
-        return ident
+        """The call's identity (``call.identify``) once aiohttp's checks passed
+        (``checks.check_call``)."""
+        checked = check_call(session, str_or_url, kwargs, own)
+        return identify(session, self._keys, method, checked, kwargs)
 
     async def _pass(self, out: Outgoing, url: URL | None) -> CachedResponse:
         """A call that takes no part: aiohttp's own request with the call's own options, its body
@@ -206,10 +211,10 @@ class CallPath(Fronted):
     async def _checked(self, resp: CachedResponse, checks: Any) -> CachedResponse:
         """Apply this caller's ``raise_for_status`` to its own response, as aiohttp applies it."""
         try:
-            if checks is True:
-                resp.raise_for_status()
-            elif callable(checks):
+            if callable(checks):  # aiohttp's order: a callable, else any true value
                 await checks(resp)
+            elif checks:
+                resp.raise_for_status()
         except BaseException:
             self._core.count_error()
             raise
@@ -226,20 +231,15 @@ class CallPath(Fronted):
         for target in (url, *targets):
             await self._core.invalidate_url(url_key(self._keys, target))
 
-    def _absolute(self, url: URL) -> URL:
-        """The URL aiohttp will request: relative ones joined to the base URL, as aiohttp does."""
-        if url.absolute:
-            return url
-        if self._base_url is None:
-            raise ValueError(
-                f"relative URL {str(url)!r} and no base_url: give CoalescingSession(base_url=...)"
-            )
-        return self._base_url.join(url)
-
     def _target(self, str_or_url: str | URL, params: Any) -> URL:
         """The absolute URL a request goes to, its ``params=`` merged as aiohttp merges them."""
-        url = self._absolute(str_or_url if isinstance(str_or_url, URL) else URL(str_or_url))
-        return url.extend_query(params) if params else url
+        url = request_url(self._client(), str_or_url)
+        return merge_params(url, params) if params else url
+
+
+def _check_flags(cache: Any, refresh: Any) -> None:
+    check_flag(cache, "cache")
+    check_flag(refresh, "refresh")
 
 
 def _origin(url: URL) -> Origin:

@@ -41,8 +41,9 @@ class CachedResponse:
     this caller), ``"coalesced"`` (another caller's request in flight), ``"hit"`` (storage) or
     ``"bypass"`` (not eligible: method, ``cache=False``). A response replayed from a stored or
     shared snapshot (every status but ``"miss"`` and ``"bypass"``) carries an ``Age`` header, its
-    current age (RFC 9111 §4.2.3, §5.1) in place of any the origin sent; ``age``,
-    ``created_at``, ``expires`` and ``from_cache`` say the same as attributes.
+    current age (RFC 9111 §4.2.3, §5.1) in place of any the origin sent; ``age`` is that current
+    age on every path (a miss's included), and ``created_at``, ``expires`` and ``from_cache`` say
+    the rest as attributes.
     """
 
     __slots__ = (
@@ -133,10 +134,11 @@ class CachedResponse:
 
     @property
     def age(self) -> float:
-        """Its current age in seconds (RFC 9111 §4.2.3) when it was served; 0 for the origin's
-        own answer to this caller (a miss, a bypass). The ``Age`` header is this, rounded down."""
-        if self.cache_status in _OWN:
-            return 0.0
+        """Its current age in seconds when it was served to this caller (RFC 9111 §4.2.3), in
+        every case: the origin's ``Age`` (or the apparent age from its ``Date``, whichever is
+        more) and the response delay, plus the time it was kept. A replayed response's ``Age``
+        header is this, rounded down; a miss's or a bypass's headers are the origin's own (so an
+        ``Age: 30`` of the origin's is a miss of age 30)."""
         return max(0.0, self.snapshot.age(self._now))
 
     @property
@@ -277,7 +279,10 @@ class LiveResponse(CachedResponse):
         prefix: bytes = b"",
         request_url: URL | None = None,
     ) -> None:
-        super().__init__(snapshot, cache_status, request_url=request_url)
+        # Handed to its caller when its head arrived: its age is its age then (RFC 9111 §4.2.3).
+        super().__init__(
+            snapshot, cache_status, request_url=request_url, now=snapshot.response_time
+        )
         self._live = live
         self._stream: LiveStream | StreamReader = (
             LiveStream(prefix, live.content) if prefix else live.content

@@ -21,11 +21,12 @@ from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Setup
-from ..options import check_flag, check_string
+from ..options import Seconds, check_flag, check_string
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
 from .call import Identity, check_base_url, url_key
 from .calls import CallPath
+from .compat import KNOWN_SESSION_KWARGS, base_url_of
 from .response import CallContext
 
 __all__ = ["CoalescingSession"]
@@ -39,7 +40,8 @@ class CoalescingSession(CallPath):
 
     Parameters:
         ttl: seconds a stored response stays fresh (capped by the origin's ``Cache-Control``);
-            ``0`` coalesces only and stores nothing.
+            ``0`` coalesces only and stores nothing. Every option in seconds (``ttl``,
+            ``wait_timeout``, ``cache_ttl=``, the policy's) also takes a ``datetime.timedelta``.
         storage: where responses are kept; a ``MemoryStorage()`` when None. ``DiskStorage`` keeps
             them across restarts, ``TieredStorage`` puts memory in front of it.
         key_headers: request header names (any iterable of strings, case-insensitive) whose
@@ -55,8 +57,8 @@ class CoalescingSession(CallPath):
         storage_owner: close ``storage`` when this session closes (False to share one storage).
         namespace: a prefix of every key, to keep several sessions apart in one storage.
         base_url: the base of relative URLs, as ``ClientSession(base_url=...)``. With
-            ``session=``, name the base URL that session was built with: it cannot be read from
-            a session, and relative URLs are refused without it.
+            ``session=``, the wrapped session's own base URL is used, as aiohttp uses it (naming
+            it here is allowed; naming another is a ``ValueError``).
         clock: wall-clock seconds (``time.time``); tests pass a fake one.
         client_session_kwargs: options for the ``aiohttp.ClientSession`` built when ``session``
             is None (``headers``, ``timeout``, ``connector``, ...).
@@ -77,12 +79,12 @@ class CoalescingSession(CallPath):
 
     def __init__(
         self,
-        ttl: float = 60,
+        ttl: Seconds = 60,
         storage: Storage | None = None,
         key_headers: Iterable[str] = ("Accept",),
         policy: CachePolicy | None = None,
         session: aiohttp.ClientSession | None = None,
-        wait_timeout: float | None = None,
+        wait_timeout: Seconds | None = None,
         *,
         shared: bool = False,
         storage_owner: bool = True,
@@ -91,6 +93,7 @@ class CoalescingSession(CallPath):
         clock: Clock = wall_clock,
         **client_session_kwargs: Any,
     ) -> None:
+        base = check_base_url(base_url)
         if session is not None:
             if not isinstance(session, aiohttp.ClientSession):
                 raise ValueError(f"session must be an aiohttp.ClientSession, got {session!r}")
@@ -100,6 +103,17 @@ class CoalescingSession(CallPath):
                     f"session was given, so ClientSession options ({names}) cannot be applied; "
                     "set them on the session you pass"
                 )
+            if base is not None and base != base_url_of(session):
+                raise ValueError(
+                    f"base_url must be the wrapped session's own base URL, got {base_url!r}"
+                )
+        unknown = (
+            client_session_kwargs.keys() - KNOWN_SESSION_KWARGS if KNOWN_SESSION_KWARGS else ()
+        )
+        if unknown:  # as ClientSession(...) would, now rather than when it is built
+            raise TypeError(
+                f"ClientSession.__init__() got an unexpected keyword argument {min(unknown)!r}"
+            )
         self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
             MemoryStorage(clock=clock) if storage is None else storage,
@@ -115,7 +129,6 @@ class CoalescingSession(CallPath):
         self._keys = self.policy.key_maker(
             namespace=check_string(namespace, "namespace"), key_headers=key_headers
         )
-        self._base_url = check_base_url(base_url)
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         self._memo: KeyMemo[Identity] = KeyMemo()  # see CallPath._request

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..options import check_seconds
 from ..spec.decisions.reuse import NOT_STALE, Hit, reuse
 from ..spec.requests import Wanted
 from ..spec.snapshot import Snapshot
@@ -111,7 +112,9 @@ class Coalescer(Counters):
         self._clock: Clock = setup.clock
         # Seconds a key whose outcome could not be shared goes straight through: a shared cache's
         # defence against serializing private routes (0 in a private cache: never).
-        self.pass_ttl = setup.policy.pass_ttl if setup.shared_cache else 0.0
+        self.pass_ttl = (
+            check_seconds(setup.policy.pass_ttl, "pass_ttl") if setup.shared_cache else 0.0
+        )
         passes = Passes(setup.clock, self.pass_ttl)
         self._passes = passes.until  # peek reads the list itself
         self._writer = writer = Writer(storage, setup.clock, setup.policy.max_variants)

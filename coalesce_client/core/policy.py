@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..options import (
+    Seconds,
     check_callable,
     check_choice,
     check_collection,
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from ..spec.snapshot import Headers
 
 __all__ = ["CachePolicy", "LifetimeOptions"]
+
+# The options in seconds besides the maps: a number or a timedelta, kept as float seconds.
+_SECONDS = ("pass_ttl", "heuristic_max", "stale_while_revalidate", "stale_if_error", "keep_stale")
 
 
 class _SessionTtl(TypedDict):
@@ -88,7 +92,7 @@ class CachePolicy:
 
     methods: AbstractSet[str] = frozenset({"GET", "HEAD"})
     cacheable_statuses: AbstractSet[int] = frozenset({200, 203, 300, 301, 308})
-    status_ttl: Mapping[int, float] = field(default_factory=dict)
+    status_ttl: Mapping[int, Seconds] = field(default_factory=dict)
     strip_headers: Sequence[str] = ("set-cookie", "access-control-*", "x-ratelimit-*")
     max_body_size: int = 8 * 1024 * 1024
     respect_cache_control: bool = True
@@ -96,14 +100,14 @@ class CachePolicy:
     ignored_params: AbstractSet[str] = frozenset()
     should_store: Callable[[Any], bool] | None = None
     credential_headers: Sequence[str] = CREDENTIAL_HEADERS
-    pass_ttl: float = 120.0
+    pass_ttl: Seconds = 120.0
     max_variants: int = 32
-    url_ttl: Mapping[str, float] = field(default_factory=dict)
+    url_ttl: Mapping[str, Seconds] = field(default_factory=dict)
     freshness: str = "ttl"
-    heuristic_max: float = 86_400.0
-    stale_while_revalidate: float = 0.0
-    stale_if_error: float = 0.0
-    keep_stale: float = 600.0
+    heuristic_max: Seconds = 86_400.0
+    stale_while_revalidate: Seconds = 0.0
+    stale_if_error: Seconds = 0.0
+    keep_stale: Seconds = 600.0
     targeted_cache_control: Sequence[str] = ()
     _dropped: FieldFilter = field(init=False, repr=False, compare=False)
     _rules: FreshnessRules = field(init=False, repr=False, compare=False)
@@ -131,31 +135,36 @@ class CachePolicy:
         check_callable(self.should_store, "should_store", none_ok=True)
         creds = check_header_names(self.credential_headers, "credential_headers")
         set_(self, "credential_headers", creds)
-        check_seconds(self.pass_ttl, "pass_ttl")
         check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
         check_choice(self.freshness, "freshness", ("ttl", "http"))
-        for name in ("heuristic_max", "stale_while_revalidate", "stale_if_error", "keep_stale"):
-            set_(self, name, check_seconds(getattr(self, name), name))
+        seconds = {name: check_seconds(getattr(self, name), name) for name in _SECONDS}
+        for name, value in seconds.items():  # float seconds, whatever was given (a timedelta)
+            set_(self, name, value)
         targeted = check_header_names(self.targeted_cache_control, "targeted_cache_control")
         set_(self, "targeted_cache_control", targeted)
         url_ttl = check_seconds_map(self.url_ttl, "url_ttl", is_string, "URL patterns")
-        set_(self, "url_ttl", dict(self.url_ttl))
-        set_(self, "_rules", self._freshness_rules(url_ttl))
+        set_(self, "url_ttl", url_ttl)
+        set_(self, "_rules", self._freshness_rules(status_ttl, url_ttl, seconds))
 
-    def _freshness_rules(self, url_ttl: Mapping[str, float]) -> FreshnessRules:
+    def _freshness_rules(
+        self,
+        status_ttl: Mapping[int, float],
+        url_ttl: Mapping[str, float],
+        seconds: Mapping[str, float],
+    ) -> FreshnessRules:
         """The settings ``spec/lifetime.py`` reads, from the checked options."""
         return FreshnessRules(
             freshness="http" if self.freshness == "http" else "ttl",
             respect_cache_control=self.respect_cache_control,
             cacheable_statuses=frozenset(self.cacheable_statuses),
-            status_ttl=self.status_ttl,
+            status_ttl=status_ttl,
             url_ttl=tuple(
-                UrlTtl(re.compile(fnmatch.translate(pattern)), seconds)
-                for pattern, seconds in url_ttl.items()
+                UrlTtl(re.compile(fnmatch.translate(pattern)), value)
+                for pattern, value in url_ttl.items()
             ),
-            heuristic_max=self.heuristic_max,
-            keep_stale=self.keep_stale,
-            stale=StaleWindows(self.stale_while_revalidate, self.stale_if_error),
+            heuristic_max=seconds["heuristic_max"],
+            keep_stale=seconds["keep_stale"],
+            stale=StaleWindows(seconds["stale_while_revalidate"], seconds["stale_if_error"]),
             targeted_cache_control=tuple(self.targeted_cache_control),
         )
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-from ..options import check_callable, check_seconds, check_seconds_or_none
+from ..options import Seconds, check_callable, check_seconds, check_seconds_or_none
 from ..spec.decisions.followers import Served, Variant
 from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
@@ -136,9 +136,9 @@ class Setup:
         cls,
         *,
         policy: CachePolicy | None,
-        ttl: float,
+        ttl: Seconds,
         clock: Clock,
-        wait_timeout: float | None = None,
+        wait_timeout: Seconds | None = None,
         shared_cache: bool = False,
     ) -> Setup:
         """The options both faces share, checked once, with the user's option names: a bad one

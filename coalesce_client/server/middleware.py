@@ -52,6 +52,7 @@ from ..core.keys import KeyMemo, UrlParts, query_pairs
 from ..core.policy import CachePolicy
 from ..core.records import Call, Setup
 from ..options import (
+    Seconds,
     check_callable,
     check_flag,
     check_header_name,
@@ -109,11 +110,11 @@ class CoalesceMiddleware(Replayer, Fronted):
     def __init__(
         self,
         *,
-        ttl: float = 5,
+        ttl: Seconds = 5,
         storage: Storage | None = None,
         key_headers: Iterable[str] = (),
         policy: CachePolicy | None = None,
-        wait_timeout: float | None = None,
+        wait_timeout: Seconds | None = None,
         key_func: Callable[[web.Request], str | None] | None = None,
         cache_status_header: str | None = "X-Cache",
         request_cache_control: bool = False,

@@ -1,4 +1,4 @@
-"""The grammar of HTTP fields both layers above need: header names and status codes.
+"""The grammar of HTTP fields both layers above need: header names and values, status codes.
 
 Rules of this module: pure (standard library only); what is a valid token or status is decided
 here once, for option checks (``options.py``), the stored-bytes codec and the parsers alike.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["TOKEN", "is_status"]
+__all__ = ["NOT_IN_FIELD_VALUE", "TOKEN", "is_status"]
 
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 §5.6.2)
+# A character no field value holds (RFC 9110 §5.5: visible characters, obs-text, SP and HTAB).
+NOT_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def is_status(value: Any) -> bool:

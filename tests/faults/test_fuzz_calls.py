@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ VALUES: list[Any] = [
     None, True, False, 0, 1, -1, 7, 1.5, -0.5, math.inf, -math.inf, math.nan, 10**400, 2**63,
     2**63 - 1, "", "x", "Accept", "X Bad", "X-Ok", b"bytes", [], ["Accept"], ["X Bad"], [None],
     (), {}, {404: 10}, {"404": 1}, {404: -1}, {200}, {600}, object(), print, lambda r: True,
+    timedelta(hours=1), timedelta(seconds=-1), timedelta(0), {404: timedelta(minutes=1)},
 ]  # fmt: skip
 
 OPTIONS: dict[str, list[str]] = {
