@@ -319,6 +319,8 @@ class MiddlewareClient:
         return self.middleware.stats
 
     def request(self, method: str, url: str, **kwargs: Any) -> _Labelled:
+        if kwargs.pop("refresh", False):  # the session's refresh=True, as a request directive
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Cache-Control": "no-cache"}
         return _Labelled(self.session.request(method, url, **kwargs))
 
     def get(self, url: str, **kwargs: Any) -> _Labelled:
@@ -349,17 +351,14 @@ class MiddlewareClient:
         await self.close()
 
 
-@pytest.fixture(
-    params=[
-        "session",
-        pytest.param(
-            "client-middleware",
-            marks=pytest.mark.skipif(
-                not HAS_MIDDLEWARES, reason="client middlewares need aiohttp >= 3.12"
-            ),
-        ),
-    ]
+# The client middleware's run of a parametrized test: skipped, with the reason, before aiohttp 3.12.
+CLIENT_MIDDLEWARE = pytest.param(
+    "client-middleware",
+    marks=pytest.mark.skipif(not HAS_MIDDLEWARES, reason="client middlewares need aiohttp >= 3.12"),
 )
+
+
+@pytest.fixture(params=["session", CLIENT_MIDDLEWARE])
 def client_face(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """Builds the client face of this run with ``CoalescingSession``'s options: the session
     itself, or a ``MiddlewareClient``."""
