@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, StreamReader
+from aiohttp.helpers import TimerNoop
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -73,7 +74,7 @@ def replayed(
         req.original_url,
         writer=None,
         continue100=None,
-        timer=None,  # nothing to time: the body is here
+        timer=TimerNoop(),  # nothing to time: the body is here
         request_info=req.request_info,
         traces=req._traces,
         loop=req.loop,
@@ -86,7 +87,9 @@ def replayed(
     resp.version = HttpVersion11
     resp.status, resp.reason = status
     resp._headers = CIMultiDictProxy(headers)
-    resp._raw_headers = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    resp._raw_headers = tuple(
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+    )
     content = StreamReader(_NO_CONNECTION, _LIMIT, loop=req.loop)
     if body:
         content.feed_data(body)

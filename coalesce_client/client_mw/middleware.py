@@ -124,7 +124,8 @@ class ClientMiddleware(Fronted):
         if no_store:  # RFC 9111 §5.2.1.5: nothing of it is stored
             return await self._through(req, handler, Call(None))
         ident = Identity(key, req.url, header, url_key=url_key(self._keys, req.url))
-        call = ident.call(ttl=None, refresh=refresh, wanted=wanted, url_ttl=bool(self.policy.url_ttl))
+        url_ttl = bool(self.policy.url_ttl)
+        call = ident.call(ttl=None, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
         return await self._through(req, handler, call)
 
     def _key(self, req: ClientRequest, header: Header) -> str | None:

@@ -39,7 +39,12 @@ class ChainSend(Kept):
     __slots__ = ("_clock", "_handler", "_policy", "_replay", "_req", "times")
 
     def __init__(
-        self, req: ClientRequest, handler: Handler, policy: CachePolicy, replay: Replay, clock: Clock
+        self,
+        req: ClientRequest,
+        handler: Handler,
+        policy: CachePolicy,
+        replay: Replay,
+        clock: Clock,
     ) -> None:
         super().__init__()
         self._clock = clock  # the core's: it dates the response
@@ -73,7 +78,8 @@ class ChainSend(Kept):
             return Fetched(None)
         resp.release()
         snap = snapshot_of(resp, body, self.times)
-        verdict = policy.should_store is None or policy.should_store(self._replay(req, snap, "miss"))
+        should_store = policy.should_store
+        verdict = should_store is None or should_store(self._replay(req, snap, "miss"))
         return Fetched(snap, bool(verdict))
 
 
