@@ -35,6 +35,7 @@ from yarl import URL
 from ..client.call import Identity, url_key, url_parts
 from ..client.send import snapshot_of
 from ..core.coalescer import Coalescer, Fronted
+from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Answer, CacheStatus, Call, Setup
 from ..options import check_flag
@@ -66,7 +67,7 @@ class ClientMiddleware(Fronted):
     0
     """
 
-    __slots__ = ("_bypass", "_core", "_keys", "policy")
+    __slots__ = ("_bypass", "_core", "_keys", "_memo", "policy")
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class ClientMiddleware(Fronted):
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(namespace="", key_headers=key_headers)
         self._bypass = frozenset(UNSHARED_HEADERS)
+        self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
         core = self._core
@@ -138,13 +140,20 @@ class ClientMiddleware(Fronted):
         body = body_bytes(req)
         if body is None:
             return None  # a stream, a file: nothing to key it by
+        # Remembered by every part it is built from (a body's bytes never: not held here).
+        parts = None if body else (req.method, req.url, tuple(req.headers.items()), req.proxy)
+        if parts is not None:
+            known = self._memo.get(parts)
+            if known is not None:
+                return known
         extra = [f"host:{header('host')}"]
         if req.proxy is not None:
             extra.append(f"proxy:{req.proxy}")
         digest = b"data:" + hashlib.sha256(body).digest() if body else None
-        return self._keys.request_key(
+        key = self._keys.request_key(
             req.method, url_parts(req.url), header, body_digest=digest, extra=extra
         )
+        return key if parts is None else self._memo.remember(parts, key)
 
     async def _through(self, req: ClientRequest, handler: Handler, call: Call) -> ClientResponse:
         """A request not answered from storage: its flight, or on its own for a bypass."""
