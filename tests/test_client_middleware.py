@@ -169,10 +169,10 @@ async def test_bodies_key_by_their_bytes_and_a_stream_bypasses(origin: Origin) -
         await origin.wait()
         return web.Response(body=await request.read())
 
+    policy = CachePolicy(methods={"GET", "HEAD", "POST"})
     origin.route("/q", echo, method="POST")
     await origin.start()
     origin.gate.clear()
-    policy = CachePolicy(methods={"GET", "HEAD", "POST"})
     async with (
         client_middleware(ttl=60, policy=policy) as mw,
         aiohttp.ClientSession(middlewares=[mw]) as s,

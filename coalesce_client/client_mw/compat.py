@@ -118,6 +118,8 @@ def body_bytes(req: ClientRequest) -> bytes | None:
 def put_back(resp: ClientResponse, prefix: bytes) -> None:
     """Put bytes read from a live response back in front of its stream (``unread_data``, checked
     on 3.12.0 and 3.14.5: deprecated, and the only way to do it)."""
+    if not prefix:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         resp.content.unread_data(prefix)

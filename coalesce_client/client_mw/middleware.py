@@ -24,9 +24,9 @@ request ``session.get(url, middlewares=(mw,))``. Rules of this module:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
-from types import TracebackType
 
 from aiohttp import ClientRequest, ClientResponse
 from multidict import CIMultiDict
@@ -67,7 +67,7 @@ class ClientMiddleware(Fronted):
     0
     """
 
-    __slots__ = ("_bypass", "_core", "_keys", "_memo", "policy")
+    __slots__ = ("_core", "_keys", "_memo", "policy")
 
     def __init__(
         self,
@@ -81,19 +81,13 @@ class ClientMiddleware(Fronted):
         clock: Clock = wall_clock,
     ) -> None:
         require_middlewares()
-        self._core = Coalescer(
-            MemoryStorage(clock=clock) if storage is None else storage,
-            Setup.of(
-                policy=policy,
-                ttl=ttl,
-                clock=clock,
-                wait_timeout=wait_timeout,
-                shared_cache=check_flag(shared, "shared"),
-            ),
-        )
+        shared = check_flag(shared, "shared")
+        setup = Setup.of(policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout)
+        if storage is None:
+            storage = MemoryStorage(clock=clock)
+        self._core = Coalescer(storage, dataclasses.replace(setup, shared_cache=shared))
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(namespace="", key_headers=key_headers)
-        self._bypass = frozenset(UNSHARED_HEADERS)
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
 
     async def __call__(self, req: ClientRequest, handler: Handler) -> ClientResponse:
@@ -133,7 +127,7 @@ class ClientMiddleware(Fronted):
     def _key(self, req: ClientRequest, header: Header) -> str | None:
         """The request's key, or None: it bypasses (module rules)."""
         names = req.headers.keys()
-        if not names.isdisjoint(self._bypass) or (
+        if not names.isdisjoint(UNSHARED_HEADERS) or (
             req.method not in VALIDATED_METHODS and not names.isdisjoint(VALIDATION_HEADERS)
         ):
             return None
@@ -223,20 +217,8 @@ class ClientMiddleware(Fronted):
     async def __aenter__(self) -> ClientMiddleware:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        s = self._core.stats
-        return (
-            f"<ClientMiddleware ttl={self._core.ttl} storage={type(self._core.storage).__name__} "
-            f"requests={s.requests} hits={s.hits}>"
-        )
 
 
 # The factory name of the public API: ``client_middleware(ttl=60, ...)`` builds one.

@@ -66,15 +66,15 @@ class ChainSend(Kept):
             for name, _ in conditional:
                 req.headers.popall(name, None)
         self.times = Times(sent, clock())
+        limit = policy.max_body_size
         try:
-            body = await read_within(resp, policy.max_body_size)
+            body = await read_within(resp, limit)
         except BaseException:
             resp.close()  # a truncated or cancelled read: nobody gets a short body
             raise
-        if body is None or len(body) > policy.max_body_size:
-            if body:
-                put_back(resp, body)
-            self.keep(resp, b"")  # too large to share: the flight ends now
+        if not (body is not None and len(body) <= limit):  # too large to share
+            put_back(resp, body or b"")  # its caller streams it whole, from the first byte
+            self.keep(resp, b"")  # and the flight ends now
             return Fetched(None)
         resp.release()
         snap = snapshot_of(resp, body, self.times)
