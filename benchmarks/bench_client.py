@@ -57,7 +57,7 @@ from _harness import (
 )
 from aiohttp_client_cache import CacheBackend, CachedSession
 
-from coalesce_client import CoalescingSession
+from coalesce_client import CoalescingSession, cache_info, client_middleware
 
 # -- 1. hot memory hit ----------------------------------------------------------------------------
 
@@ -68,10 +68,12 @@ async def hot_hits(
     origin: Origin, hits: int, plain_calls: int, rounds: int
 ) -> dict[str, list[float]]:
     """Per-call µs of each round for each contender, interleaved round by round."""
-    ours_url, theirs_url, plain_url = (origin.url(f"/fast/hot-{n}") for n in "abc")
-    times: dict[str, list[float]] = {"ours": [], "theirs": [], "plain": []}
+    ours_url, theirs_url, plain_url, mw_url = (origin.url(f"/fast/hot-{n}") for n in "abcd")
+    times: dict[str, list[float]] = {"ours": [], "mw": [], "theirs": [], "plain": []}
     async with (
         CoalescingSession(ttl=TTL) as ours,
+        client_middleware(ttl=TTL) as middleware,
+        aiohttp.ClientSession(middlewares=[middleware]) as mw,
         CachedSession(cache=CacheBackend(expire_after=TTL)) as theirs,
         aiohttp.ClientSession() as plain,
     ):
@@ -80,6 +82,10 @@ async def hot_hits(
             async with ours.get(ours_url) as r:
                 check(len(await r.read()) == len(BODY))
         check(r.cache_status == "hit", r.cache_status)
+        for _ in range(2):
+            async with mw.get(mw_url) as r:
+                check(len(await r.read()) == len(BODY))
+        check(getattr(cache_info(r), "status", None) == "hit", cache_info(r))
         for _ in range(2):
             async with theirs.get(theirs_url) as r:
                 check(len(await r.read()) == len(BODY))
@@ -90,12 +96,15 @@ async def hot_hits(
 
         # One untimed round each: warm caches, allocator and branch history before timing.
         await sequential(ours.get, ours_url, hits // 4)
+        await sequential(mw.get, mw_url, hits // 4)
         await sequential(theirs.get, theirs_url, hits // 4)
         await sequential(plain.get, plain_url, plain_calls // 4)
         plain_before = origin.calls["/fast/hot-c"]
         for _ in range(rounds):
             gc.collect()
             times["ours"].append(await sequential(ours.get, ours_url, hits))
+            gc.collect()
+            times["mw"].append(await sequential(mw.get, mw_url, hits))
             gc.collect()
             times["theirs"].append(await sequential(theirs.get, theirs_url, hits))
             gc.collect()
@@ -104,6 +113,7 @@ async def hot_hits(
         # Nothing reached the origin for the two caches; every plain call did.
         check(origin.calls["/fast/hot-a"] == 1, origin.calls["/fast/hot-a"])
         check(origin.calls["/fast/hot-b"] == 1, origin.calls["/fast/hot-b"])
+        check(origin.calls["/fast/hot-d"] == 1, origin.calls["/fast/hot-d"])
         check(ours.stats.hits == 1 + hits // 4 + hits * rounds, ours.stats)
         check(origin.calls["/fast/hot-c"] - plain_before == plain_calls * rounds)
     return times
@@ -235,6 +245,7 @@ async def run(args: argparse.Namespace) -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         labels = {
             "ours": "coalesce_client CoalescingSession",
+            "mw": "coalesce_client client_middleware",
             "theirs": "aiohttp-client-cache (memory)",
             "plain": "plain aiohttp (real request)",
         }
@@ -295,8 +306,14 @@ async def run(args: argparse.Namespace) -> None:
         f"   {'  upstream requests':<34}{ups['ours']:>17.0f}{ups['theirs']:>22.0f}"
         f"{ups['plain']:>15.0f}"
     )
+    print(
+        f"   {'client_middleware hit, µs per call':<34}{med['mw']:>17.2f}"
+        f"   ({med['mw'] / med['ours']:.2f}x CoalescingSession's)"
+    )
     print("Targets")
     print(f"   hot hit <= 10 µs: {med['ours']:.2f} µs, {met(med['ours'] <= 10)}")
+    mw_ratio = med["mw"] / med["ours"]
+    print(f"   client_middleware hit <= 2x the session's: {mw_ratio:.2f}x, {met(mw_ratio <= 2)}")
     ratio = med["theirs"] / med["ours"]
     print(f"   >= 10x faster than aiohttp-client-cache memory: {ratio:.1f}x, {met(ratio >= 10)}")
     print(

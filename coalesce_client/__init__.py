@@ -21,14 +21,18 @@ from .storage.codec import SnapshotError
 if TYPE_CHECKING:
     from .client.response import CachedResponse
     from .client.session import CoalescingSession
+    from .client_mw.info import CacheInfo, cache_info
+    from .client_mw.middleware import ClientMiddleware, client_middleware
     from .server.middleware import CoalesceMiddleware, coalesce_middleware
     from .storage.disk.storage import DiskStorage
     from .storage.redis import RedisStorage
 
 __all__ = [
+    "CacheInfo",
     "CachePolicy",
     "CacheStatus",
     "CachedResponse",
+    "ClientMiddleware",
     "CoalesceMiddleware",
     "CoalescingSession",
     "DiskStorage",
@@ -43,6 +47,8 @@ __all__ = [
     "StorageClosedError",
     "TieredStorage",
     "WaitTimeout",
+    "cache_info",
+    "client_middleware",
     "coalesce_middleware",
 ]
 
@@ -51,6 +57,10 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "CoalescingSession": "client.session",
     "CachedResponse": "client.response",
+    "CacheInfo": "client_mw.info",
+    "cache_info": "client_mw.info",
+    "ClientMiddleware": "client_mw.middleware",
+    "client_middleware": "client_mw.middleware",
     "CoalesceMiddleware": "server.middleware",
     "coalesce_middleware": "server.middleware",
     "DiskStorage": "storage.disk.storage",

@@ -2,12 +2,14 @@
 
     python examples/caching_proxy.py --upstream http://127.0.0.1:8000 --port 8001 --face client
 
-Two ways to build it, chosen with ``--face``:
+Three ways to build it, chosen with ``--face``:
 
 - ``client``: the handler forwards through one
   ``CoalescingSession(shared=True, policy=CachePolicy(freshness="http"))``;
 - ``middleware``: ``CoalesceMiddleware`` (a shared cache) with the same policy, in front of a
-  handler that forwards through a plain ``aiohttp.ClientSession``.
+  handler that forwards through a plain ``aiohttp.ClientSession``;
+- ``client-middleware``: the handler forwards through an ``aiohttp.ClientSession`` whose
+  middleware is ``client_middleware(shared=True, ...)`` with the same policy (aiohttp >= 3.12).
 
 ``ttl=0``: only what the origin allows (its ``Cache-Control``, ``Expires``, ``Last-Modified``) is
 stored. The proxy drops hop-by-hop headers both ways (RFC 9110 §7.6.1), passes bodies through as
@@ -23,7 +25,13 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from coalesce_client import CachedResponse, CachePolicy, CoalesceMiddleware, CoalescingSession
+from coalesce_client import (
+    CachePolicy,
+    CoalesceMiddleware,
+    CoalescingSession,
+    cache_info,
+    client_middleware,
+)
 
 HOP_BY_HOP = frozenset(
     {
@@ -58,8 +66,9 @@ async def forward(request: web.Request) -> web.Response:
     except aiohttp.ClientError as e:  # the upstream is down, or sent something unreadable
         return web.Response(status=502, text=f"upstream: {type(e).__name__}")
     out = end_to_end(upstream.headers, drop=("content-length",))
-    if isinstance(upstream, CachedResponse):  # the client face says where it came from
-        out["X-Cache"] = upstream.cache_status.upper()
+    info = cache_info(upstream)  # either client face says where it came from
+    if info is not None:
+        out["X-Cache"] = info.status.upper()
     return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=payload)
 
 
@@ -70,10 +79,14 @@ def make_app(upstream: str, face: str) -> web.Application:
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         # A proxy forwards the client's own headers, keeps no cookies, leaves bodies encoded.
+        cache = None
+        if face == "client-middleware":  # key_headers=(): as the client face, below
+            cache = client_middleware(ttl=0, key_headers=(), policy=POLICY, shared=True)
         plain = aiohttp.ClientSession(
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            **({"middlewares": [cache]} if cache is not None else {}),
         )
         app[SESSION] = plain
         if face == "client":  # key_headers=(): the origin's Vary says which headers matter
@@ -83,6 +96,8 @@ def make_app(upstream: str, face: str) -> web.Application:
         yield
         await app[SESSION].close()
         await plain.close()
+        if cache is not None:
+            await cache.close()
 
     app.cleanup_ctx.append(session)
     app.router.add_route("*", "/{tail:.*}", forward)
@@ -94,7 +109,8 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--face", choices=("client", "middleware"), default="client")
+    faces = ("client", "middleware", "client-middleware")
+    parser.add_argument("--face", choices=faces, default="client")
     args = parser.parse_args()
     web.run_app(make_app(args.upstream, args.face), host=args.host, port=args.port)
 

@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from coalesce_client import CoalescingSession, cache_info, client_middleware
+from coalesce_client.client_mw.compat import HAS_MIDDLEWARES
 from coalesce_client.spec.snapshot import Snapshot
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -257,6 +260,110 @@ async def origin() -> AsyncIterator[Origin]:
 async def started(origin: Origin) -> Origin:
     await origin.start()
     return origin
+
+
+# -- the two client faces (issue 21) ---------------------------------------------------------------
+
+_MIDDLEWARE_OPTIONS = ("ttl", "storage", "key_headers", "policy", "wait_timeout", "shared", "clock")
+
+
+def labelled(resp: aiohttp.ClientResponse) -> Any:
+    """A client middleware's response with ``cache_info`` copied onto it under the names a
+    ``CachedResponse`` has, so that one test body reads both faces (a test's aid, not an API)."""
+    info = cache_info(resp)
+    assert info is not None, "a response the client middleware answered has a CacheInfo"
+    resp.cache_status = info.status  # type: ignore[attr-defined]
+    resp.from_cache = info.from_cache  # type: ignore[attr-defined]
+    resp.age = info.age  # type: ignore[attr-defined]
+    return resp
+
+
+class _Labelled:
+    """aiohttp's request context (``await`` it or ``async with`` it), its response labelled."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __await__(self) -> Any:
+        return self._answer().__await__()
+
+    async def _answer(self) -> Any:
+        return labelled(await self._ctx)
+
+    async def __aenter__(self) -> Any:
+        return labelled(await self._ctx.__aenter__())
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._ctx.__aexit__(*exc)
+
+
+class MiddlewareClient:
+    """``client_middleware`` in an ``aiohttp.ClientSession``, behind the parts of
+    ``CoalescingSession``'s surface the behaviour tests use: the middleware's options go to it,
+    the others to the session."""
+
+    def __init__(self, **options: Any) -> None:
+        own = {k: options.pop(k) for k in _MIDDLEWARE_OPTIONS if k in options}
+        self.middleware = client_middleware(**own)
+        self._core = self.middleware._core
+        self._options = options
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(middlewares=[self.middleware], **self._options)
+        return self._session
+
+    @property
+    def stats(self) -> Any:
+        return self.middleware.stats
+
+    def request(self, method: str, url: str, **kwargs: Any) -> _Labelled:
+        if kwargs.pop("refresh", False):  # the session's refresh=True, as a request directive
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Cache-Control": "no-cache"}
+        return _Labelled(self.session.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> _Labelled:
+        return self.request("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> _Labelled:
+        kwargs.setdefault("allow_redirects", False)  # as aiohttp's head()
+        return self.request("HEAD", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> _Labelled:
+        return self.request("POST", url, **kwargs)
+
+    async def invalidate(self, url: str) -> None:
+        await self.middleware.invalidate(url)
+
+    async def clear(self) -> None:
+        await self.middleware.clear()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self.middleware.close()
+
+    async def __aenter__(self) -> MiddlewareClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+# The client middleware's run of a parametrized test: skipped, with the reason, before aiohttp 3.12.
+CLIENT_MIDDLEWARE = pytest.param(
+    "client-middleware",
+    marks=pytest.mark.skipif(not HAS_MIDDLEWARES, reason="client middlewares need aiohttp >= 3.12"),
+)
+
+
+@pytest.fixture(params=["session", CLIENT_MIDDLEWARE])
+def client_face(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Builds the client face of this run with ``CoalescingSession``'s options: the session
+    itself, or a ``MiddlewareClient``."""
+    return CoalescingSession if request.param == "session" else MiddlewareClient
 
 
 class FakeClock:

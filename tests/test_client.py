@@ -26,7 +26,9 @@ from coalesce_client import (
 # -- coalescing and caching -----------------------------------------------------------------------
 
 
-async def test_500_concurrent_gets_make_one_upstream_request(origin: Origin) -> None:
+async def test_500_concurrent_gets_make_one_upstream_request(
+    origin: Origin, client_face: Any
+) -> None:
     async def big(request: web.Request) -> web.Response:
         await origin.wait()
         return web.Response(body=b"x" * 100_000, headers={"X-Thing": "1"})
@@ -34,7 +36,7 @@ async def test_500_concurrent_gets_make_one_upstream_request(origin: Origin) -> 
     origin.route("/big", big)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(500)]
         await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
@@ -51,8 +53,10 @@ async def test_500_concurrent_gets_make_one_upstream_request(origin: Origin) -> 
         assert (st.requests, st.misses, st.coalesced, st.upstream, st.stored) == (500, 1, 499, 1, 1)
 
 
-async def test_within_ttl_a_hit_after_it_a_miss(started: Origin, clock: FakeClock) -> None:
-    async with CoalescingSession(ttl=10, clock=clock) as s:
+async def test_within_ttl_a_hit_after_it_a_miss(
+    started: Origin, clock: FakeClock, client_face: Any
+) -> None:
+    async with client_face(ttl=10, clock=clock) as s:
         first = await s.get(started.url("/text"))
         clock.advance(9.9)
         second = await s.get(started.url("/text"))
@@ -129,9 +133,9 @@ async def test_ttl_precedence_call_then_status_then_session_capped_by_max_age(
         assert (await s.get(origin.url("/missing"))).cache_status == "miss"
 
 
-async def test_invalidate_and_clear(started: Origin) -> None:
+async def test_invalidate_and_clear(started: Origin, client_face: Any) -> None:
     url = started.url("/text")
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         await s.get(url)
         await s.get(url + "?other=1")
         await s.invalidate(url)
@@ -229,8 +233,8 @@ async def test_cookies_in_the_session_jar_split_the_key(origin: Origin) -> None:
         assert await mine.text() == "me=bob"  # never alice's page from the shared storage
 
 
-async def test_get_and_head_are_separate_keys(started: Origin) -> None:
-    async with CoalescingSession(ttl=60) as s:
+async def test_get_and_head_are_separate_keys(started: Origin, client_face: Any) -> None:
+    async with client_face(ttl=60) as s:
         await s.get(started.url("/text"))
         head = await s.head(started.url("/text"))
         assert head.cache_status == "miss"
@@ -277,7 +281,7 @@ async def test_post_is_coalesced_by_body_when_the_policy_says_so(origin: Origin)
 # -- filtering ------------------------------------------------------------------------------------
 
 
-async def test_a_503_storm_is_one_503_and_is_not_stored(origin: Origin) -> None:
+async def test_a_503_storm_is_one_503_and_is_not_stored(origin: Origin, client_face: Any) -> None:
     async def down(request: web.Request) -> web.Response:
         await origin.wait()
         return web.Response(status=503, text="down")
@@ -285,7 +289,7 @@ async def test_a_503_storm_is_one_503_and_is_not_stored(origin: Origin) -> None:
     origin.route("/down", down)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/down"))) for _ in range(20)]
         await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
@@ -351,6 +355,7 @@ async def test_no_store_is_not_stored(origin: Origin) -> None:
 
 async def test_a_body_over_max_body_size_is_not_shared_and_everyone_gets_all_of_it(
     origin: Origin,
+    client_face: Any,
 ) -> None:
     body = bytes(range(256)) * 400  # 102,400 bytes
 
@@ -361,7 +366,7 @@ async def test_a_body_over_max_body_size_is_not_shared_and_everyone_gets_all_of_
     origin.route("/big", big)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=100_000)) as s:
+    async with client_face(ttl=60, policy=CachePolicy(max_body_size=100_000)) as s:
         tasks = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(5)]
         await origin.at_gate.reach(1, "the leader's request at the gate")
         origin.gate.set()
@@ -532,9 +537,11 @@ async def test_timeouts_reach_every_caller_and_nothing_is_stored(
         assert await ok.text() == "late"
 
 
-async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -> None:
+async def test_cancelling_the_leader_does_not_fail_the_others(
+    started: Origin, client_face: Any
+) -> None:
     started.gate.clear()
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         leader = asyncio.ensure_future(s.get(started.url("/text")))
         await started.at_gate.reach(1, "the leader's request at the gate")
         followers = [asyncio.ensure_future(s.get(started.url("/text"))) for _ in range(5)]
@@ -552,7 +559,7 @@ async def test_cancelling_the_leader_does_not_fail_the_others(started: Origin) -
 
 
 async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
-    origin: Origin, loop_clock: LoopClock
+    origin: Origin, loop_clock: LoopClock, client_face: Any
 ) -> None:
     async def slow(request: web.Request) -> web.Response:
         n = origin.calls["/slow"]
@@ -562,7 +569,7 @@ async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
     origin.route("/slow", slow)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, wait_timeout=20) as s:
+    async with client_face(ttl=60, wait_timeout=20) as s:
         leader = asyncio.ensure_future(s.get(origin.url("/slow")))
         await origin.at_gate.reach(1, "the leader's request at the gate")
         impatient = asyncio.ensure_future(s.get(origin.url("/slow")))

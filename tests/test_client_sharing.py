@@ -49,7 +49,7 @@ async def line_up(
 ) -> list[asyncio.Future[CachedResponse]]:
     """Start ``calls`` at once with the origin's gate closed; return once every caller is placed
     (``callers`` of them, all by default) and every request sent waits at the gate."""
-    if isinstance(sessions, CoalescingSession):
+    if not isinstance(sessions, Sequence):  # one session (or MiddlewareClient)
         sessions = [sessions]
     origin.gate.clear()
     gate = origin.at_gate.count
@@ -85,7 +85,7 @@ async def answers(outcomes: Sequence[Outcome]) -> list[tuple[int, str, str]]:
     exception fails the test."""
     out = []
     for r in outcomes:
-        assert isinstance(r, CachedResponse), r
+        assert isinstance(r, (CachedResponse, aiohttp.ClientResponse)), r
         out.append((r.status, (await r.read()).decode("latin-1"), r.cache_status))
     return out
 
@@ -124,12 +124,14 @@ def one_flight_each(
 # -- cookies and credentials split the key --------------------------------------------------------
 
 
-async def test_per_call_cookies_split_the_key_in_a_burst_of_60_callers(origin: Origin) -> None:
+async def test_per_call_cookies_split_the_key_in_a_burst_of_60_callers(
+    origin: Origin, client_face: Any
+) -> None:
     origin.route("/me", gated(origin, lambda r: f"me={r.cookies.get('session', '-')}"))
     await origin.start()
     users = [f"u{i}" for i in range(10)]
     who = [users[i % 10] for i in range(50)] + ["-"] * 10  # ten users, five calls each; ten anons
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
 
         def call(user: str) -> Awaitable[CachedResponse]:
             if user == "-":
@@ -193,7 +195,7 @@ async def test_session_cookie_jars_split_the_key_of_a_shared_storage(origin: Ori
         await storage.close()
 
 
-async def test_credentials_in_the_url_split_the_key(origin: Origin) -> None:
+async def test_credentials_in_the_url_split_the_key(origin: Origin, client_face: Any) -> None:
     def who_asks(request: web.Request) -> str:
         auth = request.headers.get("Authorization")
         if auth is None:
@@ -212,7 +214,7 @@ async def test_credentials_in_the_url_split_the_key(origin: Origin) -> None:
         at = "" if cred == "anonymous" else cred + "@"
         return f"http://{at}127.0.0.1:{port}/me"
 
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         results = await answers(await burst(origin, s, [s.get(url(c)) for c in who]))
         assert origin.calls["/me"] == len(creds)
         assert all(body.startswith(f"{c} #") for c, (_, body, _) in zip(who, results, strict=True))
@@ -224,7 +226,9 @@ async def test_credentials_in_the_url_split_the_key(origin: Origin) -> None:
 
 
 @pytest.mark.parametrize("header", ["X-Api-Key", "X-Auth-Token", "Api-Key"])
-async def test_api_key_headers_split_the_key_by_default(origin: Origin, header: str) -> None:
+async def test_api_key_headers_split_the_key_by_default(
+    origin: Origin, header: str, client_face: Any
+) -> None:
     def who_asks(request: web.Request) -> str:
         names = ("X-Api-Key", "X-Auth-Token", "Api-Key")
         sent = [f"{h}={request.headers[h]}" for h in names if h in request.headers]
@@ -241,7 +245,7 @@ async def test_api_key_headers_split_the_key_by_default(origin: Origin, header: 
     def name(h: str, v: str) -> str:
         return f"{h}={v}" if h else "anonymous"
 
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         calls = [s.get(origin.url("/me"), headers={h: v} if h else None) for h, v in who]
         results = await answers(await burst(origin, s, calls))
         assert origin.calls["/me"] == len(ids)
@@ -371,12 +375,12 @@ SPECIAL: list[tuple[str, Callable[[int], str], int]] = [
 
 @pytest.mark.parametrize(("header", "value", "status"), SPECIAL, ids=[s[0] for s in SPECIAL])
 async def test_range_and_conditional_requests_bypass_and_plain_gets_get_the_full_body(
-    origin: Origin, header: str, value: Callable[[int], str], status: int
+    origin: Origin, header: str, value: Callable[[int], str], status: int, client_face: Any
 ) -> None:
     origin.route("/file", file_handler(origin))
     await origin.start()
     url = origin.url("/file")
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
         # The special request leads: it is in flight before any plain GET arrives.
         first = await line_up(origin, s, [s.get(url, headers={header: value(0)})])
         who = [i if i % 6 == 0 else -1 for i in range(1, 60)]  # nine more specials, 50 plain
@@ -386,7 +390,7 @@ async def test_range_and_conditional_requests_bypass_and_plain_gets_get_the_full
         assert origin.calls["/file"] == 10 + 1  # each special its own; the plain GETs one
         plain = Counter[str]()
         for i, resp in zip(who, outcomes, strict=True):
-            assert isinstance(resp, CachedResponse), resp
+            assert isinstance(resp, (CachedResponse, aiohttp.ClientResponse)), resp
             if i < 0:
                 assert (resp.status, await resp.read()) == (200, BODY)
                 assert resp.headers["X-Asked"] == ""
@@ -413,12 +417,12 @@ async def test_range_and_conditional_requests_bypass_and_plain_gets_get_the_full
 # -- key collisions -------------------------------------------------------------------------------
 
 
-async def test_an_explicit_host_header_splits_the_key(origin: Origin) -> None:
+async def test_an_explicit_host_header_splits_the_key(origin: Origin, client_face: Any) -> None:
     origin.route("/page", gated(origin, lambda r: f"host={r.host}"))
     await origin.start()
     hosts = ["", *(f"h{i}.example" for i in range(5))]
     who = [hosts[i % 6] for i in range(60)]
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
 
         def calls() -> list[Awaitable[CachedResponse]]:
             return [s.get(origin.url("/page"), headers={"Host": h} if h else None) for h in who]
@@ -496,13 +500,13 @@ async def test_allow_redirects_false_gets_its_own_redirect(origin: Origin) -> No
                 assert {st for _, _, st in results} == {"hit"}
 
 
-async def test_raw_query_bytes_split_the_key(origin: Origin) -> None:
+async def test_raw_query_bytes_split_the_key(origin: Origin, client_face: Any) -> None:
     origin.route("/q", gated(origin, lambda r: r.raw_path))
     await origin.start()
     # All three decode to U+FFFD; they are three different requests.
     queries = ["t=%FF", "t=%FE", "t=%EF%BF%BD"]
     who = [queries[i % 3] for i in range(60)]
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
 
         def calls() -> list[Awaitable[CachedResponse]]:
             return [s.get(URL(origin.url(f"/q?{q}"), encoded=True)) for q in who]
@@ -694,11 +698,13 @@ def greeter(origin: Origin, vary: str = "Accept-Language") -> Handler:
     return handler
 
 
-async def test_vary_gives_each_language_its_own_variant_in_a_burst(origin: Origin) -> None:
+async def test_vary_gives_each_language_its_own_variant_in_a_burst(
+    origin: Origin, client_face: Any
+) -> None:
     origin.route("/greet", greeter(origin))
     await origin.start()
     langs = [("fr", "de", "en")[i % 3] for i in range(60)]
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
 
         def calls() -> list[Awaitable[CachedResponse]]:
             url = origin.url("/greet")
@@ -715,11 +721,11 @@ async def test_vary_gives_each_language_its_own_variant_in_a_burst(origin: Origi
         assert origin.calls["/greet"] == 3
 
 
-async def test_vary_star_is_never_stored_nor_shared(origin: Origin) -> None:
+async def test_vary_star_is_never_stored_nor_shared(origin: Origin, client_face: Any) -> None:
     origin.route("/star", greeter(origin, vary="*"))
     await origin.start()
     langs = [("fr", "de", "en")[i % 3] for i in range(50)]
-    async with CoalescingSession(ttl=60) as s:
+    async with client_face(ttl=60) as s:
 
         def calls() -> list[Awaitable[CachedResponse]]:
             url = origin.url("/star")
@@ -739,11 +745,12 @@ async def test_vary_star_is_never_stored_nor_shared(origin: Origin) -> None:
 
 async def test_max_variants_keeps_the_newest_variants_and_the_oldest_misses_again(
     origin: Origin,
+    client_face: Any,
 ) -> None:
     origin.route("/greet", greeter(origin))
     await origin.start()
     policy = CachePolicy(max_variants=2)
-    async with CoalescingSession(ttl=60, policy=policy) as s:
+    async with client_face(ttl=60, policy=policy) as s:
 
         async def burst_of(langs: Sequence[str]) -> dict[str, Counter[str]]:
             """A burst of callers asking for ``langs``; the cache statuses of each language."""

@@ -7,6 +7,7 @@ returns while the gate is still closed has not read the body whole.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 from conftest import Origin, finished, signalled
@@ -57,22 +58,24 @@ async def test_cache_false_streams_instead_of_buffering(origin: Origin) -> None:
         assert s.stats.bypassed == 1 and s.stats.stored == 0
 
 
-async def test_a_method_that_takes_no_part_streams(origin: Origin) -> None:
+async def test_a_method_that_takes_no_part_streams(origin: Origin, client_face: Any) -> None:
     streaming_route(origin, "/big", length=False)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, policy=CachePolicy(methods={"HEAD"})) as s:
+    async with client_face(ttl=60, policy=CachePolicy(methods={"HEAD"})) as s:
         resp = await finished(s.get(origin.url("/big")), "the call returned")
         assert resp.cache_status == "bypass"
         origin.gate.set()
         assert await resp.read() == HEAD + TAIL
 
 
-async def check_followers_are_released(origin: Origin, path: str, *, length: bool) -> None:
+async def check_followers_are_released(
+    origin: Origin, path: str, *, length: bool, face: Any = CoalescingSession
+) -> None:
     streaming_route(origin, path, length=length)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+    async with face(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
         calls = [asyncio.ensure_future(s.get(origin.url(path))) for _ in range(5)]
         # Every caller reaches the origin while the leader's tail is still held: the followers
         # did not wait for the leader's whole download to learn that it could not be shared.
@@ -88,22 +91,24 @@ async def check_followers_are_released(origin: Origin, path: str, *, length: boo
 
 
 async def test_followers_go_on_their_own_once_content_length_is_over_the_limit(
-    origin: Origin,
+    origin: Origin, client_face: Any
 ) -> None:
-    await check_followers_are_released(origin, "/sized", length=True)
+    await check_followers_are_released(origin, "/sized", length=True, face=client_face)
 
 
 async def test_followers_go_on_their_own_once_a_chunked_body_crosses_the_limit(
-    origin: Origin,
+    origin: Origin, client_face: Any
 ) -> None:
-    await check_followers_are_released(origin, "/chunked", length=False)
+    await check_followers_are_released(origin, "/chunked", length=False, face=client_face)
 
 
-async def test_a_caller_that_gives_up_leaves_no_open_response(origin: Origin) -> None:
+async def test_a_caller_that_gives_up_leaves_no_open_response(
+    origin: Origin, client_face: Any
+) -> None:
     streaming_route(origin, "/big", length=True)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+    async with client_face(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
         call = asyncio.ensure_future(s.get(origin.url("/big")))
         await signalled(origin.arrived, "the request reached the origin")
         call.cancel()

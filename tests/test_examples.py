@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Origin, no_redis, redis_binary
+from conftest import CLIENT_MIDDLEWARE, Origin, no_redis, redis_binary
 from multidict import CIMultiDictProxy
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -143,7 +143,7 @@ async def serve_example(name: str, *args: str) -> tuple[asyncio.subprocess.Proce
     pytest.fail(f"{name} did not listen on port {port}")
 
 
-@pytest.mark.parametrize("face", ["client", "middleware"])
+@pytest.mark.parametrize("face", ["client", "middleware", CLIENT_MIDDLEWARE])
 async def test_caching_proxy_example(face: str, origin: Origin) -> None:
     async def answer(request: web.Request, cache_control: str) -> web.Response:
         n = origin.calls[request.path]

@@ -49,6 +49,8 @@ WIDE_PUBLIC = {
     "own as **client_session_kwargs",
     "CoalesceMiddleware.__init__": "coalesce_middleware(...)'s documented options "
     "(coalesce_middleware is this class)",
+    "ClientMiddleware.__init__": "client_middleware(...)'s documented options "
+    "(client_middleware is this class)",
     "DiskStorage.__init__": "DiskStorage's documented options",
     "RedisStorage.__init__": "RedisStorage's documented options",
 }
@@ -187,7 +189,7 @@ def _ours(*layers: str) -> Callable[[str], bool]:
     )
 
 
-_FACES = _ours("client", "server", "cli", "")  # "": the door, which reaches every face
+_FACES = _ours("client", "client_mw", "server", "cli", "")  # "": the door, which reaches every face
 # The storage package's own door imports MemoryStorage and TieredStorage, so it is concrete too.
 _CONCRETE = ("storage.memory", "storage.disk", "storage.redis", "storage.tiered")
 
@@ -232,6 +234,7 @@ DIRECTIONS = (
     Direction("core", "core/ imports no face (client/, server/, cli/, the door)", _FACES),
     Direction("client", "client/ imports neither server/ nor cli/", _ours("server", "cli")),
     Direction("server", "server/ imports neither client/ nor cli/", _ours("client", "cli")),
+    Direction("client_mw", "client_mw/ imports neither server/ nor cli/", _ours("server", "cli")),
     Direction(
         "cli",
         "cli/ uses the library through its door: of the package, only coalesce_client, "

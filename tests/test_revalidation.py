@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import FakeClock, Origin, finished, until
+from conftest import CLIENT_MIDDLEWARE, FakeClock, MiddlewareClient, Origin, finished, until
 from multidict import CIMultiDict
 
 from coalesce_client import CachePolicy, CoalescingSession, coalesce_middleware
@@ -136,7 +136,7 @@ class ServerFace(Face):
         await self.mw._core.drain()  # type: ignore[attr-defined]
 
 
-@pytest.fixture(params=["client", "middleware"])
+@pytest.fixture(params=["client", "middleware", CLIENT_MIDDLEWARE])
 async def make_face(
     request: pytest.FixtureRequest, origin: Origin, clock: FakeClock
 ) -> AsyncIterator[Callable[..., object]]:
@@ -149,8 +149,9 @@ async def make_face(
         await origin.start()
         policy = options.pop("policy", CachePolicy())
         timeout = options.pop("timeout", None)
-        if request.param == "client":
-            session = CoalescingSession(
+        if request.param != "middleware":
+            face = CoalescingSession if request.param == "client" else MiddlewareClient
+            session = face(
                 ttl=600,
                 clock=clock,
                 policy=policy,

@@ -136,7 +136,9 @@ def a_seed() -> int:
     return random.randrange(2**32) if FULL else 20261126
 
 
-async def test_client_storm_leaves_no_stuck_key_and_no_wrong_body(origin: Origin) -> None:
+async def test_client_storm_leaves_no_stuck_key_and_no_wrong_body(
+    origin: Origin, client_face: Any
+) -> None:
     seed = a_seed()
     faults = Faults(seed)
     origin.route("/k/{key}", faults.handle)
@@ -144,7 +146,7 @@ async def test_client_storm_leaves_no_stuck_key_and_no_wrong_body(origin: Origin
     reports = LoopReports()
     rng = random.Random(seed + 1)
     policy = CachePolicy(max_body_size=600)  # the larger keys stream instead of being shared
-    async with CoalescingSession(ttl=0.05, wait_timeout=0.002, policy=policy) as s:
+    async with client_face(ttl=0.05, wait_timeout=0.002, policy=policy) as s:
 
         async def one(key: int) -> str:
             kwargs: dict[str, Any] = {}
@@ -167,7 +169,11 @@ async def test_client_storm_leaves_no_stuck_key_and_no_wrong_body(origin: Origin
     assert in_flight == 0
     assert results["WRONG BODY"] == 0 and results["ok"] > 0
     assert leftovers == []
-    assert stats.requests == outcomes(stats) == CALLS
+    assert stats.requests == outcomes(stats)
+    # aiohttp sends a request again after a reset of a reused connection, through the client
+    # middleware again: it counts what it sees.
+    again = 0 if client_face is CoalescingSession else faults.resets
+    assert CALLS <= stats.requests <= CALLS + again
     gave_up = results["cancelled"] + results["TimeoutError"]
     assert faults.seen["GET"] - faults.resets <= stats.upstream <= faults.seen["GET"] + gave_up
 
