@@ -26,8 +26,8 @@ class CacheInfo:
         status: ``"hit"``, ``"miss"``, ``"coalesced"``, ``"stale"``, ``"revalidated"`` or
             ``"bypass"``, as ``CachedResponse.cache_status``.
         from_cache: served from storage (a hit, stale or revalidated).
-        age: its age in seconds when served (RFC 9111 §4.2.3); 0 for the origin's own answer
-            to this caller (a miss, a bypass).
+        age: its current age in seconds when served (RFC 9111 §4.2.3), the origin's own
+            ``Age`` included, on every path (a miss whose origin sent ``Age: 30`` is 30).
         created_at: when the origin's response arrived (an aware UTC ``datetime``).
         expires: when its stored freshness ends, or None: not stored.
         reason: why it was not served from storage; None for now (the observability issue).
