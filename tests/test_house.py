@@ -232,6 +232,16 @@ DIRECTIONS = (
         _concrete_storage,
     ),
     Direction("core", "core/ imports no face (client/, server/, cli/, the door)", _FACES),
+    Direction(
+        "metrics",
+        "metrics/ imports only the standard library, metrics/ and its own libraries",
+        lambda name: within(name, PACKAGE) and not _ours("metrics")(name),
+    ),
+    Direction(
+        "core",
+        "core/ imports no concrete metrics sink, only metrics/base.py",
+        lambda name: _ours("metrics")(name) and name != f"{PACKAGE}.metrics.base",
+    ),
     Direction("client", "client/ imports neither server/ nor cli/", _ours("server", "cli")),
     Direction("server", "server/ imports neither client/ nor cli/", _ours("client", "cli")),
     Direction("client_mw", "client_mw/ imports neither server/ nor cli/", _ours("server", "cli")),
