@@ -27,8 +27,11 @@ Only the public API is used, so an older checkout can be measured by the same co
 
 The budget (``budget.json``, issue 20): the figures of the last change that moved them, for the
 Python they were counted on; ``--budget`` fails when a count exceeds its figure by more than
-``tolerance`` (3%), and on another Python. A change that needs more instructions raises the
-figure in the same commit and says why; one that saves some lowers it. CI runs it (``.ci/run``).
+``tolerance`` (3%), and on another Python. A count over it is taken again and the lower of the
+two stands: the client programs talk to their origin over a socket, whose timing the machine's
+load moves (two counts of the client hit on one tree, under different loads, differed by 2.9%);
+a real slowdown shows in both. A change that needs more instructions raises the figure in the
+same commit and says why; one that saves some lowers it. CI runs it (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -261,6 +264,9 @@ def main() -> None:
             theirs = per_hit(program, args.against.resolve())
             line += f"   {args.against.name}: {theirs:>10,.0f}   change {ours / theirs - 1:+.2%}"
         if name in budget:
+            if ours > budget[name] * (1 + tolerance):  # counted again: the lower count stands
+                ours = min(ours, per_hit(program, here))
+                line = f"  {name:<16} {ours:>10,.0f} (the lower of two counts)" + line[28:]
             line += f"   budget {budget[name]:,.0f} ({ours / budget[name] - 1:+.1%})"
             if ours > budget[name] * (1 + tolerance):
                 over.append(f"{name} {ours:,.0f} > {budget[name]:,.0f} + {tolerance:.0%}")
