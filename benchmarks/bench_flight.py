@@ -25,7 +25,7 @@ import time
 import tracemalloc
 from collections import Counter
 
-from _harness import BODY, DELAY, TTL, Origin, check
+from _harness import BODY, DELAY, TTL, Origin, check, floor_burst
 
 from coalesce_client import CoalescingSession, SingleFlight
 
@@ -72,20 +72,6 @@ async def burst(calls: int = 100_000, keys: int = 1_000) -> tuple[int, float]:
     wall = time.perf_counter() - t0
     assert len(flight) == 0
     return fetches, wall
-
-
-async def floor_burst(n: int) -> float:
-    """Wall seconds of n tasks awaiting one future that resolves after DELAY (the floor)."""
-    loop = asyncio.get_running_loop()
-    t0 = time.perf_counter()
-    fut: asyncio.Future[bytes] = loop.create_future()
-    loop.call_later(DELAY, fut.set_result, BODY)
-
-    async def one() -> bytes:
-        return await fut
-
-    await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - t0
 
 
 async def session_burst(origin: Origin, n: int, tag: str) -> float:
