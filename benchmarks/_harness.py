@@ -72,6 +72,21 @@ def sized_body(size: int) -> bytes:
     return bytes(range(256)) * (size // 256)
 
 
+async def floor_burst(n: int) -> float:
+    """Wall seconds of a burst's floor: n tasks awaiting one shared future that resolves after
+    DELAY (what n callers of one 50 ms origin cost with nothing in between)."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    fut: asyncio.Future[bytes] = loop.create_future()
+    loop.call_later(DELAY, fut.set_result, BODY)
+
+    async def one() -> bytes:
+        return await fut
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - t0
+
+
 def check(ok: bool, detail: object = "") -> None:
     """A check that survives ``python -O``: the figures mean nothing if it fails."""
     if not ok:

@@ -50,6 +50,7 @@ from _harness import (
     TTL,
     Origin,
     check,
+    floor_burst,
     met,
     profile_sequential,
     python_platform,
@@ -143,16 +144,7 @@ async def _gather_reads(get: Get, url: str, n: int) -> list[Any]:
 
 async def burst_floor(n: int) -> Burst:
     """The same n tasks awaiting one shared future that resolves after 50 ms."""
-    loop = asyncio.get_running_loop()
-    t0 = time.perf_counter()
-    fut: asyncio.Future[bytes] = loop.create_future()
-    loop.call_later(DELAY, fut.set_result, BODY)
-
-    async def one() -> bytes:
-        return await fut
-
-    await asyncio.gather(*(one() for _ in range(n)))
-    return Burst(time.perf_counter() - t0, 0)
+    return Burst(await floor_burst(n), 0)
 
 
 async def burst_ours(origin: Origin, n: int, tag: str) -> Burst:

@@ -1,21 +1,35 @@
-"""SingleFlight: what ``do()`` costs over awaiting the work directly, and a 100k-call burst.
+"""SingleFlight: what ``do()`` costs over awaiting the work directly, and a 100k-call burst; then
+the burst of 1,000 callers of one fresh URL through a ``CoalescingSession`` beside its floor.
 
-    python benchmarks/bench_flight.py
+    python benchmarks/bench_flight.py            # 9 rounds of the session burst
+    python benchmarks/bench_flight.py --rounds 3
 
 Prints figures only; nothing here is a pass/fail test. The work yields to the loop once (as any real
 fetch does) so that both sides pay for one suspension.
+
+The session burst (issue 20's row): 1,000 concurrent ``async with s.get(url) as r: await
+r.read()`` of one fresh URL on a local origin that answers after 50 ms (one request reaches it,
+999 callers follow its flight), against its floor in the same run: 1,000 tasks awaiting one
+future that resolves after 50 ms. The two alternate round by round (a fresh URL and session each
+time); the medians and their ratio are printed (issue 20's goal: at most 1.1x the floor).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import statistics
 import sys
 import time
 import tracemalloc
+from collections import Counter
 
-from coalesce_client import SingleFlight
+from _harness import BODY, DELAY, TTL, Origin, check, floor_burst
+
+from coalesce_client import CoalescingSession, SingleFlight
+
+CALLERS = 1_000
 
 
 async def _work() -> int:
@@ -60,7 +74,49 @@ async def burst(calls: int = 100_000, keys: int = 1_000) -> tuple[int, float]:
     return fetches, wall
 
 
+async def session_burst(origin: Origin, n: int, tag: str) -> float:
+    """Wall seconds of n concurrent GETs of one fresh URL through a CoalescingSession."""
+    url = origin.url(f"/slow/burst-{tag}")
+    async with CoalescingSession(ttl=TTL) as s:
+
+        async def one() -> str:
+            async with s.get(url) as r:
+                check(await r.read() == BODY)
+                return r.cache_status
+
+        t0 = time.perf_counter()
+        statuses = Counter(await asyncio.gather(*(one() for _ in range(n))))
+        wall = time.perf_counter() - t0
+    check(statuses == {"miss": 1, "coalesced": n - 1}, statuses)
+    return wall
+
+
+async def bursts(rounds: int) -> tuple[list[float], list[float]]:
+    """The floor and the session burst, alternating, after one untimed round of each."""
+    origin = Origin()
+    await origin.start()
+    floors: list[float] = []
+    ours: list[float] = []
+    try:
+        for i in range(rounds + 1):
+            for out in (floors, ours):
+                gc.collect()
+                await asyncio.sleep(0.05)  # let the origin close the last burst's sockets
+                if out is floors:
+                    wall = await floor_burst(CALLERS)
+                else:
+                    wall = await session_burst(origin, CALLERS, str(i))
+                if i:  # the first round warms both up
+                    out.append(wall)
+    finally:
+        await origin.stop()
+    return floors, ours
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="session bursts (and floors) timed")
+    args = parser.parse_args()
     print(f"Python {sys.version.split()[0]} on {sys.platform}")
     direct, through = asyncio.run(overhead())
     print(
@@ -77,6 +133,16 @@ def main() -> None:
         f"burst: 100,000 calls over 1,000 keys -> {fetches} fetch calls, "
         f"{wall * 1000:.0f} ms wall, peak traced memory {peak / 2**20:.1f} MiB"
     )
+    floors, ours = asyncio.run(bursts(args.rounds))
+    floor, mine = statistics.median(floors), statistics.median(ours)
+    print(
+        f"session burst: {CALLERS:,} callers of one fresh URL, origin answers after "
+        f"{DELAY * 1000:.0f} ms, median of {args.rounds} rounds: CoalescingSession "
+        f"{mine * 1000:.1f} ms, floor ({CALLERS:,} tasks awaiting one future) "
+        f"{floor * 1000:.1f} ms: {mine / floor:.2f}x the floor (goal: at most 1.1x)"
+    )
+    print(f"  per round, ms: ours {' '.join(f'{w * 1000:.1f}' for w in ours)}")
+    print(f"  per round, ms: floor {' '.join(f'{w * 1000:.1f}' for w in floors)}")
 
 
 if __name__ == "__main__":

@@ -566,7 +566,7 @@ def profile(loadgen: str, quick: bool) -> None:
         print(f"      {label:<30} {med[mode]:6.2f} µs  (+{med[mode] - base:5.2f})")
     print(
         f"      inside coalesce_middleware on a HIT: _key {med['_key']:.2f} µs (of which "
-        f"KeyMaker.make {med['KeyMaker.make']:.2f}), Coalescer.fetch "
+        f"KeyMaker.request_key {med['KeyMaker.request_key']:.2f}), Coalescer.fetch "
         f"{med['Coalescer.fetch']:.2f} µs, _replay {med['_replay']:.2f} µs (the bare "
         f"handler's own web.Response: {med['handler']:.2f} µs)"
     )

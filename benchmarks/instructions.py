@@ -4,12 +4,16 @@ machine's load, so that two revisions can be compared in one run and a budget ca
     python benchmarks/instructions.py                    # this checkout
     python benchmarks/instructions.py --against ../old   # and another checkout, in the same run
     python benchmarks/instructions.py --budget           # exit 1 past benchmarks/budget.json
+    python benchmarks/instructions.py --only "middleware hit"
 
 What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``, PYTHONHASHSEED=0):
 
 * ``client hit``: ``async with s.get(url) as r: await r.read()`` on a ``CoalescingSession(ttl=600)``
   with its default ``MemoryStorage``, the 2 KiB body stored already (the origin is asked once).
 * ``disk hit``: the client hit with a ``DiskStorage`` in a temporary directory.
+* ``miss``: the client's call of a URL it has not stored (``/item/<n>``, a new ``n`` each time):
+  the key, the flight, the origin's answer (the origin runs in the same process, its share
+  counted too), the snapshot, the store and the URL index; the cost per call (over 200 calls).
 * ``burst caller``: bursts of 100 concurrent callers of one fresh URL (one leader, 99 followers
   of its flight; the origin answers once all have asked); the cost per caller.
 * ``middleware hit``: ``app._handle(request)`` of an ``aiohttp.web`` application with
@@ -20,6 +24,14 @@ What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``
 Each program runs twice, with ``LOW`` and ``HIGH`` hits after the same warm-up; the difference of
 the two totals divided by ``HIGH - LOW`` is the cost of one hit, free of start-up and import costs.
 Only the public API is used, so an older checkout can be measured by the same code (``--against``).
+
+The budget (``budget.json``, issue 20): the figures of the last change that moved them, for the
+Python they were counted on; ``--budget`` fails when a count exceeds its figure by more than
+``tolerance`` (3%), and on another Python. A count over it is taken again and the lower of the
+two stands: the client programs talk to their origin over a socket, whose timing the machine's
+load moves (two counts of the client hit on one tree, under different loads, differed by 2.9%);
+a real slowdown shows in both. A change that needs more instructions raises the figure in the
+same commit and says why; one that saves some lowers it. CI runs it (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -122,6 +134,28 @@ DISK = CLIENT.replace(
     "async with CoalescingSession(ttl=600, storage=DiskStorage(tempfile.mkdtemp())) as s:",
 )
 
+MISS = (
+    CLIENT.replace('serve(item, "/item")', 'serve(item, "/item/{n}")')
+    .replace('url = f"http://127.0.0.1:{port}/item"', 'url = f"http://127.0.0.1:{port}/item/"')
+    .replace(
+        """        for _ in range(20):
+            async with s.get(url) as r:
+                assert await r.read() == BODY
+        for _ in range(n):
+            async with s.get(url) as r:
+                await r.read()
+    assert calls == 1, calls""",
+        """        for i in range(20):
+            async with s.get(f"{url}w{i}") as r:
+                assert await r.read() == BODY
+        for i in range(n):
+            async with s.get(f"{url}{i}") as r:
+                await r.read()
+        assert s.stats.misses == n + 20 and s.stats.stored == n + 20, s.stats
+    assert calls == n + 20, calls""",
+    )
+)
+
 BURST = (
     """
 import asyncio, sys
@@ -165,6 +199,7 @@ PROGRAMS = {
     "middleware hit": SERVER,
     "disk hit": DISK,
     "burst caller": BURST,
+    "miss": MISS,
 }
 
 
@@ -195,9 +230,21 @@ def total_instructions(program: str, hits: int, checkout: Path) -> int:
 
 
 def per_hit(program: str, checkout: Path) -> float:
-    low = total_instructions(program, LOW, checkout)
-    high = total_instructions(program, HIGH, checkout)
-    return (high - low) / (HIGH - LOW)
+    # A miss costs fifty hits: a fifth of the calls keeps its runs as short.
+    low, high = (LOW // 5, HIGH // 5) if program is MISS else (LOW, HIGH)
+    return (
+        total_instructions(program, high, checkout) - total_instructions(program, low, checkout)
+    ) / (high - low)
+
+
+def read_budget() -> tuple[dict[str, float], float]:
+    """The figures of ``budget.json`` and its tolerance; exits if it was counted on another
+    Python (instruction counts are not comparable across versions)."""
+    data = json.loads(BUDGET.read_text())
+    python = ".".join(map(str, sys.version_info[:2]))
+    if data["python"] != python:
+        raise SystemExit(f"{BUDGET.name} holds figures of Python {data['python']}, not {python}")
+    return data["instructions"], data["tolerance"]
 
 
 def main() -> None:
@@ -207,24 +254,29 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(PROGRAMS), help="measure this path only")
     args = parser.parse_args()
     here = HERE.parent
-    budget: dict[str, float] = json.loads(BUDGET.read_text()) if args.budget else {}
+    budget, tolerance = read_budget() if args.budget else ({}, 0.0)
     print(f"instructions per hit (callgrind, {HIGH - LOW} hits; Python {sys.version.split()[0]})")
     over = []
     for name, program in PROGRAMS.items():
         if args.only is not None and name != args.only:
             continue
         ours = per_hit(program, here)
-        line = f"  {name:<16} {ours:>10,.0f}"
+        note = ""
+        if name in budget and ours > budget[name] * (1 + tolerance):
+            ours = min(ours, per_hit(program, here))  # counted again: the lower count stands
+            note = " (the lower of two counts)"
+        line = f"  {name:<16} {ours:>10,.0f}{note}"
         if args.against is not None:
             theirs = per_hit(program, args.against.resolve())
             line += f"   {args.against.name}: {theirs:>10,.0f}   change {ours / theirs - 1:+.2%}"
         if name in budget:
-            line += f"   budget {budget[name]:,.0f}"
-            if ours > budget[name]:
-                over.append(name)
+            line += f"   budget {budget[name]:,.0f} ({ours / budget[name] - 1:+.1%})"
+            if ours > budget[name] * (1 + tolerance):
+                over.append(f"{name} {ours:,.0f} > {budget[name]:,.0f} + {tolerance:.0%}")
+                line += "   OVER"
         print(line, flush=True)
     if over:
-        raise SystemExit(f"over budget: {', '.join(over)} (raise {BUDGET.name} only with a reason)")
+        raise SystemExit(f"over budget: {'; '.join(over)} (raise {BUDGET.name} only with a reason)")
 
 
 if __name__ == "__main__":

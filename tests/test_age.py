@@ -195,6 +195,26 @@ async def test_middleware_stores_a_date_when_the_handler_sets_none(clock: FakeCl
     assert (second["Date"], second["Age"]) == (stored, "7")  # the same Date, an older age
 
 
+async def test_middleware_hits_count_their_age_to_the_second_every_time(clock: FakeClock) -> None:
+    # From its third replay a stored response is copied from a template made once (replay.py),
+    # and its Age text kept while the age stays within one second: every hit must still carry
+    # its own age, rounded down, as the clock moves by fractions, whole seconds, and back.
+    mw = coalesce_middleware(ttl=3600, clock=clock)
+    origin = Origin(middlewares=[mw])
+    dated_origin(origin, clock, date_ago=0)
+    steps = [0.25, 0.5, 0.125, 0.125, 0.875, 0.125, 1.5, 100.0, -0.75, -200.0, 300.0]  # exact
+    async with serving(origin) as client:
+        await fetch(client, origin.url("/dated"))
+        ages = []
+        for step in steps:
+            clock.advance(step)
+            _, body, headers = await fetch(client, origin.url("/dated"))
+            ages.append((headers["X-Cache"], headers.getall("Age"), body))
+    expected = ["0", "0", "0", "1", "1", "2", "3", "103", "102", "0", "202"]
+    assert ages == [("HIT", [age], "dated") for age in expected]
+    assert origin.calls["/dated"] == 1
+
+
 async def test_middleware_waiters_carry_age_and_the_leader_does_not(clock: FakeClock) -> None:
     mw = coalesce_middleware(ttl=60, clock=clock)
     origin = Origin(middlewares=[mw])

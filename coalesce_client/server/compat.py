@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-__all__ = ["NoWriter", "detach", "fresh_exception"]
+__all__ = ["NoWriter", "ResponseTemplate", "detach", "fresh_exception", "template_of"]
+
+# The values a response's state may hold for a template to share them between its copies.
+_SHARED = (type(None), bool, int, float, str, bytes)
+_new = object.__new__
 
 
 class NoWriter(AbstractStreamWriter):
@@ -76,3 +80,53 @@ def fresh_exception(exc: web.HTTPException) -> web.HTTPException:
     new.__dict__.update(state)
     new.args = exc.args
     return new
+
+
+class ResponseTemplate:
+    """A ``web.Response`` kept as its state, from which fresh equivalents are made fast: each
+    copy has its own headers and state, and shares only immutable values (the body bytes)."""
+
+    __slots__ = ("_cls", "_empty", "_headers", "_state")
+
+    def __init__(
+        self, cls: type[web.Response], state: dict[str, Any], empty: tuple[str, ...]
+    ) -> None:
+        self._cls = cls
+        self._headers: CIMultiDict[str] = state.pop("_headers")
+        self._state = state
+        self._empty = tuple((name, type(state[name])) for name in empty)
+
+    def copy(self, age: str, name: str | None, value: str) -> web.Response:
+        """A fresh response, with ``Age: age`` and ``name: value`` (None: no such header) set in
+        its own headers, as ``headers[name] = value`` sets them."""
+        resp = _new(self._cls)
+        state = self._state.copy()
+        for attr, kind in self._empty:
+            state[attr] = kind()
+        headers = state["_headers"] = self._headers.copy()
+        headers[hdrs.AGE] = age
+        if name is not None:
+            headers[name] = value
+        resp.__dict__ = state
+        return resp
+
+
+def template_of(resp: web.Response) -> ResponseTemplate | None:
+    """A template of ``resp`` as it is now (a response not yet prepared), or None when its state
+    holds what copies could not share."""
+    # Checked on aiohttp 3.10.0 and 3.14.5: a Response keeps its whole state in its __dict__ (no
+    # __slots__): its headers (a CIMultiDict), dicts that are empty until it is prepared (its
+    # state; on 3.10 its cookies, a SimpleCookie) and immutable values (status, reason, the body
+    # bytes, None and flags); aiohttp writes what preparing adds to the response's own __dict__.
+    state = dict(vars(resp))
+    headers = state.get("_headers")
+    if resp.prepared or type(headers) is not CIMultiDict:
+        return None
+    state["_headers"] = headers.copy()  # the template's own: the response goes to a caller
+    empty = []
+    for name, value in state.items():
+        if isinstance(value, dict) and not value:
+            empty.append(name)
+        elif name != "_headers" and not isinstance(value, _SHARED):
+            return None
+    return ResponseTemplate(type(resp), state, tuple(empty))

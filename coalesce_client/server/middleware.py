@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from ..core.coalescer import Coalescer, Fronted
@@ -145,8 +145,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         # them leaves the hot path; of those, a request with only validation headers may still
         # be answered from storage (_conditional).
         credentials = tuple(h for h in policy.credential_headers if h not in names)
-        self._conditional_bypass = credentials + UNSHARED_HEADERS
-        self._bypass_headers = self._conditional_bypass + VALIDATION_HEADERS
+        # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
+        self._conditional_bypass = tuple(map(istr, credentials + UNSHARED_HEADERS))
+        self._bypass_headers = self._conditional_bypass + tuple(map(istr, VALIDATION_HEADERS))
         super().__init__(clock, cache_status_header)
         # The headers a keyed request's key reads: a credential header not in key_headers is
         # absent from every request that gets as far as a key (it bypasses), so it is not read.

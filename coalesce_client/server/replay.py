@@ -13,7 +13,12 @@ Rules of this module (docs/architecture.md, the server face):
 * The cache status header names the caller's own status; it is never set on a response already
   on its way (prepared).
 * A replay is the middleware's hot path, measured in instructions (docs/architecture.md): the
-  ``Replayer`` methods are the middleware's own (a base class: no call, no lookup is added).
+  ``Replayer`` methods are the middleware's own (a base class: no call, no lookup is added). A
+  snapshot replayed a second time gets a template (``compat.ResponseTemplate``, kept on the
+  snapshot as its ``replay_form``, so it lives exactly as long as the stored response): every
+  later replay is a copy of it with only ``Age`` and the cache status written, the ``Age`` text
+  kept while the age stays in the same whole second. A snapshot replayed once (a disk or Redis
+  read decodes a new one each time) pays nothing for it.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, istr
 
 from ..core.records import CacheStatus
+from ..spec.cache_control import DELTA_SECONDS_MAX
 from ..spec.conditional import not_modified_headers
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from ..storage.base import Clock
+from .compat import ResponseTemplate, template_of
 
 __all__ = ["Replayer", "headers_of", "response_of"]
 
@@ -44,6 +51,33 @@ _HEADER_VALUES: dict[CacheStatus, str] = {
 # replayed: it says when the origin made the response, and a replay's age is counted from it
 # (RFC 9111 §4.2.3; aiohttp adds a Date only to a response without one).
 _NOT_REPLAYED = frozenset({"content-length", "server"})
+# A snapshot's replay_form before it has a template: replayed once (the next replay makes one),
+# or never to have one (a response whose state a template cannot share).
+_ONCE = object()
+_NEVER = object()
+
+
+class _Form:
+    """A snapshot's replay form (``Snapshot.replay_form``): its response template, and the text
+    of its ``Age`` while the age stays within one whole second ``[low, high)``."""
+
+    __slots__ = ("age", "high", "initial_age", "low", "response_time", "template")
+
+    def __init__(self, snap: Snapshot, template: ResponseTemplate) -> None:
+        self.template = template
+        self.response_time = snap.response_time
+        self.initial_age = snap.age(snap.response_time)  # the corrected initial age
+        self.age = ""
+        self.low = self.high = 0.0  # no age is within: the first copy computes its text
+
+    def at(self, age: float) -> None:
+        """The ``Age`` text of a replay ``age`` seconds old (``age_header``), and the second it
+        holds for."""
+        self.age = age_header(age)
+        whole = float(int(self.age))
+        # Only where age_header's text is int(age): not at 0 and below (a clock that went
+        # back), nor at the cap.
+        self.low, self.high = (whole, whole + 1.0) if 0.0 < age < DELTA_SECONDS_MAX else (0.0, 0.0)
 
 
 class Replayer:
@@ -59,6 +93,13 @@ class Replayer:
 
     def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
         """A fresh response for one more request: its own headers (a copy), the shared body."""
+        form = snap.replay_form
+        if type(form) is _Form and status != "miss":  # the hot path: a copy of the template
+            # snap.age(now) (RFC 9111 §4.2.3), inlined; its Age text is the same for a second.
+            age = form.initial_age + (self._clock() - form.response_time)
+            if not form.low <= age < form.high:
+                form.at(age)
+            return form.template.copy(form.age, self._header, _HEADER_VALUES[status])
         # web.Response copies the headers it is given into its own CIMultiDict: given the
         # snapshot's pairs, that is the only copy (building one here too cost 0.1 µs a hit).
         resp = web.Response(
@@ -66,6 +107,11 @@ class Replayer:
         )
         headers = resp.headers
         if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)
+            if form is None:  # its first replay: one more, and it earns a template
+                snap.keep_replay_form(_ONCE)
+            elif form is _ONCE:  # taken before this caller's own headers are set
+                template = template_of(resp)
+                snap.keep_replay_form(_NEVER if template is None else _Form(snap, template))
             headers[hdrs.AGE] = age_header(snap.age(self._clock()))
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]

@@ -6,6 +6,10 @@ Rules of this module:
   both faces replay it. It is frozen; its body is kept once and shared by every replay.
 * It is pure data with the one HTTP computation it needs, its current age (RFC 9111 §4.2.3, with
   ``now`` passed in). How it is written to bytes is the storage layer's (``storage/codec.py``).
+* Two memos ride on it, outside the record (not compared, not encoded, dropped by
+  ``replace()``): its corrected initial age, and a face's prepared form for its replays. Each
+  lives exactly as long as the snapshot, so it adds nothing past the storage's bounds but its
+  own size.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class Snapshot:
     # 2 us, half of what a middleware hit costs). Not a field of the record: ``replace()`` and
     # ``decode()`` start it afresh.
     _initial_age: float | None = field(default=None, init=False, repr=False, compare=False)
+    # A face's own form of this response for its replays (the server face's reply template,
+    # ``server/replay.py``), opaque here: made by a face when it replays the snapshot again, and
+    # kept as long as the snapshot is, so that it is never held past its entry's eviction. Not
+    # a field of the record either.
+    replay_form: object = field(default=None, init=False, repr=False, compare=False)
 
     def age(self, now: float) -> float:
         """The current age of this response at ``now`` (RFC 9111 §4.2.3): the origin's ``Age``
@@ -68,6 +77,10 @@ class Snapshot:
             )
             object.__setattr__(self, "_initial_age", initial)  # a memo on a frozen record
         return initial + (now - self.response_time)
+
+    def keep_replay_form(self, form: object) -> None:
+        """Keep a face's form of this response for its next replays (``replay_form``)."""
+        object.__setattr__(self, "replay_form", form)  # a memo on a frozen record
 
     def header(self, name: str) -> str | None:
         """The first value of a header, by case-insensitive name."""
