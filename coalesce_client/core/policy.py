@@ -44,6 +44,7 @@ from ..spec import stored_fields
 from ..spec.fields import is_status
 from ..spec.freshness import FreshnessRules, Lifetime, ResponseFacts, StaleWindows, UrlTtl
 from ..spec.lifetime import NotStored
+from ..spec.requests import FORWARDED_HEADERS
 from ..spec.stored_fields import FieldFilter, field_filter
 from .keys import CREDENTIAL_HEADERS, KeyMaker
 
@@ -100,6 +101,7 @@ class CachePolicy:
     ignored_params: AbstractSet[str] = frozenset()
     should_store: Callable[[Any], bool] | None = None
     credential_headers: Sequence[str] = CREDENTIAL_HEADERS
+    forwarded_headers: Sequence[str] = FORWARDED_HEADERS
     pass_ttl: Seconds = 120.0
     max_variants: int = 32
     url_ttl: Mapping[str, Seconds] = field(default_factory=dict)
@@ -135,6 +137,8 @@ class CachePolicy:
         check_callable(self.should_store, "should_store", none_ok=True)
         creds = check_header_names(self.credential_headers, "credential_headers")
         set_(self, "credential_headers", creds)
+        forwarded = check_header_names(self.forwarded_headers, "forwarded_headers")
+        set_(self, "forwarded_headers", forwarded)
         check_count(self.max_variants, "max_variants", minimum=1, unit="variants")
         check_choice(self.freshness, "freshness", ("ttl", "http"))
         seconds = {name: check_seconds(getattr(self, name), name) for name in _SECONDS}

@@ -67,6 +67,7 @@ from ..spec.requests import (
     VALIDATION_HEADERS,
     Wanted,
     asked_by,
+    forwarded_part,
 )
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
@@ -99,6 +100,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         "_bypass_headers",
         "_conditional_bypass",
         "_core",
+        "_forwarded",
         "_key_func",
         "_key_names",
         "_keys",
@@ -139,7 +141,11 @@ class CoalesceMiddleware(Replayer, Fronted):
         )
         policy = self.policy = self._core.policy
         names = check_header_names(key_headers, "key_headers")
-        self._keys = policy.key_maker(namespace=namespace, key_headers=names)
+        # The forwarding headers split the key too, read only when a request has one (module
+        # rules): a request without any keeps the key it would have without them.
+        forwarded = tuple(h for h in policy.forwarded_headers if h not in names)
+        self._keys = policy.key_maker(namespace=namespace, key_headers=names + forwarded)
+        self._forwarded = tuple(map(istr, forwarded))
         # Credentials the user did not make part of the key (such requests are not ours to
         # share), then the headers of partial and conditional requests. A request with any of
         # them leaves the hot path; of those, a request with only validation headers may still
@@ -151,7 +157,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         super().__init__(clock, cache_status_header)
         # The headers a keyed request's key reads: a credential header not in key_headers is
         # absent from every request that gets as far as a key (it bypasses), so it is not read.
-        self._key_names = tuple(h for h in self._keys.header_names if h not in credentials)
+        self._key_names = tuple(
+            h for h in self._keys.header_names if h not in credentials and h not in forwarded
+        )
         self._key_func = key_func
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
 
@@ -310,12 +318,26 @@ class CoalesceMiddleware(Replayer, Fronted):
             values = tuple(
                 ", ".join(headers.getall(h)) if h in headers else None for h in self._key_names
             )
+        sent: tuple[str | None, ...] = ()  # the forwarding headers, when the request has one
+        if not headers.keys().isdisjoint(self._forwarded):
+            sent = tuple(_forwarded_value(request, h) for h in self._forwarded)
         # Everything the key is made of, as the request carries it (see KeyMemo).
-        parts = (request.method, request.scheme, request.host, request.raw_path, values, extra)
+        parts: tuple[object, ...] = (
+            request.method,
+            request.scheme,
+            request.host,
+            request.raw_path,
+            values,
+            extra,
+        )
+        if sent:
+            parts += (sent,)
         key = self._memo.get(parts)
         if key is None:
             url = request.rel_url
             lookup = dict(zip(self._key_names, values, strict=True))  # the others: absent
+            if sent:
+                lookup.update(zip(self._forwarded, sent, strict=True))
             key = self._memo.remember(
                 parts,
                 self._keys.request_key(
@@ -337,6 +359,15 @@ class CoalesceMiddleware(Replayer, Fronted):
 
 # The factory name of the public API: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
+
+
+def _forwarded_value(request: web.Request, name: str) -> str | None:
+    """A forwarding header's part of the key: its values, or of ``Forwarded`` only its host= and
+    proto= parameters (``spec/requests.py``)."""
+    if name == "forwarded":
+        return forwarded_part(request.forwarded)
+    values = request.headers.getall(name, None)
+    return None if values is None else ", ".join(values)
 
 
 def _origin(url: URL) -> Origin:

@@ -20,7 +20,7 @@ functions and the same header names, so that a request is treated alike on eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .cache_control import request_directives
@@ -72,6 +72,40 @@ UNSHARED_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
 VALIDATION_HEADERS = ("if-none-match", "if-modified-since")
 # The methods those conditions are evaluated for (RFC 9110 §13.1.3); a 304 answers these only.
 VALIDATED_METHODS = frozenset({"GET", "HEAD"})
+# What a proxy in front says of the request it forwarded, and an attacker may send himself: a
+# handler that reflects one of them (a link built from X-Forwarded-Host) must not answer everybody
+# with the first sender's value, so a shared cache keys them (web cache poisoning). Not the ones
+# that name the client (X-Forwarded-For, Forwarded's for=): keyed, every client would get an
+# entry of its own. Of ``Forwarded`` (RFC 7239), only host= and proto= (``forwarded_part``).
+FORWARDED_HEADERS = (
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "forwarded",
+)
+_FORWARDED_KEYED = frozenset({"host", "proto"})
+
+
+def forwarded_part(elements: Iterable[Mapping[str, str]]) -> str | None:
+    """What a key keeps of parsed ``Forwarded`` elements: their host= and proto= parameters, in
+    order (None when there are none), never for= or by=.
+
+    >>> forwarded_part([{"for": "1.2.3.4", "host": "a.example", "proto": "https"}])
+    'host=a.example;proto=https'
+    >>> forwarded_part([{"for": "1.2.3.4"}]) is None
+    True
+    """
+    parts = [
+        ";".join(
+            f"{name}={value}" for name, value in sorted(element.items()) if name in _FORWARDED_KEYED
+        )
+        for element in elements
+    ]
+    return ",".join(parts) if any(parts) else None
 
 
 @dataclass(frozen=True, slots=True)
