@@ -152,13 +152,13 @@ class Audit:
         reads.open = False
         request.__class__ = reads.cls
 
-    def unkeyed(
-        self, request: web.Request, reads: Reads, headers: Iterable[tuple[str, str]]
-    ) -> str | None:
-        """The first unkeyed input of this run (logged once per route), else None.
-
-        ``headers`` are the response's: a name in its ``Vary`` is keyed by the response itself.
-        """
+    def verdict(self, request: web.Request, headers: Iterable[tuple[str, str]]) -> str | None:
+        """The first unkeyed input of ``request``'s handler run (each logged once per route and
+        input), as its reason code, else None. ``headers`` are the response's: a name in its
+        ``Vary`` is keyed by the response itself (RFC 9111 §4.1)."""
+        reads = request._cache.get(_SLOT)
+        if not isinstance(reads, Reads):
+            return None
         varied = vary_names(headers)
         if varied == ANY:
             return None  # never stored nor shared anyway

@@ -71,6 +71,7 @@ from ..spec.requests import (
 )
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
+from .audit import Audit
 from .compat import fresh_exception
 from .replay import Replayer
 from .send import Handler, HandlerSend
@@ -97,6 +98,7 @@ class CoalesceMiddleware(Replayer, Fronted):
     __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
 
     __slots__ = (
+        "_audit",
         "_bypass_headers",
         "_conditional_bypass",
         "_core",
@@ -121,6 +123,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         cache_status_header: str | None = "X-Cache",
         request_cache_control: bool = False,
         namespace: str = "",
+        audit: bool | str = False,
         clock: Clock = wall_clock,
     ) -> None:
         check_callable(key_func, "key_func", none_ok=True)
@@ -162,6 +165,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         )
         self._key_func = key_func
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
+        self._audit = _audit_of(audit, self._keys.header_names, key_func)
 
     async def close(self) -> None:
         """Close the storage (call it from ``app.on_cleanup`` if the storage holds resources)."""
@@ -226,7 +230,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         """A request not answered from storage: the handler's run, its own or the one it joins
         (a flight, or on its own for a bypass), answered to this caller (module rules)."""
         core = self._core
-        send = HandlerSend(request, handler, self.policy, core.clock)
+        send = HandlerSend(request, handler, self.policy, core.clock, self._audit)
         own = send.own
         try:
             answer = await core.fetch(call, send)
@@ -359,6 +363,19 @@ class CoalesceMiddleware(Replayer, Fronted):
 
 # The factory name of the public API: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
+
+
+def _audit_of(
+    audit: object, keyed: tuple[str, ...], key_func: Callable[[web.Request], object] | None
+) -> Audit | None:
+    """The key audit asked for (``audit.py``), knowing every header the key holds: the key's
+    and credential headers, the forwarding headers, and the names ``key_func.reads`` declares."""
+    if audit is False:
+        return None
+    if audit is not True and audit != "strict":
+        raise ValueError(f'audit must be True, False or "strict", got {audit!r}')
+    declared = check_header_names(getattr(key_func, "reads", ()), "key_func.reads")
+    return Audit((*keyed, *declared), strict=audit == "strict")
 
 
 def _forwarded_value(request: web.Request, name: str) -> str | None:

@@ -32,6 +32,7 @@ from ..core.records import CacheStatus, Fetched
 from ..spec.dates import format_http_date
 from ..spec.snapshot import Headers, Snapshot
 from ..storage.base import Clock
+from .audit import Audit
 from .compat import detach, fresh_exception
 from .replay import headers_of, response_of
 
@@ -61,15 +62,21 @@ class Own:
 class HandlerSend:
     """The ``send`` of one request's flight (module rules); ``own`` is its caller's outcome."""
 
-    __slots__ = ("_clock", "_handler", "_policy", "_request", "own")
+    __slots__ = ("_audit", "_clock", "_handler", "_policy", "_request", "own")
 
     def __init__(
-        self, request: web.Request, handler: Handler, policy: CachePolicy, clock: Clock
+        self,
+        request: web.Request,
+        handler: Handler,
+        policy: CachePolicy,
+        clock: Clock,
+        audit: Audit | None = None,
     ) -> None:
         self._request = request
         self._handler = handler
         self._policy = policy
         self._clock = clock  # the core's: it times the handler
+        self._audit = audit  # the key audit (audit.py), None when off
         self.own = Own()
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
@@ -96,12 +103,12 @@ class HandlerSend:
         clock = self._clock
         request_time = clock()
         try:
-            resp = await self._handler(request)
+            resp = await self._watched(request)
         except web.HTTPException as exc:
             # A pristine template, taken before aiohttp prepares and sends the exception for
             # anybody: every caller raises its own copy of it.
             template = fresh_exception(exc)
-            if self._policy.is_private(headers_of(exc), exc.status):
+            if self._policy.is_private(headers_of(exc), exc.status) or self._unkeyed(request, exc):
                 own.response = template  # its caller's alone; the others run the handler
                 return Fetched(None)
             raise template from None
@@ -110,6 +117,8 @@ class HandlerSend:
             raise
         response_time = clock()
         own.response = resp
+        if self._unkeyed(request, resp):
+            return Fetched(None)  # audit="strict": its caller's alone, the others run their own
         body = resp.body if type(resp) is web.Response and not resp.prepared else False
         if body is None:
             body = b""  # a 204, a redirect: nothing to read, everything to share
@@ -130,3 +139,22 @@ class HandlerSend:
         )
         should_store = self._policy.should_store
         return Fetched(snap, should_store is None or bool(should_store(response_of(snap))))
+
+    async def _watched(self, request: web.Request) -> web.StreamResponse:
+        """The handler's run, its reads recorded when the key audit is on (``audit.py``)."""
+        audit = self._audit
+        if audit is None:
+            return await self._handler(request)
+        reads = audit.watch(request)
+        try:
+            return await self._handler(request)
+        finally:
+            audit.done(request, reads)
+
+    def _unkeyed(self, request: web.Request, resp: web.StreamResponse) -> bool:
+        """Whether the audit in ``"strict"`` mode keeps ``resp`` from being shared: its handler
+        read an input that is neither keyed nor in its ``Vary`` (logged either way)."""
+        audit = self._audit
+        if audit is None:
+            return False
+        return audit.verdict(request, headers_of(resp)) is not None and audit.strict
