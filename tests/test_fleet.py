@@ -325,9 +325,11 @@ async def test_closing_as_the_lease_is_released_does_not_spin(
 async def test_a_lost_publication_still_ends_within_half_a_lease(
     redis_target: RedisTarget, gated: Origin, namespace: str
 ) -> None:
-    deaf = on(redis_target, Deaf, namespace=namespace, lease_ttl=0.4)
+    # A lease long enough that a loaded machine (or a cluster's slower round trips) renews it in
+    # time: a holder whose renewal came late would be taken over, and this test is not about that.
+    deaf = on(redis_target, Deaf, namespace=namespace, lease_ttl=1.0)
     async with (
-        shared(redis_target, namespace, lease_ttl=0.4) as holder,
+        shared(redis_target, namespace, lease_ttl=1.0) as holder,
         CoalescingSession(ttl=60, storage=deaf) as waiter,
     ):
         first = asyncio.ensure_future(holder.get(gated.url("/text")))
@@ -339,7 +341,7 @@ async def test_a_lost_publication_still_ends_within_half_a_lease(
         loop = asyncio.get_running_loop()
         published = loop.time()
         late = await finished(second, "an answer though the publication was lost")
-        assert loop.time() - published <= 0.4  # its re-check, every lease_ttl / 2
+        assert loop.time() - published <= 1.0  # its re-check, every lease_ttl / 2 (0.5 s)
         assert late.cache_status == "coalesced" and await late.text() == "hello /text #1"
     assert gated.total == 1
 
