@@ -72,6 +72,11 @@ class SingleFlight(Generic[K, V]):
     ...     return await asyncio.gather(*(flight.do("answer", fetch) for _ in range(10)))
     >>> asyncio.run(main()), calls
     ([42, 42, 42, 42, 42, 42, 42, 42, 42, 42], 1)
+
+    Raises:
+        WaitTimeout: from ``do`` and ``run``, when this caller's ``timeout`` passes (the work
+            goes on for the others).
+        Exception: whatever ``fetch`` raises reaches every caller of that flight.
     """
 
     __slots__ = ("_calls", "_joined", "_started")

@@ -89,6 +89,9 @@ class CachePolicy:
     Traceback (most recent call last):
     ...
     ValueError: max_body_size must be a whole number of bytes from 0 to 2**63 - 1, got -1
+
+    Raises:
+        ValueError: an option out of its domain; the message names the option and the value.
     """
 
     methods: AbstractSet[str] = frozenset({"GET", "HEAD"})

@@ -132,6 +132,10 @@ class MemoryStorage(StorageBase):
     >>> asyncio.run(store.set("k", snap, ttl=60))
     >>> asyncio.run(store.get("k")) is snap
     True
+
+    Raises:
+        ValueError: ``max_entries`` or ``max_bytes`` is not a whole number (naming it).
+        StorageClosedError: an operation after ``close()``.
     """
 
     __slots__ = ("_bytes", "_clock", "_entries", "max_bytes", "max_entries")

@@ -53,6 +53,10 @@ class TieredStorage(StorageBase):
     (True, 1)
 
     Closing it closes both.
+
+    Raises:
+        ValueError: ``front`` or ``back`` is not a storage, or both are the same one.
+        StorageClosedError: an operation after ``close()``.
     """
 
     __slots__ = (

@@ -73,6 +73,12 @@ class RedisStorage(StorageBase):
     ...     await store.close()
     >>> asyncio.run(main())
     <RedisStorage namespace='docs' lease_ttl=10.0>
+
+    Raises:
+        ImportError: redis-py is not installed (the ``[redis]`` extra).
+        ValueError: an option out of its domain (naming it). Redis itself being unreachable,
+            slow or failing never raises into a request: the session goes on without storage.
+        StorageClosedError: an operation after ``close()``.
     """
 
     __slots__ = (
