@@ -6,6 +6,7 @@ puts ``benchmarks/`` first on ``sys.path``, so no install is needed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import functools
@@ -15,14 +16,42 @@ import pstats
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from importlib.metadata import version
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 BODY = bytes(range(256)) * 8  # 2 KiB
 DELAY = 0.05  # the slow route's answer time, seconds
 TTL = 600
+T = TypeVar("T")
+
+
+# -- the event loop: the default asyncio loop, or uvloop (the ``[speed]`` extra) when asked --------
+
+
+def add_loop_option(parser: argparse.ArgumentParser) -> None:
+    """``--uvloop``: every script takes it, and passes it on to the processes it starts."""
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop (pip install 'coalesce_client[speed]') instead of asyncio's loop",
+    )
+
+
+def run(main: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
+    """``asyncio.run(main)``, or the same on uvloop: the one place where a script picks a loop."""
+    if not use_uvloop:
+        return asyncio.run(main)
+    import uvloop  # the [speed] extra; imported only when asked, so the default needs nothing
+
+    return uvloop.run(main)
+
+
+def loop_name(use_uvloop: bool) -> str:
+    """The loop a script runs on, for its first line."""
+    return f"uvloop {version('uvloop')}" if use_uvloop else "default asyncio loop"
 
 
 class Origin:

@@ -12,7 +12,9 @@ What is measured:
 
 1. Hot memory hit: ``async with s.get(url) as r: await r.read()`` for a 2 KiB body already stored,
    sequentially, per-call time in µs (median of rounds, contenders interleaved round by round):
-   ``CoalescingSession(ttl=600)`` with its default ``MemoryStorage``; aiohttp-client-cache's
+   ``CoalescingSession(ttl=600)`` with its default ``MemoryStorage``; the floor (the same loop
+   over a dict of prebuilt responses: a lookup, an ``async with``, an awaited ``read``, nothing
+   else); aiohttp-client-cache's
    ``CachedSession`` with its in-memory ``CacheBackend(expire_after=600)``; and plain aiohttp (a
    real request over a kept-alive connection each time) for scale. Each cache is checked to serve
    from storage: the origin's counter does not move during the timed rounds.
@@ -25,10 +27,14 @@ What is measured:
    connection attempt is dropped and retried a second later. Note that aiohttp-client-cache (0.15
    here) holds a per-key ``asyncio.Lock`` around lookup-fetch-store: concurrent identical requests
    make one upstream request, and the others then read the cache one at a time, in turn.
+3. Miss: sequential GETs of 100 KiB bodies (cacheable for an hour) at URLs not stored yet, per-call
+   ms: ours pays aiohttp's request plus the snapshot, the store and the URL index; the same
+   route through plain aiohttp, interleaved round by round, is the reference.
 
-The origin and the clients share one process and one event loop (the default asyncio loop), so the
-origin's work is on the same CPU as the client's: the plain-aiohttp figures include the server
-handling every request, and a burst's wall time includes the origin's 50 ms plus its own CPU time.
+The origin and the clients share one process and one event loop (the default asyncio loop, or
+uvloop with ``--uvloop``), so the origin's work is on the same CPU as the client's: the
+plain-aiohttp figures include the server handling every request, and a burst's wall time includes
+the origin's 50 ms plus its own CPU time.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import gc
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from importlib.metadata import version
 from typing import Any
 
@@ -49,13 +55,16 @@ from _harness import (
     DELAY,
     TTL,
     Origin,
+    add_loop_option,
     check,
     floor_burst,
+    loop_name,
     met,
     profile_sequential,
     python_platform,
     sequential,
 )
+from _harness import run as run_on_loop
 from aiohttp_client_cache import CacheBackend, CachedSession
 
 from coalesce_client import CoalescingSession, cache_info, client_middleware
@@ -65,12 +74,64 @@ from coalesce_client import CoalescingSession, cache_info, client_middleware
 Get = Callable[[str], Any]  # s.get: returns an awaitable async context manager
 
 
+class Prebuilt:
+    """The hit floor's response: built once, entered and read as an aiohttp response is."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __aenter__(self) -> Prebuilt:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self.body
+
+
+class FloorCall:
+    """What ``s.get(url)`` must return in aiohttp's API, at its thinnest: awaitable (the
+    response) and an async context manager (entered on the awaited response)."""
+
+    __slots__ = ("_coro", "_resp")
+
+    def __init__(self, coro: Coroutine[Any, Any, Prebuilt]) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, None, Prebuilt]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Prebuilt:
+        self._resp = await self._coro
+        return await self._resp.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._resp.__aexit__(*exc)
+
+
+class FloorSession:
+    """The hit floor: ``get`` looks the URL up in a dict of prebuilt responses, nothing else."""
+
+    def __init__(self, responses: dict[str, Prebuilt]) -> None:
+        self._responses = responses
+
+    async def _lookup(self, url: str) -> Prebuilt:
+        return self._responses[url]
+
+    def get(self, url: str) -> FloorCall:
+        return FloorCall(self._lookup(url))
+
+
 async def hot_hits(
     origin: Origin, hits: int, plain_calls: int, rounds: int
 ) -> dict[str, list[float]]:
     """Per-call µs of each round for each contender, interleaved round by round."""
     ours_url, theirs_url, plain_url, mw_url = (origin.url(f"/fast/hot-{n}") for n in "abcd")
-    times: dict[str, list[float]] = {"ours": [], "mw": [], "theirs": [], "plain": []}
+    times: dict[str, list[float]] = {"floor": [], "ours": [], "mw": [], "theirs": [], "plain": []}
+    floor = FloorSession({ours_url: Prebuilt(BODY)})
     async with (
         CoalescingSession(ttl=TTL) as ours,
         client_middleware(ttl=TTL) as middleware,
@@ -96,12 +157,15 @@ async def hot_hits(
         check(origin.calls["/fast/hot-a"] == 1 and origin.calls["/fast/hot-b"] == 1)
 
         # One untimed round each: warm caches, allocator and branch history before timing.
+        await sequential(floor.get, ours_url, hits // 4)
         await sequential(ours.get, ours_url, hits // 4)
         await sequential(mw.get, mw_url, hits // 4)
         await sequential(theirs.get, theirs_url, hits // 4)
         await sequential(plain.get, plain_url, plain_calls // 4)
         plain_before = origin.calls["/fast/hot-c"]
         for _ in range(rounds):
+            gc.collect()
+            times["floor"].append(await sequential(floor.get, ours_url, hits))
             gc.collect()
             times["ours"].append(await sequential(ours.get, ours_url, hits))
             gc.collect()
@@ -198,6 +262,44 @@ async def bursts(origin: Origin, n: int, repeats: int) -> dict[str, list[Burst]]
     return runs
 
 
+# -- 3. miss ---------------------------------------------------------------------------------------
+
+MISS_SIZE = 100 * 1024
+
+
+async def _fetch_each(get: Get, urls: list[str]) -> float:
+    """Per-call ms of ``async with get(url) as r: await r.read()`` over ``urls``, in turn."""
+    t0 = time.perf_counter()
+    for url in urls:
+        async with get(url) as r:
+            check(len(await r.read()) == MISS_SIZE)
+    return (time.perf_counter() - t0) / len(urls) * 1e3
+
+
+async def misses(origin: Origin, calls: int, rounds: int) -> dict[str, list[float]]:
+    """Per-call ms of each round: our miss (a URL not stored yet, cacheable for an hour: fetched,
+    stored, indexed) and a plain aiohttp GET of the same route, interleaved, both kept-alive."""
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    async with aiohttp.ClientSession() as plain:
+        await _fetch_each(plain.get, [origin.url(f"/sized/warm/{MISS_SIZE}")])
+        for i in range(rounds + 1):  # the first round warms up, untimed
+            urls = {
+                k: [origin.url(f"/sized/{k}-{i}-{n}/{MISS_SIZE}") for n in range(calls)]
+                for k in times
+            }
+            async with CoalescingSession(ttl=TTL) as ours:
+                await _fetch_each(ours.get, [origin.url(f"/sized/warm/{MISS_SIZE}")])
+                gc.collect()
+                took = await _fetch_each(ours.get, urls["ours"])
+                check(ours.stats.misses == calls + 1 and ours.stats.stored == calls + 1, ours.stats)
+            gc.collect()
+            plain_took = await _fetch_each(plain.get, urls["plain"])
+            if i:
+                times["ours"].append(took)
+                times["plain"].append(plain_took)
+    return times
+
+
 # -- profile --------------------------------------------------------------------------------------
 
 
@@ -219,11 +321,12 @@ async def run(args: argparse.Namespace) -> None:
     quick = args.quick
     hits, plain_calls, rounds = (2_000, 200, 3) if quick else (20_000, 1_000, 7)
     n, repeats = (200, 3) if quick else (1_000, 5)
+    n_miss = 100 if quick else 500
 
     print(
         f"{python_platform()}; aiohttp {aiohttp.__version__}, "
         f"aiohttp-client-cache {version('aiohttp-client-cache')}, "
-        f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
+        f"coalesce_client {version('coalesce_client')}; {loop_name(args.uvloop)}; "
         f"mode {'quick' if quick else 'full'}"
     )
     origin = Origin()
@@ -236,6 +339,7 @@ async def run(args: argparse.Namespace) -> None:
         times = await hot_hits(origin, hits, plain_calls, rounds)
         med = {k: statistics.median(v) for k, v in times.items()}
         labels = {
+            "floor": "floor: a dict of prebuilt responses",
             "ours": "coalesce_client CoalescingSession",
             "mw": "coalesce_client client_middleware",
             "theirs": "aiohttp-client-cache (memory)",
@@ -271,6 +375,17 @@ async def run(args: argparse.Namespace) -> None:
                 f"   {label:<36} median {bmed[key] * 1000:7.1f} ms  upstream {up_txt:>5}   "
                 f"runs (ms): {walls}{'   ' + note if note else ''}"
             )
+
+        print(
+            f"\n3. miss, {MISS_SIZE // 1024} KiB body on loopback: {rounds} rounds of {n_miss} "
+            "sequential GETs of URLs not stored yet (ours: fetched, stored, indexed; a fresh "
+            "session each round), plain aiohttp GETs of the same route interleaved"
+        )
+        mtimes = await misses(origin, n_miss, rounds)
+        mmed = {k: statistics.median(v) for k, v in mtimes.items()}
+        for key, label in (("ours", "coalesce_client miss"), ("plain", "plain aiohttp GET")):
+            rounds_txt = " ".join(f"{t:.3f}" for t in mtimes[key])
+            print(f"   {label:<36} median {mmed[key]:8.3f} ms   rounds: {rounds_txt}")
     finally:
         await origin.stop()
 
@@ -302,8 +417,20 @@ async def run(args: argparse.Namespace) -> None:
         f"   {'client_middleware hit, µs per call':<34}{med['mw']:>17.2f}"
         f"   ({med['mw'] / med['ours']:.2f}x CoalescingSession's)"
     )
+    over = mmed["ours"] - mmed["plain"]
+    print(
+        f"   {'miss of 100 KiB, ms':<34}{mmed['ours']:>17.3f}{'':>22}{mmed['plain']:>15.3f}"
+        f"   (+{over:.3f} ms over plain)"
+    )
+    hit_floor = med["ours"] / med["floor"]
+    print(
+        f"   {'hot hit floor, µs per call':<34}{med['floor']:>17.2f}"
+        f"   (ours is {hit_floor:.2f}x the floor)"
+    )
     print("Targets")
     print(f"   hot hit <= 10 µs: {med['ours']:.2f} µs, {met(med['ours'] <= 10)}")
+    print(f"   hot hit <= 2x the floor: {hit_floor:.2f}x, {met(hit_floor <= 2)}")
+    print(f"   miss <= plain aiohttp + 0.05 ms: +{over:.3f} ms, {met(over <= 0.05)}")
     mw_ratio = med["mw"] / med["ours"]
     print(f"   client_middleware hit <= 2x the session's: {mw_ratio:.2f}x, {met(mw_ratio <= 2)}")
     ratio = med["theirs"] / med["ours"]
@@ -327,7 +454,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, a few seconds")
     parser.add_argument("--profile", action="store_true", help="cProfile our hot hit too")
-    asyncio.run(run(parser.parse_args()))
+    add_loop_option(parser)
+    args = parser.parse_args()
+    run_on_loop(run(args), args.uvloop)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ Three kinds of process, so that the load and the server can each use one of two 
 the scheduler: pinning them to one CPU each left the server idle a fifth of the time here):
 
 * servers: this script run as ``--serve bare|noop|mw`` in a subprocess. An ``aiohttp.web`` app on
-  the default asyncio loop (``AppRunner``, access log off, backlog 2,048) serving ``/item`` (a
-  constant 1,016-byte JSON document, the same bytes every time) and ``/slow`` (the same body
-  after a 50 ms ``asyncio.sleep``). ``mw`` is that app with
+  the default asyncio loop, or uvloop with ``--uvloop`` (``AppRunner``, access log off, backlog
+  2,048) serving ``/item`` (a constant 1,016-byte JSON document, the same bytes every time) and
+  ``/slow`` (the same body after a 50 ms ``asyncio.sleep``). ``mw`` is that app with
   ``middlewares=[coalesce_middleware(ttl=...)]``; ``noop`` has one middleware that only awaits
   the handler (what any middleware costs in aiohttp). Each server also answers ``/__stats``
   (handler calls per route, the middleware's ``stats``, the process's CPU time) on a second port,
@@ -72,7 +72,8 @@ from importlib.metadata import version
 from typing import Any
 
 import aiohttp
-from _harness import check, met, python_platform
+from _harness import add_loop_option, check, loop_name, met, python_platform
+from _harness import run as run_on_loop
 from aiohttp import web
 
 from coalesce_client import coalesce_middleware
@@ -253,11 +254,15 @@ class Load:
     non2xx: int
 
 
+# ``--uvloop`` passed on to every process this script starts (servers, the Python load generator).
+CHILD_LOOP: list[str] = []
+
+
 class Server:
     """One server subprocess; ``stats()`` reads its control port."""
 
     def __init__(self, mode: str, ttl: float, profile_out: str | None = None) -> None:
-        cmd = [sys.executable, SCRIPT, "--serve", mode, "--ttl", str(ttl)]
+        cmd = [sys.executable, SCRIPT, "--serve", mode, "--ttl", str(ttl), *CHILD_LOOP]
         if profile_out:
             cmd += ["--profile-out", profile_out]
         self.mode = mode
@@ -338,6 +343,7 @@ def run_load(loadgen: str, url: str, connections: int, seconds: float) -> Load:
         cmd += ["--latency", url]
     else:
         cmd = [sys.executable, SCRIPT, "--load", url, "-c", str(connections), "-d", str(seconds)]
+        cmd += CHILD_LOOP
     out = subprocess.run(
         cmd, check=True, capture_output=True, text=True, timeout=seconds + 60
     ).stdout
@@ -555,7 +561,7 @@ def profile(loadgen: str, quick: bool) -> None:
         f"   a. no profiler: app._handle(request) in this process, mocked request, median of "
         f"{rounds} rounds of {n:,} calls"
     )
-    med = asyncio.run(components(n, rounds))
+    med = run_on_loop(components(n, rounds), bool(CHILD_LOOP))
     base = med["bare"]
     for mode, label in (
         ("bare", "bare app (route + handler)"),
@@ -613,7 +619,7 @@ def main_bench(args: argparse.Namespace) -> None:
         gen = f"Python aiohttp {aiohttp.__version__} client in a subprocess ({why})"
     print(
         f"{python_platform()}, {os.cpu_count()} CPUs; aiohttp {aiohttp.__version__}, "
-        f"coalesce_client {version('coalesce_client')}; default asyncio loop; "
+        f"coalesce_client {version('coalesce_client')}; {loop_name(args.uvloop)}; "
         f"mode {'quick' if args.quick else 'full'}"
     )
     print(f"load generator: {gen}")
@@ -661,11 +667,13 @@ def main() -> None:
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("-c", type=int, default=THROUGHPUT_CONNECTIONS, help=argparse.SUPPRESS)
     parser.add_argument("-d", type=float, default=5.0, help=argparse.SUPPRESS)
+    add_loop_option(parser)
     args = parser.parse_args()
+    CHILD_LOOP[:] = ["--uvloop"] if args.uvloop else []
     if args.serve:
-        asyncio.run(serve(args.serve, args.ttl, args.profile_out))
+        run_on_loop(serve(args.serve, args.ttl, args.profile_out), args.uvloop)
     elif args.load:
-        asyncio.run(load(args.load, args.c, args.d))
+        run_on_loop(load(args.load, args.c, args.d), args.uvloop)
     else:
         main_bench(args)
 

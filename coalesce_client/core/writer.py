@@ -27,7 +27,9 @@ records, ``storage/records.py``, and no concrete storage):
   stays readable through the names; it just is not dropped by an invalidation).
 * URL indexes (``UrlIndex``) are updated after the write they index, one at a time in the
   process (a lock), newest last, at most ``MAX_KEYS``: the key that falls out is
-  deleted from storage, so whatever is stored can be invalidated. The process also keeps its own
+  deleted from storage, so whatever is stored can be invalidated. An index that lists the keys
+  already, in that order, and lasts long enough is not written again (issue 20: a response
+  stored again paid a second write for nothing). The process also keeps its own
   copy of the indexes it wrote (at most ``MAX_URLS`` URLs), so that a storage that evicted an
   index record (an LRU under pressure) still has this process's entries of that URL dropped.
   Processes sharing one storage may each lose the other's latest key from an index (a
@@ -269,6 +271,8 @@ class Writer:
                 del self._indexes[next(iter(self._indexes))]
             expires_at = until  # as long as the entries it lists are stored
             if isinstance(current, UrlIndex) and listed:
+                if kept == listed and until <= current.expires_at:
+                    return  # the index lists these keys already, newest last, long enough
                 expires_at = max(expires_at, current.expires_at)
             now = self._clock()
             index = UrlIndex(kept, shared.url, now, expires_at)

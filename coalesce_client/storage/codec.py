@@ -44,6 +44,7 @@ __all__ = [
     "BodySpan",
     "SnapshotError",
     "body_span",
+    "checksum",
     "decode",
     "decode_split",
     "encode",
@@ -252,8 +253,8 @@ def decode(data: bytes | memoryview) -> Record:
     coalesce_client.storage.codec.SnapshotError: damaged snapshot: checksum mismatch
     """
     view = memoryview(data)
+    checksum(view)
     end = len(view) - _CHECK
-    _check(view, end, zlib.crc32(view[: max(end, 0)]), view[end:])
     kind = view[1]
     record: Record
     try:
@@ -268,6 +269,22 @@ def decode(data: bytes | memoryview) -> Record:
     if pos != end:
         raise SnapshotError("trailing bytes after snapshot")
     return record
+
+
+def checksum(data: bytes | memoryview) -> int:
+    """The CRC-32 of the record ``data``, once its version and checksum are checked (as
+    :func:`decode` checks them first): a reader that remembers what it decoded (``DiskStorage``)
+    checks every record it reads again, and skips only the decode.
+
+    >>> good = encode(Snapshot(200, "OK", (), "http://x/", "GET", b"hi"))
+    >>> checksum(good) == int.from_bytes(good[-4:], "big")
+    True
+    """
+    view = memoryview(data)
+    end = len(view) - _CHECK
+    crc = zlib.crc32(view[: max(end, 0)])
+    _check(view, end, crc, view[end:])
+    return crc
 
 
 class BodySpan(NamedTuple):

@@ -57,11 +57,12 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import
 from ...spec.snapshot import Snapshot
 from ..records import Record
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
-from .sealed import InAFile, Sealed, Unreadable, entry, entry_in_file, seal
+from .sealed import Decoded, InAFile, Sealed, Unreadable, entry, entry_in_file, seal
 
 __all__ = [
     "KEEP_EXPIRED",
     "BytesDisk",
+    "Decoded",
     "LockTimeout",
     "Put",
     "Sealed",

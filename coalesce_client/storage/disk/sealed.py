@@ -14,6 +14,13 @@ Rules of this module (bytes and value files only; no SQLite, no diskcache import
   bodies) is read whole.
 * A value file that cannot be opened or read (removed with its row by another process
   meanwhile) is a miss, as diskcache has it, not an unreadable row.
+* A value read on the event loop again and again (a hot entry kept inside SQLite) is decoded once
+  (issue 20: the decode was most of a disk hit): ``Decoded`` remembers the records it decoded by
+  their checksum, with the bytes they came from. Every read still reads the row and checks its
+  key, its expiry and its checksum; a remembered record is served only if the row's value is
+  the very bytes it was decoded from (a checksum alone could collide), else it is decoded anew.
+  The records are immutable, shared by the hits as ``MemoryStorage``'s are; at most
+  ``REMEMBERED`` bytes of values (each at most ``REMEMBER_MAX``), the oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -22,12 +29,23 @@ import os
 import struct
 from typing import Any, NamedTuple
 
-from ..codec import body_span, decode, decode_split, encode_parts
+from ..codec import body_span, checksum, decode, decode_split, encode_parts
 from ..records import Record
 
-__all__ = ["HEAD_READ", "InAFile", "Sealed", "Unreadable", "entry", "entry_in_file", "seal"]
+__all__ = [
+    "HEAD_READ",
+    "Decoded",
+    "InAFile",
+    "Sealed",
+    "Unreadable",
+    "entry",
+    "entry_in_file",
+    "seal",
+]
 
 HEAD_READ = 64 * 1024  # bytes of a value file read to find its body (module rules)
+REMEMBERED = 4 * 1024 * 1024  # bytes of values whose decoded records Decoded keeps
+REMEMBER_MAX = 64 * 1024  # a larger value is decoded on each read, never remembered
 _EXPIRY = struct.Struct(">d")
 _CHECK = 4  # the codec's CRC-32 after the body
 
@@ -56,12 +74,51 @@ def seal(key: str, expiry: float, record: Record) -> Sealed:
     return Sealed((*head, *encode_parts(record)))
 
 
-def entry(key: str, value: bytes, expiry: Any) -> tuple[Record, float]:
+class Decoded:
+    """The records decoded from values read on the loop, by checksum (module rules)."""
+
+    __slots__ = ("_bytes", "_records")
+
+    def __init__(self) -> None:
+        self._records: dict[int, tuple[bytes, Record]] = {}  # oldest first
+        self._bytes = 0
+
+    def decode(self, value: bytes, start: int) -> Record:
+        """The record of ``value`` from ``start`` on, its checksum checked: remembered, or
+        decoded (and remembered)."""
+        view = memoryview(value)[start:]
+        crc = checksum(view)
+        known = self._records.get(crc)
+        if known is not None and known[0] == value:  # the very bytes (module rules)
+            return known[1]
+        record = decode(view)
+        if len(value) <= REMEMBER_MAX:
+            self._remember(crc, value, record)
+        return record
+
+    def _remember(self, crc: int, value: bytes, record: Record) -> None:
+        old = self._records.pop(crc, None)
+        if old is not None:
+            self._bytes -= len(old[0])
+        self._records[crc] = (value, record)
+        self._bytes += len(value)
+        while self._bytes > REMEMBERED:
+            first = next(iter(self._records))
+            self._bytes -= len(self._records.pop(first)[0])
+
+
+def entry(
+    key: str, value: bytes, expiry: Any, decoded: Decoded | None = None
+) -> tuple[Record, float]:
     """A row's value and tag as (record, absolute expiry); ``Unreadable`` if they are not, or
-    if the record was sealed for another key or another expiry than its row's."""
+    if the record was sealed for another key or another expiry than its row's. ``decoded``
+    remembers what it decoded (module rules)."""
     start = _unsealed(key, value, expiry)
     try:
-        record = decode(memoryview(value)[start:])
+        if decoded is None:
+            record = decode(memoryview(value)[start:])
+        else:
+            record = decoded.decode(value, start)
     except Exception as exc:  # SnapshotError above all, but nothing read back may escape
         raise Unreadable(f"does not decode: {exc}") from None
     return record, float(expiry)
@@ -95,12 +152,11 @@ def _unsealed(key: str, value: bytes, expiry: Any) -> int:
     if type(expiry) not in (float, int):
         raise Unreadable("no expiry stored with it")
     name = key.encode("utf-8", "surrogatepass")
-    view = memoryview(value)
     start = 4 + len(name)
-    if view[:4] != len(name).to_bytes(4, "big") or view[4:start] != name:
+    if not value.startswith(len(name).to_bytes(4, "big") + name):
         raise Unreadable("its record was sealed for another key, or by an older version")
     try:
-        (sealed,) = _EXPIRY.unpack(view[start : start + _EXPIRY.size])
+        (sealed,) = _EXPIRY.unpack_from(value, start)
     except struct.error:
         raise Unreadable("its record is truncated") from None
     if sealed != expiry:  # NaN included: never equal

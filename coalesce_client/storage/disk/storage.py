@@ -124,6 +124,21 @@ class DiskStorage(StorageBase):
         entry = await self.get_with_expiry(key)
         return None if entry is None else entry[0]
 
+    def get_nowait(self, key: str) -> Record | None:
+        """``get`` when the row is at hand (issue 20): kept inside SQLite and read on the loop
+        (``threads.py``), so that a hit costs the coalescer no coroutine. None for anything
+        else: a value in a file or a busy database (the thread reads), and an entry expired or
+        unreadable, which ``get`` then deletes (and logs) as it always does."""
+        if self._closed:
+            self._check_open()
+        try:
+            entry = self._io.read_on_loop(key)
+        except rows.Unreadable:
+            return None
+        if type(entry) is not tuple or entry[1] <= self._clock():
+            return None
+        return entry[0]
+
     async def get_with_expiry(self, key: str) -> tuple[Record, float] | None:
         """The entry for ``key`` and its absolute expiry on this storage's clock, or None.
 

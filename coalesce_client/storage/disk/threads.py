@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..base import StorageClosedError
 from ..records import Record
-from .rows import entry, is_busy
+from .rows import Decoded, entry, is_busy
 
 __all__ = ["DELIVER_BATCH", "LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
 
@@ -86,6 +86,7 @@ class DiskIO:
     __slots__ = (
         "_batch",
         "_closed",
+        "_decoded",
         "_delivering",
         "_done",
         "_executor",
@@ -121,6 +122,7 @@ class DiskIO:
         self._done: deque[tuple[asyncio.Future[Any], _Outcome]] = deque()
         self._lock = threading.Lock()
         self._delivering = False
+        self._decoded = Decoded()  # records of the rows read on the loop (sealed.py), loop only
 
     def read_on_loop(self, key: str) -> tuple[Record, float] | UseThread | None:
         """A read on the event loop when it is cheap and bounded, or ``USE_THREAD``.
@@ -146,7 +148,7 @@ class DiskIO:
                 self._loop_reads_after = time.monotonic() + LOOP_BACKOFF
             return USE_THREAD
         if type(value) is bytes:
-            return entry(key, value, expiry)
+            return entry(key, value, expiry, self._decoded)
         return None if value is None else USE_THREAD  # a value in a file: read in the thread
 
     async def run(self, op: Callable[..., T], *args: Any) -> T:
