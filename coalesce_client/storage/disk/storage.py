@@ -73,6 +73,16 @@ class DiskStorage(StorageBase):
     deletes and ``prune`` raise ``PermissionError`` (``coalesce-client cache stats`` and ``list``
     read so). A session or middleware over it serves its hits and stores nothing, silently
     (``OpensReadOnly``): a read-only cache the user asked for is not a failure.
+
+    Raises:
+        ValueError: an option out of its domain, or a damaged directory (a ``cache.db`` that is
+            not a database, a truncated one, random bytes in its schema), naming the directory;
+            with ``create=False``, a directory that holds no cache.
+        PermissionError: ``set``, ``delete``, ``prune`` or ``clear`` of a ``read_only`` storage
+            (a session over it stores nothing and says nothing).
+        OSError: maintenance (``prune``, ``clear``, ``entries``, ``volume``) that meets a damaged
+            database, naming it. ``get`` never raises for damage: a damaged entry is a miss.
+        StorageClosedError: an operation after ``close()``.
     """
 
     __slots__ = (
