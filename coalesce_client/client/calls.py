@@ -41,6 +41,7 @@ from ..core.policy import CachePolicy
 from ..core.records import Call
 from ..options import check_flag, check_seconds_or_none
 from ..spec.conditional import answers_not_modified, not_modified_snapshot
+from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
 from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
@@ -100,7 +101,7 @@ class CallPath(Fronted):
         method = method.upper()
         if not (cache and method in self.policy.methods):  # aiohttp's own request, and checks
             out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
-            return await self._pass(out, None)
+            return await self._pass(out, None, "method not cached" if cache else "cache=False")
         if kwargs:  # the caller's alone (call.py): not part of the shared request
             own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
             checks = own_options.get("raise_for_status")
@@ -144,7 +145,7 @@ class CallPath(Fronted):
                 return hit if checks is False else await self._checked(hit, checks)
         out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
-            return await self._pass(out, ident.url)
+            return await self._pass(out, ident.url, ident.reason or "request no-store")
         url_ttl = bool(self.policy.url_ttl)
         call = ident.call(ttl=cache_ttl, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
         return await self._shared(out, call, ident.url)
@@ -177,7 +178,7 @@ class CallPath(Fronted):
         assert ident.key is not None and ident.conditional is not None
         snap = None if refresh else await self._core.fresh(ident.key, ident.header, wanted)
         if snap is None:
-            return await self._pass(out, ident.url)
+            return await self._pass(out, ident.url, "conditional request")
         now = self._core.clock()
         if answers_not_modified(snap, ident.conditional):
             snap = not_modified_snapshot(snap)
@@ -197,12 +198,13 @@ class CallPath(Fronted):
         checked = check_call(session, str_or_url, kwargs, own)
         return identify(session, self._keys, method, checked, kwargs)
 
-    async def _pass(self, out: Outgoing, url: URL | None) -> CachedResponse:
-        """A call that takes no part: aiohttp's own request with the call's own options, its body
-        streamed from the connection as aiohttp streams it (nothing buffered by us)."""
+    async def _pass(self, out: Outgoing, url: URL | None, reason: CacheReason) -> CachedResponse:
+        """A call that takes no part (``reason``): aiohttp's own request with the call's own
+        options, its body streamed from the connection as aiohttp streams it (nothing buffered
+        by us)."""
         send = Passing(out, self._core.clock)
-        await self._core.fetch(Call(None), send)
-        passed = send.live()
+        answer = await self._core.fetch(Call(None, reason=reason), send)
+        passed = send.live(answer.reason)
         if out.method not in SAFE_METHODS:
             target = url if url is not None else self._target(out.url, out.kwargs.get("params"))
             await self._invalidate_after(out.method, target, passed)

@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..core.records import CacheStatus
+from ..spec.decisions.reasons import CacheReason
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from .body import BodyStream, LiveStream
@@ -54,6 +55,7 @@ class CachedResponse:
         "_req_headers",
         "_req_url",
         "_url",
+        "cache_reason",
         "cache_status",
         "closed",
         "method",
@@ -70,10 +72,13 @@ class CachedResponse:
         request_url: URL | None = None,
         request_headers: CIMultiDict[str] | None = None,
         now: float = 0.0,
+        cache_reason: CacheReason | None = None,
     ) -> None:
         self.snapshot = snapshot  # the shared, immutable response this object replays
         self._now = now  # when it was served to this caller (the session's clock), for its age
         self.cache_status: CacheStatus = cache_status
+        # Why it was neither stored nor served from storage (a code of reasons.py), else None.
+        self.cache_reason = cache_reason
         self.status = snapshot.status
         self.reason = snapshot.reason
         self.method = snapshot.method
@@ -278,10 +283,15 @@ class LiveResponse(CachedResponse):
         *,
         prefix: bytes = b"",
         request_url: URL | None = None,
+        cache_reason: CacheReason | None = None,
     ) -> None:
         # Handed to its caller when its head arrived: its age is its age then (RFC 9111 §4.2.3).
         super().__init__(
-            snapshot, cache_status, request_url=request_url, now=snapshot.response_time
+            snapshot,
+            cache_status,
+            request_url=request_url,
+            now=snapshot.response_time,
+            cache_reason=cache_reason,
         )
         self._live = live
         self._stream: LiveStream | StreamReader = (

@@ -34,6 +34,7 @@ from typing import Literal
 
 from ..spec.decisions import assert_never
 from ..spec.decisions.followers import OwnVariant, SendAlone, Take, follow
+from ..spec.decisions.reasons import CacheReason
 from ..spec.decisions.reuse import (
     NOT_STALE,
     Hit,
@@ -100,8 +101,10 @@ class Pipeline:
         try:
             key = call.key
             passes = self._passes
-            if key is None or (passes.until and passes.passing(key)):
-                answer = await self._alone(send, "bypass", tally)
+            if key is None:
+                answer = await self._alone(send, "bypass", tally, call.reason)
+            elif passes.until and passes.passing(key):
+                answer = await self._alone(send, "bypass", tally, "pass-through key")
             else:
                 step = await self._round(call, send, (), tally)
                 if isinstance(step, OwnVariant):
@@ -157,8 +160,8 @@ class Pipeline:
                 if by == "stale-while-revalidate":  # one background refresh per key
                     self._refresh(Flight(call, send, key, fkey, names, stored, detached=True))
                 return Answer(stored, "stale")
-            case OnlyIfCachedMiss():
-                return Answer(None, "miss")  # nothing usable stored; the origin is not asked
+            case OnlyIfCachedMiss():  # nothing usable stored; the origin is not asked
+                return Answer(None, "miss", "only-if-cached")
             case _:
                 assert_never(decision)
         flight = Flight(call, send, key, fkey, names, stored)
@@ -167,7 +170,7 @@ class Pipeline:
         try:
             outcome = await flights.run(fkey, work, timeout=timeout)
         except WaitTimeout:  # our own request, never stored (nginx proxy_cache_lock_timeout)
-            return await self._alone(send, "miss", tally)
+            return await self._alone(send, "miss", tally, "wait timeout")
         except BaseException:
             if joining:  # counted as the caller would have been (counters.py)
                 tally.status = "coalesced"
@@ -175,9 +178,12 @@ class Pipeline:
         result = outcome.value
         if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
             status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
-            return Answer(result.own, status)
+            return Answer(result.own, status, result.reason)
         share = self._share(result, call, names)
-        return await self._alone(send, "miss", tally) if isinstance(share, SendAlone) else share
+        if isinstance(share, SendAlone):  # the leader's reason, unless it was another variant
+            why = result.reason if share.reason == "not shared" else share.reason
+            return await self._alone(send, "miss", tally, why)
+        return share
 
     async def _regrouped(self, flight: Flight) -> FlightResult:
         """The work of a second round's flight: the lead, after one turn of the loop (issue 26).
@@ -210,7 +216,7 @@ class Pipeline:
         decision = follow(result.shared is not None, result.served, variant, mine, second_round)
         match decision:
             case Take(status=taken):
-                return Answer(result.shared, taken)
+                return Answer(result.shared, taken, result.reason)
             case OwnVariant() | SendAlone():
                 return decision
             case _:
@@ -220,8 +226,14 @@ class Pipeline:
         """Refresh the flight's key in the background (``refreshes.py``)."""
         self._refreshes.start(flight.fkey, partial(self._lead, flight))
 
-    async def _alone(self, send: Send, status: Literal["miss", "bypass"], tally: Tally) -> Answer:
-        """One request for this caller only, outside any flight; never stored.
+    async def _alone(
+        self,
+        send: Send,
+        status: Literal["miss", "bypass"],
+        tally: Tally,
+        reason: CacheReason | None,
+    ) -> Answer:
+        """One request for this caller only, outside any flight; never stored (``reason``).
 
         A bypass, or a follower's own request (it stopped waiting, or the flight's outcome was not
         for it), which is a miss.
@@ -229,4 +241,4 @@ class Pipeline:
         self._counters.commit(tally, status)  # before it sends: the call is placed
         self._counters.upstream += 1
         fetched = await send()
-        return Answer(fetched.snapshot, status)
+        return Answer(fetched.snapshot, status, reason)

@@ -43,7 +43,7 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import TypeAlias, cast
+from typing import Literal, TypeAlias, cast
 
 from ..spec.snapshot import Snapshot
 from ..spec.vary import vary_names
@@ -75,6 +75,7 @@ class Writer:
         "_pending_bytes",
         "_pointers",
         "_room",
+        "failure",
         "get_nowait",
         "max_variants",
         "pending",
@@ -108,6 +109,9 @@ class Writer:
         self._indexes: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stored = 0  # writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
+        # "storage error" from the last failure until a write succeeds: the reason a leader gives
+        # a response it hands to this writer (reasons.py), None while the storage works.
+        self.failure: Literal["storage error"] | None = None
 
     async def read(self, key: str) -> Found | None:
         """What is stored for ``key`` (pending writes first), or None; a failure is a miss, and
@@ -210,6 +214,7 @@ class Writer:
             self.failed("set", exc)
         else:
             self.stored += 1
+            self.failure = None
             if url_key is not None:
                 try:
                     keys = (key,) if vkey is None else (key, vkey)
@@ -307,6 +312,7 @@ class Writer:
         self._indexes.clear()
 
     def failed(self, op: str, exc: Exception) -> None:
+        self.failure = "storage error"
         kind = (op, type(exc))
         if kind in self._logged or isinstance(exc, StorageUnavailableError):  # logged by it
             log.debug("storage %s failed again: %r", op, exc)

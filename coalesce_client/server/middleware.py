@@ -35,6 +35,9 @@ needs of aiohttp beyond its public API is in ``compat.py``. Rules of this module
   or raised (a ``303 See Other``), every stored response for the request's URL is dropped, and
   for its ``Location`` and ``Content-Location`` on the same origin; before the response goes
   out, so the client's next request finds nothing stale.
+* With ``debug_header=True``, a response that was neither stored nor served from storage says
+  why in ``X-Cache-Reason`` (a code of ``spec/decisions/reasons.py``); off by default: it tells
+  clients about the backend.
 * The hot path (a stored hit: ``__call__`` down to ``peek``, ``_key``, ``_replay``) is measured
   in instructions: nothing is added to it, and everything else leaves it by one call.
 """
@@ -60,6 +63,7 @@ from ..options import (
     check_string,
 )
 from ..spec.conditional import answers_not_modified, validators_of
+from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
 from ..spec.requests import (
     UNSHARED_HEADERS,
@@ -67,6 +71,7 @@ from ..spec.requests import (
     VALIDATION_HEADERS,
     Wanted,
     asked_by,
+    bypass_reason,
 )
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
@@ -80,6 +85,7 @@ __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 _FROM_STORAGE = frozenset({"stale", "revalidated"})
 # aiohttp's own answer to a handler that raised (web_protocol.handle_error, plain text).
 _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
+_REASON_HEADER = istr("X-Cache-Reason")  # with debug_header=True (module rules)
 
 
 class CoalesceMiddleware(Replayer, Fronted):
@@ -99,6 +105,8 @@ class CoalesceMiddleware(Replayer, Fronted):
         "_bypass_headers",
         "_conditional_bypass",
         "_core",
+        "_credentials",
+        "_debug_header",
         "_key_func",
         "_key_names",
         "_keys",
@@ -120,8 +128,10 @@ class CoalesceMiddleware(Replayer, Fronted):
         request_cache_control: bool = False,
         namespace: str = "",
         clock: Clock = wall_clock,
+        debug_header: bool = False,
     ) -> None:
         check_callable(key_func, "key_func", none_ok=True)
+        self._debug_header = check_flag(debug_header, "debug_header")
         if cache_status_header is not None:
             check_header_name(cache_status_header, "cache_status_header")
         check_string(namespace, "namespace")
@@ -144,7 +154,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         # share), then the headers of partial and conditional requests. A request with any of
         # them leaves the hot path; of those, a request with only validation headers may still
         # be answered from storage (_conditional).
-        credentials = tuple(h for h in policy.credential_headers if h not in names)
+        credentials = self._credentials = tuple(
+            h for h in policy.credential_headers if h not in names
+        )
         # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
         self._conditional_bypass = tuple(map(istr, credentials + UNSHARED_HEADERS))
         self._bypass_headers = self._conditional_bypass + tuple(map(istr, VALIDATION_HEADERS))
@@ -209,8 +221,17 @@ class CoalesceMiddleware(Replayer, Fronted):
             url_key=url_key,
             refresh=refresh,
             wanted=wanted,
+            reason=None if key is not None else self._bypass_reason(request),
         )
         return await self._through(request, handler, call)
+
+    def _bypass_reason(self, request: web.Request) -> CacheReason:
+        """Why a request without a key bypasses (the module rules' list, in its order)."""
+        if request.method not in self.policy.methods:
+            return "method not cached"
+        if request.body_exists:
+            return "request body"
+        return bypass_reason(request.headers.__contains__, self._credentials)
 
     async def _through(
         self, request: web.Request, handler: Handler, call: Call
@@ -239,12 +260,17 @@ class CoalesceMiddleware(Replayer, Fronted):
                 await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
         if resp is None or answer.status in _FROM_STORAGE:
             if answer.snapshot is None:  # only-if-cached, nothing usable stored (§5.2.1.7)
-                return self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
-            return self._replay(answer.snapshot, answer.status)
+                resp = self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
+            else:
+                resp = self._replay(answer.snapshot, answer.status)
+        else:
+            resp = self._labelled(resp, answer.status)
+        if self._debug_header and answer.reason is not None and not resp.prepared:
+            resp.headers[_REASON_HEADER] = answer.reason
         if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
             core.count_error()
-            raise self._labelled(resp, answer.status)
-        return self._labelled(resp, answer.status)
+            raise resp
+        return resp
 
     async def _conditional(
         self, request: web.Request, header: Callable[[str], str | None]

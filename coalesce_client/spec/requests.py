@@ -20,10 +20,11 @@ functions and the same header names, so that a request is treated alike on eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .cache_control import request_directives
+from .decisions.reasons import BypassReason
 from .snapshot import Snapshot
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Asked",
     "Wanted",
     "asked_by",
+    "bypass_reason",
 ]
 
 
@@ -72,6 +74,20 @@ UNSHARED_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
 VALIDATION_HEADERS = ("if-none-match", "if-modified-since")
 # The methods those conditions are evaluated for (RFC 9110 §13.1.3); a 304 answers these only.
 VALIDATED_METHODS = frozenset({"GET", "HEAD"})
+
+
+def bypass_reason(has: Callable[[str], bool], credentials: Iterable[str] = ()) -> BypassReason:
+    """Why a request that carries a bypass header bypasses (``reasons.py``): ``has`` says whether
+    it carries a header (a lower-case name); ``credentials``: the middleware's unkeyed ones.
+
+    >>> bypass_reason({"if-range"}.__contains__), bypass_reason({"if-match"}.__contains__)
+    ('range request', 'conditional request')
+    """
+    if has("range") or has("if-range"):
+        return "range request"
+    if any(map(has, credentials)):
+        return "credential header"
+    return "conditional request"
 
 
 @dataclass(frozen=True, slots=True)
