@@ -72,13 +72,13 @@ class CachedResponse:
         request_url: URL | None = None,
         request_headers: CIMultiDict[str] | None = None,
         now: float = 0.0,
-        cache_reason: CacheReason | None = None,
     ) -> None:
         self.snapshot = snapshot  # the shared, immutable response this object replays
         self._now = now  # when it was served to this caller (the session's clock), for its age
         self.cache_status: CacheStatus = cache_status
-        # Why it was neither stored nor served from storage (a code of reasons.py), else None.
-        self.cache_reason = cache_reason
+        # Why it was neither stored nor served from storage (a code of reasons.py), else None:
+        # set by the session once built (send.py).
+        self.cache_reason: CacheReason | None = None
         self.status = snapshot.status
         self.reason = snapshot.reason
         self.method = snapshot.method
@@ -283,15 +283,10 @@ class LiveResponse(CachedResponse):
         *,
         prefix: bytes = b"",
         request_url: URL | None = None,
-        cache_reason: CacheReason | None = None,
     ) -> None:
         # Handed to its caller when its head arrived: its age is its age then (RFC 9111 §4.2.3).
         super().__init__(
-            snapshot,
-            cache_status,
-            request_url=request_url,
-            now=snapshot.response_time,
-            cache_reason=cache_reason,
+            snapshot, cache_status, request_url=request_url, now=snapshot.response_time
         )
         self._live = live
         self._stream: LiveStream | StreamReader = (

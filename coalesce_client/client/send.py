@@ -110,24 +110,25 @@ class SharedRequest(Kept):
 
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
-        reason = answer.reason
+        resp = self._response(answer, url, now)
+        resp.cache_reason = answer.reason
+        return resp
+
+    def _response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         if answer.snapshot is not None:
-            return CachedResponse(
-                answer.snapshot, answer.status, request_url=url, now=now, cache_reason=reason
-            )
+            return CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
         live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
             )
-            return CachedResponse(gateway_timeout, "miss", request_url=url, cache_reason=reason)
+            return CachedResponse(gateway_timeout, "miss", request_url=url)
         return LiveResponse(
             live,
             snapshot_of(live, b"", self.times),
             answer.status,
             prefix=self.prefix,
             request_url=url,
-            cache_reason=reason,
         )
 
 
@@ -152,8 +153,9 @@ class Passing:
     def live(self, reason: CacheReason | None) -> LiveResponse:
         assert self.response is not None  # __call__ ran
         live = self.response
-        snap = snapshot_of(live, b"", self.times)
-        return LiveResponse(live, snap, "bypass", cache_reason=reason)
+        passed = LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
+        passed.cache_reason = reason
+        return passed
 
 
 def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:

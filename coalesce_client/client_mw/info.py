@@ -68,9 +68,8 @@ def cache_info(response: object) -> CacheInfo | None:
         served = getattr(response, ATTRIBUTE, None)
         if not isinstance(served, Served):
             return None
-        source = CachedResponse(
-            served.snapshot, served.status, now=served.now, cache_reason=served.reason
-        )
+        source = CachedResponse(served.snapshot, served.status, now=served.now)
+        source.cache_reason = served.reason
     return CacheInfo(
         source.cache_status,
         source.from_cache,

@@ -179,11 +179,7 @@ class Pipeline:
         if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
             status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
             return Answer(result.own, status, result.reason)
-        share = self._share(result, call, names)
-        if isinstance(share, SendAlone):  # the leader's reason, unless it was another variant
-            why = result.reason if share.reason == "not shared" else share.reason
-            return await self._alone(send, "miss", tally, why)
-        return share
+        return await self._share(result, call, names, send, tally)
 
     async def _regrouped(self, flight: Flight) -> FlightResult:
         """The work of a second round's flight: the lead, after one turn of the loop (issue 26).
@@ -205,11 +201,12 @@ class Pipeline:
             policy.may_serve_stale(stored.headers, shared_cache=shared),
         )
 
-    def _share(
-        self, result: FlightResult, call: Call, names: tuple[str, ...]
-    ) -> Answer | OwnVariant | SendAlone:
+    async def _share(
+        self, result: FlightResult, call: Call, names: tuple[str, ...], send: Send, tally: Tally
+    ) -> Answer | OwnVariant:
         """A follower's share of its flight's result (``followers.py``); ``names``: those of the
-        call's second round, () in its first."""
+        call's second round, () in its first. Its own request when it cannot take it: not
+        stored, for the leader's reason (or another variant's)."""
         variant = result.variant
         mine = None if variant is None else values_of(variant.names, call.header)
         second_round = bool(names)
@@ -217,8 +214,11 @@ class Pipeline:
         match decision:
             case Take(status=taken):
                 return Answer(result.shared, taken, result.reason)
-            case OwnVariant() | SendAlone():
+            case OwnVariant():
                 return decision
+            case SendAlone(reason=why):
+                reason = result.reason if why == "not shared" else why
+                return await self._alone(send, "miss", tally, reason)
             case _:
                 assert_never(decision)
 
