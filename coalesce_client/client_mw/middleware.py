@@ -38,6 +38,7 @@ from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Answer, CacheStatus, Call, Setup
+from ..metrics.base import Metrics, recorder_of
 from ..options import check_flag
 from ..spec.conditional import answers_not_modified, not_modified_snapshot, validators_of
 from ..spec.decisions.reasons import CacheReason
@@ -89,13 +90,18 @@ class ClientMiddleware(Fronted):
         *,
         shared: bool = False,
         clock: Clock = wall_clock,
+        metrics: Metrics | Iterable[Metrics] | None = None,
     ) -> None:
         require_middlewares()
         shared = check_flag(shared, "shared")
         setup = Setup.of(policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout)
         if storage is None:
             storage = MemoryStorage(clock=clock)
-        self._core = Coalescer(storage, dataclasses.replace(setup, shared_cache=shared))
+        self._core = Coalescer(
+            storage,
+            dataclasses.replace(setup, shared_cache=shared),
+            recorder_of(metrics, "client-middleware"),
+        )
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(namespace="", key_headers=key_headers)
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()

@@ -20,6 +20,8 @@ Rules of this module:
   followers woken by one outcome all join their variant's flight first, whatever order the loop
   wakes them in (a flight starts eagerly on Python 3.12+, ``flight.py``). A first round's flight
   starts at once.
+* With a metrics recorder (the face's ``metrics=``), each real request is timed (``_Timed``)
+  and each answer not stored counted by its reason; without one, nothing is wrapped.
 * A key that takes no part (None), or is remembered as pass-through (``passes.py``), goes
   straight to the origin alone; so does a follower that stopped waiting (``wait_timeout``, as
   nginx's ``proxy_cache_lock_timeout``) or could not share: its request is never stored.
@@ -32,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal
 
+from ..metrics.base import Recorder
 from ..spec.decisions import assert_never
 from ..spec.decisions.followers import OwnVariant, SendAlone, Take, follow
 from ..spec.decisions.reasons import CacheReason
@@ -45,14 +48,25 @@ from ..spec.decisions.reuse import (
     StaleTerms,
     reuse,
 )
-from ..spec.snapshot import Snapshot
+from ..spec.snapshot import Headers, Snapshot
 from ..spec.vary import values_of
+from ..storage.base import Clock
 from .counters import Counters, Tally
 from .flight import WaitTimeout
 from .keys import variant_key
 from .lookup import Lookup
 from .passes import Passes
-from .records import Answer, CacheStatus, Call, Flight, FlightResult, Send, Setup, ViaPointer
+from .records import (
+    Answer,
+    CacheStatus,
+    Call,
+    Fetched,
+    Flight,
+    FlightResult,
+    Send,
+    Setup,
+    ViaPointer,
+)
 
 __all__ = ["Lead", "Pipeline"]
 
@@ -98,6 +112,9 @@ class Pipeline:
         counters = self._counters
         counters.requests += 1  # the call begins (counters.py); its outcome is still to come
         tally = Tally()
+        recorder = counters.recorder
+        if recorder is not None:  # metrics: each real request timed (module rules)
+            send = _Timed(send, recorder, self._clock)
         try:
             key = call.key
             passes = self._passes
@@ -119,6 +136,8 @@ class Pipeline:
             counters.close(tally, answer.status)
         else:  # counters.close(tally, answer.status), inlined
             counters._outcomes[answer.status] += 1
+        if recorder is not None and answer.reason is not None:
+            recorder.not_stored(answer.reason)
         return answer
 
     async def _round(
@@ -242,3 +261,22 @@ class Pipeline:
         self._counters.upstream += 1
         fetched = await send()
         return Answer(fetched.snapshot, status, reason)
+
+
+class _Timed:
+    """A call's ``send``, each real request counted and timed on a metrics recorder."""
+
+    __slots__ = ("_clock", "_recorder", "_send")
+
+    def __init__(self, send: Send, recorder: Recorder, clock: Clock) -> None:
+        self._send = send
+        self._recorder = recorder
+        self._clock = clock
+
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
+        started = self._clock()
+        try:
+            send = self._send
+            return await (send(conditional, detached) if conditional or detached else send())
+        finally:
+            self._recorder.upstream(self._clock() - started)

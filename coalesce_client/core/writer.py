@@ -45,6 +45,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Literal, TypeAlias, cast
 
+from ..metrics.base import Recorder
 from ..spec.snapshot import Snapshot
 from ..spec.vary import vary_names
 from ..storage.base import Clock, OpensReadOnly, ReadsNowait, Storage, StorageUnavailableError
@@ -79,6 +80,7 @@ class Writer:
         "get_nowait",
         "max_variants",
         "pending",
+        "recorder",
         "storage",
         "stored",
         "stores",
@@ -112,6 +114,7 @@ class Writer:
         # "storage error" from the last failure until a write succeeds: the reason a leader gives
         # a response it hands to this writer (reasons.py), None while the storage works.
         self.failure: Literal["storage error"] | None = None
+        self.recorder: Recorder | None = None  # the face's metrics (storage errors), or None
 
     async def read(self, key: str) -> Found | None:
         """What is stored for ``key`` (pending writes first), or None; a failure is a miss, and
@@ -313,6 +316,8 @@ class Writer:
 
     def failed(self, op: str, exc: Exception) -> None:
         self.failure = "storage error"
+        if self.recorder is not None:
+            self.recorder.storage_error(type(self.storage).__name__, op)
         kind = (op, type(exc))
         if kind in self._logged or isinstance(exc, StorageUnavailableError):  # logged by it
             log.debug("storage %s failed again: %r", op, exc)

@@ -54,6 +54,7 @@ from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo, UrlParts, query_pairs
 from ..core.policy import CachePolicy
 from ..core.records import Call, Setup
+from ..metrics.base import Metrics, recorder_of
 from ..options import (
     Seconds,
     check_callable,
@@ -129,6 +130,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         namespace: str = "",
         clock: Clock = wall_clock,
         debug_header: bool = False,
+        metrics: Metrics | Iterable[Metrics] | None = None,
     ) -> None:
         check_callable(key_func, "key_func", none_ok=True)
         self._debug_header = check_flag(debug_header, "debug_header")
@@ -146,6 +148,7 @@ class CoalesceMiddleware(Replayer, Fronted):
                 wait_timeout=wait_timeout,
                 shared_cache=True,
             ),
+            recorder_of(metrics, "server"),
         )
         policy = self.policy = self._core.policy
         names = check_header_names(key_headers, "key_headers")
