@@ -110,13 +110,15 @@ class SharedRequest(Kept):
 
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
-        resp = self._response(answer, url, now)
+        if answer.snapshot is not None:
+            resp = CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+        else:
+            resp = self._own(answer, url)
         resp.cache_reason = answer.reason
         return resp
 
-    def _response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
-        if answer.snapshot is not None:
-            return CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+    def _own(self, answer: Answer, url: URL) -> CachedResponse:
+        """This caller's own response, kept by ``send`` (streamed), or only-if-cached's 504."""
         live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(

@@ -198,7 +198,8 @@ class Pipeline:
         if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
             status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
             return Answer(result.own, status, result.reason)
-        return await self._share(result, call, names, send, tally)
+        share = self._share(result, call, names)  # a str: its own request, not stored, and why
+        return await self._alone(send, "miss", tally, share) if isinstance(share, str) else share
 
     async def _regrouped(self, flight: Flight) -> FlightResult:
         """The work of a second round's flight: the lead, after one turn of the loop (issue 26).
@@ -220,12 +221,12 @@ class Pipeline:
             policy.may_serve_stale(stored.headers, shared_cache=shared),
         )
 
-    async def _share(
-        self, result: FlightResult, call: Call, names: tuple[str, ...], send: Send, tally: Tally
-    ) -> Answer | OwnVariant:
+    def _share(
+        self, result: FlightResult, call: Call, names: tuple[str, ...]
+    ) -> Answer | OwnVariant | CacheReason:
         """A follower's share of its flight's result (``followers.py``); ``names``: those of the
-        call's second round, () in its first. Its own request when it cannot take it: not
-        stored, for the leader's reason (or another variant's)."""
+        call's second round, () in its first. A reason when it sends its own request instead:
+        the leader's (the response was not for the followers), or "other variant"."""
         variant = result.variant
         mine = None if variant is None else values_of(variant.names, call.header)
         second_round = bool(names)
@@ -236,8 +237,7 @@ class Pipeline:
             case OwnVariant():
                 return decision
             case SendAlone(reason=why):
-                reason = result.reason if why == "not shared" else why
-                return await self._alone(send, "miss", tally, reason)
+                return result.reason or "streamed" if why == "not shared" else why
             case _:
                 assert_never(decision)
 
