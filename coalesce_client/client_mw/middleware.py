@@ -34,6 +34,8 @@ from yarl import URL
 
 from ..client.call import Identity, url_key, url_parts
 from ..client.send import snapshot_of
+from ..core import calllog
+from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
@@ -134,6 +136,8 @@ class ClientMiddleware(Fronted):
         if not refresh:
             snap = core.peek(key, header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
+                if calllog.on is not False and calllog.debugging():
+                    log_answer(Answer(snap, "hit"), req.method, _url(req.url), key, 0.0)
                 return self._replay(req, snap, "hit")
         if no_store:  # RFC 9111 §5.2.1.5: nothing of it is stored
             return await self._through(req, handler, Call(None, reason="request no-store"))
@@ -172,6 +176,9 @@ class ClientMiddleware(Fronted):
         core = self._core
         kind = Passing if call.key is None else ChainSend
         send = kind(req, handler, self.policy, self._replay, core.clock)
+        started = (
+            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+        )  # the DEBUG record's, or 0.0
         try:
             answer = await core.fetch(call, send)
         except BaseException:
@@ -180,6 +187,9 @@ class ClientMiddleware(Fronted):
         if answer.status == "stale":
             send.drop()  # a background refresh may use it: what it keeps is nobody's
         resp = self._answer(req, send, answer)
+        if started:
+            wait = core.clock() - started
+            log_answer(answer, req.method, _url(req.url), call.key, wait)
         if req.method not in SAFE_METHODS and answer.status in _OWN:
             await self._invalidate_after(req.url, resp)
         return resp
@@ -247,6 +257,11 @@ class ClientMiddleware(Fronted):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _url(url: URL) -> str:
+    """A request's URL without its query (the DEBUG record's)."""
+    return str(url.with_query(None).with_fragment(None))
 
 
 # The factory name of the public API: ``client_middleware(ttl=60, ...)`` builds one.

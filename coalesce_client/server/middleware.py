@@ -50,10 +50,12 @@ from aiohttp import web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
+from ..core import calllog
+from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo, UrlParts, query_pairs
 from ..core.policy import CachePolicy
-from ..core.records import Call, Setup
+from ..core.records import Answer, Call, Setup
 from ..metrics.base import Metrics, recorder_of
 from ..options import (
     Seconds,
@@ -206,6 +208,8 @@ class CoalesceMiddleware(Replayer, Fronted):
             if not refresh:
                 snap = self._core.peek(key, header, wanted)
                 if snap is not None:  # the hot path: a hit answered without awaiting
+                    if calllog.on is not False and calllog.debugging():
+                        log_answer(Answer(snap, "hit"), request.method, _url(request), key, 0.0)
                     return self._replay(snap, "hit")
             url_key = self._url_key(request, request.rel_url)
         elif (
@@ -244,6 +248,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         core = self._core
         send = HandlerSend(request, handler, self.policy, core.clock)
         own = send.own
+        started = (
+            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+        )  # the DEBUG record's, or 0.0
         try:
             answer = await core.fetch(call, send)
         except web.HTTPException as exc:
@@ -270,6 +277,9 @@ class CoalesceMiddleware(Replayer, Fronted):
             resp = self._labelled(resp, answer.status)
         if self._debug_header and answer.reason is not None and not resp.prepared:
             resp.headers[_REASON_HEADER] = answer.reason
+        if started:
+            wait = core.clock() - started
+            log_answer(answer, request.method, _url(request), call.key, wait)
         if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
             core.count_error()
             raise resp
@@ -366,6 +376,11 @@ class CoalesceMiddleware(Replayer, Fronted):
 
 # The factory name of the public API: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
+
+
+def _url(request: web.Request) -> str:
+    """The request's URL without its query (the DEBUG record's)."""
+    return f"{request.scheme}://{request.host}{request.path}"
 
 
 def _origin(url: URL) -> Origin:
