@@ -5,7 +5,8 @@
 
 No network: an ``aiohttp.web`` origin on 127.0.0.1. Each contender is a
 ``CoalescingSession(ttl=600)`` whose one URL is stored already; ``async with s.get(url) as r:
-await r.read()`` is timed in rounds of sequential hits, the contenders interleaved round by round, the median per-hit time in µs:
+await r.read()`` is timed in rounds of sequential hits, the contenders interleaved round by
+round; the median per-hit time in µs:
 
 * ``plain``: no metrics, logging not configured (the logger's effective level is WARNING);
 * ``logging at INFO``: ``logging.basicConfig(level=INFO)`` (the DEBUG record is not built);
