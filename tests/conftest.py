@@ -264,7 +264,16 @@ async def started(origin: Origin) -> Origin:
 
 # -- the two client faces (issue 21) ---------------------------------------------------------------
 
-_MIDDLEWARE_OPTIONS = ("ttl", "storage", "key_headers", "policy", "wait_timeout", "shared", "clock")
+_MIDDLEWARE_OPTIONS = (
+    "ttl",
+    "storage",
+    "key_headers",
+    "policy",
+    "wait_timeout",
+    "shared",
+    "clock",
+    "metrics",
+)
 
 
 def labelled(resp: aiohttp.ClientResponse) -> Any:

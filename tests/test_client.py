@@ -21,6 +21,7 @@ from coalesce_client import (
     MemoryStorage,
     Snapshot,
     Stats,
+    cache_info,
 )
 
 # -- coalescing and caching -----------------------------------------------------------------------
@@ -579,6 +580,10 @@ async def test_a_follower_past_wait_timeout_sends_its_own_request_not_stored(
         origin.gate.set()
         first, second = await finished(asyncio.gather(leader, impatient), "both answered")
         assert first.cache_status == second.cache_status == "miss"
+        assert [getattr(cache_info(r), "reason", "") for r in (first, second)] == [
+            None,
+            "wait timeout",
+        ]
         assert await second.text() == "answer #2"
         hit = await s.get(origin.url("/slow"))
         assert await hit.text() == "answer #1"  # the leader's, not the impatient one's

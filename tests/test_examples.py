@@ -37,6 +37,24 @@ def test_server_middleware_example() -> None:
     assert "X-Cache: 1 MISS, 199 COALESCED or HIT; the next request: HIT" in out
 
 
+def test_metrics_example() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = run_example("metrics.py")
+    got = {
+        (s.name, s.labels.get("status", "")): s.value
+        for family in text_string_to_metric_families(out)
+        for s in family.samples
+        if s.labels.get("face") == "server" and s.labels.get("name") == "reports"
+    }
+    calls = {status: got.get(("coalesce_calls_total", status), 0) for status in ("miss", "hit")}
+    coalesced = got.get(("coalesce_calls_total", "coalesced"), 0)
+    assert calls["miss"] == 1 and coalesced + calls["hit"] == 50  # the burst, and one more
+    assert got[("coalesce_upstream_requests_total", "")] == 1
+    assert got[("coalesce_flight_followers_count", "")] == 1
+    assert got[("coalesce_flight_followers_sum", "")] == coalesced
+
+
 def test_api_gateway_example() -> None:
     out = run_example("api_gateway.py")
     assert "150 gateway requests from 3 users" in out

@@ -48,6 +48,7 @@ from yarl import URL
 from ..core.keys import KeyMaker, UrlParts, query_pairs
 from ..core.records import Call
 from ..spec.conditional import Validators, validators_of
+from ..spec.decisions.reasons import BypassReason
 from ..spec.fields import NOT_IN_FIELD_VALUE, TOKEN
 from ..spec.requests import (
     UNSHARED_HEADERS,
@@ -56,6 +57,7 @@ from ..spec.requests import (
     Asked,
     Wanted,
     asked_by,
+    bypass_reason,
 )
 from ..spec.vary import Header
 from .checks import Checked
@@ -118,6 +120,7 @@ class Identity:
     # The caller's own If-None-Match and If-Modified-Since, when it sent one: answered from a
     # fresh stored response, never sent through a flight.
     conditional: Validators | None = None
+    reason: BypassReason | None = None  # why ``key`` is None (reasons.py)
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -159,21 +162,22 @@ def identify(
     conditional = None
     if any(h in merged for h in VALIDATION_HEADERS):
         if method not in VALIDATED_METHODS:
-            return Identity(None, url, header)
+            return Identity(None, url, header, reason="conditional request")
         conditional = validators_of(header)
-    if (
-        kwargs.get("middlewares")
-        or any(h in merged for h in UNSHARED_HEADERS)
-        or not all(map(TOKEN.fullmatch, merged))
-        or NOT_IN_FIELD_VALUE.search("".join(merged.values()))
+    if kwargs.get("middlewares"):
+        return Identity(None, url, header, reason="per-call middlewares")
+    if any(h in merged for h in UNSHARED_HEADERS):
+        return Identity(None, url, header, reason=bypass_reason(merged.__contains__))
+    if not all(map(TOKEN.fullmatch, merged)) or NOT_IN_FIELD_VALUE.search(
+        "".join(merged.values())
     ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which aiohttp
         # may send (a NUL on 3.10); no stored answer is its own
-        return Identity(None, url, header)
+        return Identity(None, url, header, reason="malformed request")
     body_digest = None
     if method in _BODY_METHODS or "data" in kwargs or checked.json is not None:
         body_digest = _body_digest(kwargs.get("data"), checked.json)
         if body_digest is None:
-            return Identity(None, url, header)
+            return Identity(None, url, header, reason="request body")
     key = keys.request_key(
         method,
         url_parts(url),

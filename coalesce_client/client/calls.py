@@ -35,12 +35,15 @@ import aiohttp
 from multidict import getversion
 from yarl import URL
 
+from ..core import calllog
+from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMaker, KeyMemo
 from ..core.policy import CachePolicy
-from ..core.records import Call
+from ..core.records import Answer, Call
 from ..options import check_flag, check_seconds_or_none
 from ..spec.conditional import answers_not_modified, not_modified_snapshot
+from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
 from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
@@ -100,14 +103,13 @@ class CallPath(Fronted):
         method = method.upper()
         if not (cache and method in self.policy.methods):  # aiohttp's own request, and checks
             out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
-            return await self._pass(out, None)
+            return await self._pass(out, None, "method not cached" if cache else "cache=False")
         if kwargs:  # the caller's alone (call.py): not part of the shared request
             own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
             checks = own_options.get("raise_for_status")
             checks = self._checks if checks is None else checks  # None: the session's, as aiohttp
-        else:
-            own_options = _NO_OPTIONS
-            checks = self._checks  # the session's raise_for_status (fixed when it was built)
+        else:  # the session's raise_for_status (fixed when it was built)
+            own_options, checks = _NO_OPTIONS, self._checks
         # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
         if (
@@ -129,8 +131,7 @@ class CallPath(Fronted):
         elif own_options:
             wait_bound(own_options.get("timeout", UNSET))  # checked on every call (module rules)
         key = ident.key
-        wanted = None
-        no_store = False
+        wanted, no_store = None, False
         if ident.asked is not None:  # the caller's own Cache-Control (RFC 9111 §5.2.1)
             wanted, no_store = ident.asked.wanted, ident.asked.no_store
             refresh = refresh or ident.asked.refresh
@@ -141,10 +142,12 @@ class CallPath(Fronted):
             snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
                 hit = CachedResponse(snap, "hit", request_url=ident.url, now=self._core.clock())
+                if calllog.on is not False and calllog.debugging():
+                    _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
         out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
-            return await self._pass(out, ident.url)
+            return await self._pass(out, ident.url, ident.reason or "request no-store")
         url_ttl = bool(self.policy.url_ttl)
         call = ident.call(ttl=cache_ttl, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
         return await self._shared(out, call, ident.url)
@@ -156,6 +159,9 @@ class CallPath(Fronted):
         send = SharedRequest(
             out, limit=policy.max_body_size, should_store=policy.should_store, clock=core.clock
         )
+        started = (
+            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+        )  # the DEBUG record's, or 0.0
         fetch = core.fetch(call, send)
         total = wait_bound(out.own.get("timeout", UNSET))
         try:
@@ -166,6 +172,8 @@ class CallPath(Fronted):
         if answer.status == "stale":
             send.drop()  # a background refresh may use it: what it keeps is nobody's
         resp = send.caller_response(answer, url, core.clock())
+        if started:
+            _log(resp, url, call.key, started)
         if out.method not in SAFE_METHODS:
             await self._invalidate_after(out.method, url, resp)
         return resp if out.checks is False else await self._checked(resp, out.checks)
@@ -177,11 +185,13 @@ class CallPath(Fronted):
         assert ident.key is not None and ident.conditional is not None
         snap = None if refresh else await self._core.fresh(ident.key, ident.header, wanted)
         if snap is None:
-            return await self._pass(out, ident.url)
+            return await self._pass(out, ident.url, "conditional request")
         now = self._core.clock()
         if answers_not_modified(snap, ident.conditional):
             snap = not_modified_snapshot(snap)
         hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
+        if calllog.on is not False and calllog.debugging():
+            _log(hit, ident.url, ident.key, now)
         return hit if out.checks is False else await self._checked(hit, out.checks)
 
     def _identity(
@@ -197,12 +207,15 @@ class CallPath(Fronted):
         checked = check_call(session, str_or_url, kwargs, own)
         return identify(session, self._keys, method, checked, kwargs)
 
-    async def _pass(self, out: Outgoing, url: URL | None) -> CachedResponse:
-        """A call that takes no part: aiohttp's own request with the call's own options, its body
-        streamed from the connection as aiohttp streams it (nothing buffered by us)."""
+    async def _pass(self, out: Outgoing, url: URL | None, reason: CacheReason) -> CachedResponse:
+        """A call that takes no part (``reason``): aiohttp's own request with the call's own
+        options, its body streamed from the connection as aiohttp streams it (nothing buffered
+        by us)."""
         send = Passing(out, self._core.clock)
-        await self._core.fetch(Call(None), send)
-        passed = send.live()
+        answer = await self._core.fetch(Call(None, reason=reason), send)
+        passed = send.live(answer.reason)
+        if calllog.on is not False and calllog.debugging():
+            _log(passed, url or out.url, None, send.times.request_time)
         if out.method not in SAFE_METHODS:
             target = url if url is not None else self._target(out.url, out.kwargs.get("params"))
             await self._invalidate_after(out.method, target, passed)
@@ -235,6 +248,13 @@ class CallPath(Fronted):
         """The absolute URL a request goes to, its ``params=`` merged as aiohttp merges them."""
         url = request_url(self._client(), str_or_url)
         return merge_params(url, params) if params else url
+
+
+def _log(resp: CachedResponse, url: str | URL, key: str | None, started: float) -> None:
+    """The DEBUG record of a finished call (``core/calllog.py``); ``started``: when it began."""
+    target = str((URL(url) if isinstance(url, str) else url).with_query(None).with_fragment(None))
+    answer = Answer(resp.snapshot, resp.cache_status, resp.cache_reason)
+    log_answer(answer, resp.method, target, key, resp._now - started)
 
 
 def _check_flags(cache: Any, refresh: Any) -> None:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..core.records import CacheStatus
+from ..spec.decisions.reasons import CacheReason
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from .body import BodyStream, LiveStream
@@ -54,6 +55,7 @@ class CachedResponse:
         "_req_headers",
         "_req_url",
         "_url",
+        "cache_reason",
         "cache_status",
         "closed",
         "method",
@@ -74,6 +76,9 @@ class CachedResponse:
         self.snapshot = snapshot  # the shared, immutable response this object replays
         self._now = now  # when it was served to this caller (the session's clock), for its age
         self.cache_status: CacheStatus = cache_status
+        # Why it was neither stored nor served from storage (a code of reasons.py), else None:
+        # set by the session once built (send.py).
+        self.cache_reason: CacheReason | None = None
         self.status = snapshot.status
         self.reason = snapshot.reason
         self.method = snapshot.method

@@ -26,6 +26,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.records import Answer, Fetched
+from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Headers, Snapshot
 from .body import Kept, read_within
 from .response import CachedResponse, LiveResponse
@@ -101,7 +102,7 @@ class SharedRequest(Kept):
             raise
         if body is None or len(body) > self._limit:
             self.keep(resp, body or b"")  # too large to share: the flight ends now
-            return Fetched(None)
+            return Fetched(None, withheld="body over max_body_size")
         resp.release()
         snap = snapshot_of(resp, body, self.times)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
@@ -110,7 +111,14 @@ class SharedRequest(Kept):
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
         if answer.snapshot is not None:
-            return CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+            resp = CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+        else:
+            resp = self._own(answer, url)
+        resp.cache_reason = answer.reason
+        return resp
+
+    def _own(self, answer: Answer, url: URL) -> CachedResponse:
+        """This caller's own response, kept by ``send`` (streamed), or only-if-cached's 504."""
         live = self.response
         if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
@@ -144,10 +152,12 @@ class Passing:
         self.times = Times(sent, self._clock())
         return Fetched(None)
 
-    def live(self) -> LiveResponse:
+    def live(self, reason: CacheReason | None) -> LiveResponse:
         assert self.response is not None  # __call__ ran
         live = self.response
-        return LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
+        passed = LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
+        passed.cache_reason = reason
+        return passed
 
 
 def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:

@@ -21,6 +21,7 @@ from ..core.coalescer import Coalescer
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Setup
+from ..metrics.base import Metrics, recorder_of
 from ..options import Seconds, check_flag, check_string
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
@@ -91,6 +92,7 @@ class CoalescingSession(CallPath):
         namespace: str = "",
         base_url: str | URL | None = None,
         clock: Clock = wall_clock,
+        metrics: Metrics | Iterable[Metrics] | None = None,
         **client_session_kwargs: Any,
     ) -> None:
         base = check_base_url(base_url)
@@ -107,13 +109,7 @@ class CoalescingSession(CallPath):
                 raise ValueError(
                     f"base_url must be the wrapped session's own base URL, got {base_url!r}"
                 )
-        unknown = (
-            client_session_kwargs.keys() - KNOWN_SESSION_KWARGS if KNOWN_SESSION_KWARGS else ()
-        )
-        if unknown:  # as ClientSession(...) would, now rather than when it is built
-            raise TypeError(
-                f"ClientSession.__init__() got an unexpected keyword argument {min(unknown)!r}"
-            )
+        _check_unknown(client_session_kwargs)
         self.storage_owner = check_flag(storage_owner, "storage_owner")  # as connector_owner
         self._core = Coalescer(
             MemoryStorage(clock=clock) if storage is None else storage,
@@ -124,6 +120,7 @@ class CoalescingSession(CallPath):
                 wait_timeout=wait_timeout,
                 shared_cache=check_flag(shared, "shared"),
             ),
+            recorder_of(metrics, "client"),
         )
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(
@@ -232,4 +229,14 @@ class CoalescingSession(CallPath):
             f"<CoalescingSession ttl={self._core.ttl} storage={type(self._core.storage).__name__} "
             f"requests={s.requests} hits={s.hits} in_flight={len(self._core.flight)}"
             f"{' closed' if self._closed else ''}>"
+        )
+
+
+def _check_unknown(client_session_kwargs: dict[str, Any]) -> None:
+    """Refuse an option ``ClientSession`` does not know, as ``ClientSession(...)`` would, now
+    rather than when it is built."""
+    unknown = client_session_kwargs.keys() - KNOWN_SESSION_KWARGS if KNOWN_SESSION_KWARGS else ()
+    if unknown:
+        raise TypeError(
+            f"ClientSession.__init__() got an unexpected keyword argument {min(unknown)!r}"
         )

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from ..client.response import CachedResponse
 from ..core.records import CacheStatus
+from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Snapshot
 
 __all__ = ["CacheInfo", "Served", "cache_info"]
@@ -30,7 +31,8 @@ class CacheInfo:
             ``Age`` included, on every path (a miss whose origin sent ``Age: 30`` is 30).
         created_at: when the origin's response arrived (an aware UTC ``datetime``).
         expires: when its stored freshness ends, or None: not stored.
-        reason: why it was not served from storage; None for now (the observability issue).
+        reason: why it was neither stored nor served from storage (a code of the guide's
+            table, ``docs/guide/observability.md``); None when it was.
     """
 
     status: CacheStatus
@@ -47,6 +49,7 @@ class Served(NamedTuple):
     snapshot: Snapshot
     status: CacheStatus
     now: float  # when it was served, on the middleware's clock
+    reason: CacheReason | None = None  # why it was not stored (reasons.py)
 
 
 ATTRIBUTE = "_coalesce_served"  # the attribute of a ClientResponse that holds its ``Served``
@@ -66,6 +69,12 @@ def cache_info(response: object) -> CacheInfo | None:
         if not isinstance(served, Served):
             return None
         source = CachedResponse(served.snapshot, served.status, now=served.now)
+        source.cache_reason = served.reason
     return CacheInfo(
-        source.cache_status, source.from_cache, source.age, source.created_at, source.expires
+        source.cache_status,
+        source.from_cache,
+        source.age,
+        source.created_at,
+        source.expires,
+        source.cache_reason,
     )

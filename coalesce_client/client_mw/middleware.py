@@ -34,15 +34,25 @@ from yarl import URL
 
 from ..client.call import Identity, url_key, url_parts
 from ..client.send import snapshot_of
+from ..core import calllog
+from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
 from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
 from ..core.records import Answer, CacheStatus, Call, Setup
+from ..metrics.base import Metrics, recorder_of
 from ..options import check_flag
 from ..spec.conditional import answers_not_modified, not_modified_snapshot, validators_of
+from ..spec.decisions.reasons import CacheReason
 from ..spec.freshness import age_header
 from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
-from ..spec.requests import UNSHARED_HEADERS, VALIDATED_METHODS, VALIDATION_HEADERS, asked_by
+from ..spec.requests import (
+    UNSHARED_HEADERS,
+    VALIDATED_METHODS,
+    VALIDATION_HEADERS,
+    asked_by,
+    bypass_reason,
+)
 from ..spec.snapshot import Snapshot
 from ..spec.vary import Header
 from ..storage.base import Clock, Storage, wall_clock
@@ -55,6 +65,9 @@ __all__ = ["ClientMiddleware", "client_middleware"]
 
 _OWN = frozenset({"miss", "bypass"})  # the origin's own answer to this caller: no Age added
 _GATEWAY_TIMEOUT = (504, "Gateway Timeout")  # only-if-cached, nothing usable (RFC 9111 §5.2.1.7)
+# A request with If-None-Match or If-Modified-Since that nothing fresh stored answers, or on a
+# method those are not for: the origin's answer is its own.
+_CONDITIONAL = Call(None, reason="conditional request")
 
 
 class ClientMiddleware(Fronted):
@@ -79,13 +92,18 @@ class ClientMiddleware(Fronted):
         *,
         shared: bool = False,
         clock: Clock = wall_clock,
+        metrics: Metrics | Iterable[Metrics] | None = None,
     ) -> None:
         require_middlewares()
         shared = check_flag(shared, "shared")
         setup = Setup.of(policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout)
         if storage is None:
             storage = MemoryStorage(clock=clock)
-        self._core = Coalescer(storage, dataclasses.replace(setup, shared_cache=shared))
+        self._core = Coalescer(
+            storage,
+            dataclasses.replace(setup, shared_cache=shared),
+            recorder_of(metrics, "client-middleware"),
+        )
         self.policy = self._core.policy
         self._keys = self.policy.key_maker(namespace="", key_headers=key_headers)
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
@@ -98,9 +116,11 @@ class ClientMiddleware(Fronted):
             values = headers.getall(name, None)
             return None if values is None else ", ".join(values)
 
-        key = self._key(req, header) if req.method in self.policy.methods else None
-        if key is None:
-            return await self._through(req, handler, Call(None))
+        if req.method not in self.policy.methods:
+            return await self._through(req, handler, Call(None, reason="method not cached"))
+        key = self._key(req, header)
+        if isinstance(key, Call):  # a bypass, and why
+            return await self._through(req, handler, key)
         wanted, refresh, no_store = None, False, False
         if "cache-control" in headers or "pragma" in headers:
             asked = asked_by(header)  # the caller's own directives (RFC 9111 §5.2.1)
@@ -109,31 +129,33 @@ class ClientMiddleware(Fronted):
         if "if-none-match" in headers or "if-modified-since" in headers:
             snap = None if refresh else await core.fresh(key, header, wanted)
             if snap is None:
-                return await self._through(req, handler, Call(None))
+                return await self._through(req, handler, _CONDITIONAL)
             if answers_not_modified(snap, validators_of(header)):
                 snap = not_modified_snapshot(snap)
             return self._replay(req, snap, "hit")
         if not refresh:
             snap = core.peek(key, header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
+                if calllog.on is not False and calllog.debugging():
+                    log_answer(Answer(snap, "hit"), req.method, _url(req.url), key, 0.0)
                 return self._replay(req, snap, "hit")
         if no_store:  # RFC 9111 §5.2.1.5: nothing of it is stored
-            return await self._through(req, handler, Call(None))
+            return await self._through(req, handler, Call(None, reason="request no-store"))
         ident = Identity(key, req.url, header, url_key=url_key(self._keys, req.url))
         url_ttl = bool(self.policy.url_ttl)
         call = ident.call(ttl=None, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
         return await self._through(req, handler, call)
 
-    def _key(self, req: ClientRequest, header: Header) -> str | None:
-        """The request's key, or None: it bypasses (module rules)."""
+    def _key(self, req: ClientRequest, header: Header) -> str | Call:
+        """The request's key, or the ``Call`` of a bypass, with its reason (module rules)."""
         names = req.headers.keys()
-        if not names.isdisjoint(UNSHARED_HEADERS) or (
-            req.method not in VALIDATED_METHODS and not names.isdisjoint(VALIDATION_HEADERS)
-        ):
-            return None
+        if not names.isdisjoint(UNSHARED_HEADERS):
+            return Call(None, reason=bypass_reason(req.headers.__contains__))
+        if req.method not in VALIDATED_METHODS and not names.isdisjoint(VALIDATION_HEADERS):
+            return _CONDITIONAL
         body = body_bytes(req)
         if body is None:
-            return None  # a stream, a file: nothing to key it by
+            return Call(None, reason="request body")  # a stream, a file: nothing to key it by
         # Remembered by every part it is built from (a body's bytes never: not held here).
         parts = None if body else (req.method, req.url, tuple(req.headers.items()), req.proxy)
         if parts is not None:
@@ -154,6 +176,9 @@ class ClientMiddleware(Fronted):
         core = self._core
         kind = Passing if call.key is None else ChainSend
         send = kind(req, handler, self.policy, self._replay, core.clock)
+        started = (
+            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+        )  # the DEBUG record's, or 0.0
         try:
             answer = await core.fetch(call, send)
         except BaseException:
@@ -162,6 +187,9 @@ class ClientMiddleware(Fronted):
         if answer.status == "stale":
             send.drop()  # a background refresh may use it: what it keeps is nobody's
         resp = self._answer(req, send, answer)
+        if started:
+            wait = core.clock() - started
+            log_answer(answer, req.method, _url(req.url), call.key, wait)
         if req.method not in SAFE_METHODS and answer.status in _OWN:
             await self._invalidate_after(req.url, resp)
         return resp
@@ -169,22 +197,32 @@ class ClientMiddleware(Fronted):
     def _answer(self, req: ClientRequest, send: ChainSend, answer: Answer) -> ClientResponse:
         """What this caller gets of its flight's answer: a replay, or its own live response."""
         if answer.snapshot is not None:
-            return self._replay(req, answer.snapshot, answer.status)
+            return self._replay(req, answer.snapshot, answer.status, answer.reason)
         live = send.response
         if live is None:
-            return replayed(req, _GATEWAY_TIMEOUT, CIMultiDict({"Content-Length": "0"}), b"")
-        served = Served(snapshot_of(live, b"", send.times), answer.status, self._core.clock())
-        setattr(live, ATTRIBUTE, served)
+            resp = replayed(req, _GATEWAY_TIMEOUT, CIMultiDict({"Content-Length": "0"}), b"")
+            head = (("Content-Length", "0"),)
+            snap = Snapshot(*_GATEWAY_TIMEOUT, head, str(req.url), req.method, b"")
+            setattr(resp, ATTRIBUTE, Served(snap, "miss", 0.0, answer.reason))
+            return resp
+        snap = snapshot_of(live, b"", send.times)
+        setattr(live, ATTRIBUTE, Served(snap, answer.status, self._core.clock(), answer.reason))
         return live
 
-    def _replay(self, req: ClientRequest, snap: Snapshot, status: CacheStatus) -> ClientResponse:
+    def _replay(
+        self,
+        req: ClientRequest,
+        snap: Snapshot,
+        status: CacheStatus,
+        reason: CacheReason | None = None,
+    ) -> ClientResponse:
         """A ``ClientResponse`` of its own for this caller, over a snapshot (module rules)."""
         now = self._core.clock()
         headers = CIMultiDict(snap.headers)
         if status not in _OWN:  # RFC 9111 §5.1: its current age, in place of the origin's
             headers["Age"] = age_header(snap.age(now))
         resp = replayed(req, (snap.status, snap.reason), headers, snap.body)
-        setattr(resp, ATTRIBUTE, Served(snap, status, now))
+        setattr(resp, ATTRIBUTE, Served(snap, status, now, reason))
         return resp
 
     async def _invalidate_after(self, url: URL, resp: ClientResponse) -> None:
@@ -219,6 +257,11 @@ class ClientMiddleware(Fronted):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _url(url: URL) -> str:
+    """A request's URL without its query (the DEBUG record's)."""
+    return str(url.with_query(None).with_fragment(None))
 
 
 # The factory name of the public API: ``client_middleware(ttl=60, ...)`` builds one.

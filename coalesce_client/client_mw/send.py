@@ -75,7 +75,7 @@ class ChainSend(Kept):
         if not (body is not None and len(body) <= limit):  # too large to share
             put_back(resp, body or b"")  # its caller streams it whole, from the first byte
             self.keep(resp, b"")  # and the flight ends now
-            return Fetched(None)
+            return Fetched(None, withheld="body over max_body_size")
         resp.release()
         snap = snapshot_of(resp, body, self.times)
         should_store = policy.should_store

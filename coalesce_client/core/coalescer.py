@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..metrics.base import Recorder
 from ..options import check_seconds
 from ..spec.decisions.reuse import NOT_STALE, Hit, reuse
 from ..spec.requests import Wanted
@@ -100,7 +101,7 @@ class Coalescer(Counters):
 
     fetch: Callable[[Call, Send], Coroutine[Any, Any, Answer]]
 
-    def __init__(self, storage: Storage, setup: Setup) -> None:
+    def __init__(self, storage: Storage, setup: Setup, recorder: Recorder | None = None) -> None:
         super().__init__()
         if not isinstance(storage, Storage):
             raise ValueError(f"storage must implement the Storage protocol, got {storage!r}")
@@ -129,6 +130,12 @@ class Coalescer(Counters):
         if leases is not None:
             self._fleet = Fleet(leases, self.wait_timeout)
             lead = FleetLeader(self._fleet, leader, self._lookup).lead
+        if recorder is not None:  # the face's metrics=: where each thing is counted, recorded
+            self.record_to(recorder)
+            writer.recorder = recorder
+            self._flight.completed = recorder.followers
+            if self._fleet is not None:
+                self._fleet.recorder = recorder
         # fetch(call, send): the response for one call (``Call``), from storage, from a flight
         # in progress, or sent now. The driver's own method (pipeline.py): no call in between.
         self.fetch = Pipeline(setup, self, self._lookup, passes, lead).fetch

@@ -12,6 +12,9 @@ Rules of this module:
   counted once whatever calls it (a second ``close`` or ``commit`` with the same status changes
   nothing, another status is a bug). Nothing else counts an outcome but a hit answered without a
   call of ``fetch`` (``Coalescer.peek`` and ``fresh``, through ``count_hit``).
+* With a metrics recorder (``record_to``), every outcome counted is also recorded: the outcomes'
+  dict becomes one that records on each write (``_Recorded``), so that the counting code, the
+  inlined copies on the hot paths included, stays as it is and costs nothing more without one.
 * ``errors`` counts calls that raised (the tally, and the faces' own checks through
   ``count_error``), ``upstream`` real requests sent (the leader, a call sent alone), ``stored``
   successful storage writes (the writer's count, read by ``snapshot``).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from typing import get_args
 
+from ..metrics.base import Recorder
 from .records import CacheStatus, Stats
 
 __all__ = ["Counters", "Tally"]
@@ -30,7 +34,7 @@ class Counters:
     """The counters a coalescer keeps (its base class, so that ``peek`` counts a hit on ``self``
     at the cost of two attribute writes: the whole cost of a hit is measured)."""
 
-    __slots__ = ("_outcomes", "errors", "requests", "upstream")
+    __slots__ = ("_outcomes", "errors", "recorder", "requests", "upstream")
 
     def __init__(self) -> None:
         self.requests = 0  # calls begun (fetch, and the hits of peek and fresh)
@@ -39,6 +43,12 @@ class Counters:
         self._outcomes: dict[CacheStatus, int] = dict.fromkeys(get_args(CacheStatus), 0)
         self.errors = 0  # calls that raised
         self.upstream = 0  # real requests sent: one per flight, one per call alone
+        self.recorder: Recorder | None = None  # the face's metrics= (record_to), or None
+
+    def record_to(self, recorder: Recorder) -> None:
+        """Record every outcome counted from now on to ``recorder`` too (module rules)."""
+        self.recorder = recorder
+        self._outcomes = _Recorded(self._outcomes, recorder)
 
     def snapshot(self, stored: int) -> Stats:
         """The counters now, with ``stored`` (the writer's count)."""
@@ -99,3 +109,17 @@ class Tally:
 
     status: CacheStatus = "miss"
     counted: bool = False
+
+
+class _Recorded(dict[CacheStatus, int]):
+    """The outcomes' counts, each write of one also recorded (``Counters.record_to``)."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, counts: dict[CacheStatus, int], recorder: Recorder) -> None:
+        super().__init__(counts)
+        self._call = recorder.call
+
+    def __setitem__(self, status: CacheStatus, count: int) -> None:
+        super().__setitem__(status, count)
+        self._call(status)

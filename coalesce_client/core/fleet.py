@@ -41,6 +41,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Generic, Literal, TypeVar
 
+from ..metrics.base import Recorder
 from ..storage.base import Fronts, SharesFlights, Storage
 
 __all__ = ["Fleet", "Source", "leases_of"]
@@ -94,13 +95,14 @@ class _Seen:
 class Fleet(Generic[R]):
     """The flight across processes, for one coalescer (see the module rules)."""
 
-    __slots__ = ("_releases", "leases", "taken_over", "wait_timeout", "waiting")
+    __slots__ = ("_releases", "leases", "recorder", "taken_over", "wait_timeout", "waiting")
 
     def __init__(self, leases: SharesFlights, wait_timeout: float | None) -> None:
         self.leases = leases
         self.wait_timeout = wait_timeout  # seconds a leader waits on other processes, or None
         self.waiting = 0  # leaders waiting on another process's flight now
         self.taken_over = 0  # leases taken after a wait (a holder gone, an entry not there)
+        self.recorder: Recorder | None = None  # the face's metrics, or None
         self._releases: set[asyncio.Future[None]] = set()  # releases still being sent
 
     def __repr__(self) -> str:
@@ -158,12 +160,16 @@ class Fleet(Generic[R]):
                 if found is None:
                     if waited:
                         self.taken_over += 1
+                        if self.recorder is not None:
+                            self.recorder.takeover()
                     return "hold"
                 with contextlib.suppress(_Unreachable):  # else the lease expires by itself
                     await _store_op(leases.release(key, token, STORED))
                 return (found,)
             waiter = await _store_op(leases.watch(key))
             self.waiting += 1
+            if self.recorder is not None:
+                self.recorder.lease_wait()
             try:
                 found = await read()
                 if found is not None:

@@ -79,10 +79,13 @@ class SingleFlight(Generic[K, V]):
         Exception: whatever ``fetch`` raises reaches every caller of that flight.
     """
 
-    __slots__ = ("_calls", "_joined", "_started")
+    __slots__ = ("_calls", "_joined", "_started", "completed")
 
     def __init__(self) -> None:
         self._calls: dict[K, _Call[V]] = {}
+        # Told, when a flight's work returns, how many callers besides one share its value (the
+        # callers still waiting, less its leader): a metrics hook, or None.
+        self.completed: Callable[[int], None] | None = None
         self._started = 0  # flights started (each ran the work once)
         self._joined = 0  # calls that joined a flight already in progress
 
@@ -208,6 +211,8 @@ class SingleFlight(Generic[K, V]):
             raise
         else:
             self._release(key, call)
+            if self.completed is not None:
+                self.completed(max(len(call.waiters) - 1, 0))
             for w in call.waiters:
                 if not w.done():
                     w.set_result(value)

@@ -28,6 +28,7 @@ from dataclasses import replace
 from ..spec.decisions import assert_never
 from ..spec.decisions.failure import ERROR_STATUSES, FailureStands, StaleIfError, on_failure
 from ..spec.decisions.followers import Variant, variant_of
+from ..spec.decisions.reasons import ShareOnlyReason
 from ..spec.decisions.storing import (
     Neither,
     Shareable,
@@ -106,7 +107,7 @@ class Leader:
         self._counters.upstream += 1
         send = flight.send
         fetched = await (send((), True) if flight.detached else send())
-        return FlightResult(fetched.snapshot, None)
+        return FlightResult(fetched.snapshot, None, reason="wait timeout")
 
     def _failed(self, prior: Snapshot | None, status: object) -> Snapshot | None:
         """What answers the flight, stale, when the origin failed (an exception, or ``status``):
@@ -127,9 +128,9 @@ class Leader:
         names = () if own is None else vary_names(own.headers)
         verdict = self._sharing(own, names)
         match verdict:
-            case Neither():
+            case Neither(reason=reason):
                 self._passes.remember(flight.key)  # a shared cache's hit-for-miss
-                return FlightResult(own, None)
+                return FlightResult(own, None, reason=fetched.withheld if own is None else reason)
             case Shareable():
                 assert own is not None  # sharing says Neither without a response
             case _:
@@ -139,11 +140,11 @@ class Leader:
         shared = replace(own, headers=policy.storable_headers(own.headers), history=history)
         variant = variant_of(names, flight.call.header)
         stored = await self._kept(flight, shared, fetched.storable, variant)
-        if stored is None:
-            return FlightResult(own, shared, variant)
+        if isinstance(stored, str):
+            return FlightResult(own, shared, variant, reason=stored)
         # The leader's own response says when its stored copy expires (CachedResponse.expires).
         own = replace(own, stored_at=stored.stored_at, expires_at=stored.expires_at)
-        return FlightResult(own, stored, variant)
+        return FlightResult(own, stored, variant, reason=self._writer.failure)
 
     async def _renew(self, flight: Flight, prior: Snapshot, fetched: Fetched) -> FlightResult:
         """A 304 selected ``prior``: its headers updated, its freshness renewed (RFC 9111
@@ -162,16 +163,17 @@ class Leader:
         names = vary_names(renewed.headers)
         verdict = self._sharing(renewed, names)
         match verdict:
-            case Neither():
-                return FlightResult(renewed, None)
+            case Neither(reason=reason):
+                return FlightResult(renewed, None, reason=reason)
             case Shareable():
                 pass
             case _:
                 assert_never(verdict)
         variant = variant_of(names, flight.call.header)
         stored = await self._kept(flight, renewed, fetched.storable, variant)
-        renewed = renewed if stored is None else stored
-        return FlightResult(renewed, renewed, variant, "revalidated")
+        if isinstance(stored, str):
+            return FlightResult(renewed, renewed, variant, "revalidated", reason=stored)
+        return FlightResult(stored, stored, variant, "revalidated", reason=self._writer.failure)
 
     def _sharing(self, response: Snapshot | None, names: tuple[str, ...]) -> Sharing:
         setup = self._setup
@@ -185,14 +187,14 @@ class Leader:
 
     async def _kept(
         self, flight: Flight, shared: Snapshot, storable: bool, variant: Variant | None
-    ) -> Snapshot | None:
-        """Store ``shared`` if ``storing`` gives it a lifetime; it as stored, else None."""
+    ) -> Snapshot | ShareOnlyReason:
+        """Store ``shared`` if ``storing`` gives it a lifetime; it as stored, else the reason."""
         decision = storing(
             storable, self._lifetime(shared, flight.call) if storable else NOT_STORED
         )
         match decision:
-            case ShareOnly():
-                return None
+            case ShareOnly(reason=reason):
+                return reason
             case StoreAndShare(lifetime=kept):
                 now = self._setup.clock()
                 stored = replace(shared, stored_at=now, expires_at=now + kept.fresh)

@@ -20,6 +20,8 @@ Rules of this module:
   followers woken by one outcome all join their variant's flight first, whatever order the loop
   wakes them in (a flight starts eagerly on Python 3.12+, ``flight.py``). A first round's flight
   starts at once.
+* With a metrics recorder (the face's ``metrics=``), each real request is timed (``_Timed``)
+  and each answer not stored counted by its reason; without one, nothing is wrapped.
 * A key that takes no part (None), or is remembered as pass-through (``passes.py``), goes
   straight to the origin alone; so does a follower that stopped waiting (``wait_timeout``, as
   nginx's ``proxy_cache_lock_timeout``) or could not share: its request is never stored.
@@ -32,8 +34,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal
 
+from ..metrics.base import Recorder
 from ..spec.decisions import assert_never
 from ..spec.decisions.followers import OwnVariant, SendAlone, Take, follow
+from ..spec.decisions.reasons import CacheReason
 from ..spec.decisions.reuse import (
     NOT_STALE,
     Hit,
@@ -44,14 +48,25 @@ from ..spec.decisions.reuse import (
     StaleTerms,
     reuse,
 )
-from ..spec.snapshot import Snapshot
+from ..spec.snapshot import Headers, Snapshot
 from ..spec.vary import values_of
+from ..storage.base import Clock
 from .counters import Counters, Tally
 from .flight import WaitTimeout
 from .keys import variant_key
 from .lookup import Lookup
 from .passes import Passes
-from .records import Answer, CacheStatus, Call, Flight, FlightResult, Send, Setup, ViaPointer
+from .records import (
+    Answer,
+    CacheStatus,
+    Call,
+    Fetched,
+    Flight,
+    FlightResult,
+    Send,
+    Setup,
+    ViaPointer,
+)
 
 __all__ = ["Lead", "Pipeline"]
 
@@ -97,11 +112,16 @@ class Pipeline:
         counters = self._counters
         counters.requests += 1  # the call begins (counters.py); its outcome is still to come
         tally = Tally()
+        recorder = counters.recorder
+        if recorder is not None:  # metrics: each real request timed (module rules)
+            send = _Timed(send, recorder, self._clock)
         try:
             key = call.key
             passes = self._passes
-            if key is None or (passes.until and passes.passing(key)):
-                answer = await self._alone(send, "bypass", tally)
+            if key is None:
+                answer = await self._alone(send, "bypass", tally, call.reason)
+            elif passes.until and passes.passing(key):
+                answer = await self._alone(send, "bypass", tally, "pass-through key")
             else:
                 step = await self._round(call, send, (), tally)
                 if isinstance(step, OwnVariant):
@@ -116,6 +136,8 @@ class Pipeline:
             counters.close(tally, answer.status)
         else:  # counters.close(tally, answer.status), inlined
             counters._outcomes[answer.status] += 1
+        if recorder is not None and answer.reason is not None:
+            recorder.not_stored(answer.reason)
         return answer
 
     async def _round(
@@ -157,8 +179,8 @@ class Pipeline:
                 if by == "stale-while-revalidate":  # one background refresh per key
                     self._refresh(Flight(call, send, key, fkey, names, stored, detached=True))
                 return Answer(stored, "stale")
-            case OnlyIfCachedMiss():
-                return Answer(None, "miss")  # nothing usable stored; the origin is not asked
+            case OnlyIfCachedMiss():  # nothing usable stored; the origin is not asked
+                return Answer(None, "miss", "only-if-cached")
             case _:
                 assert_never(decision)
         flight = Flight(call, send, key, fkey, names, stored)
@@ -167,7 +189,7 @@ class Pipeline:
         try:
             outcome = await flights.run(fkey, work, timeout=timeout)
         except WaitTimeout:  # our own request, never stored (nginx proxy_cache_lock_timeout)
-            return await self._alone(send, "miss", tally)
+            return await self._alone(send, "miss", tally, "wait timeout")
         except BaseException:
             if joining:  # counted as the caller would have been (counters.py)
                 tally.status = "coalesced"
@@ -175,9 +197,9 @@ class Pipeline:
         result = outcome.value
         if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
             status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
-            return Answer(result.own, status)
-        share = self._share(result, call, names)
-        return await self._alone(send, "miss", tally) if isinstance(share, SendAlone) else share
+            return Answer(result.own, status, result.reason)
+        share = self._share(result, call, names)  # a str: its own request, not stored, and why
+        return await self._alone(send, "miss", tally, share) if isinstance(share, str) else share
 
     async def _regrouped(self, flight: Flight) -> FlightResult:
         """The work of a second round's flight: the lead, after one turn of the loop (issue 26).
@@ -201,18 +223,21 @@ class Pipeline:
 
     def _share(
         self, result: FlightResult, call: Call, names: tuple[str, ...]
-    ) -> Answer | OwnVariant | SendAlone:
+    ) -> Answer | OwnVariant | CacheReason:
         """A follower's share of its flight's result (``followers.py``); ``names``: those of the
-        call's second round, () in its first."""
+        call's second round, () in its first. A reason when it sends its own request instead:
+        the leader's (the response was not for the followers), or "other variant"."""
         variant = result.variant
         mine = None if variant is None else values_of(variant.names, call.header)
         second_round = bool(names)
         decision = follow(result.shared is not None, result.served, variant, mine, second_round)
         match decision:
             case Take(status=taken):
-                return Answer(result.shared, taken)
-            case OwnVariant() | SendAlone():
+                return Answer(result.shared, taken, result.reason)
+            case OwnVariant():
                 return decision
+            case SendAlone(reason=why):
+                return result.reason or "streamed" if why == "not shared" else why
             case _:
                 assert_never(decision)
 
@@ -220,8 +245,14 @@ class Pipeline:
         """Refresh the flight's key in the background (``refreshes.py``)."""
         self._refreshes.start(flight.fkey, partial(self._lead, flight))
 
-    async def _alone(self, send: Send, status: Literal["miss", "bypass"], tally: Tally) -> Answer:
-        """One request for this caller only, outside any flight; never stored.
+    async def _alone(
+        self,
+        send: Send,
+        status: Literal["miss", "bypass"],
+        tally: Tally,
+        reason: CacheReason | None,
+    ) -> Answer:
+        """One request for this caller only, outside any flight; never stored (``reason``).
 
         A bypass, or a follower's own request (it stopped waiting, or the flight's outcome was not
         for it), which is a miss.
@@ -229,4 +260,23 @@ class Pipeline:
         self._counters.commit(tally, status)  # before it sends: the call is placed
         self._counters.upstream += 1
         fetched = await send()
-        return Answer(fetched.snapshot, status)
+        return Answer(fetched.snapshot, status, reason)
+
+
+class _Timed:
+    """A call's ``send``, each real request counted and timed on a metrics recorder."""
+
+    __slots__ = ("_clock", "_recorder", "_send")
+
+    def __init__(self, send: Send, recorder: Recorder, clock: Clock) -> None:
+        self._send = send
+        self._recorder = recorder
+        self._clock = clock
+
+    async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
+        started = self._clock()
+        try:
+            send = self._send
+            return await (send(conditional, detached) if conditional or detached else send())
+        finally:
+            self._recorder.upstream(self._clock() - started)

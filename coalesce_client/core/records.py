@@ -18,6 +18,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from ..options import Seconds, check_callable, check_seconds, check_seconds_or_none
 from ..spec.decisions.followers import Served, Variant
+from ..spec.decisions.reasons import CacheReason, NotSharedReason
 from ..spec.requests import Wanted
 from ..spec.snapshot import Headers, Snapshot
 from ..spec.vary import Header
@@ -70,17 +71,21 @@ class Fetched:
 
     snapshot: Snapshot | None
     storable: bool = True
+    # Why ``snapshot`` is None, when the face knows better than "streamed" (a body too large).
+    withheld: NotSharedReason = "streamed"
 
 
 class Answer(NamedTuple):
     """What one call gets: the response to replay, and where it came from.
 
     ``snapshot`` is None only for a caller whose own ``send`` returned None: its face still holds
-    the response in its closure.
+    the response in its closure. ``reason``: why it was neither stored nor served from storage
+    (``spec/decisions/reasons.py``), None when it was.
     """
 
     snapshot: Snapshot | None
     status: CacheStatus
+    reason: CacheReason | None = None
 
 
 def no_headers(name: str) -> str | None:
@@ -108,6 +113,7 @@ class Call(NamedTuple):
     url: str | None = None
     url_key: str | None = None
     wanted: Wanted | None = None
+    reason: CacheReason | None = None  # why ``key`` is None (a bypass), as the face decided
 
 
 class Send(Protocol):
@@ -187,6 +193,7 @@ class FlightResult(NamedTuple):
     # confirmed by a 304) or "stale" (the stored one, the origin having failed: stale-if-error).
     served: Served | None = None
     remote: bool = False  # read from storage after another process's flight (fleet.py)
+    reason: CacheReason | None = None  # why the response was not stored (reasons.py)
 
 
 class ViaPointer(NamedTuple):

@@ -45,8 +45,9 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import TypeAlias, cast
+from typing import Literal, TypeAlias, cast
 
+from ..metrics.base import Recorder
 from ..spec.snapshot import Snapshot
 from ..spec.vary import vary_names
 from ..storage.base import Clock, OpensReadOnly, ReadsNowait, Storage, StorageUnavailableError
@@ -77,9 +78,11 @@ class Writer:
         "_pending_bytes",
         "_pointers",
         "_room",
+        "failure",
         "get_nowait",
         "max_variants",
         "pending",
+        "recorder",
         "storage",
         "stored",
         "stores",
@@ -110,6 +113,10 @@ class Writer:
         self._indexes: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self.stored = 0  # writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
+        # "storage error" from the last failure until a write succeeds: the reason a leader gives
+        # a response it hands to this writer (reasons.py), None while the storage works.
+        self.failure: Literal["storage error"] | None = None
+        self.recorder: Recorder | None = None  # the face's metrics (storage errors), or None
 
     async def read(self, key: str) -> Found | None:
         """What is stored for ``key`` (pending writes first), or None; a failure is a miss, and
@@ -212,6 +219,7 @@ class Writer:
             self.failed("set", exc)
         else:
             self.stored += 1
+            self.failure = None
             if url_key is not None:
                 try:
                     keys = (key,) if vkey is None else (key, vkey)
@@ -311,6 +319,9 @@ class Writer:
         self._indexes.clear()
 
     def failed(self, op: str, exc: Exception) -> None:
+        self.failure = "storage error"
+        if self.recorder is not None:
+            self.recorder.storage_error(type(self.storage).__name__, op)
         kind = (op, type(exc))
         if kind in self._logged or isinstance(exc, StorageUnavailableError):  # logged by it
             log.debug("storage %s failed again: %r", op, exc)

@@ -22,16 +22,17 @@ Rules of this module (docs/architecture.md, "Observability"; README, web cache p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from ..options import check_header_names
 from ..spec.requests import UNSHARED_HEADERS, VALIDATION_HEADERS
 from ..spec.vary import ANY, vary_names
 
-__all__ = ["Audit", "Reads"]
+__all__ = ["Audit", "Reads", "audit_of"]
 
 log = logging.getLogger("coalesce_client")
 REMOTE = "the client's address (request.remote)"
@@ -184,3 +185,16 @@ def _route(request: web.Request) -> str:
 
 def _shown(name: str) -> str:
     return name if name == REMOTE else "-".join(part.capitalize() for part in name.split("-"))
+
+
+def audit_of(
+    audit: object, keyed: tuple[str, ...], key_func: Callable[[web.Request], object] | None
+) -> Audit | None:
+    """The key audit asked for (``audit.py``), knowing every header the key holds: the key's
+    and credential headers, the forwarding headers, and the names ``key_func.reads`` declares."""
+    if audit is False:
+        return None
+    if audit is not True and audit != "strict":
+        raise ValueError(f'audit must be True, False or "strict", got {audit!r}')
+    declared = check_header_names(getattr(key_func, "reads", ()), "key_func.reads")
+    return Audit((*keyed, *declared), strict=audit == "strict")

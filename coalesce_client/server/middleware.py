@@ -35,6 +35,9 @@ needs of aiohttp beyond its public API is in ``compat.py``. Rules of this module
   or raised (a ``303 See Other``), every stored response for the request's URL is dropped, and
   for its ``Location`` and ``Content-Location`` on the same origin; before the response goes
   out, so the client's next request finds nothing stale.
+* With ``debug_header=True``, a response that was neither stored nor served from storage says
+  why in ``X-Cache-Reason`` (a code of ``spec/decisions/reasons.py``); off by default: it tells
+  clients about the backend.
 * The hot path (a stored hit: ``__call__`` down to ``peek``, ``_key``, ``_replay``) is measured
   in instructions: nothing is added to it, and everything else leaves it by one call.
 """
@@ -47,10 +50,13 @@ from aiohttp import web
 from multidict import CIMultiDict, istr
 from yarl import URL
 
+from ..core import calllog
+from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
-from ..core.keys import KeyMemo, UrlParts, query_pairs
+from ..core.keys import KeyMemo
 from ..core.policy import CachePolicy
-from ..core.records import Call, Setup
+from ..core.records import Answer, Call, Setup
+from ..metrics.base import Metrics, recorder_of
 from ..options import (
     Seconds,
     check_callable,
@@ -60,19 +66,21 @@ from ..options import (
     check_string,
 )
 from ..spec.conditional import answers_not_modified, validators_of
-from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_targets
+from ..spec.decisions.reasons import CacheReason
+from ..spec.invalidation import SAFE_METHODS, invalidates, invalidation_targets
 from ..spec.requests import (
     UNSHARED_HEADERS,
     VALIDATED_METHODS,
     VALIDATION_HEADERS,
     Wanted,
     asked_by,
-    forwarded_part,
+    bypass_reason,
 )
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
-from .audit import Audit
+from .audit import audit_of
 from .compat import fresh_exception
+from .parts import base_of, forwarded_value, origin_of, url_of, url_parts
 from .replay import Replayer
 from .send import Handler, HandlerSend
 
@@ -82,6 +90,7 @@ __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
 _FROM_STORAGE = frozenset({"stale", "revalidated"})
 # aiohttp's own answer to a handler that raised (web_protocol.handle_error, plain text).
 _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
+_REASON_HEADER = istr("X-Cache-Reason")  # with debug_header=True (module rules)
 
 
 class CoalesceMiddleware(Replayer, Fronted):
@@ -102,6 +111,8 @@ class CoalesceMiddleware(Replayer, Fronted):
         "_bypass_headers",
         "_conditional_bypass",
         "_core",
+        "_credentials",
+        "_debug_header",
         "_forwarded",
         "_key_func",
         "_key_names",
@@ -125,8 +136,11 @@ class CoalesceMiddleware(Replayer, Fronted):
         namespace: str = "",
         audit: bool | str = False,
         clock: Clock = wall_clock,
+        debug_header: bool = False,
+        metrics: Metrics | Iterable[Metrics] | None = None,
     ) -> None:
         check_callable(key_func, "key_func", none_ok=True)
+        self._debug_header = check_flag(debug_header, "debug_header")
         if cache_status_header is not None:
             check_header_name(cache_status_header, "cache_status_header")
         check_string(namespace, "namespace")
@@ -141,6 +155,7 @@ class CoalesceMiddleware(Replayer, Fronted):
                 wait_timeout=wait_timeout,
                 shared_cache=True,
             ),
+            recorder_of(metrics, "server"),
         )
         policy = self.policy = self._core.policy
         names = check_header_names(key_headers, "key_headers")
@@ -153,7 +168,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         # share), then the headers of partial and conditional requests. A request with any of
         # them leaves the hot path; of those, a request with only validation headers may still
         # be answered from storage (_conditional).
-        credentials = tuple(h for h in policy.credential_headers if h not in names)
+        credentials = self._credentials = tuple(
+            h for h in policy.credential_headers if h not in names
+        )
         # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
         self._conditional_bypass = tuple(map(istr, credentials + UNSHARED_HEADERS))
         self._bypass_headers = self._conditional_bypass + tuple(map(istr, VALIDATION_HEADERS))
@@ -165,7 +182,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         )
         self._key_func = key_func
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
-        self._audit = _audit_of(audit, self._keys.header_names, key_func)
+        self._audit = audit_of(audit, self._keys.header_names, key_func)
 
     async def close(self) -> None:
         """Close the storage (call it from ``app.on_cleanup`` if the storage holds resources)."""
@@ -203,6 +220,8 @@ class CoalesceMiddleware(Replayer, Fronted):
             if not refresh:
                 snap = self._core.peek(key, header, wanted)
                 if snap is not None:  # the hot path: a hit answered without awaiting
+                    if calllog.on is not False and calllog.debugging():
+                        log_answer(Answer(snap, "hit"), request.method, url_of(request), key, 0.0)
                     return self._replay(snap, "hit")
             url_key = self._url_key(request, request.rel_url)
         elif (
@@ -221,8 +240,17 @@ class CoalesceMiddleware(Replayer, Fronted):
             url_key=url_key,
             refresh=refresh,
             wanted=wanted,
+            reason=None if key is not None else self._bypass_reason(request),
         )
         return await self._through(request, handler, call)
+
+    def _bypass_reason(self, request: web.Request) -> CacheReason:
+        """Why a request without a key bypasses (the module rules' list, in its order)."""
+        if request.method not in self.policy.methods:
+            return "method not cached"
+        if request.body_exists:
+            return "request body"
+        return bypass_reason(request.headers.__contains__, self._credentials)
 
     async def _through(
         self, request: web.Request, handler: Handler, call: Call
@@ -232,6 +260,9 @@ class CoalesceMiddleware(Replayer, Fronted):
         core = self._core
         send = HandlerSend(request, handler, self.policy, core.clock, self._audit)
         own = send.own
+        started = (
+            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+        )  # the DEBUG record's, or 0.0
         try:
             answer = await core.fetch(call, send)
         except web.HTTPException as exc:
@@ -251,12 +282,20 @@ class CoalesceMiddleware(Replayer, Fronted):
                 await self._invalidate_after(request, snap.status, CIMultiDict(snap.headers))
         if resp is None or answer.status in _FROM_STORAGE:
             if answer.snapshot is None:  # only-if-cached, nothing usable stored (§5.2.1.7)
-                return self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
-            return self._replay(answer.snapshot, answer.status)
+                resp = self._labelled(web.Response(status=504, reason="Gateway Timeout"), "miss")
+            else:
+                resp = self._replay(answer.snapshot, answer.status)
+        else:
+            resp = self._labelled(resp, answer.status)
+        if self._debug_header and answer.reason is not None and not resp.prepared:
+            resp.headers[_REASON_HEADER] = answer.reason
+        if started:
+            wait = core.clock() - started
+            log_answer(answer, request.method, url_of(request), call.key, wait)
         if isinstance(resp, web.HTTPException):  # before StreamResponse: it is one in 3.x
             core.count_error()
-            raise self._labelled(resp, answer.status)
-        return self._labelled(resp, answer.status)
+            raise resp
+        return resp
 
     async def _conditional(
         self, request: web.Request, header: Callable[[str], str | None]
@@ -290,7 +329,7 @@ class CoalesceMiddleware(Replayer, Fronted):
             return known
         return self._memo.remember(
             parts,
-            self._keys.url_key_of(_url_parts(request, url)),
+            self._keys.url_key_of(url_parts(request, url)),
         )
 
     async def _invalidate_after(
@@ -299,16 +338,11 @@ class CoalesceMiddleware(Replayer, Fronted):
         """The module rules' invalidation, for a response the handler gave to ``request``."""
         if not invalidates(request.method, status):
             return
-        core = self._core
-        await core.invalidate_url(self._url_key(request, request.rel_url))
-        # Not request.url: aiohttp 3.10 builds it with the Host's port in the host, which newer
-        # yarl refuses.
-        base = URL(f"{request.scheme}://{request.host}").join(request.rel_url)
-        targets = invalidation_targets(
-            headers.get, lambda ref: base.join(URL(ref)), _origin, _origin(base)
-        )
-        for target in targets:
-            await core.invalidate_url(self._url_key(request, target))
+        await self._core.invalidate_url(self._url_key(request, request.rel_url))
+        base = base_of(request)
+        resolve = lambda ref: base.join(URL(ref))  # noqa: E731
+        for target in invalidation_targets(headers.get, resolve, origin_of, origin_of(base)):
+            await self._core.invalidate_url(self._url_key(request, target))
 
     def _key(self, request: web.Request) -> str:
         extra: tuple[str, ...] = ()
@@ -324,7 +358,7 @@ class CoalesceMiddleware(Replayer, Fronted):
             )
         sent: tuple[str | None, ...] = ()  # the forwarding headers, when the request has one
         if not headers.keys().isdisjoint(self._forwarded):
-            sent = tuple(_forwarded_value(request, h) for h in self._forwarded)
+            sent = tuple(forwarded_value(request, h) for h in self._forwarded)
         # Everything the key is made of, as the request carries it (see KeyMemo).
         parts: tuple[object, ...] = (
             request.method,
@@ -346,7 +380,7 @@ class CoalesceMiddleware(Replayer, Fronted):
                 parts,
                 self._keys.request_key(
                     request.method,
-                    _url_parts(request, url),
+                    url_parts(request, url),
                     lookup.get,
                     extra=extra,
                 ),
@@ -363,36 +397,3 @@ class CoalesceMiddleware(Replayer, Fronted):
 
 # The factory name of the public API: ``coalesce_middleware(ttl=5, ...)`` builds one.
 coalesce_middleware = CoalesceMiddleware
-
-
-def _audit_of(
-    audit: object, keyed: tuple[str, ...], key_func: Callable[[web.Request], object] | None
-) -> Audit | None:
-    """The key audit asked for (``audit.py``), knowing every header the key holds: the key's
-    and credential headers, the forwarding headers, and the names ``key_func.reads`` declares."""
-    if audit is False:
-        return None
-    if audit is not True and audit != "strict":
-        raise ValueError(f'audit must be True, False or "strict", got {audit!r}')
-    declared = check_header_names(getattr(key_func, "reads", ()), "key_func.reads")
-    return Audit((*keyed, *declared), strict=audit == "strict")
-
-
-def _forwarded_value(request: web.Request, name: str) -> str | None:
-    """A forwarding header's part of the key: its values, or of ``Forwarded`` only its host= and
-    proto= parameters (``spec/requests.py``)."""
-    if name == "forwarded":
-        return forwarded_part(request.forwarded)
-    values = request.headers.getall(name, None)
-    return None if values is None else ", ".join(values)
-
-
-def _origin(url: URL) -> Origin:
-    return Origin(url.scheme, url.host, url.port)
-
-
-def _url_parts(request: web.Request, url: URL) -> UrlParts:
-    """The parts of ``url`` (a path and query on the request's origin) that its keys read: the
-    query raw, as sent (?t=%FF and ?t=%FE decode alike but differ: core/keys.py)."""
-    query = query_pairs(url.raw_query_string)
-    return UrlParts(request.scheme, request.host, None, url.raw_path, query)

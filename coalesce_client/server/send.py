@@ -110,7 +110,8 @@ class HandlerSend:
             template = fresh_exception(exc)
             if self._policy.is_private(headers_of(exc), exc.status) or self._unkeyed(request, exc):
                 own.response = template  # its caller's alone; the others run the handler
-                return Fetched(None)
+                cookie = "Set-Cookie" in template.headers
+                return Fetched(None, withheld="set-cookie" if cookie else "private")
             raise template from None
         except Exception:
             log.exception("Error handling request %s %s", request.method, request.rel_url)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .cache_control import request_directives
+from .decisions.reasons import BypassReason
 from .snapshot import Snapshot
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Asked",
     "Wanted",
     "asked_by",
+    "bypass_reason",
 ]
 
 
@@ -106,6 +108,20 @@ def forwarded_part(elements: Iterable[Mapping[str, str]]) -> str | None:
         for element in elements
     ]
     return ",".join(parts) if any(parts) else None
+
+
+def bypass_reason(has: Callable[[str], bool], credentials: Iterable[str] = ()) -> BypassReason:
+    """Why a request that carries a bypass header bypasses (``reasons.py``): ``has`` says whether
+    it carries a header (a lower-case name); ``credentials``: the middleware's unkeyed ones.
+
+    >>> bypass_reason({"if-range"}.__contains__), bypass_reason({"if-match"}.__contains__)
+    ('range request', 'conditional request')
+    """
+    if has("range") or has("if-range"):
+        return "range request"
+    if any(map(has, credentials)):
+        return "credential header"
+    return "conditional request"
 
 
 @dataclass(frozen=True, slots=True)

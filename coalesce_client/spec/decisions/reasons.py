@@ -6,17 +6,24 @@ Rules of this module:
   its meaning; a new code is added here and to that table.
 * Codes are plain strings a person can read in a log line and a program can match on; each
   decision's "no" carries one (``Literal`` types, so a misspelt code is a type error).
+* ``CacheReason`` is what a caller sees (``CachedResponse.cache_reason``, ``X-Cache-Reason``, the
+  log record, the not-stored metric): why its response was not stored nor served from storage.
+  ``CACHE_REASONS`` lists them in the documented order (a test checks the guide's table).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
+    "CACHE_REASONS",
+    "BypassReason",
+    "CacheReason",
     "NotReusedReason",
     "NotSavedReason",
     "NotSharedReason",
     "NotTakenReason",
+    "OwnRequestReason",
     "Reason",
     "ShareOnlyReason",
 ]
@@ -69,3 +76,39 @@ NotTakenReason = Literal[
 
 Reason = NotSharedReason | ShareOnlyReason | NotReusedReason | NotSavedReason | NotTakenReason
 """Every code (one table)."""
+
+BypassReason = Literal[
+    "method not cached",  # a method outside CachePolicy.methods
+    "cache=False",  # the caller asked for a pass-through
+    "credential header",  # the middleware: a credential header not in key_headers
+    "range request",  # Range, If-Range: a partial answer (RFC 9110 §14.2)
+    "conditional request",  # a precondition a cache does not evaluate (RFC 9110 §13.1)
+    "request body",  # a body that cannot be keyed (a stream, a file; the middleware: any)
+    "per-call middlewares",  # a session call's own middlewares= (they may change anything)
+    "malformed request",  # a header that is no header (RFC 9110 §5.1, §5.5)
+    "pass-through key",  # the key is remembered as not shareable (hit-for-pass, passes.py)
+]
+"""Why a call takes no part: no lookup, no flight, nothing stored."""
+
+OwnRequestReason = Literal[
+    "other variant",  # a follower whose flight answered another Vary variant, twice
+    "wait timeout",  # a follower that stopped waiting for its leader (wait_timeout)
+    "only-if-cached",  # the caller's only-if-cached, and nothing usable stored (a 504)
+    "storage error",  # the storage failed; the call went on without it
+]
+"""Why a call's own answer, in a flight or after it, is not stored."""
+
+CacheReason = ShareOnlyReason | NotSharedReason | BypassReason | OwnRequestReason
+"""What a caller sees: why its response was not stored nor served from storage (module rules)."""
+
+
+def _codes(union: object) -> tuple[str, ...]:
+    """The codes of a union of ``Literal`` types, first seen first."""
+    codes: list[str] = []
+    for part in get_args(union):
+        codes.extend(_codes(part) if get_args(part) and not isinstance(part, str) else [part])
+    return tuple(dict.fromkeys(codes))
+
+
+CACHE_REASONS: tuple[str, ...] = _codes(CacheReason)
+"""Every ``CacheReason``, in the documented order."""
