@@ -149,11 +149,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         self._core = Coalescer(
             MemoryStorage(clock=clock) if storage is None else storage,
             Setup.of(
-                policy=policy,
-                ttl=ttl,
-                clock=clock,
-                wait_timeout=wait_timeout,
-                shared_cache=True,
+                policy=policy, ttl=ttl, clock=clock, wait_timeout=wait_timeout, shared_cache=True
             ),
             recorder_of(metrics, "server"),
         )
@@ -168,9 +164,8 @@ class CoalesceMiddleware(Replayer, Fronted):
         # share), then the headers of partial and conditional requests. A request with any of
         # them leaves the hot path; of those, a request with only validation headers may still
         # be answered from storage (_conditional).
-        credentials = self._credentials = tuple(
-            h for h in policy.credential_headers if h not in names
-        )
+        credentials = tuple(h for h in policy.credential_headers if h not in names)
+        self._credentials = credentials
         # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
         self._conditional_bypass = tuple(map(istr, credentials + UNSHARED_HEADERS))
         self._bypass_headers = self._conditional_bypass + tuple(map(istr, VALIDATION_HEADERS))
