@@ -143,3 +143,17 @@ async def test_a_handler_that_reads_only_keyed_inputs_logs_nothing(
 def test_audit_takes_true_false_or_strict(wrong: object) -> None:
     with pytest.raises(ValueError, match="audit must be"):
         coalesce_middleware(audit=wrong)  # type: ignore[arg-type]
+
+
+async def test_a_strict_audit_says_why_with_debug_header() -> None:
+    mw = coalesce_middleware(ttl=60, audit="strict", debug_header=True)
+    origin = Origin(middlewares=[mw])
+    origin.route("/page", _user)
+    await origin.start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with client.get(origin.url("/page"), headers={"X-User": "a"}) as r:
+                assert await r.text() == "data of a"
+                assert r.headers["X-Cache-Reason"] == "unkeyed input"
+    finally:
+        await origin.stop()

@@ -118,8 +118,8 @@ class HandlerSend:
             raise
         response_time = clock()
         own.response = resp
-        if self._unkeyed(request, resp):
-            return Fetched(None)  # audit="strict": its caller's alone, the others run their own
+        if self._unkeyed(request, resp):  # audit="strict": its caller's alone
+            return Fetched(None, withheld="unkeyed input")
         body = resp.body if type(resp) is web.Response and not resp.prepared else False
         if body is None:
             body = b""  # a 204, a redirect: nothing to read, everything to share

@@ -35,6 +35,7 @@ NotSharedReason = Literal[
     "set-cookie",  # a shared cache, and a response that sets a cookie
     "private",  # Cache-Control: private in a shared cache (RFC 9111 §5.2.2.7)
     "no-store",  # Cache-Control: no-store in a shared cache (RFC 9111 §5.2.2.5)
+    "unkeyed input",  # audit="strict": its handler read an input neither keyed nor in Vary
 ]
 """Why a response reaches no caller but its own (``storing.sharing``)."""
 
