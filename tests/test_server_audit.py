@@ -151,9 +151,11 @@ async def test_a_strict_audit_says_why_with_debug_header() -> None:
     origin.route("/page", _user)
     await origin.start()
     try:
-        async with aiohttp.ClientSession() as client:
-            async with client.get(origin.url("/page"), headers={"X-User": "a"}) as r:
-                assert await r.text() == "data of a"
-                assert r.headers["X-Cache-Reason"] == "unkeyed input"
+        async with (
+            aiohttp.ClientSession() as client,
+            client.get(origin.url("/page"), headers={"X-User": "a"}) as r,
+        ):
+            assert await r.text() == "data of a"
+            assert r.headers["X-Cache-Reason"] == "unkeyed input"
     finally:
         await origin.stop()

@@ -50,7 +50,8 @@ OPTIONS: dict[str, list[str]] = {
     "policy": [
         "methods", "cacheable_statuses", "status_ttl", "strip_headers", "max_body_size",
         "respect_cache_control", "sort_query", "ignored_params", "should_store",
-        "credential_headers", "forwarded_headers", "pass_ttl", "max_variants", "url_ttl", "freshness",
+        "credential_headers", "forwarded_headers", "pass_ttl", "max_variants", "url_ttl",
+        "freshness",
         "heuristic_max", "stale_while_revalidate", "stale_if_error", "keep_stale",
         "targeted_cache_control",
     ],
