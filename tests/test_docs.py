@@ -129,3 +129,15 @@ def test_every_page_is_in_the_navigation() -> None:
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
     assert pages - nav == set()
     assert nav - pages == set()
+
+
+PUBLIC_CONSTRUCTORS = (
+    "CachePolicy", "CoalescingSession", "CoalesceMiddleware", "ClientMiddleware", "MemoryStorage",
+    "DiskStorage", "TieredStorage", "RedisStorage", "SingleFlight",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PUBLIC_CONSTRUCTORS)
+def test_every_public_constructor_says_what_it_raises(name: str) -> None:
+    doc = getattr(coalesce_client, name).__doc__ or ""
+    assert "\n    Raises:\n" in doc, f"{name}'s docstring has no Raises section for the reference"

@@ -74,6 +74,14 @@ class CoalescingSession(CallPath):
     Requests take aiohttp's own keyword arguments plus ``cache_ttl=`` (this call's TTL),
     ``refresh=True`` (go to the origin, conditionally if it can; still coalesce and store) and
     ``cache=False`` (a plain pass-through).
+
+    Raises:
+        ValueError: an option out of its domain (naming it), or ``session`` with
+            ``ClientSession`` options it cannot take.
+        TypeError: a keyword argument ``aiohttp.ClientSession`` does not take (as aiohttp).
+        aiohttp.ClientError: from a call, exactly what plain aiohttp raises for the same call
+            (``InvalidUrlClientError``, ``ClientResponseError`` with ``raise_for_status``, ...),
+            on every path: hits and followers included.
     """
 
     __slots__ = ("_owns_session", "storage_owner")  # and CallPath's

@@ -78,6 +78,10 @@ class ClientMiddleware(Fronted):
     >>> mw = client_middleware(ttl=60)
     >>> mw.stats.requests
     0
+
+    Raises:
+        RuntimeError: an aiohttp older than 3.12 (no client middlewares), naming the version.
+        ValueError: an option out of its domain (naming it).
     """
 
     __slots__ = ("_core", "_keys", "_memo", "policy")

@@ -102,6 +102,10 @@ class CoalesceMiddleware(Replayer, Fronted):
 
     >>> from aiohttp import web
     >>> app = web.Application(middlewares=[coalesce_middleware(ttl=5, key_headers=["Accept"])])
+
+    Raises:
+        ValueError: an option out of its domain (naming it): ``audit`` other than True, False
+            or ``"strict"``, a header name that is no header name, a ``metrics`` that is no sink.
     """
 
     __middleware_version__ = 1  # a new-style aiohttp middleware (no deprecation warning)
