@@ -206,6 +206,7 @@ async def test_optional_abilities_are_protocols_checked_with_isinstance(clock: F
     assert isinstance(MemoryStorage(), ReadsNowait)
     core = Coalescer(plain, Setup.of(policy=None, ttl=60, clock=clock))
     await core.fetch(Call(KEY), Upstream())
+    await core.drain()  # the write done: nothing pending that peek could answer from
     assert core.peek(KEY) is None  # no get_nowait: peek never guesses, fetch reads
     reads = plain.reads
     assert (await core.fetch(Call(KEY), Upstream())).status == "hit"
