@@ -114,6 +114,9 @@ class CachePolicy:
     stale_if_error: Seconds = 0.0
     keep_stale: Seconds = 600.0
     targeted_cache_control: Sequence[str] = ()
+    # The largest body stored (streamed to a storage that can take it, issue 24); max_body_size
+    # is the most held in memory for one response.
+    max_stored_size: int = 1024 * 1024 * 1024
     _dropped: FieldFilter = field(init=False, repr=False, compare=False)
     _rules: FreshnessRules = field(init=False, repr=False, compare=False)
 
@@ -133,6 +136,7 @@ class CachePolicy:
         set_(self, "strip_headers", raw)
         set_(self, "_dropped", field_filter(raw))
         check_count(self.max_body_size, "max_body_size")
+        check_count(self.max_stored_size, "max_stored_size")
         check_flag(self.respect_cache_control, "respect_cache_control")
         check_flag(self.sort_query, "sort_query")
         params = check_collection(self.ignored_params, "ignored_params", is_string, "names")
