@@ -50,7 +50,14 @@ from typing import Literal, TypeAlias, cast
 from ..metrics.base import Recorder
 from ..spec.snapshot import Snapshot
 from ..spec.vary import vary_names
-from ..storage.base import Clock, OpensReadOnly, ReadsNowait, Storage, StorageUnavailableError
+from ..storage.base import (
+    Clock,
+    OpensReadOnly,
+    ReadsNowait,
+    Storage,
+    StorageUnavailableError,
+    StoresStreams,
+)
 from ..storage.records import UrlIndex, VaryPointer
 
 __all__ = ["Writer"]
@@ -86,6 +93,7 @@ class Writer:
         "storage",
         "stored",
         "stores",
+        "stream_limit",
     )
 
     def __init__(self, storage: Storage, clock: Clock, max_variants: int) -> None:
@@ -99,6 +107,8 @@ class Writer:
         )
         # False for a storage opened read-only: nothing is written nor deleted (module rules).
         self.stores = not (isinstance(storage, OpensReadOnly) and storage.read_only)
+        # The largest streamed body (Snapshot.stream) the storage takes; 0: it takes none.
+        self.stream_limit = storage.stream_limit if isinstance(storage, StoresStreams) else 0
         self.max_variants = max_variants
         self._clock = clock
         # Records whose write has not finished (key -> record), and the tasks writing them.

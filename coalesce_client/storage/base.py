@@ -26,6 +26,8 @@ fast path off):
   storage of record: the abilities of the back (sharing flights) are the whole storage's.
 * ``PublishesDrops``: a shared storage that tells every process about keys deleted (and clears)
   by any of them, so that ``TieredStorage`` drops its front's copy.
+* ``StoresStreams``: a storage that stores a response whose body streams (``Snapshot.stream``) as
+  it arrives, up to its ``stream_limit`` (issue 24); other storages are never handed one.
 * ``OpensReadOnly``: a storage that may have been opened for reading only (``read_only`` True):
   the coalescer then stores and deletes nothing there, and says nothing about it (issue 19: its
   refused writes were logged as failures).
@@ -54,6 +56,7 @@ __all__ = [
     "StorageBase",
     "StorageClosedError",
     "StorageUnavailableError",
+    "StoresStreams",
     "wall_clock",
 ]
 
@@ -175,6 +178,22 @@ class PublishesDrops(Protocol):
 
     def on_drop(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(key)`` for each key deleted anywhere, ``callback(None)`` for a clear."""
+        ...
+
+
+@runtime_checkable
+class StoresStreams(Protocol):
+    """A storage that takes a response whose body streams (``Snapshot.stream``, issue 24).
+
+    Its ``set`` of such a response reads the body as it arrives (its own ``BodyReader``), never
+    holding it whole, and commits the entry only once the body is complete: a body that ends
+    short (``TruncatedBodyError``) leaves nothing stored. Its ``get`` may answer with a streamed
+    response too, read from storage as its reader asks.
+    """
+
+    @property
+    def stream_limit(self) -> int:
+        """The largest streamed body it stores, in bytes."""
         ...
 
 
