@@ -111,10 +111,16 @@ async def _list(storage: DiskStorage) -> None:
     listed = []  # (stored_at, line): the bodies are not kept
     async for key, snap in storage.entries():
         shown = _shown(await _state(storage, key, snap, now))
-        line = f"{key[:16]}  {snap.status}  {len(snap.body):>9}  {shown}  {_urls(snap)}"
+        line = f"{key[:16]}  {snap.status}  {_body_size(snap):>9}  {shown}  {_urls(snap)}"
         listed.append((snap.stored_at, line))
     for _, line in sorted(listed, key=lambda item: item[0]):
         print(line)
+
+
+def _body_size(snap: Snapshot) -> int:
+    """The body's length, a streamed entry's (issue 24: in a file of its own) included."""
+    stream = snap.stream
+    return len(snap.body) if stream is None else stream.length or 0
 
 
 def _shown(where: State) -> str:

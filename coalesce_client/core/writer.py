@@ -12,6 +12,15 @@ records, ``storage/records.py``, and no concrete storage):
   body plus ``RECORD_COST`` each, and past ``MAX_PENDING`` bytes a caller waits until the
   writes before it bring the total back under it, so that a storage slower than the origin
   holds at most that much memory that nobody else holds.
+* A response whose body streams (``Snapshot.stream``, issue 24) is written the same way, to a
+  storage that takes streams (``StoresStreams``: ``stream_limit``, 0 for one that takes none:
+  such a response is then not stored). Its write lasts as long as its body takes to arrive:
+  meanwhile it is pending as any other (its stream is the flight's spool, which opens a reader
+  for each read), and it counts ``RECORD_COST`` only towards the bound, its body being on disk or
+  in the spool, never here. Its Vary pointer and URL index are written once it is stored. A body
+  that ended short (``TruncatedBodyError``: the origin's fault) or grew past the storage's limit
+  (``StreamTooLargeError``) is not stored, and that is no failure of the storage: it is logged
+  at DEBUG, not counted, and the storage's state is unchanged.
 * ``read`` answers with a response or a Vary pointer, never with a URL index: an index lives
   under a URL key, which no request's key can be (``keys.py``), and is read only to invalidate.
 * A storage opened read-only (``OpensReadOnly``: ``DiskStorage(read_only=True)``) is read and
@@ -35,7 +44,9 @@ records, ``storage/records.py``, and no concrete storage):
   Processes sharing one storage may each lose the other's latest key from an index (a
   read-modify-write); the entry then stays until it expires.
 * An invalidation first waits for the writes already in progress (only those), so that a
-  response stored just before it is in the index it reads.
+  response stored just before it is in the index it reads; but not for a streamed write, which
+  may last minutes: one of the URL invalidated is cancelled (nothing of it is stored), the others
+  are left to run.
 * ``drain()`` waits for every write in progress: call it before closing the storage.
 """
 
@@ -48,7 +59,7 @@ from collections.abc import Callable
 from typing import Literal, TypeAlias, cast
 
 from ..metrics.base import Recorder
-from ..spec.snapshot import Snapshot
+from ..spec.snapshot import Snapshot, TruncatedBodyError
 from ..spec.vary import vary_names
 from ..storage.base import (
     Clock,
@@ -57,6 +68,7 @@ from ..storage.base import (
     Storage,
     StorageUnavailableError,
     StoresStreams,
+    StreamTooLargeError,
 )
 from ..storage.records import UrlIndex, VaryPointer
 
@@ -85,6 +97,7 @@ class Writer:
         "_pending_bytes",
         "_pointers",
         "_room",
+        "_streaming",
         "failure",
         "get_nowait",
         "max_variants",
@@ -114,6 +127,7 @@ class Writer:
         # Records whose write has not finished (key -> record), and the tasks writing them.
         self.pending: dict[str, Found] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._streaming: dict[asyncio.Future[None], str | None] = {}  # streamed writes: url key
         self._pending_bytes = 0  # what the running writes' responses cost (module rules)
         self._room: deque[asyncio.Future[None]] = deque()  # callers waiting for it to shrink
         self._pointers = asyncio.Lock()  # one Vary pointer update at a time (module rules)
@@ -164,7 +178,7 @@ class Writer:
         """Store ``shared`` under ``key`` (or under its variant ``vkey``, with a pointer under
         ``key``), listed in the index of ``url_key`` when given, in the background; wait only
         while the running writes hold more than ``MAX_PENDING`` bytes (module rules)."""
-        if not self.stores:
+        if not self.stores or (shared.stream is not None and not self.stream_limit):
             return
         if vkey is None:
             self.pending[key] = shared
@@ -178,6 +192,9 @@ class Writer:
         task = asyncio.ensure_future(self._store(key, vkey, shared, ttl, url_key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        if shared.stream is not None:
+            self._streaming[task] = url_key
+            task.add_done_callback(self._streaming.pop)
         self._pending_bytes += _cost(shared)
         while self._pending_bytes > MAX_PENDING and not task.done():
             waiter = asyncio.get_running_loop().create_future()
@@ -225,6 +242,9 @@ class Writer:
             else:
                 await self.storage.set(vkey, shared, ttl)
                 await self._point(key, vkey, shared, shared.stored_at + ttl)
+        except (TruncatedBodyError, StreamTooLargeError) as exc:
+            # Not stored, and not the storage's failure (module rules).
+            log.debug("streamed response for %s not stored: %r", shared.url, exc)
         except Exception as exc:
             self.failed("set", exc)
         else:
@@ -299,7 +319,9 @@ class Writer:
     async def delete_url(self, url_key: str) -> list[str]:
         """Drop every entry the index of ``url_key`` lists (Vary variants included) and the index
         itself; return the storage keys dropped."""
-        running = tuple(self._background)
+        # A body still arriving for this URL is not stored; other streamed writes run on.
+        cancelled = [t for t, url in self._streaming.items() if url == url_key and t.cancel()]
+        running = (*(t for t in self._background if t not in self._streaming), *cancelled)
         if running:  # module rules: what is being stored now is indexed before we read
             await asyncio.gather(*running, return_exceptions=True)
         dropped: list[str] = []
@@ -347,5 +369,6 @@ class Writer:
 
 
 def _cost(shared: Snapshot) -> int:
-    """What a pending response costs while its write runs (module rules)."""
+    """What a pending response costs while its write runs (module rules): a streamed one's
+    body is not in ``body``, so it counts ``RECORD_COST`` only."""
     return len(shared.body) + RECORD_COST

@@ -27,7 +27,9 @@ fast path off):
 * ``PublishesDrops``: a shared storage that tells every process about keys deleted (and clears)
   by any of them, so that ``TieredStorage`` drops its front's copy.
 * ``StoresStreams``: a storage that stores a response whose body streams (``Snapshot.stream``) as
-  it arrives, up to its ``stream_limit`` (issue 24); other storages are never handed one.
+  it arrives, up to its ``stream_limit`` (issue 24); other storages are never handed one. A body
+  that grows past the limit makes its ``set`` raise ``StreamTooLargeError``, and one that ends
+  short ``TruncatedBodyError``: neither is a failure of the storage, and nothing is stored.
 * ``OpensReadOnly``: a storage that may have been opened for reading only (``read_only`` True):
   the coalescer then stores and deletes nothing there, and says nothing about it (issue 19: its
   refused writes were logged as failures).
@@ -57,6 +59,7 @@ __all__ = [
     "StorageClosedError",
     "StorageUnavailableError",
     "StoresStreams",
+    "StreamTooLargeError",
     "wall_clock",
 ]
 
@@ -73,6 +76,12 @@ class StorageClosedError(RuntimeError):
 class StorageUnavailableError(ConnectionError):
     """A storage shared over the network cannot be reached now. The storage has logged the
     outage itself (once); whoever catches this goes on without storage and need not log it."""
+
+
+class StreamTooLargeError(ValueError):
+    """A streamed body grew past the ``stream_limit`` of the storage it was handed to (issue 24):
+    nothing was stored, and nothing is left under its key (as for any entry over a storage's
+    bound). Not a failure of the storage: the coalescer says so at DEBUG only."""
 
 
 @runtime_checkable
@@ -187,8 +196,9 @@ class StoresStreams(Protocol):
 
     Its ``set`` of such a response reads the body as it arrives (its own ``BodyReader``), never
     holding it whole, and commits the entry only once the body is complete: a body that ends
-    short (``TruncatedBodyError``) leaves nothing stored. Its ``get`` may answer with a streamed
-    response too, read from storage as its reader asks.
+    short (``TruncatedBodyError``, raised by its ``set``) leaves nothing stored, and so does one
+    that grows past ``stream_limit`` (``StreamTooLargeError``). Its ``get`` may answer with a
+    streamed response too, read from storage as its reader asks.
     """
 
     @property

@@ -10,6 +10,9 @@ Rules of this module:
   counted in full for each: the count may overshoot what the process holds, never fall short.
 * Every kind of record (``records.py``) is kept and counted alike; ``entries()`` lists the
   responses only.
+* It takes no streamed response (``Snapshot.stream``, issue 24: it is not ``StoresStreams``): the
+  coalescer never hands it one, and ``TieredStorage`` keeps them out of its front. A body too
+  large for ``max_body_size`` is what memory must not hold.
 """
 
 from __future__ import annotations

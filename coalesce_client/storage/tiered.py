@@ -16,6 +16,10 @@ Rules of this module:
 * A back shared by processes that reports their deletes (``PublishesDrops``, ``RedisStorage``)
   makes every process drop the key from its own front too, counted as a write of this storage so
   that a refill racing it is skipped.
+* A response whose body streams (``Snapshot.stream``, issue 24) never enters the front: it is
+  written to the back alone (its older copy dropped from the front first), and a back hit on one
+  does not refill the front. So it takes streams when its back does, up to the back's
+  ``stream_limit`` (0, none, when the back takes none).
 * It ``Fronts`` its back: what the back can do for a fleet (``SharesFlights``) is found through
   ``back``, not by knowing this class.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 
 from ..options import check_callable
+from ..spec.snapshot import Snapshot
 from .base import (
     Clock,
     PublishesDrops,
@@ -32,6 +37,7 @@ from .base import (
     ReadsNowait,
     Storage,
     StorageBase,
+    StoresStreams,
     wall_clock,
 )
 from .records import Record
@@ -61,6 +67,7 @@ class TieredStorage(StorageBase):
 
     __slots__ = (
         "_back_expiry",
+        "_back_streams",
         "_clock",
         "_dropping",
         "_front_nowait",
@@ -82,6 +89,7 @@ class TieredStorage(StorageBase):
         # The optional abilities this storage builds on, found once (storage/base.py).
         self._front_nowait = front if isinstance(front, ReadsNowait) else None
         self._back_expiry = back if isinstance(back, ReadsExpiry) else None
+        self._back_streams = back if isinstance(back, StoresStreams) else None
         self._writes = 0  # bumped by every set, delete and clear: a refill racing one is skipped
         self._dropping: set[asyncio.Future[None]] = set()  # fronts' drops heard from the back
         if isinstance(back, PublishesDrops):
@@ -100,6 +108,12 @@ class TieredStorage(StorageBase):
         self._dropping.discard(task)
         if not task.cancelled():
             task.exception()  # a closed front: nothing left to drop
+
+    @property
+    def stream_limit(self) -> int:
+        """The back's ``stream_limit`` (``StoresStreams``), 0 if it takes no streams."""
+        back = self._back_streams
+        return 0 if back is None else back.stream_limit
 
     def get_nowait(self, key: str) -> Record | None:
         """The front's entry, if the front can tell without waiting; else None (then ``get``)."""
@@ -125,14 +139,17 @@ class TieredStorage(StorageBase):
                 return None
             expires_at = record.expires_at
         remaining = expires_at - self._clock()
-        if remaining > 0 and writes == self._writes:
+        if remaining > 0 and writes == self._writes and not _streams(record):
             await self.front.set(key, record, remaining)
         return record
 
     async def set(self, key: str, value: Record, ttl: float) -> None:
         self._check_open()
         self._writes += 1
-        await self.front.set(key, value, ttl)
+        if _streams(value):  # the back's alone (module rules)
+            await self.front.delete(key)
+        else:
+            await self.front.set(key, value, ttl)
         await self.back.set(key, value, ttl)
 
     async def delete(self, key: str) -> None:
@@ -159,3 +176,8 @@ class TieredStorage(StorageBase):
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<TieredStorage front={self.front!r} back={self.back!r}{state}>"
+
+
+def _streams(record: Record) -> bool:
+    """Whether ``record`` is a response whose body streams (module rules)."""
+    return isinstance(record, Snapshot) and record.stream is not None

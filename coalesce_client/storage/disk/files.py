@@ -3,7 +3,8 @@
 Rules of this module (the file system only; no SQLite, no diskcache import):
 
 * A value too large for a SQLite row lives in a file that diskcache names at random:
-  ``ab/cd/<28 hex digits>.val`` under the directory. Only names of that shape are ever opened or
+  ``ab/cd/<28 hex digits>.val`` under the directory; so does the body of a streamed entry
+  (``bodies.py``), named alike here. Only names of that shape are ever opened or
   removed; a row whose file name has any other shape (a damaged row, ``../../etc/passwd``) is
   unreadable, and its name is never handed to the file system (issue 11).
 * A file no row names is an orphan: a writer killed between writing the file and committing its
@@ -22,7 +23,14 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["ORPHAN_GRACE", "ValueFile", "is_value_name", "remove_orphans", "value_files"]
+__all__ = [
+    "ORPHAN_GRACE",
+    "ValueFile",
+    "is_value_name",
+    "new_value_name",
+    "remove_orphans",
+    "value_files",
+]
 
 # Ten minutes: far longer than writing a file and waiting for the database lock (``lock_timeout``,
 # 5 s by default) take in any process that is still alive.
@@ -44,6 +52,13 @@ class ValueFile(NamedTuple):
 def is_value_name(name: object) -> bool:
     """Whether a row's file name has the one shape diskcache gives value files."""
     return type(name) is str and _RELATIVE.fullmatch(name) is not None
+
+
+def new_value_name() -> str:
+    """A new value file name of the shape diskcache gives (random, as ``Disk.filename``): the
+    body of a streamed entry is written under one (``bodies.py``)."""
+    digits = os.urandom(16).hex()
+    return os.path.join(digits[:2], digits[2:4], f"{digits[4:]}.val")
 
 
 def value_files(directory: Path) -> list[ValueFile]:

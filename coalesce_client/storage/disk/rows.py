@@ -7,7 +7,10 @@ diskcache):
   URL index: ``records.py``). Its value is *sealed* (``sealed.py``): the key it was stored under,
   its absolute expiry, then ``codec.encode(...)`` bytes (checksummed). It is kept inside SQLite
   when smaller than 32 KiB, else in a file of its own that the row names, whose body a read takes
-  without copying it (``sealed.entry_in_file``). Its ``tag`` is the same
+  without copying it (``sealed.entry_in_file``). A streamed entry (issue 24, ``bodies.py``) is a
+  row of its own mode, ``MODE_STREAMED``: its value inside SQLite, its body raw in the file the
+  row names, read by ``get`` as a ``FileBody`` whose readers read it by blocks.
+  Its ``tag`` is the same
   absolute expiry on the storage's clock (wall-clock seconds, so an entry means the same to the
   next process), which decides every read. Its ``expire_time`` (diskcache's own, on
   ``time.time()``) is that TTL plus ``KEEP_EXPIRED``: for that hour an expired entry can still be
@@ -56,11 +59,24 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN  # type: ignore[import
 
 from ...spec.snapshot import Snapshot
 from ..records import Record
+from .bodies import BodyIO
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
-from .sealed import Decoded, InAFile, Sealed, Unreadable, entry, entry_in_file, seal
+from .sealed import (
+    Decoded,
+    InAFile,
+    Sealed,
+    StreamedFile,
+    StreamedValue,
+    Unreadable,
+    entry,
+    entry_in_file,
+    seal,
+    streamed_entry,
+)
 
 __all__ = [
     "KEEP_EXPIRED",
+    "MODE_STREAMED",
     "BytesDisk",
     "Decoded",
     "LockTimeout",
@@ -90,6 +106,10 @@ _ROW_COST = 64  # bytes a row costs in SQLite beyond its key and value (an estim
 LockTimeout = diskcache.Timeout  # a write waited ``lock_timeout`` for another process's lock
 _FOREIGN_KEY = object()  # what iterating the keys yields for a key stored by pickle
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+# A streamed entry's row (bodies.py): its value inside SQLite, its body in the file it names. Not
+# one of diskcache's modes (0 to 4): a version of this package before issue 24 reads such a row
+# as unreadable, a miss, and deletes it.
+MODE_STREAMED = 5
 
 
 class Put(NamedTuple):
@@ -127,6 +147,8 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
         return key if raw else _FOREIGN_KEY
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, Any, Any]:
+        if type(value) is StreamedValue:  # its body is in its file already (bodies.py)
+            return value.size, MODE_STREAMED, value.name, sqlite3.Binary(b"".join(value.sealed))
         parts = value if type(value) is Sealed else (value,)
         if not all(type(part) is bytes for part in parts) or read:
             raise TypeError(f"DiskStorage stores bytes only, got {type(value).__name__}")
@@ -164,6 +186,10 @@ class BytesDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache has no type 
             if read:  # its path: read in the worker thread (sealed.py)
                 return InAFile(os.path.join(self._directory, filename))
             return super().fetch(mode, filename, value, False)
+        if mode == MODE_STREAMED:
+            if not is_value_name(filename) or type(value) is not bytes:
+                raise Unreadable(f"a streamed entry whose row is damaged: {filename!r}")
+            return StreamedFile(filename, value)
         raise Unreadable(f"a value stored in diskcache mode {mode} (pickle or text)")
 
     def remove(self, file_path: Any) -> None:
@@ -188,11 +214,23 @@ def _get(cache: Any, key: str, *, read: bool = False) -> tuple[Any, Any]:
 # -- operations on a cache (blocking: the storage runs them in its worker thread) -----------------
 
 
-def read(cache: Any, key: str) -> tuple[Record, float] | None:
+def read(cache: Any, key: str, io: BodyIO) -> tuple[Record, float] | None:
     value, expiry = _get(cache, key, read=True)
     if type(value) is InAFile:  # a large value: its body read without a copy (sealed.py)
         return entry_in_file(key, value, expiry)
+    if type(value) is StreamedFile:  # its file opened now: read whole even if evicted later
+        return streamed_entry(key, value, expiry, io, opened=True)
     return None if value is None else entry(key, value, expiry)
+
+
+def _entry(key: str, value: Any, expiry: Any, io: BodyIO | None) -> tuple[Record, float]:
+    """``entry`` of a row read with ``read=False``, a streamed one included (its file not
+    opened: by its first reader, when ``io`` is given)."""
+    if type(value) is not StreamedFile:
+        return entry(key, value, expiry)
+    found = streamed_entry(key, value, expiry, io, opened=False)
+    assert found is not None
+    return found
 
 
 def write(cache: Any, put: Put, max_bytes: int) -> None:
@@ -280,14 +318,15 @@ def keys(cache: Any) -> list[str]:
     return [k for k in cache.iterkeys() if type(k) is str]
 
 
-def read_batch(cache: Any, batch: list[str]) -> list[tuple[str, Snapshot]]:
+def read_batch(cache: Any, batch: list[str], io: BodyIO) -> list[tuple[str, Snapshot]]:
     """The readable responses among ``batch``, expired ones included; unreadable rows and
-    bookkeeping records skipped (module rules)."""
+    bookkeeping records skipped (module rules). A streamed entry's body file is opened by its
+    first reader, not here (a listing would hold every one open)."""
     found = []
     for key in batch:
         try:
             value, expiry = _get(cache, key)
-            record = None if value is None else entry(key, value, expiry)[0]
+            record = None if value is None else _entry(key, value, expiry, io)[0]
         except Unreadable:
             continue
         if isinstance(record, Snapshot):
@@ -305,7 +344,7 @@ def prune(cache: Any, now: float) -> int:
             value, expiry = _get(cache, key)
             if value is None:
                 continue
-            record, expiry = entry(key, value, expiry)
+            record, expiry = _entry(key, value, expiry, None)
             if expiry > now:
                 continue
             counted = isinstance(record, Snapshot)
@@ -331,7 +370,7 @@ def _expire(cache: Any) -> int:
     try:
         for key, expiry, *stored in rows:
             try:
-                record, _ = entry(key, cache._disk.fetch(*stored, False), expiry)
+                record, _ = _entry(key, cache._disk.fetch(*stored, False), expiry, None)
             except Exception:  # unreadable: not our key, a damaged row, its file gone
                 counted += 1
             else:

@@ -12,6 +12,8 @@ Rules of this module (bytes and value files only; no SQLite, no diskcache import
   (issue 19: 38 ms for a 50 MiB hit). The key, expiry and fields are read from the file's first
   ``HEAD_READ`` bytes; a record whose fields do not fit there (huge headers, redirects with
   bodies) is read whole.
+* A streamed entry's row (``bodies.py``) holds its key and expiry, then its block table, then
+  the record of its response with an empty body; its body is in the file the row names.
 * A value file that cannot be opened or read (removed with its row by another process
   meanwhile) is a miss, as diskcache has it, not an unreadable row.
 * A value read on the event loop again and again (a hot entry kept inside SQLite) is decoded once
@@ -25,22 +27,29 @@ Rules of this module (bytes and value files only; no SQLite, no diskcache import
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from typing import Any, NamedTuple
 
+from ...spec.snapshot import Snapshot
 from ..codec import body_span, checksum, decode, decode_split, encode_parts
 from ..records import Record
+from .bodies import Blocks, BodyIO, Damaged, FileBody
 
 __all__ = [
     "HEAD_READ",
     "Decoded",
     "InAFile",
     "Sealed",
+    "StreamedFile",
+    "StreamedValue",
     "Unreadable",
     "entry",
     "entry_in_file",
     "seal",
+    "seal_streamed",
+    "streamed_entry",
 ]
 
 HEAD_READ = 64 * 1024  # bytes of a value file read to find its body (module rules)
@@ -67,11 +76,65 @@ class InAFile(NamedTuple):
     path: str
 
 
+class StreamedValue(NamedTuple):
+    """What ``rows.BytesDisk.store`` takes for a streamed entry: its body's file (written
+    already), the body's length, and the row's value."""
+
+    name: str
+    size: int
+    sealed: Sealed
+
+
+class StreamedFile(NamedTuple):
+    """What ``rows.BytesDisk.fetch`` returns for a streamed entry's row: the file it names (as
+    the row has it), and the row's value."""
+
+    name: str
+    value: bytes
+
+
 def seal(key: str, expiry: float, record: Record) -> Sealed:
     """The value of a row: ``key`` and ``expiry``, then the encoded record (module rules)."""
+    return Sealed((*_seal_head(key, expiry), *encode_parts(record)))
+
+
+def seal_streamed(key: str, expiry: float, record: Snapshot, blocks: Blocks) -> Sealed:
+    """The value of a streamed entry's row: ``key`` and ``expiry``, the block table of its body,
+    then the record of ``record`` without its body (module rules)."""
+    head, _, check = encode_parts(record)
+    return Sealed((*_seal_head(key, expiry), blocks.encode(), head, check))
+
+
+def _seal_head(key: str, expiry: float) -> tuple[bytes, bytes, bytes]:
     name = key.encode("utf-8", "surrogatepass")
-    head = (len(name).to_bytes(4, "big"), name, _EXPIRY.pack(expiry))
-    return Sealed((*head, *encode_parts(record)))
+    return len(name).to_bytes(4, "big"), name, _EXPIRY.pack(expiry)
+
+
+def streamed_entry(
+    key: str, found: StreamedFile, expiry: Any, io: BodyIO | None, *, opened: bool
+) -> tuple[Snapshot, float] | None:
+    """``entry`` for a streamed entry's row: its response, whose ``stream`` is its body's file
+    (``bodies.FileBody``; none without ``io``), opened now if ``opened`` (None if the file is
+    gone); ``Unreadable`` as ``entry`` has it, and for a file shorter than its row says."""
+    start = _unsealed(key, found.value, expiry)
+    try:
+        blocks, start = Blocks.decode(found.value, start)
+        record = decode(memoryview(found.value)[start:])
+    except Exception as exc:  # Damaged, SnapshotError: nothing read back may escape
+        raise Unreadable(f"does not decode: {exc}") from None
+    if not isinstance(record, Snapshot) or record.body:
+        raise Unreadable("a streamed entry whose record is not a response without its body")
+    if io is None:
+        return record, float(expiry)
+    body = FileBody(key, found.name, blocks, io)
+    if opened:
+        try:
+            body.open()
+        except Damaged as exc:
+            raise Unreadable(str(exc)) from None
+        except OSError:
+            return None  # the file went with its row, removed by another process meanwhile
+    return dataclasses.replace(record, stream=body), float(expiry)
 
 
 class Decoded:

@@ -15,6 +15,13 @@ Rules of this module (the public storage, its one job; how a directory is opened
   naming it (issue 11).
 * A write that fails (disk full, locked for longer than ``lock_timeout``) raises; the coalescer
   logs it and goes on without storing, and the next write tries again.
+* A response whose body streams (``Snapshot.stream``, issue 24: ``StoresStreams``) is written
+  to its file as it arrives (``bodies.py``), a block at a time, and its row committed only once
+  the body is complete and at most ``stream_limit`` bytes (and ``max_bytes``); one that ends
+  short or grows past the limit leaves nothing (its ``set`` raises ``TruncatedBodyError`` or
+  ``StreamTooLargeError``). A hit on it answers with a response whose ``stream`` reads the file
+  by blocks, each checked; a damaged block is a ``TruncatedBodyError`` for its reader, and the
+  entry is deleted and logged as any unreadable entry.
 * Maintenance (``entries``, ``volume``, ``prune``) is async like the rest and runs in the worker
   thread, ``entries`` a batch at a time: a maintenance tool on an event loop never blocks it. It
   speaks of responses only: ``entries`` lists no Vary pointer or URL index, ``prune`` does not
@@ -23,6 +30,7 @@ Rules of this module (the public storage, its one job; how a directory is opened
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -31,9 +39,10 @@ from pathlib import Path
 
 from ...options import check_callable, check_count, check_flag, check_seconds
 from ...spec.snapshot import Snapshot
-from ..base import Clock, StorageBase, wall_clock
+from ..base import Clock, StorageBase, StreamTooLargeError, wall_clock
 from ..records import Record
-from . import rows
+from . import rows, streamed
+from .bodies import BodyIO, write_stream
 from .opening import Opening, open_caches
 from .threads import USE_THREAD, DiskIO
 
@@ -61,6 +70,9 @@ class DiskStorage(StorageBase):
 
     ``max_bytes`` bounds the directory: past it, each write evicts the least recently stored
     entries, never the one it wrote (an entry larger than ``max_bytes`` is not kept).
+    ``stream_limit`` (1 GiB by default, 0: none) bounds a response whose body is stored as it
+    arrives (issue 24): a session or middleware over this storage stores a body larger than its
+    ``max_body_size`` so, and serves it from its file without reading it whole.
     ``lock_timeout`` is how long a write waits for another process's lock before it fails;
     ``loop_timeout`` how long a read on the event loop waits before it moves to the worker
     thread. Construction opens the database and may block briefly: do it at start-up. A damaged
@@ -86,15 +98,18 @@ class DiskStorage(StorageBase):
     """
 
     __slots__ = (
+        "_bodies",
         "_clock",
         "_io",
         "_logged_unreadable",
+        "_tasks",
         "create",
         "directory",
         "lock_timeout",
         "loop_timeout",
         "max_bytes",
         "read_only",
+        "stream_limit",
     )
 
     def __init__(
@@ -107,6 +122,7 @@ class DiskStorage(StorageBase):
         loop_timeout: float = 0.005,
         create: bool = True,
         read_only: bool = False,
+        stream_limit: int = 1024 * 1024 * 1024,
     ) -> None:
         super().__init__()
         # Every option is checked before the disk is touched; each is described above.
@@ -116,6 +132,7 @@ class DiskStorage(StorageBase):
         self._clock: Clock = check_callable(clock, "clock")
         self.create = check_flag(create, "create")
         self.read_only = check_flag(read_only, "read_only")
+        self.stream_limit = check_count(stream_limit, "stream_limit", minimum=0)
         try:
             path = Path(os.fspath(directory)).expanduser()
         except TypeError:
@@ -126,6 +143,8 @@ class DiskStorage(StorageBase):
         )
         worker_cache, loop_reader = open_caches(path, opening)
         self._io = DiskIO(worker_cache, loop_reader, path, self.lock_timeout)
+        self._bodies = BodyIO(path, self._io.run_file, self._damaged)
+        self._tasks: set[asyncio.Future[None]] = set()  # deletions of damaged streamed entries
         self._logged_unreadable = False
 
     # -- the Storage protocol ---------------------------------------------------------------------
@@ -158,7 +177,7 @@ class DiskStorage(StorageBase):
         try:
             entry = self._io.read_on_loop(key)
             if entry is USE_THREAD:
-                entry = await self._io.run(rows.read, key)
+                entry = await self._io.run(rows.read, key, self._bodies)
         except rows.Unreadable as exc:
             await self._discard(key, exc)
             return None
@@ -177,8 +196,32 @@ class DiskStorage(StorageBase):
         if not ttl > 0:  # also NaN: nothing is kept, not even what was there (contract)
             await self._io.run(rows.delete, key)
             return
+        if isinstance(value, Snapshot) and value.stream is not None:
+            await self._set_streamed(key, value, ttl)
+            return
         put = rows.Put(key, value, ttl, self._clock() + ttl)
         await self._io.run(rows.write, put, self.max_bytes)
+
+    async def _set_streamed(self, key: str, value: Snapshot, ttl: float) -> None:
+        """Store a response whose body streams, as it arrives (module rules)."""
+        if self.read_only:
+            raise PermissionError(f"DiskStorage {str(self.directory)!r} was opened read-only")
+        assert value.stream is not None
+        try:
+            limit = min(self.stream_limit, self.max_bytes)
+            written = await write_stream(self._bodies, value.stream, limit)
+        except StreamTooLargeError:
+            # Over the bound: not kept, and not the older entry either (contract).
+            await self._io.run(rows.delete, key)
+            raise
+        put = rows.Put(key, value, ttl, self._clock() + ttl)
+        await self._io.run(streamed.write_streamed, put, written, self.max_bytes)
+
+    @property
+    def body_bytes_read(self) -> int:
+        """Bytes of streamed entries' bodies read from their files so far, by every reader (a
+        range read reads the blocks it needs only: for tests and benchmarks)."""
+        return self._bodies.bytes_read
 
     async def delete(self, key: str) -> None:
         self._check_open()
@@ -211,7 +254,8 @@ class DiskStorage(StorageBase):
     async def _entries(self) -> AsyncIterator[tuple[str, Snapshot]]:
         keys = await self._io.run(rows.keys)
         for start in range(0, len(keys), _BATCH):
-            for item in await self._io.run(rows.read_batch, keys[start : start + _BATCH]):
+            batch = keys[start : start + _BATCH]
+            for item in await self._io.run(rows.read_batch, batch, self._bodies):
                 yield item
 
     async def volume(self) -> int:
@@ -234,7 +278,29 @@ class DiskStorage(StorageBase):
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _damaged(self, key: str, name: str, why: str) -> None:
+        """A reader found a streamed entry's body damaged: delete the entry, if its row still
+        names that body (another process may have stored a new one), and log it."""
+        self._log_unreadable(key, why)
+        if self._closed:
+            return
+        task = asyncio.ensure_future(self._io.run(streamed.delete_if_file, key, name))
+        self._tasks.add(task)
+        task.add_done_callback(self._deleted)
+
+    def _deleted(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("DiskStorage %s: could not delete: %r", self.directory, task.exception())
+
     async def _discard(self, key: str, exc: rows.Unreadable) -> None:
+        self._log_unreadable(key, exc)
+        try:
+            await self._io.run(rows.delete, key)
+        except Exception as delete_exc:
+            log.debug("DiskStorage %s: could not delete %s: %r", self.directory, key, delete_exc)
+
+    def _log_unreadable(self, key: str, exc: object) -> None:
         if self._logged_unreadable:
             log.debug("DiskStorage %s: unreadable entry %s deleted (%s)", self.directory, key, exc)
         else:
@@ -246,7 +312,3 @@ class DiskStorage(StorageBase):
                 key,
                 exc,
             )
-        try:
-            await self._io.run(rows.delete, key)
-        except Exception as delete_exc:
-            log.debug("DiskStorage %s: could not delete %s: %r", self.directory, key, delete_exc)

@@ -26,6 +26,10 @@ Rules of this module:
   without querying SQLite on the loop first. Their outcomes come back at most ``DELIVER_BATCH``
   per turn (``_deliver``): reads that ended while the loop was busy resume their callers a few
   at a time, not all in one turn. (Other threads' operations go to the worker one at a time.)
+* The bodies of streamed entries (``bodies.py``) are written and read by blocks in the storage's
+  file threads (``run_file``: ``FILE_THREADS`` of them, apart from the worker): a body of
+  hundreds of MiB being written or read never queues the worker's reads and writes of rows
+  behind it, and several readers of large bodies read at once (a read releases the GIL).
 * A write that waits longer than ``lock_timeout`` for another process's lock raises
   ``TimeoutError`` naming the directory; the coalescer logs it and goes on without storing. Any
   other failure of the database in the worker (a damaged page met by a write or by maintenance)
@@ -51,12 +55,13 @@ from ..base import StorageClosedError
 from ..records import Record
 from .rows import Decoded, entry, is_busy
 
-__all__ = ["DELIVER_BATCH", "LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
+__all__ = ["DELIVER_BATCH", "FILE_THREADS", "LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
 
 T = TypeVar("T")
 
 LOOP_BACKOFF = 0.5  # seconds the loop leaves reads to the thread after finding the database busy
 DELIVER_BATCH = 16  # outcomes of the worker handed to their callers per turn of the loop
+FILE_THREADS = 4  # threads that write and read the bodies of streamed entries (module rules)
 
 
 class _Job(NamedTuple):
@@ -90,6 +95,7 @@ class DiskIO:
         "_delivering",
         "_done",
         "_executor",
+        "_files",
         "_lock",
         "_loop_reads",
         "_loop_reads_after",
@@ -115,6 +121,7 @@ class DiskIO:
         if reader is None:  # no connection for the loop: every read goes to the thread
             self._loop_reads, self._loop_reads_after = False, math.inf
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="coalesce_client-disk")
+        self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="coalesce_client-disk-f")
         self._closed = False
         # Operations queued by the loop's thread in this turn of the loop, handed over together
         # (_hand_over); outcomes waiting for the loop (_deliver), guarded by _lock.
@@ -163,6 +170,12 @@ class DiskIO:
             loop.call_soon(self._hand_over)
         self._batch.append(_Job(op, args, future))
         return await future
+
+    async def run_file(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a file thread (module rules): a block of a streamed body."""
+        if self._closed:
+            raise StorageClosedError("DiskStorage is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._files, fn, *args)
 
     def _hand_over(self) -> None:
         """Give the worker every operation queued in this turn of the loop, in order (rules)."""
@@ -234,6 +247,7 @@ class DiskIO:
             await loop.run_in_executor(self._executor, self._worker_cache.close)
         finally:
             self._executor.shutdown(wait=True)
+            self._files.shutdown(wait=False)  # a block being read or written ends on its own
             if self._reader is not None:  # from any thread: its connection allows it (opening.py)
                 self._reader.close()
             self._reader = self._worker_cache = None

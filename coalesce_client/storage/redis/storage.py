@@ -18,6 +18,14 @@ asked ``link.py``'s, what is heard on the event connection ``events.py``'s):
 * On a Redis Cluster (``cluster=True``, or a ``RedisCluster`` given as ``client``) a key's value,
   lease and channel share its slot (``layout.py``), every publication is sharded, and ``clear()``
   scans every primary.
+* A response whose body streams (``Snapshot.stream``, issue 24: ``StoresStreams``) is read to its
+  end, then written as one value like any other, if its body is at most ``stream_limit`` bytes
+  (64 MiB by default): a Redis string is at most 512 MiB, a ``GET`` reads a value whole and
+  holds Redis's connection (and every caller sharing it) for as long as it takes, and Redis keeps
+  every value in memory, so Redis takes large bodies only up to a size that costs its memory and
+  a hit little. Past the limit its ``set`` raises ``StreamTooLargeError`` and nothing is kept
+  (not the older value either); a body that ends short raises ``TruncatedBodyError``, nothing
+  written. A hit on it is a response whose body is in memory, as any other.
 * Every call first asks the link (``link.py``): while Redis rests after a failure it raises
   ``RedisUnavailableError`` at once.
 """
@@ -26,12 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...options import check_callable, check_count, check_flag, check_seconds
-from ..base import Clock, StorageBase, wall_clock
+from ...spec.snapshot import Snapshot, StreamedBody
+from ..base import Clock, StorageBase, StreamTooLargeError, wall_clock
 from ..codec import SnapshotError
 from ..records import Record
 from .events import Events
@@ -46,7 +56,28 @@ __all__ = ["RedisStorage"]
 log = logging.getLogger("coalesce_client")
 
 _SCAN_COUNT = 500
+_CHUNK = 1024 * 1024  # bytes asked of a streamed body per read
 _Read = asyncio.Future[tuple[Record, float] | None]
+
+
+_MAX_STRING = 512 * 1024 * 1024 - 64 * 1024  # a Redis string's bound, less the record's fields
+
+
+async def _read_whole(stream: StreamedBody, limit: int) -> bytes:
+    """The whole of a streamed body, if it is at most ``limit`` bytes (module rules)."""
+    if stream.length is not None and stream.length > limit:
+        raise StreamTooLargeError(f"a body of {stream.length} bytes, over {limit}")
+    reader = stream.reader()
+    try:
+        parts, size = [], 0
+        while chunk := await reader.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise StreamTooLargeError(f"a body of more than {limit} bytes")
+            parts.append(chunk)
+    finally:
+        reader.close()
+    return b"".join(parts)
 
 
 class _Abandoned(Exception):
@@ -65,6 +96,8 @@ class RedisStorage(StorageBase):
     ``url``. At most ``max_connections`` calls are in progress at once (a call that waits longer
     than ``socket_timeout`` for one is Redis unreachable). ``health_check_interval`` is how long a
     silent event connection may go unchecked: a ``PING``, then reconnected if unanswered.
+    ``stream_limit`` (64 MiB by default, at most 512 MiB, 0: none) is the largest body of a
+    streamed response it stores (read whole, then written as one value: see the module rules).
 
     >>> import asyncio
     >>> async def main() -> None:
@@ -99,6 +132,7 @@ class RedisStorage(StorageBase):
         "max_connections",
         "namespace",
         "socket_timeout",
+        "stream_limit",
     )
 
     def __init__(
@@ -113,6 +147,7 @@ class RedisStorage(StorageBase):
         cluster: bool = False,
         max_connections: int = 64,
         health_check_interval: float = 5.0,
+        stream_limit: int = 64 * 1024 * 1024,
     ) -> None:
         self._names = Names.of(namespace)
         self.namespace = self._names.namespace
@@ -125,6 +160,9 @@ class RedisStorage(StorageBase):
         self.health_check_interval = check_seconds(
             health_check_interval, "health_check_interval", positive=True
         )
+        self.stream_limit = check_count(stream_limit, "stream_limit")
+        if self.stream_limit > _MAX_STRING:  # what a Redis string can hold (module rules)
+            raise ValueError(f"stream_limit must be at most {_MAX_STRING}, got {stream_limit}")
         setup = Setup(self.socket_timeout, self.max_connections, check_flag(cluster, "cluster"))
         self._link = Link.open(url, client, setup)
         self.cluster = self._link.cluster
@@ -195,6 +233,13 @@ class RedisStorage(StorageBase):
         if not ttl > 0:  # NaN included: "for 0 seconds" leaves nothing, not the old value
             await self._link.call(self._client.unlink(name))
             return
+        if isinstance(value, Snapshot) and value.stream is not None:
+            try:
+                body = await _read_whole(value.stream, self.stream_limit)
+            except StreamTooLargeError:  # not kept, nor the older value (contract)
+                await self._link.call(self._client.unlink(name))
+                raise
+            value = dataclasses.replace(value, body=body, stream=None)
         data = pack(self._clock() + ttl, value)
         await self._link.call(self._client.set(name, data, px=milliseconds(ttl)))
 
