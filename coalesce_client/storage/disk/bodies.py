@@ -114,11 +114,11 @@ class BodyIO:
         self,
         directory: Path,
         run: Callable[..., Awaitable[Any]],
-        damaged: Callable[[str, str, str], None],
+        damaged: Callable[[str, str, str], Awaitable[None]],
     ) -> None:
         self.directory = directory
         self.run = run  # run(fn, *args): fn(*args) in a file thread (threads.py)
-        self.damaged = damaged  # damaged(key, file name, why): delete the entry, log it
+        self.damaged = damaged  # await damaged(key, file name, why): delete the entry, log it
         self.bytes_read = 0  # bytes of stored bodies read from their files (tests, benchmarks)
 
 
@@ -255,9 +255,9 @@ class FileBody:
         try:
             data: bytes = await self.io.run(self.read_block, index)
         except (Damaged, OSError) as exc:
-            if not self._damaged:
+            if not self._damaged:  # deleted before its reader hears of it
                 self._damaged = True
-                self.io.damaged(self.key, self.name, str(exc))
+                await self.io.damaged(self.key, self.name, str(exc))
             raise TruncatedBodyError(f"the stored body is damaged: {exc}") from None
         except Exception as exc:  # the storage closed meanwhile: the body cannot be completed
             raise TruncatedBodyError(f"the stored body cannot be read: {exc}") from None

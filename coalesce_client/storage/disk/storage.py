@@ -30,7 +30,6 @@ Rules of this module (the public storage, its one job; how a directory is opened
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -102,7 +101,6 @@ class DiskStorage(StorageBase):
         "_clock",
         "_io",
         "_logged_unreadable",
-        "_tasks",
         "create",
         "directory",
         "lock_timeout",
@@ -144,7 +142,6 @@ class DiskStorage(StorageBase):
         worker_cache, loop_reader = open_caches(path, opening)
         self._io = DiskIO(worker_cache, loop_reader, path, self.lock_timeout)
         self._bodies = BodyIO(path, self._io.run_file, self._damaged)
-        self._tasks: set[asyncio.Future[None]] = set()  # deletions of damaged streamed entries
         self._logged_unreadable = False
 
     # -- the Storage protocol ---------------------------------------------------------------------
@@ -278,20 +275,14 @@ class DiskStorage(StorageBase):
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _damaged(self, key: str, name: str, why: str) -> None:
+    async def _damaged(self, key: str, name: str, why: str) -> None:
         """A reader found a streamed entry's body damaged: delete the entry, if its row still
         names that body (another process may have stored a new one), and log it."""
         self._log_unreadable(key, why)
-        if self._closed:
-            return
-        task = asyncio.ensure_future(self._io.run(streamed.delete_if_file, key, name))
-        self._tasks.add(task)
-        task.add_done_callback(self._deleted)
-
-    def _deleted(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("DiskStorage %s: could not delete: %r", self.directory, task.exception())
+        try:
+            await self._io.run(streamed.delete_if_file, key, name)
+        except Exception as exc:
+            log.debug("DiskStorage %s: could not delete %s: %r", self.directory, key, exc)
 
     async def _discard(self, key: str, exc: rows.Unreadable) -> None:
         self._log_unreadable(key, exc)
