@@ -204,7 +204,7 @@ async def test_a_body_past_stream_limit_leaves_nothing_not_even_the_older_entry(
         await feed.waiting.wait()
         feed.give(b"x")  # one byte past the limit
         with pytest.raises(StreamTooLargeError):
-            await writing
+            await asyncio.wait_for(writing, CHILD_TIMEOUT)
         assert value_files(storage.directory) == []
         assert await storage.get(KEY_A) is None
         # A body announced larger than the limit is not read at all.
@@ -434,7 +434,7 @@ async def test_redis_past_its_limit_or_cut_short_keeps_nothing_new(redis_store: 
     writing = asyncio.ensure_future(redis_store.set(KEY_A, streamed(feed), 60))
     feed.give(pattern(2 * MIB + 1))
     with pytest.raises(StreamTooLargeError):
-        await writing
+        await asyncio.wait_for(writing, CHILD_TIMEOUT)
     assert await redis_store.get(KEY_A) is None  # not the older value either (contract)
     await redis_store.set(KEY_B, snapshot(b"older"), 60)
     short = Feed()
