@@ -234,26 +234,29 @@ class FileBody:
         self._fd = fd
         weakref.finalize(self, os.close, fd)  # closed with the last reference to the snapshot
 
-    def read_block(self, index: int) -> bytes:
-        """Block ``index``, checked (blocking: a file thread); ``Damaged`` if it fails."""
+    def read_block(self, index: int, buffer: bytearray) -> int:
+        """Block ``index`` into ``buffer``, checked (blocking: a file thread); its length.
+        ``Damaged`` if it fails."""
         self.open()
         assert self._fd is not None
         size = self.blocks.size
         start = index * size
         want = min(size, self.blocks.length - start)
-        data = os.pread(self._fd, want, start)
-        self.io.bytes_read += len(data)
-        if len(data) != want:
+        view = memoryview(buffer)[:want]
+        got = os.preadv(self._fd, [view], start)
+        self.io.bytes_read += got
+        if got != want:
             raise Damaged(f"its file ends inside block {index}")
-        if zlib.crc32(data) != self.blocks.sums[index]:
+        if zlib.crc32(view) != self.blocks.sums[index]:
             raise Damaged(f"block {index} fails its checksum")
-        return data
+        return got
 
-    async def block(self, index: int) -> bytes:
-        """Block ``index`` read in a file thread; ``TruncatedBodyError`` if it is damaged or
-        cannot be read, and then the entry is deleted (module rules)."""
+    async def block(self, index: int, buffer: bytearray) -> int:
+        """Block ``index`` read into ``buffer`` in a file thread; its length.
+        ``TruncatedBodyError`` if it is damaged or cannot be read, and then the entry is
+        deleted (module rules)."""
         try:
-            data: bytes = await self.io.run(self.read_block, index)
+            got: int = await self.io.run(self.read_block, index, buffer)
         except (Damaged, OSError) as exc:
             if not self._damaged:  # deleted before its reader hears of it
                 self._damaged = True
@@ -261,20 +264,22 @@ class FileBody:
             raise TruncatedBodyError(f"the stored body is damaged: {exc}") from None
         except Exception as exc:  # the storage closed meanwhile: the body cannot be completed
             raise TruncatedBodyError(f"the stored body cannot be read: {exc}") from None
-        return data
+        return got
 
 
 class _Reader:
-    """One reader of a ``FileBody``, from ``start`` to ``end``: at most one block held."""
+    """One reader of a ``FileBody``, from ``start`` to ``end``. Its blocks are read into one
+    buffer of its own, allocated once and reused (a reader holds one block, and 100 readers
+    of a large body churn no memory); what it hands out is copied from there."""
 
-    __slots__ = ("_block", "_body", "_closed", "_end", "_held", "_pos")
+    __slots__ = ("_body", "_buffer", "_closed", "_end", "_held", "_pos")
 
     def __init__(self, body: FileBody, start: int, end: int) -> None:
         self._body = body
         self._pos = start
         self._end = end
-        self._block = b""  # the block being read
-        self._held = memoryview(b"")  # the rest of it within the range
+        self._buffer: bytearray | None = None  # allocated by the first read
+        self._held = memoryview(b"")  # the rest of the block read, within the range
         self._closed = False
 
     async def read(self, n: int = -1) -> bytes:
@@ -289,17 +294,22 @@ class _Reader:
             if self._pos >= self._end or n == 0:
                 return b""
             size = self._body.blocks.size
+            if self._buffer is None:
+                self._buffer = bytearray(size)
             index = self._pos // size
-            self._block = data = await self._body.block(index)
+            try:
+                got = await self._body.block(index, self._buffer)
+            except BaseException:  # cancelled: its thread may still write into the buffer
+                self._buffer = None
+                raise
             offset = self._pos - index * size
-            self._held = memoryview(data)[offset : min(len(data), self._end - index * size)]
+            self._held = memoryview(self._buffer)[offset : min(got, self._end - index * size)]
         taken = self._held[:n]
         self._held = self._held[len(taken) :]
         self._pos += len(taken)
-        if len(taken) == len(self._block):  # a whole block: handed out as it is, not copied
-            return self._block
         return bytes(taken)
 
     def close(self) -> None:
         self._closed = True
-        self._block, self._held = b"", memoryview(b"")
+        self._held = memoryview(b"")
+        self._buffer = None
