@@ -243,7 +243,7 @@ class FileBody:
         start = index * size
         want = min(size, self.blocks.length - start)
         view = memoryview(buffer)[:want]
-        got = os.preadv(self._fd, [view], start)
+        got = _read_into(self._fd, view, start)
         self.io.bytes_read += got
         if got != want:
             raise Damaged(f"its file ends inside block {index}")
@@ -265,6 +265,19 @@ class FileBody:
         except Exception as exc:  # the storage closed meanwhile: the body cannot be completed
             raise TruncatedBodyError(f"the stored body cannot be read: {exc}") from None
         return got
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    """``os.preadv`` into ``view`` where there is one (Linux, BSD, macOS 11 on Python 3.11+),
+    else ``os.pread`` and a copy: the bytes at ``offset``, the file's own position untouched."""
+    if _PREADV is not None:
+        return _PREADV(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)
+    view[: len(data)] = data
+    return len(data)
+
+
+_PREADV: Callable[[int, list[memoryview], int], int] | None = getattr(os, "preadv", None)
 
 
 class _Reader:
