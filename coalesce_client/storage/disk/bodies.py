@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 import weakref
 import zlib
 from collections.abc import Awaitable, Callable
@@ -130,9 +131,10 @@ class Written(NamedTuple):
 
 
 class _Out:
-    """A value file being written (in a file thread only)."""
+    """A value file being written (in file threads only, one operation at a time: a write that
+    was cancelled may still be running in its thread when ``discard`` starts in another)."""
 
-    __slots__ = ("file", "name", "path", "summing")
+    __slots__ = ("file", "lock", "name", "path", "summing")
 
     def __init__(self, directory: Path) -> None:
         for attempt in range(10):  # another process may remove an emptied folder meanwhile
@@ -146,18 +148,21 @@ class _Out:
                 if attempt == 9:
                     raise
         self.summing = _Summing()
+        self.lock = threading.Lock()
 
     def write(self, parts: list[bytes]) -> None:
-        for part in parts:
-            self.file.write(part)
-            self.summing.add(part)
+        with self.lock:
+            for part in parts:
+                self.file.write(part)
+                self.summing.add(part)
 
     def finish(self) -> Blocks:
         self.file.close()
         return self.summing.blocks()
 
     def discard(self) -> None:
-        self.file.close()
+        with self.lock:
+            self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         with contextlib.suppress(OSError):  # as diskcache does: emptied folders go
