@@ -171,6 +171,27 @@ async def test_entries_lists_a_streamed_entry_with_its_size(disk: DiskStorage) -
     assert await read_all(listed) == pattern(MIB)  # opened by its first reader
 
 
+async def test_the_cache_list_command_shows_a_streamed_entry_with_its_size(
+    tmp_path: Path,
+) -> None:
+    storage = DiskStorage(tmp_path / "cache")
+    await storage.set(KEY_A, streamed(Feed.whole(pattern(MIB + 3))), 600)
+    await storage.close()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "coalesce_client",
+        "cache",
+        "list",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT)
+    [line] = out.decode().splitlines()
+    assert f"200  {MIB + 3:>9}" in line and "http://example.com/big" in line
+
+
 # -- what leaves nothing behind -------------------------------------------------------------------
 
 
