@@ -318,7 +318,7 @@ async def test_a_body_file_shorter_than_its_row_is_a_miss_and_is_deleted(
 
 
 async def test_a_read_only_storage_refuses_a_stream_without_reading_it(tmp_path: Path) -> None:
-    DiskStorage(tmp_path / "cache")  # a cache there (closed by the collector: no loop yet)
+    await DiskStorage(tmp_path / "cache").close()  # a cache there
     storage = DiskStorage(tmp_path / "cache", read_only=True)
     try:
         feed = Feed.whole(b"x")
