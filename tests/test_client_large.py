@@ -235,8 +235,9 @@ async def test_a_body_nobody_reads_any_more_is_not_fetched_on(origin: Origin) ->
 
 
 async def _pumps_ended() -> None:
-    while pump._RUNNING:
-        await asyncio.wait(set(pump._RUNNING))
+    loop = asyncio.get_running_loop()
+    while running := {task for task in pump._RUNNING if task.get_loop() is loop}:
+        await asyncio.wait(running)
 
 
 async def test_a_released_response_reads_nothing_short(origin: Origin) -> None:

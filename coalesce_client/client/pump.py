@@ -24,6 +24,7 @@ Rules of this module (the client face's half of issue 24; ``core/spool.py`` hold
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 
 from aiohttp import ClientResponse
@@ -37,12 +38,21 @@ _RUNNING: set[asyncio.Task[None]] = set()  # held until they end (module rules)
 
 def start_pump(resp: ClientResponse, spool: Spool) -> asyncio.Task[None]:
     """Read the rest of ``resp`` into ``spool`` in a task of its own (module rules)."""
-    task = asyncio.get_running_loop().create_task(_pump(resp, weakref.ref(spool)))
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(_pump(resp, weakref.ref(spool)))
     _RUNNING.add(task)
     task.add_done_callback(_RUNNING.discard)
-    gone = weakref.finalize(spool, task.cancel)  # nobody wants the body: stop fetching it
+    gone = weakref.finalize(spool, _stop, loop, task)  # nobody wants the body: stop fetching it
     gone.atexit = False  # at exit the loop is gone, and the task with it
     return task
+
+
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Cancel the pump from wherever the spool was collected (a storage's thread may drop the
+    last reference): through the loop's own thread, unless the loop is gone already."""
+    if not task.done():
+        with contextlib.suppress(RuntimeError):  # a closed loop: its tasks are gone with it
+            loop.call_soon_threadsafe(task.cancel)
 
 
 def _fed(ref: weakref.ref[Spool], chunk: bytes) -> bool:

@@ -174,5 +174,6 @@ async def storm(
 
 
 async def _pumps_ended() -> None:
-    while pump._RUNNING:
-        await asyncio.wait(set(pump._RUNNING))
+    loop = asyncio.get_running_loop()
+    while running := {task for task in pump._RUNNING if task.get_loop() is loop}:
+        await asyncio.wait(running)
