@@ -194,6 +194,22 @@ async def test_the_origin_dying_mid_body_is_every_callers_payload_error(origin: 
         assert (await s.get(origin.url("/dies"))).cache_status == "miss"  # nothing stored
 
 
+async def test_closing_the_session_mid_body_is_a_payload_error_not_a_short_body(
+    origin: Origin,
+) -> None:
+    big_route(origin, "/big")
+    await origin.start()
+    origin.gate.clear()
+    s = session()
+    responses = await asyncio.gather(*(s.get(origin.url("/big")) for _ in range(3)))
+    await s.close()
+    origin.gate.set()
+    for resp in responses:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    await finished(_pumps_ended(), "the pump ended")
+
+
 async def test_head_of_a_large_resource_is_no_stream(origin: Origin) -> None:
     big_route(origin, "/big")
     await origin.start()
@@ -236,7 +252,7 @@ async def test_a_body_nobody_reads_any_more_is_not_fetched_on(origin: Origin) ->
 
 async def _pumps_ended() -> None:
     loop = asyncio.get_running_loop()
-    while running := {task for task in pump._RUNNING if task.get_loop() is loop}:
+    while running := {task for task in list(pump._RUNNING) if task.get_loop() is loop}:
         await asyncio.wait(running)
 
 

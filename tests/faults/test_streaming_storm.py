@@ -175,5 +175,5 @@ async def storm(
 
 async def _pumps_ended() -> None:
     loop = asyncio.get_running_loop()
-    while running := {task for task in pump._RUNNING if task.get_loop() is loop}:
+    while running := {task for task in list(pump._RUNNING) if task.get_loop() is loop}:
         await asyncio.wait(running)
