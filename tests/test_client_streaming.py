@@ -1,7 +1,9 @@
 """Where nothing is shared, nothing is buffered: bypasses and too-large bodies stream (issue 11).
 
 Each origin here sends its first bytes, then holds the rest of the body at the gate: a call that
-returns while the gate is still closed has not read the body whole.
+returns while the gate is still closed has not read the body whole. Since issue 24 the session
+shares a too-large body as it streams (one request, ``tests/test_client_large.py``); the client
+middleware still releases its followers to send their own.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp import web
-from conftest import Origin, finished, signalled
+from conftest import HAS_MIDDLEWARES, MiddlewareClient, Origin, finished, signalled
 
 from coalesce_client import CachedResponse, CachePolicy, CoalescingSession
 
@@ -90,16 +93,43 @@ async def check_followers_are_released(
         assert s.stats.stored == 0
 
 
-async def test_followers_go_on_their_own_once_content_length_is_over_the_limit(
-    origin: Origin, client_face: Any
-) -> None:
-    await check_followers_are_released(origin, "/sized", length=True, face=client_face)
+needs_middlewares = pytest.mark.skipif(not HAS_MIDDLEWARES, reason="aiohttp >= 3.12")
 
 
-async def test_followers_go_on_their_own_once_a_chunked_body_crosses_the_limit(
-    origin: Origin, client_face: Any
+@needs_middlewares
+async def test_the_middlewares_followers_go_on_their_own_once_content_length_is_over_the_limit(
+    origin: Origin,
 ) -> None:
-    await check_followers_are_released(origin, "/chunked", length=False, face=client_face)
+    await check_followers_are_released(origin, "/sized", length=True, face=MiddlewareClient)
+
+
+@needs_middlewares
+async def test_the_middlewares_followers_go_on_their_own_once_a_chunked_body_crosses_the_limit(
+    origin: Origin,
+) -> None:
+    await check_followers_are_released(origin, "/chunked", length=False, face=MiddlewareClient)
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["sized", "chunked"])
+async def test_the_session_shares_a_too_large_body_as_it_streams(
+    origin: Origin, length: bool
+) -> None:
+    """Issue 24 changed this: the followers no longer send their own; every caller gets its
+    response while the tail is still held by the origin (nothing was buffered whole)."""
+    streaming_route(origin, "/big", length=length)
+    await origin.start()
+    origin.gate.clear()
+    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+        calls = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(5)]
+        responses = await finished(asyncio.gather(*calls), "every call answered")
+        assert not origin.gate.is_set()
+        origin.gate.set()
+        bodies = [await read_all(r) for r in responses]
+        assert bodies == [HEAD + TAIL] * 5
+        assert sorted(r.cache_status for r in responses) == ["coalesced"] * 4 + ["miss"]
+        assert [r.cache_reason for r in responses] == ["storage takes no streams"] * 5
+        assert origin.calls["/big"] == 1
+        assert s.stats.stored == 0
 
 
 async def test_a_caller_that_gives_up_leaves_no_open_response(

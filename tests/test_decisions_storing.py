@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import get_args
+import dataclasses
+from typing import Any, NamedTuple, get_args
 
 import pytest
 
@@ -19,6 +20,18 @@ def response(status: int = 200, *headers: tuple[str, str], body: bytes = b"body"
     return Snapshot(status, "", headers, "http://x/", "GET", body, response_time=1_000.0)
 
 
+class Stream(NamedTuple):
+    """A streamed body of a known length or not (``StreamedBody``; its reader is not read)."""
+
+    length: int | None
+
+    def reader(self, start: int = 0, end: int | None = None) -> Any:
+        raise AssertionError("storing never reads the body")
+
+    async def complete(self) -> int:
+        raise AssertionError("storing never waits for the body")
+
+
 # -- sharing ---------------------------------------------------------------------------------------
 
 COOKIE = ("Set-Cookie", "session=alice")
@@ -28,6 +41,13 @@ TERMS = ShareTerms(max_body_size=100, targeted=())
 SHARING: dict[str, tuple[Snapshot | None, tuple[str, ...], bool, ShareTerms, Sharing]] = {
     "streamed": (None, (), False, TERMS, table.Neither("streamed")),
     "vary *": (response(), ANY, False, TERMS, table.Neither("vary *")),
+    "streamed as it arrives (a stream, not bytes)": (
+        dataclasses.replace(response(), body=b"", stream=Stream(10_000)),
+        (),
+        False,
+        TERMS,
+        table.SHAREABLE,
+    ),
     "too large": (
         response(body=b"x" * 101),
         (),
@@ -70,24 +90,79 @@ def test_sharing_follows_its_table(
 # -- storing ---------------------------------------------------------------------------------------
 
 LIFETIME = Lifetime(60.0, 600.0)
+SMALL = response(200)  # a body of 4 bytes, in memory
+ROOM = table.Room(max_stored_size=100, stream_limit=50)
 
-# (should_store's verdict, the policy's lifetime) -> variant: one per row of the second table,
-# the NotStored row once per reason the policy gives.
-STORING: dict[str, tuple[bool, Lifetime | NotStored, Storing]] = {
-    "should_store says no": (False, LIFETIME, table.ShareOnly("should_store veto")),
+
+def streamed(length: int | None) -> Snapshot:
+    return dataclasses.replace(response(200), body=b"", stream=Stream(length))
+
+
+# (should_store's verdict, the policy's lifetime, the response, the room) -> variant: one per row
+# of the second table, the NotStored row once per reason the policy gives.
+STORING: dict[str, tuple[bool, Lifetime | NotStored, Snapshot, table.Room, Storing]] = {
+    "should_store says no": (False, LIFETIME, SMALL, ROOM, table.ShareOnly("should_store veto")),
     **{
-        f"not stored: {reason}": (True, NotStored(reason), table.ShareOnly(reason))
+        f"not stored: {reason}": (True, NotStored(reason), SMALL, ROOM, table.ShareOnly(reason))
         for reason in get_args(NotStoredReason)
     },
-    "a lifetime": (True, LIFETIME, table.StoreAndShare(LIFETIME)),
+    "streamed, the storage takes none": (
+        True,
+        LIFETIME,
+        streamed(10),
+        table.Room(100, 0),
+        table.ShareOnly("storage takes no streams"),
+    ),
+    "streamed, over the storage's limit": (
+        True,
+        LIFETIME,
+        streamed(51),
+        ROOM,
+        table.ShareOnly("body over max_stored_size"),
+    ),
+    "streamed, over max_stored_size": (
+        True,
+        LIFETIME,
+        streamed(11),
+        table.Room(10, 50),
+        table.ShareOnly("body over max_stored_size"),
+    ),
+    "in memory, over max_stored_size": (
+        True,
+        LIFETIME,
+        SMALL,
+        table.Room(1, 50),
+        table.ShareOnly("body over max_stored_size"),
+    ),
+    "a lifetime": (True, LIFETIME, SMALL, ROOM, table.StoreAndShare(LIFETIME)),
+    "a lifetime, streamed within the limits": (
+        True,
+        LIFETIME,
+        streamed(50),
+        ROOM,
+        table.StoreAndShare(LIFETIME),
+    ),
+    "a lifetime, streamed of unknown length": (
+        True,
+        LIFETIME,
+        streamed(None),
+        ROOM,
+        table.StoreAndShare(LIFETIME),
+    ),
 }
 
 
-@pytest.mark.parametrize(("storable", "lifetime", "expected"), STORING.values(), ids=STORING)
+@pytest.mark.parametrize(
+    ("storable", "lifetime", "snap", "room", "expected"), STORING.values(), ids=STORING
+)
 def test_storing_follows_its_table(
-    storable: bool, lifetime: Lifetime | NotStored, expected: Storing
+    storable: bool,
+    lifetime: Lifetime | NotStored,
+    snap: Snapshot,
+    room: table.Room,
+    expected: Storing,
 ) -> None:
-    assert table.storing(storable, lifetime) == expected
+    assert table.storing(storable, lifetime, snap, room) == expected
 
 
 def test_a_targeted_field_decides_the_private_reason_in_a_shared_cache() -> None:

@@ -22,7 +22,13 @@ import pytest
 from aiohttp import web
 from conftest import FakeClock, Origin, finished
 
-from coalesce_client import CachePolicy, MemoryStorage, cache_info, coalesce_middleware
+from coalesce_client import (
+    CachePolicy,
+    CoalescingSession,
+    MemoryStorage,
+    cache_info,
+    coalesce_middleware,
+)
 from coalesce_client.spec.decisions.reasons import CACHE_REASONS
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guide" / "observability.md"
@@ -64,7 +70,9 @@ def _cases(shared: bool) -> dict[str, Case]:
         "no-store": Case({"Cache-Control": "no-store"}),
         "request no-store": Case(request={"headers": {"Cache-Control": "no-store"}}),
         "status not cacheable": Case(status=418),
-        "body over max_body_size": Case(options={"policy": big}),
+        "body over max_body_size": Case(options={"policy": big}),  # the client middleware
+        "storage takes no streams": Case(options={"policy": big}),  # the session (issue 24)
+        "body over max_stored_size": Case(options={"policy": CachePolicy(max_stored_size=3)}),
         "vary *": Case({"Vary": "*"}),
         "ttl 0": Case(options={"ttl": 0}),
         "stale on arrival": Case({"Cache-Control": "max-age=10", "Age": "20"}),
@@ -100,8 +108,16 @@ async def _client_reason(origin: Origin, client_face: Any, case: Case, shared: b
         return _reason(r)
 
 
+# Issue 24: the session shares a body over max_body_size as it streams (and MemoryStorage stores
+# no stream); the client middleware does not share it.
+_NOT_ON = {"body over max_body_size": "session", "storage takes no streams": "client-middleware"}
+
+
 @pytest.mark.parametrize("code", sorted(_cases(shared=False)))
 async def test_each_reason_in_a_private_client(origin: Origin, client_face: Any, code: str) -> None:
+    face = "session" if client_face is CoalescingSession else "client-middleware"
+    if _NOT_ON.get(code) == face:
+        pytest.skip(f"{code!r} is not a reason of the {face}")
     case = _cases(shared=False)[code]
     assert await _client_reason(origin, client_face, case, shared=False) == code
 

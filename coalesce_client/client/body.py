@@ -1,14 +1,20 @@
-"""Response bodies: replayed from memory, or streamed from the connection.
+"""Response bodies: replayed from memory, read from a shared stream, or from the connection.
 
 Rules of this module:
 
 * ``BodyStream`` replays a body already in memory; each caller has its own read position over the
   one shared ``bytes`` (never copied per caller).
+* ``ReaderStream`` is one caller's ``BodyReader`` of a streamed body (``Snapshot.stream``: a
+  flight's spool, a stored entry's file, issue 24) with aiohttp's stream API. A body that ends
+  short reaches its caller as ``aiohttp.ClientPayloadError`` (plain aiohttp's error for a
+  truncated body), never as a short body; after ``close()`` every read raises
+  ``ClientConnectionError``, as a released aiohttp response's does.
 * ``LiveStream`` is aiohttp's live ``StreamReader`` with the bytes already read from it put back
   in front: what a caller streams when its body turned out too large to share.
 * ``read_within`` reads a body only up to the sharing limit: a ``Content-Length`` over it is
-  known before anything is read, and otherwise reading stops as soon as the limit is crossed, so
-  a too-large body is never buffered whole and its flight's followers are released at once.
+  known before anything is read (``announced_length``: when the body is not compressed), and
+  otherwise reading stops as soon as the limit is crossed, so a too-large body is never
+  buffered whole.
 * ``Kept`` hands a live response to the caller it belongs to, or closes it if that caller left.
 """
 
@@ -17,9 +23,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import ClientResponse, StreamReader
+from aiohttp import ClientConnectionError, ClientPayloadError, ClientResponse, StreamReader
 
-__all__ = ["BodyStream", "Kept", "LiveStream", "read_within"]
+from ..core.spool import CHUNK
+from ..spec.snapshot import BodyReader, StreamedBody, TruncatedBodyError
+
+__all__ = [
+    "BodyStream",
+    "Kept",
+    "LiveStream",
+    "ReaderStream",
+    "announced_length",
+    "read_within",
+    "released",
+]
 
 
 class _Stream:
@@ -32,6 +49,22 @@ class _Stream:
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
         raise NotImplementedError
+
+    async def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    async def readany(self) -> bytes:
+        raise NotImplementedError
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        if n < 1:
+            raise ValueError(f"chunk size must be at least 1, got {n}")
+        while chunk := await self.read(n):
+            yield chunk
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while chunk := await self.readany():
+            yield chunk
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._lines()
@@ -158,16 +191,6 @@ class LiveStream(_Stream):
         head = self._take(n)
         return head if len(head) == n else head + await self._live.readexactly(n - len(head))
 
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        if n < 1:
-            raise ValueError(f"chunk size must be at least 1, got {n}")
-        while chunk := await self.read(n):
-            yield chunk
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            yield chunk
-
     async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         if self._pending():
             yield self._take(-1), False
@@ -187,10 +210,132 @@ class LiveStream(_Stream):
         return f"<LiveStream {self._pending()} bytes put back, then {self._live!r}>"
 
 
+class ReaderStream(_Stream):
+    """One caller's reader of a streamed body, shaped like aiohttp's ``StreamReader`` (module
+    rules). ``whole`` keeps the body once ``read()`` took it all (``CachedResponse.read``)."""
+
+    __slots__ = ("_closed", "_eof", "_error", "_held", "_reader", "_total", "whole")
+
+    def __init__(self, reader: BodyReader) -> None:
+        self._reader = reader
+        self._held = b""  # read ahead by readuntil and not yet handed out
+        self._total = 0
+        self._eof = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self.whole: bytes | None = None
+
+    async def _next(self, n: int) -> bytes:
+        if self._closed:
+            raise ClientConnectionError("Connection closed")
+        try:
+            data = await self._reader.read(n)
+        except TruncatedBodyError as exc:
+            self._error = ClientPayloadError(f"Response payload is not completed: {exc}")
+            self._reader.close()  # nothing more will be read: free its share at once
+            raise self._error from exc
+        if not data or n < 0:  # read(-1) reads to the end
+            self._eof = True
+        self._total += len(data)
+        return data
+
+    def _take(self, n: int) -> bytes:
+        held = self._held
+        if n < 0 or n >= len(held):
+            self._held = b""
+            return held
+        self._held = held[n:]
+        return held[:n]
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._held:
+            head = self._take(n)
+            return head + await self._next(-1) if n < 0 else head
+        return await self._next(n)
+
+    async def readany(self) -> bytes:
+        return self._take(-1) if self._held else await self._next(CHUNK)
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        return self._take(n)  # only what is at hand: b"" is not the end here (as aiohttp's)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        while (idx := self._held.find(separator)) < 0:
+            more = await self._next(CHUNK)
+            if not more:
+                return self._take(-1)
+            self._held += more
+        return self._take(idx + len(separator))
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self.read(n)
+        while len(data) < n and (more := await self.read(n - len(data))):
+            data += more
+        if len(data) < n:
+            raise asyncio.IncompleteReadError(data, n)
+        return data
+
+    async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        while chunk := await self.readany():
+            yield chunk, False
+
+    async def read_whole(self) -> bytes:
+        if self.whole is None:
+            self.whole = await self.read()
+        return self.whole
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._held
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def total_bytes(self) -> int:
+        return self._total
+
+    def close(self) -> None:
+        """This caller is done: its reader is closed, and every read from now raises."""
+        self._closed = True
+        self._held = b""
+        self._reader.close()
+
+    def __repr__(self) -> str:
+        return f"<ReaderStream {self._total} bytes read>"
+
+
+class _Released:
+    """What a released response keeps of its streamed body: its length, and no way to read it
+    (the body itself is let go: ``CachedResponse.release``)."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int | None) -> None:
+        self.length = length
+
+    def reader(self, start: int = 0, end: int | None = None) -> BodyReader:
+        raise ClientConnectionError("Connection closed")
+
+    async def complete(self) -> int:
+        raise ClientConnectionError("Connection closed")
+
+
+def released(stream: StreamedBody | None) -> StreamedBody:
+    """The stand-in for ``stream`` once its response is released (``_Released``)."""
+    if isinstance(stream, _Released):
+        return stream
+    return _Released(None if stream is None else stream.length)
+
+
+def announced_length(resp: ClientResponse) -> int | None:
+    """The body's length as its ``Content-Length`` announces it, None when that is not what
+    aiohttp will hand over (a compressed body, decompressed as it is read)."""
+    return None if "Content-Encoding" in resp.headers else resp.content_length
+
+
 async def read_within(resp: ClientResponse, limit: int) -> bytes | None:
     """The whole body if it is at most ``limit`` bytes; else None when ``Content-Length`` says so
     before anything is read, or the bytes read until the limit was crossed (longer than it)."""
-    length = resp.content_length
+    length = announced_length(resp)
     if length is not None:
         return None if length > limit else await resp.read()
     chunks: list[bytes] = []

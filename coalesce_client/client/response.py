@@ -4,6 +4,11 @@ Rules of this module: it quacks like ``aiohttp.ClientResponse`` for what people 
 lists it). Everything derived from the snapshot (headers multidict, URL objects, the stream) is
 built on first use: a cache hit pays only for what its caller reads. The body bytes are the
 snapshot's own and are never copied per caller; each caller has its own read position.
+A streamed body (``Snapshot.stream``, issue 24) is read by each caller through a reader of its
+own (``body.ReaderStream``), opened on first use; ``release()``, ``close()`` and leaving the
+``async with`` close it and let go of the stream, so that a body nobody reads any more is not
+fetched on (``client/pump.py``); ``read()`` gives the whole body, or raises
+``ClientPayloadError`` when it ended short.
 ``CallContext`` is what a request method returns before the response exists: a coroutine that is
 also an async context manager, as aiohttp's own.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Generator
+from dataclasses import replace
 from datetime import datetime, timezone
 from http.cookies import SimpleCookie
 from types import TracebackType
@@ -25,7 +31,7 @@ from ..core.records import CacheStatus
 from ..spec.decisions.reasons import CacheReason
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
-from .body import BodyStream, LiveStream
+from .body import BodyStream, LiveStream, ReaderStream, released
 
 __all__ = ["CachedResponse", "CallContext", "LiveResponse"]
 
@@ -87,7 +93,7 @@ class CachedResponse:
         self._req_headers = request_headers
         self._url: URL | None = None
         self._headers: CIMultiDictProxy[str] | None = None
-        self._content: BodyStream | None = None
+        self._content: BodyStream | ReaderStream | None = None
         self._history: tuple[CachedResponse, ...] | None = None
 
     # -- what aiohttp.ClientResponse offers -------------------------------------------------------
@@ -158,9 +164,13 @@ class CachedResponse:
         return datetime.fromtimestamp(at, timezone.utc) if at > 0.0 else None
 
     @property
-    def content(self) -> BodyStream:
+    def content(self) -> BodyStream | ReaderStream:
         if self._content is None:
-            self._content = BodyStream(self.snapshot.body)
+            stream = self.snapshot.stream
+            if stream is None:
+                self._content = BodyStream(self.snapshot.body)
+            else:  # this caller's own reader of a streamed body (module rules)
+                self._content = ReaderStream(stream.reader())
         return self._content
 
     @property
@@ -204,7 +214,11 @@ class CachedResponse:
         return self.charset or "utf-8"
 
     async def read(self) -> bytes:
-        return self.snapshot.body
+        if self.snapshot.stream is None:
+            return self.snapshot.body
+        content = self.content
+        assert isinstance(content, ReaderStream)
+        return await content.read_whole()
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
         return (await self.read()).decode(encoding or self.get_encoding(), errors)
@@ -241,13 +255,25 @@ class CachedResponse:
             )
 
     def release(self) -> None:
-        """Nothing to give back: the body is in memory. Kept for aiohttp compatibility."""
+        """A body in memory: nothing to give back (kept for aiohttp compatibility); a streamed
+        one: this caller's reader is closed (module rules)."""
+        if self.snapshot.stream is not None:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        content = self.content  # opened now if never read: closed at once
+        assert isinstance(content, ReaderStream)
+        content.close()
+        # The stream itself is let go (the rest of the record stays): a body that no response
+        # holds any more is not fetched on.
+        self.snapshot = replace(self.snapshot, stream=released(self.snapshot.stream))
 
     def close(self) -> None:
         self.closed = True
+        self.release()
 
     async def wait_for_close(self) -> None:
-        self.closed = True
+        self.close()
 
     async def __aenter__(self) -> CachedResponse:
         return self

@@ -7,18 +7,24 @@ this says how a response is fetched and handed back):
   (``kwargs``) and what is its caller's alone (``own``: ``call.CALLER_ALONE``).
 * ``SharedRequest`` is the ``send`` of a flight: one real request with the session's timeout and
   no status check (each caller applies its own), timed around (RFC 9111 §4.2.3: its request and
-  response times date the response), read only up to ``max_body_size``. A body over the limit is
-  kept for its own caller to stream, and the flight ends at once so that its followers send their
-  own (``body.Kept``); anything else is a complete ``Snapshot``.
+  response times date the response), read only up to ``max_body_size``. A body over the limit
+  (its ``Content-Length``, or the bytes read crossing it) is shared as it streams (issue 24):
+  what was read goes into a ``core/spool.py`` ``Spool`` and a pump reads the rest into it at the
+  origin's pace (``pump.py``), and the snapshot's ``stream`` is that spool; anything else is a
+  complete ``Snapshot``. The user's ``should_store`` sees the response each caller would (a
+  streamed body's ``content`` is a reader of the spool, which a filter cannot read whole).
+  A response without a body (HEAD, 204, 304: RFC 9110 §6.4.1) is never spooled, whatever its
+  ``Content-Length`` says.
 * ``Passing`` is the ``send`` of a call that takes no part: aiohttp's own request with the call's
   own options, its body streamed as aiohttp streams it.
-* The caller's response: a ``CachedResponse`` over the shared snapshot, a ``LiveResponse`` over
-  the kept stream, or a 504 for an ``only-if-cached`` call with nothing usable stored.
+* The caller's response: a ``CachedResponse`` over the shared snapshot (its own reader of a
+  streamed body), or a 504 for an ``only-if-cached`` call with nothing usable stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -26,9 +32,11 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..core.records import Answer, Fetched
+from ..core.spool import Spool
 from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Headers, Snapshot
-from .body import Kept, read_within
+from .body import announced_length, read_within
+from .pump import start_pump
 from .response import CachedResponse, LiveResponse
 
 __all__ = ["Outgoing", "Passing", "SharedRequest", "Times", "snapshot_of"]
@@ -43,6 +51,7 @@ class Times(NamedTuple):
 
 
 _NOT_SENT = Times(0.0, 0.0)
+_BODILESS = frozenset({204, 304})  # with HEAD, a response without a body (RFC 9110 §6.4.1)
 
 
 class Outgoing(NamedTuple):
@@ -61,11 +70,8 @@ class Outgoing(NamedTuple):
         return {**self.kwargs, **self.own} if self.own else self.kwargs
 
 
-class SharedRequest(Kept):
-    """The real request behind a flight, and what its own caller gets (module rules).
-
-    It is also the ``Kept`` of its caller: a response too large to share is kept on it.
-    """
+class SharedRequest:
+    """The real request behind a flight, and what its own caller gets (module rules)."""
 
     __slots__ = ("_clock", "_limit", "_out", "_should_store", "times")
 
@@ -77,7 +83,6 @@ class SharedRequest(Kept):
         should_store: Callable[[Any], bool] | None,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__()
         self._out = out  # sent without its caller's own options (each applies its own)
         self._limit = limit
         self._should_store = should_store
@@ -86,7 +91,7 @@ class SharedRequest(Kept):
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         out = self._out
-        kwargs = out.kwargs  # detached: its caller drops what is kept (Kept.drop)
+        kwargs = out.kwargs
         if conditional:  # a revalidation: the caller's request, made conditional
             headers = CIMultiDict(kwargs.get("headers") or ())
             for name, value in conditional:
@@ -96,42 +101,41 @@ class SharedRequest(Kept):
         resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
         self.times = Times(sent, self._clock())  # its head is here: the response_time
         try:
-            body = await read_within(resp, self._limit)
+            bodiless = resp.method == "HEAD" or resp.status in _BODILESS
+            body = await (resp.read() if bodiless else read_within(resp, self._limit))
         except BaseException:
             resp.close()  # a truncated or cancelled read: nobody gets a short body
             raise
         if body is None or len(body) > self._limit:
-            self.keep(resp, body or b"")  # too large to share: the flight ends now
-            return Fetched(None, withheld="body over max_body_size")
-        resp.release()
-        snap = snapshot_of(resp, body, self.times)
+            snap = self._spooled(resp, body or b"")
+        else:
+            resp.release()
+            snap = snapshot_of(resp, body, self.times)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
+
+    def _spooled(self, resp: aiohttp.ClientResponse, head: bytes) -> Snapshot:
+        """A body over the limit, shared as it streams (module rules)."""
+        spool = Spool(self._limit, announced_length(resp))
+        spool.append(head)
+        start_pump(resp, spool, self._out.session)
+        return replace(snapshot_of(resp, b"", self.times), stream=spool)
+
+    def drop(self) -> None:
+        """Its caller gave up: nothing is kept for a caller alone (a large body is shared as it
+        streams, and its pump stops when nobody holds it: ``pump.py``)."""
 
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
         if answer.snapshot is not None:
             resp = CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
-        else:
-            resp = self._own(answer, url)
-        resp.cache_reason = answer.reason
-        return resp
-
-    def _own(self, answer: Answer, url: URL) -> CachedResponse:
-        """This caller's own response, kept by ``send`` (streamed), or only-if-cached's 504."""
-        live = self.response
-        if live is None:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
+        else:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
             )
-            return CachedResponse(gateway_timeout, "miss", request_url=url)
-        return LiveResponse(
-            live,
-            snapshot_of(live, b"", self.times),
-            answer.status,
-            prefix=self.prefix,
-            request_url=url,
-        )
+            resp = CachedResponse(gateway_timeout, "miss", request_url=url)
+        resp.cache_reason = answer.reason
+        return resp
 
 
 class Passing:

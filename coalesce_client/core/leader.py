@@ -18,6 +18,11 @@ Rules of this module:
   coalescer's clock, and the leader's own response carries them (``CachedResponse.expires``).
 * The storage write goes on in the background; the flight waits for it only past the writer's
   bound of memory (``writer.py``).
+* A body over ``max_body_size`` is shared as it streams (``Snapshot.stream``, issue 24: the
+  face's ``core/spool.py``): its followers get it as any shared response. It is handed to the
+  writer only when the storage takes streams (``Writer.stream_limit`` over 0) and its length,
+  when known, is within that limit and ``max_stored_size`` (``storing``'s ``Room``); a stream
+  of unknown length is stopped at the limit by the storage as it arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ..spec.decisions.followers import Variant, variant_of
 from ..spec.decisions.reasons import ShareOnlyReason
 from ..spec.decisions.storing import (
     Neither,
+    Room,
     Shareable,
     ShareOnly,
     ShareTerms,
@@ -58,7 +64,7 @@ log = logging.getLogger("coalesce_client")
 class Leader:
     """The work of a coalescer's flights (module rules)."""
 
-    __slots__ = ("_counters", "_passes", "_setup", "_terms", "_writer")
+    __slots__ = ("_counters", "_passes", "_room", "_setup", "_terms", "_writer")
 
     def __init__(self, setup: Setup, writer: Writer, counters: Counters, passes: Passes) -> None:
         self._setup = setup
@@ -67,6 +73,7 @@ class Leader:
         self._passes = passes
         policy = setup.policy
         self._terms = ShareTerms(policy.max_body_size, tuple(policy.targeted_cache_control))
+        self._room = Room(policy.max_stored_size, writer.stream_limit)
 
     async def lead(self, flight: Flight) -> FlightResult:
         """The flight's result: one real request (two after a 304 that selects nothing), then
@@ -189,9 +196,8 @@ class Leader:
         self, flight: Flight, shared: Snapshot, storable: bool, variant: Variant | None
     ) -> Snapshot | ShareOnlyReason:
         """Store ``shared`` if ``storing`` gives it a lifetime; it as stored, else the reason."""
-        decision = storing(
-            storable, self._lifetime(shared, flight.call) if storable else NOT_STORED
-        )
+        lifetime = self._lifetime(shared, flight.call) if storable else NOT_STORED
+        decision = storing(storable, lifetime, shared, self._room)
         match decision:
             case ShareOnly(reason=reason):
                 return reason

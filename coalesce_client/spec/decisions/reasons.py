@@ -49,6 +49,9 @@ ShareOnlyReason = Literal[
     "private",
     "status not cacheable",  # a status the policy does not store, or RFC 9111 §3 forbids
     "stale on arrival",  # older than its lifetime when it arrived, no validator to revalidate
+    # A body over the policy's max_stored_size, or over what the storage takes of a stream.
+    "body over max_stored_size",
+    "storage takes no streams",  # a body streamed (over max_body_size); the storage keeps bytes
 ]
 """Why a response that its flight's callers share is not stored (``storing.storing``)."""
 

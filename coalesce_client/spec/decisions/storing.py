@@ -23,15 +23,27 @@ Rules of this module (pure; the core hands in what its policy computed):
     private in a shared cache, otherwise (no-store)    -> Neither    no-store
     otherwise                                          -> Shareable
 
+A streamed body (``Snapshot.stream``, issue 24: over ``max_body_size``, read as it arrives)
+has ``b""`` for ``body``: ``sharing`` shares it as any other. ``storing`` then reads its
+``Room``: what the storage takes of a stream, and the policy's ``max_stored_size``.
+
 ``storing`` (the first row that matches)::
 
-    should_store  the policy's lifetime                -> variant        reason
-    says no       (not computed)                       -> ShareOnly      should_store veto
-    allows        NotStored(reason)                    -> ShareOnly      its reason: ttl 0,
-                                                                         no-store, private,
-                                                                         status not cacheable,
-                                                                         stale on arrival
-    allows        Lifetime(fresh, kept)                -> StoreAndShare  (that lifetime)
+    should_store  lifetime         size                     -> variant        reason
+    says no       (not computed)                            -> ShareOnly      should_store veto
+    allows        NotStored(why)                            -> ShareOnly      its reason: ttl 0,
+                                                                              no-store, private,
+                                                                              status not
+                                                                              cacheable, stale
+                                                                              on arrival
+    allows        Lifetime         streamed, the storage                      storage takes
+                                   takes no streams         -> ShareOnly      no streams
+    allows        Lifetime         over max_stored_size or  -> ShareOnly      body over
+                                   the storage's own limit                    max_stored_size
+    allows        Lifetime(fresh,  otherwise (a stream of   -> StoreAndShare  (that lifetime)
+                  kept)            unknown length: the
+                                   storage stops it at the
+                                   limit as it arrives)
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from .reasons import NotSharedReason, ShareOnlyReason
 
 __all__ = [
     "Neither",
+    "Room",
     "ShareOnly",
     "ShareTerms",
     "Shareable",
@@ -97,6 +110,14 @@ class ShareTerms:
     targeted: tuple[str, ...]  # targeted_cache_control: lower-case field names (RFC 9213)
 
 
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What ``storing`` reads of the storage and the policy: one value per coalescer."""
+
+    max_stored_size: int  # the policy's largest body stored
+    stream_limit: int  # the largest streamed body the storage takes; 0: it takes none
+
+
 SHAREABLE = Shareable()
 _NEITHER = {reason: Neither(reason) for reason in get_args(NotSharedReason)}
 _SHARE_ONLY: dict[ShareOnlyReason, ShareOnly] = {
@@ -130,18 +151,33 @@ def sharing(
     return _NEITHER["private" if cc.private else "no-store"]
 
 
-def storing(storable: bool, lifetime: Lifetime | NotStored) -> Storing:
+def storing(
+    storable: bool, lifetime: Lifetime | NotStored, response: Snapshot, room: Room
+) -> Storing:
     """Is a shared response stored, for how long (the module's second table)? ``storable``:
     the user's ``should_store`` verdict; ``lifetime``: the policy's, for the response as it
-    would be stored (not asked when ``storable`` is False).
+    would be stored (not asked when ``storable`` is False); ``room``: what may be stored.
 
-    >>> storing(True, Lifetime(60.0, 0.0))
+    >>> r, room = Snapshot(200, "OK", (), "http://x/", "GET", b"four"), Room(4, 0)
+    >>> storing(True, Lifetime(60.0, 0.0), r, room)
     StoreAndShare(lifetime=Lifetime(fresh=60.0, kept=0.0))
-    >>> storing(True, NotStored("ttl 0")), storing(False, Lifetime(60.0, 0.0))
+    >>> storing(True, NotStored("ttl 0"), r, room), storing(False, Lifetime(60.0, 0.0), r, room)
     (ShareOnly(reason='ttl 0'), ShareOnly(reason='should_store veto'))
+    >>> storing(True, Lifetime(60.0, 0.0), r, Room(3, 0))
+    ShareOnly(reason='body over max_stored_size')
     """
     if not storable:
         return _SHARE_ONLY["should_store veto"]
     if isinstance(lifetime, NotStored):
         return _SHARE_ONLY[lifetime.reason]
+    stream = response.stream
+    if stream is None:
+        if len(response.body) > room.max_stored_size:
+            return _SHARE_ONLY["body over max_stored_size"]
+        return StoreAndShare(lifetime)
+    if room.stream_limit <= 0:
+        return _SHARE_ONLY["storage takes no streams"]
+    length = stream.length
+    if length is not None and length > min(room.stream_limit, room.max_stored_size):
+        return _SHARE_ONLY["body over max_stored_size"]
     return StoreAndShare(lifetime)
