@@ -12,6 +12,7 @@ import re
 import string
 import warnings
 from dataclasses import dataclass, replace
+from http.cookies import Morsel
 from typing import Any
 
 import aiohttp
@@ -117,6 +118,11 @@ class Call:
         return identify(session, KEYS, self.method, checked, kwargs).key
 
 
+# A cookie's name: a token that is not one of the attribute names SimpleCookie refuses as a name
+# (Expires, Path, Version, ...; http.cookies.Morsel._reserved).
+cookie_name = token.filter(lambda t: t.lower() not in Morsel._reserved)  # type: ignore[attr-defined]
+
+
 # Each field that splits the key, with a strategy for its values and what the value means (two
 # values of the same meaning are the same request: an option left out is its default).
 def _same(v: Any) -> Any:
@@ -130,7 +136,7 @@ SPLITTING: dict[str, tuple[st.SearchStrategy[Any], Any]] = {
     **{field: (st.none() | header_value, _same) for field in HEADERS if field != "host_header"},
     "cookies": (
         st.none()
-        | st.dictionaries(token, token, min_size=1, max_size=3).map(
+        | st.dictionaries(cookie_name, token, min_size=1, max_size=3).map(
             lambda d: tuple(sorted(d.items()))
         ),
         _same,
