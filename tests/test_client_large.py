@@ -355,3 +355,41 @@ async def test_a_large_body_is_stored_on_disk_as_it_streams_then_served_from_it(
         assert [await digest_of(h) for h in hits] == [DIGEST] * 5
         assert (await s.get(origin.url("/dies"))).cache_status == "miss"  # nothing stored
         assert origin.calls["/big"] == 1
+
+
+async def test_the_client_middleware_shares_a_large_body_as_it_streams_and_replays_it_from_disk(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """The client middleware reads a large body as the session does: one request for a burst,
+    every caller (the leader too) reading its own replay of the spool, whole or in pieces; then
+    stored as it streams and replayed from disk, never the empty body of its record."""
+    from coalesce_client import cache_info, client_middleware
+    from coalesce_client.client_mw import compat
+
+    if not compat.HAS_MIDDLEWARES:
+        pytest.skip("client middlewares need aiohttp >= 3.12")
+    big_route(origin, "/big")
+    await origin.start()
+    policy = CachePolicy(max_body_size=BOUND)
+    storage = DiskStorage(tmp_path / "cache")
+    async with (
+        client_middleware(ttl=60, policy=policy, storage=storage) as mw,
+        aiohttp.ClientSession(middlewares=[mw]) as plain,
+    ):
+        burst = await asyncio.gather(*(plain.get(origin.url("/big")) for _ in range(5)))
+        assert sorted(cache_info(r).status for r in burst) == ["coalesced"] * 4 + ["miss"]  # type: ignore[union-attr]
+        assert [await r.read() for r in burst] == [BODY] * 5
+        await mw._core.drain()  # the write runs in the background
+        whole, pieces = [await plain.get(origin.url("/big")) for _ in range(2)]
+        assert [cache_info(r).status for r in (whole, pieces)] == ["hit", "hit"]  # type: ignore[union-attr]
+        assert await whole.read() == BODY
+        h = hashlib.sha256()
+        async for chunk in pieces.content.iter_chunked(100_000):
+            h.update(chunk)
+        assert h.hexdigest() == DIGEST
+        pieces.release()
+        async with plain.get(origin.url("/big")) as third:  # left unread: its reader is closed
+            assert third.status == 200
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await third.content.read(10)
+    assert origin.calls["/big"] == 1

@@ -2,8 +2,8 @@
 
 Each origin here sends its first bytes, then holds the rest of the body at the gate: a call that
 returns while the gate is still closed has not read the body whole. Since issue 24 the session
-shares a too-large body as it streams (one request, ``tests/test_client_large.py``); the client
-middleware still releases its followers to send their own.
+and the client middleware share a too-large body as it streams (one request,
+``tests/test_client_large.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import HAS_MIDDLEWARES, MiddlewareClient, Origin, finished, signalled
+from conftest import Origin, finished, signalled
 
-from coalesce_client import CachedResponse, CachePolicy, CoalescingSession
+from coalesce_client import CachedResponse, CachePolicy, CoalescingSession, cache_info
 
 LIMIT = 1000  # max_body_size in the tests of too-large bodies
 HEAD = bytes(range(256)) * 5  # 1,280 bytes sent before the gate: over LIMIT already
@@ -72,62 +72,26 @@ async def test_a_method_that_takes_no_part_streams(origin: Origin, client_face: 
         assert await resp.read() == HEAD + TAIL
 
 
-async def check_followers_are_released(
-    origin: Origin, path: str, *, length: bool, face: Any = CoalescingSession
-) -> None:
-    streaming_route(origin, path, length=length)
-    await origin.start()
-    origin.gate.clear()
-    async with face(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
-        calls = [asyncio.ensure_future(s.get(origin.url(path))) for _ in range(5)]
-        # Every caller reaches the origin while the leader's tail is still held: the followers
-        # did not wait for the leader's whole download to learn that it could not be shared.
-        await origin.at_gate.reach(5, "requests that reached the origin")
-        assert not origin.gate.is_set()
-        origin.gate.set()
-        responses = await finished(asyncio.gather(*calls), "every call answered")
-        bodies = [await read_all(r) for r in responses]
-        assert bodies == [HEAD + TAIL] * 5  # the leader's first bytes were put back, in order
-        assert [r.cache_status for r in responses] == ["miss"] * 5
-        assert origin.calls[path] == 5
-        assert s.stats.stored == 0
-
-
-needs_middlewares = pytest.mark.skipif(not HAS_MIDDLEWARES, reason="aiohttp >= 3.12")
-
-
-@needs_middlewares
-async def test_the_middlewares_followers_go_on_their_own_once_content_length_is_over_the_limit(
-    origin: Origin,
-) -> None:
-    await check_followers_are_released(origin, "/sized", length=True, face=MiddlewareClient)
-
-
-@needs_middlewares
-async def test_the_middlewares_followers_go_on_their_own_once_a_chunked_body_crosses_the_limit(
-    origin: Origin,
-) -> None:
-    await check_followers_are_released(origin, "/chunked", length=False, face=MiddlewareClient)
-
-
 @pytest.mark.parametrize("length", [True, False], ids=["sized", "chunked"])
-async def test_the_session_shares_a_too_large_body_as_it_streams(
-    origin: Origin, length: bool
+async def test_a_too_large_body_is_shared_as_it_streams(
+    origin: Origin, client_face: Any, length: bool
 ) -> None:
-    """Issue 24 changed this: the followers no longer send their own; every caller gets its
-    response while the tail is still held by the origin (nothing was buffered whole)."""
+    """Issue 24 changed this: the followers no longer send their own (both client faces); every
+    caller gets its response while the tail is still held by the origin (nothing was buffered
+    whole)."""
     streaming_route(origin, "/big", length=length)
     await origin.start()
     origin.gate.clear()
-    async with CoalescingSession(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
+    async with client_face(ttl=60, policy=CachePolicy(max_body_size=LIMIT)) as s:
         calls = [asyncio.ensure_future(s.get(origin.url("/big"))) for _ in range(5)]
         responses = await finished(asyncio.gather(*calls), "every call answered")
         assert not origin.gate.is_set()
         origin.gate.set()
         bodies = [await read_all(r) for r in responses]
         assert bodies == [HEAD + TAIL] * 5
-        assert sorted(r.cache_status for r in responses) == ["coalesced"] * 4 + ["miss"]
-        assert [r.cache_reason for r in responses] == ["storage takes no streams"] * 5
+        infos = [cache_info(r) for r in responses]
+        assert sorted(i.status for i in infos) == ["coalesced"] * 4 + ["miss"]  # type: ignore[union-attr]
+        assert [i.reason for i in infos] == ["storage takes no streams"] * 5  # type: ignore[union-attr]
         assert origin.calls["/big"] == 1
         assert s.stats.stored == 0
 

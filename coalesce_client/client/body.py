@@ -227,7 +227,7 @@ class ReaderStream(_Stream):
 
     async def _next(self, n: int) -> bytes:
         if self._closed:
-            raise ClientConnectionError("Connection closed")
+            raise self._error or ClientConnectionError("Connection closed")
         try:
             data = await self._reader.read(n)
         except TruncatedBodyError as exc:
@@ -292,6 +292,12 @@ class ReaderStream(_Stream):
 
     def total_bytes(self) -> int:
         return self._total
+
+    def set_exception(self, exc: BaseException, exc_cause: object = None) -> None:
+        """aiohttp's way to end a stream (``ClientResponse.release``/``close`` of a replayed
+        response, the client middleware's): closed, and every read from now raises ``exc``."""
+        self._error = exc
+        self.close()
 
     def close(self) -> None:
         """This caller is done: its reader is closed, and every read from now raises."""

@@ -39,7 +39,7 @@ from .body import announced_length, read_within
 from .pump import start_pump
 from .response import CachedResponse, LiveResponse
 
-__all__ = ["Outgoing", "Passing", "SharedRequest", "Times", "snapshot_of"]
+__all__ = ["Outgoing", "Passing", "SharedRequest", "Times", "received", "snapshot_of"]
 
 
 class Times(NamedTuple):
@@ -100,26 +100,9 @@ class SharedRequest:
         sent = self._clock()
         resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
         self.times = Times(sent, self._clock())  # its head is here: the response_time
-        try:
-            bodiless = resp.method == "HEAD" or resp.status in _BODILESS
-            body = await (resp.read() if bodiless else read_within(resp, self._limit))
-        except BaseException:
-            resp.close()  # a truncated or cancelled read: nobody gets a short body
-            raise
-        if body is None or len(body) > self._limit:
-            snap = self._spooled(resp, body or b"")
-        else:
-            resp.release()
-            snap = snapshot_of(resp, body, self.times)
+        snap = await received(resp, self._limit, self.times, out.session)
         verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
-
-    def _spooled(self, resp: aiohttp.ClientResponse, head: bytes) -> Snapshot:
-        """A body over the limit, shared as it streams (module rules)."""
-        spool = Spool(self._limit, announced_length(resp))
-        spool.append(head)
-        start_pump(resp, spool, self._out.session)
-        return replace(snapshot_of(resp, b"", self.times), stream=spool)
 
     def drop(self) -> None:
         """Its caller gave up: nothing is kept for a caller alone (a large body is shared as it
@@ -162,6 +145,26 @@ class Passing:
         passed = LiveResponse(live, snapshot_of(live, b"", self.times), "bypass")
         passed.cache_reason = reason
         return passed
+
+
+async def received(
+    resp: aiohttp.ClientResponse, limit: int, times: Times, session: aiohttp.ClientSession
+) -> Snapshot:
+    """The response of a flight's real request as every caller will read it: its body whole up
+    to ``limit``, else shared as it streams (module rules; both client faces)."""
+    try:
+        bodiless = resp.method == "HEAD" or resp.status in _BODILESS
+        body = await (resp.read() if bodiless else read_within(resp, limit))
+    except BaseException:
+        resp.close()  # a truncated or cancelled read: nobody gets a short body
+        raise
+    if body is not None and len(body) <= limit:
+        resp.release()
+        return snapshot_of(resp, body, times)
+    spool = Spool(limit, announced_length(resp))  # over the limit: shared as it streams
+    spool.append(body or b"")
+    start_pump(resp, spool, session)
+    return replace(snapshot_of(resp, b"", times), stream=spool)
 
 
 def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:

@@ -14,9 +14,8 @@ Rules of this module (docs/architecture.md, the client middleware face):
 from __future__ import annotations
 
 import inspect
-import warnings
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import ClientRequest, ClientResponse, StreamReader
@@ -24,7 +23,7 @@ from aiohttp.helpers import TimerNoop
 from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["HAS_MIDDLEWARES", "body_bytes", "put_back", "replayed", "require_middlewares"]
+__all__ = ["HAS_MIDDLEWARES", "body_bytes", "replayed", "require_middlewares"]
 
 # Client middlewares came with aiohttp 3.12 (ClientSession(middlewares=...)).
 HAS_MIDDLEWARES = "middlewares" in inspect.signature(aiohttp.ClientSession.__init__).parameters
@@ -65,9 +64,15 @@ _NO_CONNECTION: Any = _NoConnection()
 
 
 def replayed(
-    req: ClientRequest, status: tuple[int, str], headers: CIMultiDict[str], body: bytes
+    req: ClientRequest,
+    status: tuple[int, str],
+    headers: CIMultiDict[str],
+    body: bytes,
+    content: object = None,
 ) -> ClientResponse:
-    """A ``ClientResponse`` of ``req`` with this status, headers and body (module rules)."""
+    """A ``ClientResponse`` of ``req`` with this status, headers and body (module rules), or,
+    for a body that streams, with ``content`` (its caller's reader, shaped like aiohttp's
+    ``StreamReader``) in place of one fed from ``body``."""
     # Checked on 3.12.0 and 3.14.5: ClientRequest.send passes these; _traces is private.
     resp = req.response_class(
         req.method,
@@ -90,11 +95,15 @@ def replayed(
     resp._raw_headers = tuple(
         (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
     )
-    content = StreamReader(_NO_CONNECTION, _LIMIT, loop=req.loop)
-    if body:
-        content.feed_data(body)
-    content.feed_eof()
-    resp.content = content
+    if content is None:
+        stream = StreamReader(_NO_CONNECTION, _LIMIT, loop=req.loop)
+        if body:
+            stream.feed_data(body)
+        stream.feed_eof()
+        content = stream
+    # Checked on 3.12.0 and 3.14.5: read(), release() and close() use only the reads and
+    # ``exception``/``set_exception`` of their content, which a ReaderStream has too.
+    resp.content = cast(StreamReader, content)
     if "Set-Cookie" in headers:  # the origin's own answer to this caller: its cookie jar takes them
         jar: SimpleCookie = SimpleCookie()
         for value in headers.getall("Set-Cookie"):
@@ -113,13 +122,3 @@ def body_bytes(req: ClientRequest) -> bytes | None:
     if isinstance(body, aiohttp.payload.BytesPayload) and isinstance(body._value, bytes):
         return body._value
     return None
-
-
-def put_back(resp: ClientResponse, prefix: bytes) -> None:
-    """Put bytes read from a live response back in front of its stream (``unread_data``, checked
-    on 3.12.0 and 3.14.5: deprecated, and the only way to do it)."""
-    if not prefix:
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        resp.content.unread_data(prefix)

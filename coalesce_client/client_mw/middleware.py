@@ -15,8 +15,9 @@ request ``session.get(url, middlewares=(mw,))``. Rules of this module:
   own status (RFC 9111 §3: a 301 or 308 is cacheable by default, a 302 only when it says so).
 * Every caller gets its own ``aiohttp.ClientResponse`` (``compat.replayed``), hits, followers
   and stale answers alike, with ``Age`` when it was replayed from a shared response; the flight's
-  leader gets the origin's answer, read. A body over ``max_body_size``, and a bypass, reach
-  their caller live and streamed. ``info.cache_info`` says where each came from.
+  leader gets the origin's answer, read; a body over ``max_body_size`` is shared as it streams
+  (issue 24), each caller reading its own reader of the spool or of the stored entry. A bypass
+  reaches its caller live and streamed. ``info.cache_info`` says where each came from.
 * Invalidation (RFC 9111 §4.4, ``spec/invalidation.py``): a non-error response to an unsafe
   request that reached the origin drops what is stored for its URL, its ``Location`` and its
   ``Content-Location`` on the same origin.
@@ -32,6 +33,7 @@ from aiohttp import ClientRequest, ClientResponse
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..client.body import ReaderStream
 from ..client.call import Identity, url_key, url_parts
 from ..client.send import snapshot_of
 from ..core import calllog
@@ -225,7 +227,9 @@ class ClientMiddleware(Fronted):
         headers = CIMultiDict(snap.headers)
         if status not in _OWN:  # RFC 9111 §5.1: its current age, in place of the origin's
             headers["Age"] = age_header(snap.age(now))
-        resp = replayed(req, (snap.status, snap.reason), headers, snap.body)
+        stream = snap.stream  # a body shared as it streams: this caller's own reader of it
+        content = None if stream is None else ReaderStream(stream.reader())
+        resp = replayed(req, (snap.status, snap.reason), headers, snap.body, content)
         setattr(resp, ATTRIBUTE, Served(snap, status, now, reason))
         return resp
 

@@ -5,10 +5,9 @@ Rules of this module (docs/architecture.md; as ``client/send.py``'s ``SharedRequ
 
 * ``ChainSend`` is the ``send`` of one request's flight: the handler aiohttp gave the middleware
   (the middlewares after ours, then the connection) runs once, timed around (RFC 9111 §4.2.3),
-  and the body is read only up to ``max_body_size``. A body over the limit is kept, whole and
-  live, for its own caller to stream (``body.Kept``), and the flight ends at once so that its
-  followers send their own; anything else is a complete ``Snapshot``, the live response
-  released.
+  and its body read as the session reads its own (``client/send.py``'s ``received``): whole up
+  to ``max_body_size``, else shared as it streams (a spool every caller reads at its own pace,
+  issue 24); the live response released once read.
 * A revalidation (RFC 9111 §4.3.1) sends the caller's own request with the validators added,
   and takes them off again: the request's headers are its caller's.
 """
@@ -19,13 +18,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import ClientRequest, ClientResponse
 
-from ..client.body import Kept, read_within
-from ..client.send import Times, snapshot_of
+from ..client.body import Kept
+from ..client.send import Times, received
 from ..core.policy import CachePolicy
 from ..core.records import CacheStatus, Fetched
 from ..spec.snapshot import Headers, Snapshot
 from ..storage.base import Clock
-from .compat import put_back
 
 __all__ = ["ChainSend", "Handler", "Passing", "Replay"]
 
@@ -66,18 +64,9 @@ class ChainSend(Kept):
             for name, _ in conditional:
                 req.headers.popall(name, None)
         self.times = Times(sent, clock())
-        limit = policy.max_body_size
-        try:
-            body = await read_within(resp, limit)
-        except BaseException:
-            resp.close()  # a truncated or cancelled read: nobody gets a short body
-            raise
-        if not (body is not None and len(body) <= limit):  # too large to share
-            put_back(resp, body or b"")  # its caller streams it whole, from the first byte
-            self.keep(resp, b"")  # and the flight ends now
-            return Fetched(None, withheld="body over max_body_size")
-        resp.release()
-        snap = snapshot_of(resp, body, self.times)
+        # Read as the session reads its own (issue 24): a body over max_body_size is shared
+        # as it streams, every caller (the leader too) reading its own replay of the spool.
+        snap = await received(resp, policy.max_body_size, self.times, req.session)
         should_store = policy.should_store
         verdict = should_store is None or should_store(self._replay(req, snap, "miss"))
         return Fetched(snap, bool(verdict))
