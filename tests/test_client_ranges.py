@@ -153,7 +153,7 @@ async def test_range_callers_never_join_a_flight(
 
 @pytest.mark.parametrize(
     "why",
-    ["stale", "not a 200", "another variant", "max-age=0", "if-match", "post"],
+    ["stale", "not a 200", "another variant", "max-age=0", "max-age=1", "if-match", "post"],
 )
 async def test_what_the_caller_may_not_use_sends_the_range_to_the_origin(
     origin: Origin, clock: FakeClock, why: str
@@ -171,8 +171,9 @@ async def test_what_the_caller_may_not_use_sends_the_range_to_the_origin(
             clock.advance(61)
         elif why == "another variant":
             headers["X-Variant"] = "b"
-        elif why == "max-age=0":
-            headers["Cache-Control"] = "max-age=0"
+        elif why in ("max-age=0", "max-age=1"):  # the caller's own Cache-Control
+            headers["Cache-Control"] = why
+            clock.advance(5)
         elif why == "if-match":
             headers["If-Match"] = ETAG
         elif why == "post":
