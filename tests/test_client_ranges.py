@@ -350,3 +350,22 @@ async def test_cache_tests_partial_store_partial_is_not_done(origin: Origin) -> 
             async with s.get(origin.url("/p"), headers={"Range": "bytes=-5"}) as r:
                 assert (r.status, r.from_cache) == (206, False)
         assert origin.calls["/p"] == 2
+
+
+async def test_a_body_stored_decoded_is_not_ranged(origin: Origin) -> None:
+    """aiohttp decodes a gzip body; the session stores it decoded, so the offsets of the coded
+    representation the origin would count are not the stored bytes': the origin answers."""
+
+    async def coded(request: web.Request) -> web.Response:
+        resp = web.Response(body=BODY * 100, headers={"Cache-Control": "max-age=60"})
+        resp.enable_compression(web.ContentCoding.gzip)
+        return resp
+
+    origin.route("/coded", coded)
+    await origin.start()
+    async with CoalescingSession(ttl=600) as s:
+        async with s.get(origin.url("/coded")) as r:
+            assert (r.headers["Content-Encoding"], await r.read()) == ("gzip", BODY * 100)
+        async with s.get(origin.url("/coded"), headers={"Range": "bytes=0-1"}) as r:
+            assert (r.cache_status, r.cache_reason) == ("bypass", "range request")
+        assert origin.calls["/coded"] == 2
