@@ -26,8 +26,8 @@ request's ``Range`` and ``If-Range`` as a ``RangeRequest`` and gets a decision b
 
 * More than one range answers the whole 200, never ``multipart/byteranges``: a server may ignore
   ``Range`` (§14.2), Varnish does the same, and a set of many small or overlapping ranges is
-  a known way to make a server do much work for little (§14.2: a server "MAY ignore, or
-  reject" such sets); a client that asks for several ranges accepts the whole.
+  a known way to make a server do much work for little (§14.2 lets a server ignore or reject
+  such sets, §17.15); a client that asks for several ranges accepts the whole.
 * ``If-Range`` (§13.1.5) holds for an entity-tag that matches the stored ``ETag`` by the strong
   comparison (§8.8.3.2: neither weak), or for an HTTP-date equal to the stored ``Last-Modified``
   when that is strong for a cache (§8.8.2.2: the stored response has a ``Date`` at least 60
@@ -224,7 +224,7 @@ def evaluate(asked: RangeRequest, stored: Headers, length: int) -> RangeAnswer:
     if len(specs) > 1:
         return Whole("multiple ranges")
     first, last = specs[0]
-    if first is None:  # a suffix (§14.1.3): the last bytes, all of them if fewer
+    if first is None:  # a suffix (§14.1.2): the last bytes, all of them if fewer
         assert last is not None
         if last == 0:
             return Unsatisfiable(length)  # §14.1.2: a suffix of zero bytes is unsatisfiable
