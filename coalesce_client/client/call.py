@@ -12,14 +12,16 @@ docs/architecture.md; the rule is that no caller's per-call option reaches anoth
   will be sent (the session's jar and the call's ``cookies=``); ``auth=``; a body's digest (a JSON
   body's of the bytes aiohttp's serializer writes); and every per-call option that changes the
   request or how its response is read (``SPLIT``).
-* **Bypass** (``Identity.key`` None): ``Range`` and the preconditions a cache cannot evaluate
-  (``spec/requests.py``, as the middleware: their answers are partial or relative to what the
-  caller has), ``If-None-Match`` / ``If-Modified-Since`` on a method other than GET and HEAD,
+* **Bypass** (``Identity.key`` None): the preconditions a cache cannot evaluate (``If-Match``,
+  ``If-Unmodified-Since``: ``spec/requests.py``, as the middleware: their answers are relative
+  to what the caller has), ``Range`` / ``If-Range`` with one of them or on a method other than
+  GET and HEAD, ``If-None-Match`` / ``If-Modified-Since`` on a method other than GET and HEAD,
   per-call ``middlewares=`` (they may change anything), a body that cannot be digested (a
   stream, a file), and a malformed header that aiohttp sends (a name that is no token, a control
   character in a value where aiohttp 3.10 lets it through): the origin's answer is its own. A
   GET or HEAD with only ``If-None-Match`` / ``If-Modified-Since`` is answered from storage
-  (``Identity.conditional``, ``spec/conditional.py``), never through a flight.
+  (``Identity.conditional``, ``spec/conditional.py``), never through a flight; so is a GET or
+  HEAD with ``Range`` / ``If-Range`` (``Identity.ranged`` too, ``ranges.py``).
 * **The caller's alone** (``CALLER_ALONE``): ``timeout`` bounds this caller's wait (the shared
   request runs under the session's timeout) and ``raise_for_status`` applies to this caller's own
   response. The session pops them before a shared request is sent.
@@ -50,7 +52,9 @@ from ..core.records import Call
 from ..spec.conditional import Validators, validators_of
 from ..spec.decisions.reasons import BypassReason
 from ..spec.fields import NOT_IN_FIELD_VALUE, TOKEN
+from ..spec.ranges import RangeRequest, range_request_of
 from ..spec.requests import (
+    PRECONDITION_HEADERS,
     UNSHARED_HEADERS,
     VALIDATED_METHODS,
     VALIDATION_HEADERS,
@@ -121,6 +125,9 @@ class Identity:
     # fresh stored response, never sent through a flight.
     conditional: Validators | None = None
     reason: BypassReason | None = None  # why ``key`` is None (reasons.py)
+    # The caller's own Range and If-Range, when it sent one (``conditional`` is then set too):
+    # answered from a complete stored response (ranges.py), never sent through a flight.
+    ranged: RangeRequest | None = None
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -166,8 +173,11 @@ def identify(
         conditional = validators_of(header)
     if kwargs.get("middlewares"):
         return Identity(None, url, header, reason="per-call middlewares")
+    ranged = None
     if any(h in merged for h in UNSHARED_HEADERS):
-        return Identity(None, url, header, reason=bypass_reason(merged.__contains__))
+        if method not in VALIDATED_METHODS or any(h in merged for h in PRECONDITION_HEADERS):
+            return Identity(None, url, header, reason=bypass_reason(merged.__contains__))
+        ranged, conditional = range_request_of(header), validators_of(header)
     if not all(map(TOKEN.fullmatch, merged)) or NOT_IN_FIELD_VALUE.search(
         "".join(merged.values())
     ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which aiohttp
@@ -185,7 +195,9 @@ def identify(
         body_digest=body_digest,
         extra=_extra(session, keys, url, kwargs, merged),
     )
-    return Identity(key, url, header, asked_by(header), url_key(keys, url), conditional)
+    return Identity(
+        key, url, header, asked_by(header), url_key(keys, url), conditional, ranged=ranged
+    )
 
 
 def _sent(

@@ -19,6 +19,8 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
   (RFC 9111 §4.3.2: a 304 when it is not modified for the caller, only for a 2xx, RFC 9110
   §13.2.1; else the stored response), a hit; nothing fresh stored: its own request. Never a
   flight: the origin's answer to a conditional request is the caller's alone. As the middleware.
+  So is a GET or HEAD with ``Range`` or ``If-Range`` (``ranges.py``: a 206 from a complete
+  stored 200).
 * Each caller applies its own ``raise_for_status`` (the call's, else the session's) to its own
   response, hits included, and bounds its own wait with its ``timeout=``.
 * Invalidation (RFC 9111 §4.4, ``spec/invalidation.py``): a non-error response to an unsafe
@@ -49,6 +51,7 @@ from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
 from .checks import UNSET, check_call, request_url, wait_bound
 from .compat import merge_params
+from .ranges import ranged_hit
 from .response import CachedResponse
 from .send import Outgoing, Passing, SharedRequest
 
@@ -181,17 +184,23 @@ class CallPath(Fronted):
     async def _conditional(
         self, out: Outgoing, ident: Identity, wanted: Wanted | None, refresh: bool
     ) -> CachedResponse:
-        """A call with its own ``If-None-Match`` or ``If-Modified-Since`` (module rules)."""
+        """A call with its own ``If-None-Match`` or ``If-Modified-Since`` (module rules), or with
+        ``Range`` / ``If-Range`` (``ranges.py``)."""
         assert ident.key is not None and ident.conditional is not None
-        snap = None if refresh else await self._core.fresh(ident.key, ident.header, wanted)
-        if snap is None:
-            return await self._pass(out, ident.url, "conditional request")
-        now = self._core.clock()
-        if answers_not_modified(snap, ident.conditional):
-            snap = not_modified_snapshot(snap)
-        hit = CachedResponse(snap, "hit", request_url=ident.url, now=now)
+        core = self._core
+        if ident.ranged is not None:
+            hit = None if refresh else await ranged_hit(core, out.method, ident, wanted)
+            if hit is None:
+                return await self._pass(out, ident.url, "range request")
+        else:
+            snap = None if refresh else await core.fresh(ident.key, ident.header, wanted)
+            if snap is None:
+                return await self._pass(out, ident.url, "conditional request")
+            if answers_not_modified(snap, ident.conditional):
+                snap = not_modified_snapshot(snap)
+            hit = CachedResponse(snap, "hit", request_url=ident.url, now=core.clock())
         if calllog.on is not False and calllog.debugging():
-            _log(hit, ident.url, ident.key, now)
+            _log(hit, ident.url, ident.key, hit._now)
         return hit if out.checks is False else await self._checked(hit, out.checks)
 
     def _identity(

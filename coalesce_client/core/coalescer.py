@@ -205,15 +205,25 @@ class Coalescer(Counters):
         for ``key`` (through its Vary pointer), counted as a hit; else None, not counted. For a
         face that answers a request from storage only (a conditional request)."""
         snap = self.peek(key, header, wanted)
-        if snap is not None:
-            return snap
+        if snap is None:
+            snap = await self.stored(key, header, wanted)
+            if snap is not None:
+                self.count_hit()
+        return snap
+
+    async def stored(
+        self, key: str, header: Header = no_headers, wanted: Wanted | None = None
+    ) -> Snapshot | None:
+        """``fresh`` without counting: a fresh stored response for ``key`` that ``wanted``
+        accepts, or None. For a face that may yet decline it (a Range request finds a stored
+        response it does not range, and sends the request on): it counts the hit
+        (``count_hit``) when it answers from it."""
         found = await self._lookup.resolve(key, header)
         snap = found.response if isinstance(found, ViaPointer) else found
         if snap is None or not isinstance(
             reuse(snap, self._clock(), wanted, False, NOT_STALE), Hit
         ):
             return None
-        self.count_hit()
         return snap
 
     async def drain(self) -> None:

@@ -11,7 +11,8 @@ Rules of this module:
   inlined where nothing was committed before: a hit, a miss, a follower); a call's outcome is
   counted once whatever calls it (a second ``close`` or ``commit`` with the same status changes
   nothing, another status is a bug). Nothing else counts an outcome but a hit answered without a
-  call of ``fetch`` (``Coalescer.peek`` and ``fresh``, through ``count_hit``).
+  call of ``fetch`` (``Coalescer.peek`` and ``fresh``, and a face that answers a range request
+  from ``Coalescer.stored``, through ``count_hit``).
 * With a metrics recorder (``record_to``), every outcome counted is also recorded: the outcomes'
   dict becomes one that records on each write (``_Recorded``), so that the counting code, the
   inlined copies on the hot paths included, stays as it is and costs nothing more without one.

@@ -8,15 +8,16 @@ needs of aiohttp beyond its public API is in ``compat.py``. Rules of this module
   or ``no-store`` is never shared or stored; the waiters run the handler themselves and the key
   goes straight through for ``pass_ttl`` (Varnish's hit-for-miss), so the route is not serialized.
 * These requests bypass it (never lead nor join a flight): those carrying any of the policy's
-  ``credential_headers`` not in ``key_headers``; ``Range``, ``If-Match``, ``If-Unmodified-Since``
-  and ``If-Range`` requests (``spec/requests.py``, as the client face); GET and HEAD requests
-  with a body (the key does not read bodies).
+  ``credential_headers`` not in ``key_headers``; ``If-Match`` and ``If-Unmodified-Since``
+  requests (``spec/requests.py``, as the client face); GET and HEAD requests with a body (the
+  key does not read bodies).
 * A GET or HEAD with ``If-None-Match`` or ``If-Modified-Since`` (and none of the above) is
   answered from a fresh stored response (RFC 9111 §4.3.2, ``spec/conditional.py``): a 304 with
   the stored validators, ``Date``, ``Age`` and the cache status ``HIT`` when its validator matches
   a 2xx, else the full stored response; the handler does not run. Nothing fresh stored: a bypass.
   It never leads nor joins a flight: what its handler run answers (a 304 perhaps) is its own.
-  Every storage answers it (``Coalescer.fresh``: ``peek``, else a storage read).
+  So is one with ``Range`` or ``If-Range``: a 206, a 416 or the whole from a complete stored 200
+  (``ranges.py``, RFC 9110 §14). Every storage answers them (``Coalescer.stored``).
 * With ``request_cache_control=True``, the client's own ``Cache-Control`` (``spec/requests.py``,
   ``asked_by``) limits what a stored response may answer it, and ``no-cache`` or ``max-age=0``
   send it to the handler; its ``no-store`` is not honoured (off by default, as in nginx and
@@ -65,10 +66,10 @@ from ..options import (
     check_header_names,
     check_string,
 )
-from ..spec.conditional import answers_not_modified, validators_of
 from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import SAFE_METHODS, invalidates, invalidation_targets
 from ..spec.requests import (
+    PRECONDITION_HEADERS,
     UNSHARED_HEADERS,
     VALIDATED_METHODS,
     VALIDATION_HEADERS,
@@ -81,7 +82,7 @@ from ..storage.memory import MemoryStorage
 from .audit import audit_of
 from .compat import fresh_exception
 from .parts import base_of, forwarded_value, origin_of, url_of, url_parts
-from .replay import Replayer
+from .ranges import RangeReplies
 from .send import Handler, HandlerSend
 
 __all__ = ["CoalesceMiddleware", "coalesce_middleware"]
@@ -93,7 +94,7 @@ _ERROR_500 = "500 Internal Server Error\n\nServer got itself in trouble"
 _REASON_HEADER = istr("X-Cache-Reason")  # with debug_header=True (module rules)
 
 
-class CoalesceMiddleware(Replayer, Fronted):
+class CoalesceMiddleware(RangeReplies, Fronted):
     """An aiohttp.web middleware that runs a handler once for concurrent identical requests.
 
     ``coalesce_middleware`` is this class. Use it on a whole application
@@ -166,13 +167,13 @@ class CoalesceMiddleware(Replayer, Fronted):
         self._forwarded = tuple(map(istr, forwarded))
         # Credentials the user did not make part of the key (such requests are not ours to
         # share), then the headers of partial and conditional requests. A request with any of
-        # them leaves the hot path; of those, a request with only validation headers may still
-        # be answered from storage (_conditional).
+        # them leaves the hot path; of those, a request with only validation or range headers
+        # may still be answered from storage (_conditional).
         credentials = tuple(h for h in policy.credential_headers if h not in names)
         self._credentials = credentials
         # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
-        self._conditional_bypass = tuple(map(istr, credentials + UNSHARED_HEADERS))
-        self._bypass_headers = self._conditional_bypass + tuple(map(istr, VALIDATION_HEADERS))
+        self._conditional_bypass = tuple(map(istr, credentials + PRECONDITION_HEADERS))
+        self._bypass_headers = tuple(map(istr, credentials + UNSHARED_HEADERS + VALIDATION_HEADERS))
         super().__init__(clock, cache_status_header)
         # The headers a keyed request's key reads: a credential header not in key_headers is
         # absent from every request that gets as far as a key (it bypasses), so it is not read.
@@ -298,10 +299,11 @@ class CoalesceMiddleware(Replayer, Fronted):
 
     async def _conditional(
         self, request: web.Request, header: Callable[[str], str | None]
-    ) -> web.Response | None:
-        """The answer to a request with ``If-None-Match`` or ``If-Modified-Since`` from a fresh
-        stored response (a 304 or the full response, a hit), or None: it goes through as a
-        bypass. Never a flight: the handler's answer to a conditional request is its own."""
+    ) -> web.StreamResponse | None:
+        """The answer to a request with ``If-None-Match``, ``If-Modified-Since``, ``Range`` or
+        ``If-Range`` from a fresh stored response (``ranges.py``: a 304, a 206, a 416 or the full
+        response, a hit), or None: it goes through as a bypass. Never a flight: the handler's
+        answer to a conditional or range request is its own."""
         wanted = None
         if self._request_cache_control and (
             "cache-control" in request.headers or "pragma" in request.headers
@@ -311,12 +313,7 @@ class CoalesceMiddleware(Replayer, Fronted):
                 if asked.refresh:
                     return None
                 wanted = asked.wanted
-        snap = await self._core.fresh(self._key(request), header, wanted)
-        if snap is None:
-            return None
-        if answers_not_modified(snap, validators_of(header)):
-            return self._not_modified(snap)
-        return self._replay(snap, "hit")
+        return await self._from_storage(request, self._key(request), header, wanted)
 
     def _url_key(self, request: web.Request, url: URL) -> str:
         """The URL key (``spec/invalidation.py``) of ``url``, a path and query on the request's

@@ -5,9 +5,12 @@ hands over its request as a header lookup (a name in lower case -> the field's l
 ", ", or None when absent) and gets plain records back; both faces classify with the same
 functions and the same header names, so that a request is treated alike on either side:
 
-* A request with ``Range`` (its answer is partial, RFC 9110 §14.2) or a precondition a cache
-  cannot evaluate for it (``If-Match``, ``If-Unmodified-Since``, ``If-Range``: RFC 9110 §13.1)
-  is never shared nor answered from storage (``UNSHARED_HEADERS``): it bypasses.
+* A request with ``Range`` or ``If-Range`` (its answer is partial, RFC 9110 §14.2, §13.1.5) or
+  a precondition a cache cannot evaluate for it (``If-Match``, ``If-Unmodified-Since``: RFC 9110
+  §13.1) is never shared (``UNSHARED_HEADERS``): it never leads nor joins a flight, and nothing
+  of its answer is stored. Of those, a GET or HEAD with only ``Range`` / ``If-Range``
+  (``RANGE_HEADERS``) may be answered from a complete stored response (``ranges.py``: a 206, a
+  416 or the whole 200) on the session and the server middleware; the others bypass.
 * A GET or HEAD with only ``If-None-Match`` / ``If-Modified-Since`` (``VALIDATION_HEADERS``) may
   be answered from a fresh stored response (RFC 9111 §4.3.2, ``conditional.py``); another
   method with them bypasses (§13.1.3: those conditions are for GET and HEAD).
@@ -28,6 +31,8 @@ from .decisions.reasons import BypassReason
 from .snapshot import Snapshot
 
 __all__ = [
+    "PRECONDITION_HEADERS",
+    "RANGE_HEADERS",
     "UNSHARED_HEADERS",
     "VALIDATED_METHODS",
     "VALIDATION_HEADERS",
@@ -68,8 +73,12 @@ class Wanted:
         return now - snap.expires_at <= self.max_stale
 
 
+# A partial request (RFC 9110 §14.2, §13.1.5): answered from storage (``ranges.py``) or alone.
+RANGE_HEADERS = ("range", "if-range")
+# Preconditions a cache does not evaluate (RFC 9110 §13.1.1, §13.1.4): always a bypass.
+PRECONDITION_HEADERS = ("if-match", "if-unmodified-since")
 # Requests whose answer is partial or relative to what the caller already has (module rules).
-UNSHARED_HEADERS = ("range", "if-match", "if-unmodified-since", "if-range")
+UNSHARED_HEADERS = RANGE_HEADERS + PRECONDITION_HEADERS
 # The conditions a cache may evaluate itself against a fresh stored response (RFC 9111 §4.3.2).
 VALIDATION_HEADERS = ("if-none-match", "if-modified-since")
 # The methods those conditions are evaluated for (RFC 9110 §13.1.3); a 304 answers these only.
@@ -112,7 +121,9 @@ def forwarded_part(elements: Iterable[Mapping[str, str]]) -> str | None:
 
 def bypass_reason(has: Callable[[str], bool], credentials: Iterable[str] = ()) -> BypassReason:
     """Why a request that carries a bypass header bypasses (``reasons.py``): ``has`` says whether
-    it carries a header (a lower-case name); ``credentials``: the middleware's unkeyed ones.
+    it carries a header (a lower-case name); ``credentials``: the middleware's unkeyed ones. A
+    range request says so whenever it goes to the origin: nothing usable stored, or a
+    precondition besides (or a face that does not range: the client middleware).
 
     >>> bypass_reason({"if-range"}.__contains__), bypass_reason({"if-match"}.__contains__)
     ('range request', 'conditional request')
