@@ -213,10 +213,16 @@ class CoalescingSession(CallPath):
         if self._closed:
             return
         self._closed = True
+        owned = self._session if self._owns_session else None
+        if owned is not None:
+            # The bodies it still streams end short (pump.py) before the drain, which would
+            # otherwise wait for the storage writes that read them: for a download that the
+            # origin holds, for good (an interrupted `fetch` hung so).
+            stop_pumps(owned)
         await self._core.drain()  # background refreshes still use the session
-        if self._owns_session and self._session is not None:
-            stop_pumps(self._session)  # the bodies it still streams end short (pump.py)
-            await self._session.close()
+        if owned is not None:
+            stop_pumps(owned)  # any a refresh started meanwhile
+            await owned.close()
         await self._core.drain()
         if self.storage_owner:
             await self._core.storage.close()
