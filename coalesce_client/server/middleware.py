@@ -257,7 +257,7 @@ class CoalesceMiddleware(Replayer, Fronted):
         """A request not answered from storage: the handler's run, its own or the one it joins
         (a flight, or on its own for a bypass), answered to this caller (module rules)."""
         core = self._core
-        send = HandlerSend(request, handler, self.policy, core.clock, self._audit)
+        send = HandlerSend(request, handler, core, self._audit, call.key is not None)
         own = send.own
         started = (
             core.clock() if calllog.on is not False and calllog.debugging() else 0.0
@@ -298,7 +298,7 @@ class CoalesceMiddleware(Replayer, Fronted):
 
     async def _conditional(
         self, request: web.Request, header: Callable[[str], str | None]
-    ) -> web.Response | None:
+    ) -> web.StreamResponse | None:
         """The answer to a request with ``If-None-Match`` or ``If-Modified-Since`` from a fresh
         stored response (a 304 or the full response, a hit), or None: it goes through as a
         bypass. Never a flight: the handler's answer to a conditional request is its own."""
