@@ -13,14 +13,17 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Origin, signalled, until
+from conftest import Origin, finished, signalled, until
 
-from coalesce_client import CachePolicy, coalesce_middleware
+from coalesce_client import CachePolicy, MemoryStorage, Snapshot, coalesce_middleware
+from coalesce_client.core.spool import Spool
+from coalesce_client.spec.snapshot import BodyReader
 
 T = TypeVar("T")
 KIB = 1024
@@ -244,3 +247,69 @@ async def test_a_run_nobody_reads_any_more_stops_as_for_a_client_gone() -> None:
         await signalled(written, "the handler's writes")
         await until(lambda: bool(stopped), "the handler stopped by a write", turns=1000)
     assert origin.calls["/endless"] == 1 and len(stopped) == 1
+
+
+class StreamStorage(MemoryStorage):
+    """A MemoryStorage that takes streams (``StoresStreams``), as DiskStorage does: it reads a
+    streamed body whole once complete, and answers with a stream of it again; ``damaged``
+    makes every stored stream end short halfway (a damaged entry found while serving it)."""
+
+    stream_limit = 1 << 30
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.damaged = False
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        if isinstance(value, Snapshot) and value.stream is not None:
+            reader = value.stream.reader()
+            value = replace(value, stream=Stored(await reader.read(), self))
+        await super().set(key, value, ttl)
+
+
+class Stored:
+    """A stored entry's body, a new spool of its bytes for every reader (``StreamedBody``)."""
+
+    def __init__(self, data: bytes, storage: StreamStorage) -> None:
+        self.data = data
+        self.storage = storage
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    def reader(self, start: int = 0, end: int | None = None) -> BodyReader:
+        spool = Spool(len(self.data))
+        if self.storage.damaged:
+            spool.append(self.data[: len(self.data) // 2])
+            spool.fail(None)
+        else:
+            spool.append(self.data)
+            spool.finish()
+        return spool.reader(start, end)
+
+    async def complete(self) -> int:
+        return len(self.data)
+
+
+async def test_a_stored_streamed_entry_is_replayed_as_it_streams_or_resets_if_damaged() -> None:
+    storage = StreamStorage()
+    mw = coalesce_middleware(ttl=60, policy=SMALL, storage=storage)
+    origin = Origin(middlewares=[mw])
+    data = body_of(1 * MIB)
+    origin.route("/kept", streaming(origin, data, ETag='"k"', **{"Content-Length": str(len(data))}))
+    await origin.start()
+    try:
+        async with aiohttp.ClientSession() as client:
+            assert (await get(client, origin.url("/kept")))[0] == digest(data)
+            await finished(mw._core.drain(), "the storage write")
+            assert mw.stats.stored == 1
+            got, headers = await transferred(get(client, origin.url("/kept")), "a hit")
+            assert got == digest(data) and headers["X-Cache"] == "HIT"
+            assert headers["Content-Length"] == str(len(data)) and headers["ETag"] == '"k"'
+            storage.damaged = True
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await transferred(get(client, origin.url("/kept")), "a damaged hit")
+    finally:
+        await origin.stop()
+    assert origin.calls["/kept"] == 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -52,6 +53,13 @@ __all__ = ["Handler", "HandlerSend", "Own"]
 log = logging.getLogger("coalesce_client")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Times(NamedTuple):
+    """When the handler was called, and when its response (its headers) came back."""
+
+    request: float
+    response: float
 
 
 class Own:
@@ -138,7 +146,7 @@ class HandlerSend:
         except Exception:
             log.exception("Error handling request %s %s", request.method, request.rel_url)
             raise
-        times = (request_time, clock())
+        times = Times(request_time, clock())
         if resp is None:  # captured: its headers are out, its body streams into the spool
             assert capture is not None
             head = capture.head.result()
@@ -165,13 +173,13 @@ class HandlerSend:
         return self._fetched(self._snapshot(request, head, times, spool))
 
     def _snapshot(
-        self, request: web.Request, head: Head, times: tuple[float, float], body: bytes | Spool
+        self, request: web.Request, head: Head, times: Times, body: bytes | Spool
     ) -> Snapshot:
-        """The response to share: ``head`` and its body (bytes, or a spool: ``stream``),
-        timed by ``times`` (the request's, the response's)."""
+        """The response to share: ``head`` and its body (bytes, or a spool: ``stream``)."""
         headers = head.headers
-        if not any(k.lower() == "date" for k, _ in headers):  # what aiohttp would add: the
-            headers = (("Date", format_http_date(times[1])), *headers)  # replays keep this one
+        # What aiohttp would add (it adds a Date to every response): the replays keep this one.
+        if not any(k.lower() == "date" for k, _ in headers):
+            headers = (("Date", format_http_date(times.response)), *headers)
         stream = body if isinstance(body, Spool) else None
         return Snapshot(
             status=head.status,
@@ -180,8 +188,8 @@ class HandlerSend:
             url=str(request.rel_url),
             method=request.method,
             body=body if isinstance(body, bytes) else b"",
-            request_time=times[0],
-            response_time=times[1],
+            request_time=times.request,
+            response_time=times.response,
             stream=stream,
         )
 
