@@ -168,7 +168,8 @@ async def test_a_client_that_reads_nothing_holds_up_none_of_the_others() -> None
 async def test_a_handler_that_raises_halfway_resets_every_client(
     sized: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    mw = coalesce_middleware(ttl=60, policy=SMALL)
+    storage = StreamStorage()  # it would store the body had it completed
+    mw = coalesce_middleware(ttl=60, policy=SMALL, storage=storage)
     origin = Origin(middlewares=[mw])
     data = body_of(2 * MIB)
 
@@ -199,9 +200,10 @@ async def test_a_handler_that_raises_halfway_resets_every_client(
             origin.gate.set()
             seen = await transferred(asyncio.gather(*tasks), "twenty truncated downloads")
             assert seen == [aiohttp.ClientPayloadError] * 20  # never a short body taken whole
+            await finished(mw._core.drain(), "the storage's read of the stream")
             assert await truncated(client) is aiohttp.ClientPayloadError  # nothing stored:
         assert origin.calls["/broken"] == 2  # the next request ran the handler again
-    assert mw.stats.stored == 0
+    assert mw.stats.stored == 0 and storage.reads == 2  # it read both runs, kept neither
     logged = [r for r in caplog.records if "Error handling request" in r.getMessage()]
     assert len(logged) == 2 and all(r.exc_info for r in logged)  # once per run
 
@@ -259,10 +261,12 @@ class StreamStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self.damaged = False
+        self.reads = 0  # streams it began to read
 
     async def set(self, key: str, value: Any, ttl: float) -> None:
         if isinstance(value, Snapshot) and value.stream is not None:
             reader = value.stream.reader()
+            self.reads += 1
             value = replace(value, stream=Stored(await reader.read(), self))
         await super().set(key, value, ttl)
 
