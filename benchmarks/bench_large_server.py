@@ -9,7 +9,9 @@ figures only; nothing here is a pass/fail test (the issue's targets are shown as
 A server is this script run as ``--serve bare|mw`` in a child process of its own, so that its
 peak RSS is its own: an ``aiohttp.web`` app (access log off) whose handler streams ``SIZE`` MiB
 (a ``web.StreamResponse``, 256 KiB per ``write``, no ``Content-Length``: chunked), and a control
-port answering ``/__stats`` (handler runs, ``ru_maxrss``) from an app no middleware sees. ``mw``
+port answering ``/__stats`` (handler runs, ``ru_maxrss``) from an app no middleware sees. The
+handler sends its headers once the burst's requests are all in (10 s at most), as the tests'
+gate does: a request arriving after the headers starts a run of its own. ``mw``
 puts ``coalesce_middleware(ttl=600)`` (its default ``max_body_size``, 8 MiB: the body is spooled
 to a temporary file past it) in front. This process downloads, counting each body's CRC-32:
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import subprocess
@@ -56,11 +59,25 @@ def expected_crc(size: int) -> int:
     return crc
 
 
-async def serve(mode: str, size: int) -> None:
+async def serve(mode: str, size: int, burst: int) -> None:
     runs: Counter[str] = Counter()
+    arrived = 0
+    all_in = asyncio.Event()
+
+    @web.middleware
+    async def entering(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= burst:
+            all_in.set()
+        return await handler(request)
 
     async def big(request: web.Request) -> web.StreamResponse:
         runs["big"] += 1
+        # The burst's requests all in before the headers (as the tests' gate; 10 s at most): one
+        # arriving after them would start a run of its own (a flight ends at its headers).
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 10)
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await resp.prepare(request)
         for i in range(size // WRITE):
@@ -71,7 +88,7 @@ async def serve(mode: str, size: int) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         return web.json_response({"runs": runs["big"], "peak_rss_kib": peak})
 
-    middlewares = [coalesce_middleware(ttl=600)] if mode == "mw" else []
+    middlewares = [entering, coalesce_middleware(ttl=600)] if mode == "mw" else [entering]
     app = web.Application(middlewares=middlewares)
     app.router.add_get("/big", big)
     control = web.Application()
@@ -113,13 +130,15 @@ async def downloads(ports: list[int], clients: int, stalled: bool) -> dict[str, 
             before = await r.json()
         began = time.perf_counter()
         url = f"http://{HOST}:{port}/big"
-        stall = asyncio.Event() if stalled else None
-        stalled_one = asyncio.ensure_future(download(session, url, stall))
+        stall = asyncio.Event()
+        held = asyncio.ensure_future(download(session, url, stall if stalled else None))
         bodies = await asyncio.gather(*(download(session, url) for _ in range(clients - 1)))
-        took = time.perf_counter() - began  # the others': with a stalled one, before it reads
-        if stall is not None:
-            stall.set()
-        bodies.append(await stalled_one)
+        if stalled:
+            took = time.perf_counter() - began  # the others', before the stalled one reads
+        stall.set()
+        bodies.append(await held)
+        if not stalled:
+            took = time.perf_counter() - began
         async with session.get(f"http://{HOST}:{control}/__stats") as r:
             after = await r.json()
     return {
@@ -134,6 +153,7 @@ async def downloads(ports: list[int], clients: int, stalled: bool) -> dict[str, 
 def measure(mode: str, size: int, clients: int, stalled: bool = False) -> dict[str, Any]:
     """A server in a child process of its own (its RSS its own), downloaded from, then killed."""
     cmd = [sys.executable, __file__, "--serve", mode, "--size", str(size // MIB)]
+    cmd += ["--clients", str(clients)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -176,6 +196,6 @@ if __name__ == "__main__":
     parser.add_argument("--serve", choices=["bare", "mw"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.size * MIB))
+        asyncio.run(serve(args.serve, args.size * MIB, args.clients))
     else:
         main(args.size * MIB, args.clients)
