@@ -108,6 +108,23 @@ async def test_fetch_to_a_file_streams_its_body_in_bounded_memory(
     assert ours <= plain + 16 * 1024, f"fetch -o peaked at {ours} KiB, plain aiohttp at {plain}"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+async def test_a_large_url_given_many_times_is_fetched_once_in_bounded_memory(
+    origin: Origin, tmp_path: Path
+) -> None:
+    # Issue 24: a body over the session's max_body_size is shared as it streams (it was fetched
+    # once per caller); it is never held whole.
+    size = 48 * MiB
+    serve_large(origin, "/large", size)
+    await origin.start()
+    url = origin.url("/large")
+    plain = await peak_kib(CHILD_PLAIN, url, str(tmp_path / "plain"))
+    cache = str(tmp_path / "c")
+    ours = await peak_kib(CHILD_FETCH, "fetch", url, url, url, url, "--cache-dir", cache)
+    assert origin.calls["/large"] == 2  # one download for the four, and plain's own
+    assert ours <= plain + 16 * 1024, f"fetch peaked at {ours} KiB, plain aiohttp at {plain}"
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 11),
     reason="Python 3.10's asyncio.run does not turn SIGINT into a cancellation: the "

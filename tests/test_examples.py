@@ -208,3 +208,9 @@ def test_every_example_has_a_test() -> None:
     present = {p.name for p in EXAMPLES.glob("*.py")}
     if present - tested:
         pytest.fail(f"examples without a test: {sorted(present - tested)}")
+
+
+def test_large_download_example() -> None:
+    out = run_example("large_download.py", "16")
+    assert "50 downloads of 16 MiB: 1 origin request(s)" in out
+    assert "every checksum right: True" in out

@@ -46,6 +46,13 @@ async def test_the_first_byte_past_the_bound_moves_the_whole_body_to_the_file() 
     assert await spool.reader(3, 8).read() == b"34567"
 
 
+async def test_a_body_announced_over_the_bound_goes_to_the_file_from_its_first_byte() -> None:
+    spool = Spool(bound=10, length=11)
+    spool.append(b"0")
+    assert spool.in_file
+    assert await spool.reader().read(5) == b"0"
+
+
 async def test_each_reader_reads_from_its_own_position_as_bytes_arrive() -> None:
     spool = Spool(bound=4)
     a, b = spool.reader(), spool.reader()

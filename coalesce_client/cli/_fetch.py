@@ -15,7 +15,10 @@ Rules:
   file nor replaces an existing one; without, counted as they pass. A body the session shares and
   stores is held whole, and for a moment twice (aiohttp joins what it read): the session's
   ``max_body_size`` is ``KEPT_BODY``, so a download's peak memory stays within about 12 MiB of
-  plain aiohttp's, whatever its size; a larger body streams from the connection, unstored.
+  plain aiohttp's, whatever its size. A larger body is shared as it streams (issue 24: the
+  flight's spool holds ``KEPT_BODY`` in memory, the rest in an unlinked temporary file), so a
+  URL given many times is downloaded once even without ``-o``; it is stored only by a storage
+  that takes streamed bodies, within its limit and ``max_stored_size``.
 - With ``-o``, one file per distinct URL: a URL given more than once is fetched and written once.
 - Exit status: 0 when every URL was fetched, whatever its HTTP status (as with curl); 1 when a URL
   could not be fetched or its body written; 22 under ``--fail`` when a URL answered with a status

@@ -234,7 +234,7 @@ class ReaderStream(_Stream):
             self._error = ClientPayloadError(f"Response payload is not completed: {exc}")
             self._reader.close()  # nothing more will be read: free its share at once
             raise self._error from exc
-        if not data:
+        if not data or n < 0:  # read(-1) reads to the end
             self._eof = True
         self._total += len(data)
         return data

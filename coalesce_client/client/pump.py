@@ -18,31 +18,57 @@ Rules of this module (the client face's half of issue 24; ``core/spool.py`` hold
   pending storage write holds it. The pump holds it by a weak reference only, and its
   ``weakref.finalize`` cancels the pump at once: the connection is closed, the rest is not
   fetched.
-* Running pumps are held here (asyncio keeps only weak references to tasks) until they end.
+* Running pumps are held here (asyncio keeps only weak references to tasks) until they end,
+  with the aiohttp session they read from: closing that session stops them (``stop_pumps``),
+  and their bodies end short. aiohttp itself never wakes a read that waits on a connection its
+  session closed; the session's close stops its pumps first, so no reader of a spool waits
+  for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, ClientSession
 
 from ..core.spool import Spool
 
-__all__ = ["start_pump"]
+__all__ = ["start_pump", "stop_pumps"]
 
-_RUNNING: set[asyncio.Task[None]] = set()  # held until they end (module rules)
+_RUNNING: dict[asyncio.Task[None], ClientSession] = {}  # held until they end (module rules)
 
 
-def start_pump(resp: ClientResponse, spool: Spool) -> asyncio.Task[None]:
-    """Read the rest of ``resp`` into ``spool`` in a task of its own (module rules)."""
-    task = asyncio.get_running_loop().create_task(_pump(resp, weakref.ref(spool)))
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
-    gone = weakref.finalize(spool, task.cancel)  # nobody wants the body: stop fetching it
+def start_pump(resp: ClientResponse, spool: Spool, session: ClientSession) -> asyncio.Task[None]:
+    """Read the rest of ``resp`` (sent by ``session``) into ``spool`` in a task of its own
+    (module rules)."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(_pump(resp, weakref.ref(spool)))
+    _RUNNING[task] = session
+    task.add_done_callback(_forget)
+    gone = weakref.finalize(spool, _stop, loop, task)  # nobody wants the body: stop fetching it
     gone.atexit = False  # at exit the loop is gone, and the task with it
     return task
+
+
+def stop_pumps(session: ClientSession) -> None:
+    """Stop the pumps reading from ``session``, which is closing (module rules)."""
+    for task, of in list(_RUNNING.items()):
+        if of is session:
+            task.cancel()
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _RUNNING.pop(task, None)
+
+
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Cancel the pump from wherever the spool was collected (a storage's thread may drop the
+    last reference): through the loop's own thread, unless the loop is gone already."""
+    if not task.done():
+        with contextlib.suppress(RuntimeError):  # a closed loop: its tasks are gone with it
+            loop.call_soon_threadsafe(task.cancel)
 
 
 def _fed(ref: weakref.ref[Spool], chunk: bytes) -> bool:

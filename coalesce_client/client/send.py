@@ -118,7 +118,7 @@ class SharedRequest:
         """A body over the limit, shared as it streams (module rules)."""
         spool = Spool(self._limit, announced_length(resp))
         spool.append(head)
-        start_pump(resp, spool)
+        start_pump(resp, spool, self._out.session)
         return replace(snapshot_of(resp, b"", self.times), stream=spool)
 
     def drop(self) -> None:

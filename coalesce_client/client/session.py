@@ -28,6 +28,7 @@ from ..storage.memory import MemoryStorage
 from .call import Identity, check_base_url, url_key
 from .calls import CallPath
 from .compat import KNOWN_SESSION_KWARGS, base_url_of
+from .pump import stop_pumps
 from .response import CallContext
 
 __all__ = ["CoalescingSession"]
@@ -214,6 +215,7 @@ class CoalescingSession(CallPath):
         self._closed = True
         await self._core.drain()  # background refreshes still use the session
         if self._owns_session and self._session is not None:
+            stop_pumps(self._session)  # the bodies it still streams end short (pump.py)
             await self._session.close()
         await self._core.drain()
         if self.storage_owner:

@@ -10,7 +10,8 @@ Rules of this module (part of the framework-free core: the standard library only
 * The body is held in memory up to ``bound`` bytes (the policy's ``max_body_size``); the first
   byte past it moves the whole body to a temporary file (``tempfile.TemporaryFile``: on POSIX
   it is unlinked at creation, so no spool file can outlive the process, whatever happens to
-  it), and memory holds nothing more of it. That one move writes ``bound`` bytes at once (about
+  it), and memory holds nothing more of it. A body announced over the bound goes to the file
+  from its first byte. That one move writes ``bound`` bytes at once (about
   2 ms for 8 MiB); each later ``append`` is one write of its chunk (about 20 us for 64 KiB).
 * Reads from the file are ``os.pread`` calls of at most ``CHUNK`` bytes on the loop's thread
   (about 40 us each from the page cache): a ``read(-1)`` of a large body yields to the loop
@@ -76,7 +77,11 @@ class Spool:
     def __init__(self, bound: int, length: int | None = None) -> None:
         self._bound = bound  # bytes held in memory at most; past it, the temporary file
         self._length = length  # announced (Content-Length), or known once finished
-        self._memory: bytearray | None = bytearray()  # None once the body is in the file
+        # None once the body is in the file; from the start when its announced length is over
+        # the bound (no use holding what will move anyway).
+        self._memory: bytearray | None = (
+            None if length is not None and length > bound else bytearray()
+        )
         self._file: IO[bytes] | None = None
         self._finalizer: weakref.finalize[[], Spool] | None = None
         self._error: TruncatedBodyError | None = None
