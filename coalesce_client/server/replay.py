@@ -103,7 +103,7 @@ class Replayer:
                 form.at(age)
             return form.template.copy(form.age, self._header, _HEADER_VALUES[status])
         if snap.stream is not None:  # never a template: each reply reads the stream itself
-            return self._streamed(snap, status)
+            return self._stream_reply(snap, status)
         # web.Response copies the headers it is given into its own CIMultiDict: given the
         # snapshot's pairs, that is the only copy (building one here too cost 0.1 µs a hit).
         resp = web.Response(
@@ -121,7 +121,7 @@ class Replayer:
             headers[self._header] = _HEADER_VALUES[status]
         return resp
 
-    def _streamed(self, snap: Snapshot, status: CacheStatus) -> StreamedReply:
+    def _stream_reply(self, snap: Snapshot, status: CacheStatus) -> StreamedReply:
         """A reply of a snapshot whose body streams (``streamed.py``), its own reader of it."""
         resp = StreamedReply(snap)
         if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)

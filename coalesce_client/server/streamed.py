@@ -7,8 +7,9 @@ Rules of this module (docs/architecture.md, the server face; ``replay.py`` makes
   pace: a slow client holds up nobody. It is an ordinary unprepared ``web.StreamResponse`` when
   the middleware returns it (outer middlewares may still set headers); aiohttp prepares it and
   its ``write_eof`` sends the body, as ``web.Response`` sends its own.
-* ``Content-Length``, when the snapshot has it, is sent as it is (the handler's own, or the
-  stored body's); aiohttp frames the body by it, else chunked (HTTP/1.1).
+* ``Content-Length``, when the snapshot has it, is sent as it is (the handler's own); else the
+  stream's length when it is known already (a stored entry's, a body complete); aiohttp frames
+  the body by it, else chunked (HTTP/1.1).
 * A body that ends short (``TruncatedBodyError``: the handler raised mid-body, a damaged stored
   entry), or that does not match its ``Content-Length``, resets the caller's connection: the
   transport is aborted before another byte is written, so neither a chunked body's last chunk
@@ -41,6 +42,9 @@ class StreamedReply(web.StreamResponse):
         self._transport: asyncio.Transport | None = None
         self._bodiless = snap.status in (204, 304) or snap.status < 200  # RFC 9110 §6.4.1
         self._sent = False
+        length = snap.stream.length  # known: a stored entry's, or a body already complete
+        if length is not None and not self._bodiless and self.content_length is None:
+            self.content_length = length
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if not self.prepared:
