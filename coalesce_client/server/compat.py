@@ -18,7 +18,14 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-__all__ = ["NoWriter", "ResponseTemplate", "detach", "fresh_exception", "template_of"]
+__all__ = [
+    "NoWriter",
+    "ResponseTemplate",
+    "detach",
+    "fresh_exception",
+    "template_of",
+    "writing_to",
+]
 
 # The values a response's state may hold for a template to share them between its copies.
 _SHARED = (type(None), bool, int, float, str, bytes)
@@ -60,7 +67,18 @@ def detach(request: web.Request) -> None:
     # Checked on aiohttp 3.10.0 and 3.14.5: BaseRequest keeps its writer in _payload_writer (one
     # of its ATTRS: no warning in DEBUG mode), which StreamResponse._start() reads when a
     # response is prepared; the public BaseRequest.writer is read-only, clone() copies it.
-    request._payload_writer = NoWriter()
+    writing_to(request, NoWriter())
+
+
+def writing_to(request: web.BaseRequest, writer: AbstractStreamWriter) -> AbstractStreamWriter:
+    """Make ``writer`` the payload writer of the responses ``request`` prepares from now on (a
+    response prepared before keeps its own); the writer it had."""
+    # Checked on aiohttp 3.10.0, 3.12.0 and 3.14.5: StreamResponse.prepare() -> _start() takes
+    # request._payload_writer as the response's writer, and writes everything through it (the
+    # status line and headers: write_headers; the body: write, write_eof).
+    was = request._payload_writer
+    request._payload_writer = writer
+    return was
 
 
 def fresh_exception(exc: web.HTTPException) -> web.HTTPException:

@@ -258,7 +258,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
         """A request not answered from storage: the handler's run, its own or the one it joins
         (a flight, or on its own for a bypass), answered to this caller (module rules)."""
         core = self._core
-        send = HandlerSend(request, handler, self.policy, core.clock, self._audit)
+        send = HandlerSend(request, handler, core, self._audit, call.key is not None)
         own = send.own
         started = (
             core.clock() if calllog.on is not False and calllog.debugging() else 0.0

@@ -3,9 +3,10 @@
 Rules of this module (docs/architecture.md, the server face):
 
 * Every waiter gets its own fresh ``web.Response``: its own headers (a copy), the shared body
-  bytes. A replay (a hit, a waiter's copy) keeps the stored ``Date`` and carries ``Age``, its
-  current age (RFC 9111 §4.2.3, §5.1), in place of any the handler set; the handler's own
-  answer to its own caller (a miss) gets none.
+  bytes; of a snapshot whose body streams (``stream``), its own ``StreamedReply``
+  (``streamed.py``), which reads the stream itself. A replay (a hit, a waiter's copy) keeps
+  the stored ``Date`` and carries ``Age``, its current age (RFC 9111 §4.2.3, §5.1), in place
+  of any the handler set; the handler's own answer to its own caller (a miss) gets none.
 * A response is stored as it will be sent, as far as it can be replayed: its cookies as
   ``Set-Cookie`` (aiohttp adds them only when it prepares the response), without what aiohttp
   computes anew for every response (``Content-Length``, ``Server``).
@@ -35,6 +36,7 @@ from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from ..storage.base import Clock
 from .compat import ResponseTemplate, template_of
+from .streamed import StreamedReply
 
 __all__ = ["Replayer", "headers_of", "response_of"]
 
@@ -91,7 +93,7 @@ class Replayer:
         # replay (as Age's, hdrs.AGE).
         self._header = None if cache_status_header is None else istr(cache_status_header)
 
-    def _replay(self, snap: Snapshot, status: CacheStatus) -> web.Response:
+    def _replay(self, snap: Snapshot, status: CacheStatus) -> web.StreamResponse:
         """A fresh response for one more request: its own headers (a copy), the shared body."""
         form = snap.replay_form
         if type(form) is _Form and status != "miss":  # the hot path: a copy of the template
@@ -100,6 +102,8 @@ class Replayer:
             if not form.low <= age < form.high:
                 form.at(age)
             return form.template.copy(form.age, self._header, _HEADER_VALUES[status])
+        if snap.stream is not None:  # never a template: each reply reads the stream itself
+            return self._stream_reply(snap, status)
         # web.Response copies the headers it is given into its own CIMultiDict: given the
         # snapshot's pairs, that is the only copy (building one here too cost 0.1 µs a hit).
         resp = web.Response(
@@ -116,6 +120,13 @@ class Replayer:
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]
         return resp
+
+    def _stream_reply(self, snap: Snapshot, status: CacheStatus) -> StreamedReply:
+        """A reply of a snapshot whose body streams (``streamed.py``), its own reader of it."""
+        resp = StreamedReply(snap)
+        if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)
+            resp.headers[hdrs.AGE] = age_header(snap.age(self._clock()))
+        return self._labelled(resp, status)
 
     def _not_modified(self, snap: Snapshot) -> web.Response:
         """The 304 a fresh stored response answers a request it is not modified for, a hit."""
