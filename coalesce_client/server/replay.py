@@ -31,7 +31,6 @@ from multidict import CIMultiDict, istr
 
 from ..core.records import CacheStatus
 from ..spec.cache_control import DELTA_SECONDS_MAX
-from ..spec.conditional import not_modified_headers
 from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from ..storage.base import Clock
@@ -127,14 +126,6 @@ class Replayer:
         if status != "miss":  # from a stored or shared snapshot (RFC 9111 §5.1)
             resp.headers[hdrs.AGE] = age_header(snap.age(self._clock()))
         return self._labelled(resp, status)
-
-    def _not_modified(self, snap: Snapshot) -> web.Response:
-        """The 304 a fresh stored response answers a request it is not modified for, a hit."""
-        resp = web.Response(
-            status=304, reason="Not Modified", headers=not_modified_headers(snap.headers)
-        )
-        resp.headers[hdrs.AGE] = age_header(snap.age(self._clock()))
-        return self._labelled(resp, "hit")
 
     def _labelled(self, resp: _R, status: CacheStatus) -> _R:
         """``resp`` with the cache status header, unless it is already on its way."""
