@@ -72,7 +72,7 @@ class Leader:
         self._counters = counters
         self._passes = passes
         policy = setup.policy
-        self._terms = ShareTerms(policy.max_body_size, tuple(policy.targeted_cache_control))
+        self._terms = ShareTerms(tuple(policy.targeted_cache_control))
         self._room = Room(policy.max_stored_size, writer.stream_limit)
 
     async def lead(self, flight: Flight) -> FlightResult:

@@ -31,7 +31,6 @@ __all__ = [
 NotSharedReason = Literal[
     "streamed",  # the face could not hand the response over as bytes (a streamed body)
     "vary *",  # Vary: * (RFC 9110 §12.5.5): no request header tells which variant it is
-    "body over max_body_size",
     "set-cookie",  # a shared cache, and a response that sets a cookie
     "private",  # Cache-Control: private in a shared cache (RFC 9111 §5.2.2.7)
     "no-store",  # Cache-Control: no-store in a shared cache (RFC 9111 §5.2.2.5)

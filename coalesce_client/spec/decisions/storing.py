@@ -3,12 +3,13 @@
 Rules of this module (pure; the core hands in what its policy computed):
 
 * Two questions, in this order. ``sharing``: may the response reach the flight's other callers
-  at all? Not when the face could not give it as bytes, not with ``Vary: *``, not over
-  ``max_body_size``, and in a shared cache not when the policy finds it private (``Set-Cookie``,
-  ``private``, ``no-store`` in the directives the cache obeys: RFC 9111 §3, §5.2.2.5, §5.2.2.7,
-  RFC 9213 §2.2). ``storing``: is a shared response also kept, and for how long? Only if the
-  user's ``should_store`` allows it, for the lifetime the policy gives it
-  (``spec/lifetime.py``'s ``decide_lifetime``: a ``Lifetime``, or ``NotStored`` with its reason).
+  at all? Not when the face could not give it at all, not with ``Vary: *``, and in a shared
+  cache not when the policy finds it private (``Set-Cookie``, ``private``, ``no-store`` in the
+  directives the cache obeys: RFC 9111 §3, §5.2.2.5, §5.2.2.7, RFC 9213 §2.2). A body over
+  ``max_body_size`` is shared too: as it streams (issue 24). ``storing``: is a shared response
+  also kept, and for how long? Only if the user's ``should_store`` allows it, for the lifetime
+  the policy gives it (``spec/lifetime.py``'s ``decide_lifetime``: a ``Lifetime``, or
+  ``NotStored`` with its reason).
 * A response for its caller alone (``Neither``) makes its key pass-through in a shared cache
   (``core/passes.py``); a response shared but not stored (``ShareOnly``) does not.
 
@@ -17,7 +18,6 @@ Rules of this module (pure; the core hands in what its policy computed):
     response                                           -> variant    reason
     none (the face kept it: a streamed body)           -> Neither    streamed
     Vary: *                                            -> Neither    vary *
-    body over max_body_size                            -> Neither    body over max_body_size
     private in a shared cache, with Set-Cookie         -> Neither    set-cookie
     private in a shared cache, directives: private     -> Neither    private
     private in a shared cache, otherwise (no-store)    -> Neither    no-store
@@ -106,7 +106,6 @@ Storing = ShareOnly | StoreAndShare
 class ShareTerms:
     """What ``sharing`` reads of the policy: one value per coalescer."""
 
-    max_body_size: int  # the largest body held for a flight's callers
     targeted: tuple[str, ...]  # targeted_cache_control: lower-case field names (RFC 9213)
 
 
@@ -132,17 +131,14 @@ def sharing(
     varies on (``vary.vary_names``); ``private``: the policy found it private, in a shared
     cache (always False in a private cache).
 
-    >>> terms = ShareTerms(3, ())
-    >>> r = Snapshot(200, "OK", (), "http://x/", "GET", b"four")
-    >>> sharing(r, (), False, terms), sharing(r, (), False, ShareTerms(4, ()))
-    (Neither(reason='body over max_body_size'), Shareable())
+    >>> r = Snapshot(200, "OK", (("Vary", "*"),), "http://x/", "GET", b"four")
+    >>> sharing(r, ("*",), False, ShareTerms(())), sharing(r, (), False, ShareTerms(()))
+    (Neither(reason='vary *'), Shareable())
     """
     if response is None:
         return _NEITHER["streamed"]
     if names == ANY:
         return _NEITHER["vary *"]
-    if len(response.body) > terms.max_body_size:
-        return _NEITHER["body over max_body_size"]
     if not private:
         return SHAREABLE
     if response.header("Set-Cookie") is not None:
