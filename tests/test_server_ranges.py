@@ -73,8 +73,9 @@ async def test_a_range_is_answered_from_the_stored_200(
     assert r.headers.get("Content-Length", "0") == str(len(r.body))  # a 304 has none
     if r.status == 206:
         assert r.headers["ETag"] == ETAG and r.headers["Content-Type"] == "text/plain"
-    if r.status == 416:
-        assert "ETag" not in r.headers and "Content-Type" not in r.headers
+    if r.status == 416:  # none of the stored response's (aiohttp 3.10 adds its own default type)
+        assert "ETag" not in r.headers
+        assert r.headers.get("Content-Type") in (None, "application/octet-stream")
     assert served.origin.calls["/doc"] == 1  # answered from storage: the handler did not run
     stats = served.mw.stats
     assert (stats.requests, stats.hits, stats.misses) == (2, 1, 1)
