@@ -106,12 +106,15 @@ async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: F
     assert upstream.calls == 2
 
 
-async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_own(
+async def test_a_body_in_memory_is_shared_whatever_its_size_and_stored_within_max_stored_size(
     clock: FakeClock,
 ) -> None:
+    """Issue 24: the faces stream a body over max_body_size (Snapshot.stream); a body the face
+    hands over as bytes is shared by the flight as it is, and stored up to max_stored_size."""
+    policy = CachePolicy(max_body_size=3, max_stored_size=3)
     core = Coalescer(
         MemoryStorage(clock=clock),
-        Setup.of(policy=CachePolicy(max_body_size=3), ttl=60, clock=clock, shared_cache=False),
+        Setup.of(policy=policy, ttl=60, clock=clock, shared_cache=False),
     )
     upstream = Upstream(snap(b"four"))
     upstream.gate.clear()
@@ -120,9 +123,10 @@ async def test_a_body_over_max_body_size_is_not_shared_and_followers_send_their_
     assert core.flight.joined == 4
     upstream.gate.set()
     answers = await asyncio.gather(*burst)
-    assert {a.status for a in answers} == {"miss"}
+    assert sorted(a.status for a in answers) == ["coalesced"] * 4 + ["miss"]
     assert all(a.snapshot is not None and a.snapshot.body == b"four" for a in answers)
-    assert upstream.calls == 5  # the leader's, then one each: nobody got a body not theirs
+    assert {a.reason for a in answers} == {"body over max_stored_size"}
+    assert upstream.calls == 1
     assert core.stats.stored == 0
 
 

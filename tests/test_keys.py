@@ -444,3 +444,53 @@ def test_normalize_headers_accepts_any_iterable() -> None:
 def test_normalize_headers_rejects_bad_names_naming_the_option(names: Any) -> None:
     with pytest.raises(ValueError, match="my_option"):
         normalize_headers(names, "my_option")
+
+
+def test_digests_stay_those_of_earlier_versions() -> None:
+    """A key is where a stored entry is found again: a new encoding would orphan every entry
+    (and leave the old URL indexes unread by an invalidation). Issue 20 remembers encoded parts;
+    the bytes, so the digests, stay those computed before it."""
+    km = KeyMaker(namespace="ns", key_headers=("accept",))
+    url = UrlParts("HTTPS", "Example.com", 8443, "/p%20q", [("b", "=2"), ("a", "")])
+    headers = {"authorization": "Bearer t", "accept": "*/*"}
+    assert (
+        km.request_key("get", url, headers.get, body_digest=b"d", extra=("x:1",))
+        == "d63b00ab078b4c2521f1a041ea6e58296ef67ca310c8df7c5befbbb50464774a"
+    )
+    assert km.url_key_of(url) == "21433a12f80ca54c097761bab85d80916b6d09ada370676d1a185d11e21d2cac"
+    assert (
+        KeyMaker().request_key("GET", ROOT._replace(host="h"), {}.get)
+        == "40b2deeeff1c371c80fb0bc621a33528377421bbc1c7fc2bb5d173ad7838a9af"
+    )
+
+
+request_parts = st.tuples(
+    st.sampled_from(["GET", "get", "HEAD"]),
+    st.sampled_from(["http", "HTTPS"]),
+    st.sampled_from(["h", "H", "x.example"]),
+    st.sampled_from([None, 80, 443, 8080]),
+    st.sampled_from(["/", "/a", "/A"]),
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "utm"]), st.sampled_from(["", "=1"])), max_size=3
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(request_parts, min_size=1, max_size=8))
+def test_a_key_maker_used_many_times_gives_the_keys_of_a_fresh_one(
+    requests: list[tuple[Any, ...]],
+) -> None:
+    """Issue 20's remembered parts (origin, the last path and query) never leak from one
+    request into the next, also when a caller changes its query list afterwards."""
+
+    def fresh() -> KeyMaker:
+        return KeyMaker(namespace="n", ignored_params=frozenset({"utm"}))
+
+    shared = fresh()
+    for method, scheme, host, port, path, query in requests:
+        url = UrlParts(scheme, host, port, path, list(query))
+        assert shared.request_key(method, url, {}.get) == fresh().request_key(method, url, {}.get)
+        assert shared.url_key_of(url) == fresh().url_key_of(url)
+        url.query.append(("b", "=changed"))  # the list it was built from, changed afterwards
+        assert shared.url_key_of(url) == fresh().url_key_of(url)

@@ -27,6 +27,7 @@ from conftest import (
 )
 
 from coalesce_client import CoalescingSession, MemoryStorage, RedisStorage, TieredStorage
+from coalesce_client.spec.snapshot import Snapshot
 from coalesce_client.storage.base import PublishesDrops, ReadsExpiry, SharesFlights
 from coalesce_client.storage.codec import encode
 from coalesce_client.storage.redis import RedisUnavailableError
@@ -155,6 +156,28 @@ async def test_a_damaged_value_is_a_miss_and_is_deleted(
     await raw.set(name, bytes(data))
     assert await store.get(KEY_A) is None
     assert await raw.exists(name) == 0
+
+
+async def test_a_hot_value_is_unpacked_once_and_its_bytes_checked_every_time(
+    store: RedisStorage, raw: aioredis.Redis, namespace: str
+) -> None:
+    """Issue 20: a hit read the same bytes and decoded them anew each time. The record is
+    remembered by the very bytes it came from: the same bytes, the same record; other bytes
+    (written by another process, or damaged), unpacked and checked anew."""
+    await store.set(KEY_A, snapshot(b"good"), 60)
+    first = await store.get(KEY_A)
+    assert first is not None and await store.get(KEY_A) is first  # unpacked once
+    name = f"{namespace}:v:{{{KEY_A}}}"
+    good = await raw.get(name)
+    await raw.set(name, good[:8] + encode(snapshot(b"newer")))  # another process's write
+    newer = await store.get(KEY_A)
+    assert isinstance(newer, Snapshot) and newer.body == b"newer"
+    damaged = bytearray(good)
+    damaged[-6] ^= 0xFF  # a byte of the body: the checksum fails
+    await raw.set(name, bytes(damaged))
+    assert await store.get(KEY_A) is None
+    await raw.set(name, good)  # the remembered bytes again: served, their expiry read
+    assert await store.get(KEY_A) is first
 
 
 async def test_a_value_in_format_3_is_a_miss_and_is_deleted(

@@ -13,7 +13,10 @@ Rules of this module:
   requests, and so are ``?a`` and ``?a=``.
 * The values of ``key_headers`` and of the credential headers split the key. An absent header is
   written differently from an empty one. Credentials only ever reach the digest, never storage.
-* The result is a hex digest: it is the storage key, and safe to show in logs.
+* The result is a hex digest: it is the storage key, and safe to show in logs. Its bytes never
+  change between versions (a new encoding would orphan every stored entry and URL index); the
+  parts that repeat from one request to the next are remembered encoded (issue 20), the bytes
+  they make are the same.
 """
 
 from __future__ import annotations
@@ -106,6 +109,14 @@ class KeyMaker:
     sort_query: bool = True
     ignored_params: frozenset[str] = frozenset()
     _headers: tuple[str, ...] = field(init=False, repr=False)
+    # The encoded fields that repeat from one request to the next (issue 20: building the bytes
+    # cost more than the digest): the key's head by (method, scheme, host, port), the URL key's
+    # by (scheme, host, port), bounded as KeyMemo; and the last URL's path and query fields, a
+    # request's key and its URL key being built one after the other. The bytes are the same.
+    _heads: KeyMemo[bytes] = field(init=False, repr=False, compare=False)
+    _last: list[tuple[str, tuple[tuple[str, str], ...], bytes]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Credential headers first, then the user's, each once: one loop on the hot path.
@@ -113,6 +124,8 @@ class KeyMaker:
             h for h in self.key_headers if h not in self.credential_headers
         )
         object.__setattr__(self, "_headers", names)
+        object.__setattr__(self, "_heads", KeyMemo())
+        object.__setattr__(self, "_last", [("", (), b"")])
 
     @property
     def header_names(self) -> tuple[str, ...]:
@@ -135,10 +148,9 @@ class KeyMaker:
         with a body only). ``extra`` holds more parts a face adds (the middleware's ``key_func``, a
         redirect setting).
         """
-        parts: list[bytes] = []
-        put_field(parts, self.namespace.encode())
-        put_field(parts, method.upper().encode())
-        self._put_url(parts, url)
+        head = (method, url.scheme, url.host, url.port)
+        parts = [self._heads.get(head) or self._head(head, url, method.upper().encode())]
+        parts.append(self._rest(url))
         for name in self._headers:
             hvalue = header(name)
             if hvalue is None:
@@ -164,20 +176,35 @@ class KeyMaker:
         ...     UrlParts("http", "x", None, "/a", []))
         True
         """
-        parts: list[bytes] = [b"url-index"]  # never the first field of a request's key
-        put_field(parts, self.namespace.encode())
-        self._put_url(parts, url)
-        return hashlib.sha256(b"".join(parts)).hexdigest()
+        origin = (url.scheme, url.host, url.port)
+        head = self._heads.get(origin) or self._head(origin, url, None)
+        return hashlib.sha256(head + self._rest(url)).hexdigest()
 
-    def _put_url(self, parts: list[bytes], url: UrlParts) -> None:
-        """The URL part of a key, normalized (module rules)."""
+    def _head(self, memo: Hashable, url: UrlParts, method: bytes | None) -> bytes:
+        """The fields before the path, remembered by ``memo``: a request key's (namespace,
+        ``method``, origin), or with no method a URL key's (a mark no request's key starts
+        with, namespace, origin)."""
+        parts: list[bytes] = [] if method is not None else [b"url-index"]
+        put_field(parts, self.namespace.encode())
+        if method is not None:
+            put_field(parts, method)
         scheme = url.scheme.lower()
         put_field(parts, scheme.encode())
         put_field(parts, url.host.lower().encode())
         port, default = url.port, _DEFAULT_PORTS.get(scheme)
         put_field(parts, b"" if port is None or port == default else str(port).encode())
-        put_field(parts, url.path.encode("utf-8", "surrogatepass"))
-        query = url.query
+        return self._heads.remember(memo, b"".join(parts))
+
+    def _rest(self, url: UrlParts) -> bytes:
+        """The path and query fields of a key, normalized (module rules); the last URL's
+        again when it is the same (module rules of the class: request key, then URL key)."""
+        path, query = url.path, url.query
+        given = query if isinstance(query, tuple) else tuple(query)  # kept: never changes
+        last = self._last[0]  # one tuple: read whole, also when threads share this KeyMaker
+        if last[0] == path and last[1] == given and last[2]:
+            return last[2]
+        parts: list[bytes] = []
+        put_field(parts, path.encode("utf-8", "surrogatepass"))
         if self.ignored_params:
             ignored = self.ignored_params
             query = [kv for kv in query if unquote_plus(kv[0]) not in ignored]
@@ -187,6 +214,9 @@ class KeyMaker:
         for qname, qvalue in query:
             put_field(parts, qname.encode("utf-8", "surrogatepass"))
             put_field(parts, qvalue.encode("utf-8", "surrogatepass"))
+        rest = b"".join(parts)
+        self._last[0] = (path, given, rest)
+        return rest
 
 
 def query_pairs(raw_query: str) -> list[tuple[str, str]]:

@@ -28,6 +28,12 @@ asked ``link.py``'s, what is heard on the event connection ``events.py``'s):
   written. A hit on it is a response whose body is in memory, as any other.
 * Every call first asks the link (``link.py``): while Redis rests after a failure it raises
   ``RedisUnavailableError`` at once.
+* A value read again and again (a hot key) is unpacked once (issue 20: the decode was most of a
+  hit's own cost), as ``DiskStorage`` does: every read still sends its ``GET`` and checks the
+  expiry; a remembered record is served only for the very bytes it was unpacked from (whose
+  checksum passed), else they are unpacked and checked anew. The records are immutable, shared
+  by the hits; at most ``_REMEMBERED`` bytes of values (each at most ``_REMEMBER_MAX``), the
+  oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -57,10 +63,9 @@ log = logging.getLogger("coalesce_client")
 
 _SCAN_COUNT = 500
 _CHUNK = 1024 * 1024  # bytes asked of a streamed body per read
-_Read = asyncio.Future[tuple[Record, float] | None]
-
-
 _MAX_STRING = 512 * 1024 * 1024 - 64 * 1024  # a Redis string's bound, less the record's fields
+_REMEMBERED = 4 * 1024 * 1024  # bytes of values whose unpacked records a storage keeps
+_REMEMBER_MAX = 64 * 1024  # a larger value is unpacked on each read, never remembered
 
 
 async def _read_whole(stream: StreamedBody, limit: int) -> bytes:
@@ -78,6 +83,34 @@ async def _read_whole(stream: StreamedBody, limit: int) -> bytes:
     finally:
         reader.close()
     return b"".join(parts)
+
+
+_Read = asyncio.Future[tuple[Record, float] | None]
+
+
+class _Unpacked:
+    """Values read and what they unpack to, by the very bytes (module rules)."""
+
+    __slots__ = ("_bytes", "_entries")
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[Record, float]] = {}  # oldest first
+        self._bytes = 0
+
+    def unpack(self, raw: bytes) -> tuple[Record, float]:
+        """``layout.unpack(raw)``: remembered when these bytes were unpacked before."""
+        known = self._entries.get(raw)  # hashed and compared whole: the very bytes
+        if known is not None:
+            return known
+        unpacked = unpack(raw)  # raises SnapshotError: nothing remembered
+        if len(raw) <= _REMEMBER_MAX:
+            self._entries[raw] = unpacked
+            self._bytes += len(raw)
+            while self._bytes > _REMEMBERED:
+                oldest = next(iter(self._entries))
+                del self._entries[oldest]
+                self._bytes -= len(oldest)
+        return unpacked
 
 
 class _Abandoned(Exception):
@@ -125,6 +158,7 @@ class RedisStorage(StorageBase):
         "_reads",
         "_release",
         "_renew",
+        "_unpacked",
         "_writes",
         "cluster",
         "health_check_interval",
@@ -172,6 +206,7 @@ class RedisStorage(StorageBase):
         # key -> (the read in progress, self._writes when it was sent); see the module rules
         self._reads: dict[str, tuple[_Read, int]] = {}
         self._writes = 0  # bumped by every set, delete and clear
+        self._unpacked = _Unpacked()  # values read, unpacked once (module rules)
         self._renew = self._client.register_script(RENEW)
         self._release = self._client.register_script(RELEASE)
         self._events = Events(self._link, self._names, self._heard, self.health_check_interval)
@@ -218,7 +253,7 @@ class RedisStorage(StorageBase):
         if raw is None:
             return None
         try:
-            record, expires_at = unpack(raw)
+            record, expires_at = self._unpacked.unpack(raw)
         except SnapshotError as exc:
             await self._unreadable(key, exc)
             return None
