@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import CLIENT_MIDDLEWARE, MiddlewareClient, Origin, finished
+from conftest import CLIENT_MIDDLEWARE, HAS_MIDDLEWARES, MiddlewareClient, Origin, finished
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -128,6 +128,7 @@ async def test_the_server_middleware_records() -> None:
 
 @pytest.mark.parametrize("bad", [object(), [], ["x"], 3])
 def test_metrics_must_be_a_sink_or_sinks(bad: Any) -> None:
-    for face in (CoalescingSession, coalesce_middleware, MiddlewareClient):
+    faces = (CoalescingSession, coalesce_middleware, *([MiddlewareClient] * HAS_MIDDLEWARES))
+    for face in faces:
         with pytest.raises(ValueError, match="metrics"):
             face(metrics=bad)

@@ -77,9 +77,12 @@ class ClientMiddleware(Fronted):
 
     ``client_middleware`` is this class. The options mean what ``CoalescingSession``'s mean.
 
-    >>> mw = client_middleware(ttl=60)
-    >>> mw.stats.requests
-    0
+    >>> import aiohttp
+    >>> async def fetch(url: str) -> bytes:  # aiohttp >= 3.12
+    ...     async with client_middleware(ttl=60) as mw:
+    ...         async with aiohttp.ClientSession(middlewares=[mw]) as session:
+    ...             async with session.get(url) as resp:
+    ...                 return await resp.read()
 
     Raises:
         RuntimeError: an aiohttp older than 3.12 (no client middlewares), naming the version.
