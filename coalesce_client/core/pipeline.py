@@ -151,8 +151,7 @@ class Pipeline:
     async def _round(
         self, call: Call, send: Send, names: tuple[str, ...], tally: Tally
     ) -> Answer | OwnVariant:
-        """One round of a call: its flight's key, what storage answers, else its share of the
-        flight (a leader's, or a follower's: ``_share``)."""
+        """One round of a call: what storage answers, else its share of its flight (``_share``)."""
         key = call.key
         assert key is not None  # fetch: a call without a key is sent alone
         # The flight's key: the request's, or its variant's once a pointer (or names) says so.
@@ -161,12 +160,10 @@ class Pipeline:
         # A background refresh is no flight to join: its callers are served what is stored.
         joining = fkey in flights and fkey not in self._refreshing
         stored = None  # what is stored: the flight's prior, to revalidate or serve if it fails
-        now = 0.0  # read only when something is stored (reuse.py)
         if not joining:
-            if fkey in self._streamed and not call.refresh:  # a late caller (module rules)
-                late = self._late(call, names, fkey)
-                if late is not None:
-                    return late
+            late = self._late(call, names, fkey) if fkey in self._streamed else None
+            if late is not None:  # a late caller of a streamed body (module rules)
+                return late
             lookup = self._lookup
             found = await (lookup.variant(fkey) if names else lookup.resolve(key, call.header))
             if isinstance(found, ViaPointer):  # through a Vary pointer: its variant's flight
@@ -174,8 +171,7 @@ class Pipeline:
             else:
                 stored = found
             joining = fkey in flights  # a slow storage read may have let a flight start
-            if stored is not None:
-                now = self._clock()
+        now = 0.0 if stored is None else self._clock()  # read only then (reuse.py)
         stale = (  # the origin's stale terms: a parse of its fields, for a stale response only
             NOT_STALE
             if stored is None or call.refresh or stored.expires_at > now
@@ -257,7 +253,7 @@ class Pipeline:
         """A late caller's share of an ended flight whose streamed body still arrives
         (``streaming.py``), as a follower's, if its own directives accept it; None: it goes on
         as any call (to storage, then a flight of its own)."""
-        result = self._streaming.take(fkey)
+        result = None if call.refresh else self._streaming.take(fkey)
         if result is None:
             return None
         wanted = call.wanted
