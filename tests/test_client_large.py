@@ -468,3 +468,22 @@ async def test_a_late_caller_that_refreshes_sends_its_own_request(
         origin.gate.set()
         assert await finished(digest_of(late), "its body") == DIGEST
         assert await finished(digest_of(first), "the first body") == DIGEST
+
+
+@pytest.mark.parametrize("how", ["invalidate", "clear"])
+async def test_an_invalidated_body_still_arriving_takes_no_late_caller(
+    origin: Origin, how: str
+) -> None:
+    big_route(origin, "/gone")
+    await origin.start()
+    origin.gate.clear()
+    async with session() as s:
+        url = origin.url("/gone")
+        first = await finished(s.get(url), "the first caller")
+        await (s.invalidate(url) if how == "invalidate" else s.clear())
+        late = await finished(s.get(url), "a late caller after the invalidation")
+        assert late.cache_status == "miss" and late.snapshot.stream is not first.snapshot.stream
+        assert origin.calls["/gone"] == 2
+        origin.gate.set()
+        assert await finished(digest_of(late), "its body") == DIGEST
+        assert await finished(digest_of(first), "the first body") == DIGEST
