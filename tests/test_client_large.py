@@ -448,13 +448,9 @@ async def test_a_body_that_failed_is_never_handed_to_a_late_caller(origin: Origi
                 await finished(resp.read(), "a truncated body")
 
 
-@pytest.mark.parametrize(
-    "own",
-    [{"refresh": True}, {"headers": {"Cache-Control": "no-cache"}}],
-    ids=["refresh", "no-cache"],
-)
-async def test_a_late_caller_that_refreshes_sends_its_own_request(
-    origin: Origin, own: dict[str, Any]
+@pytest.mark.parametrize("how", ["refresh", "no-cache", "invalidate", "clear"])
+async def test_a_late_caller_that_refreshes_or_follows_an_invalidation_sends_its_own(
+    origin: Origin, how: str
 ) -> None:
     big_route(origin, "/own")
     await origin.start()
@@ -462,28 +458,16 @@ async def test_a_late_caller_that_refreshes_sends_its_own_request(
     async with session() as s:
         url = origin.url("/own")
         first = await finished(s.get(url), "the first caller")
-        late = await finished(s.get(url, **own), "a late caller asking the origin")
-        assert late.snapshot.stream is not first.snapshot.stream
-        assert origin.calls["/own"] == 2
-        origin.gate.set()
-        assert await finished(digest_of(late), "its body") == DIGEST
-        assert await finished(digest_of(first), "the first body") == DIGEST
-
-
-@pytest.mark.parametrize("how", ["invalidate", "clear"])
-async def test_an_invalidated_body_still_arriving_takes_no_late_caller(
-    origin: Origin, how: str
-) -> None:
-    big_route(origin, "/gone")
-    await origin.start()
-    origin.gate.clear()
-    async with session() as s:
-        url = origin.url("/gone")
-        first = await finished(s.get(url), "the first caller")
-        await (s.invalidate(url) if how == "invalidate" else s.clear())
-        late = await finished(s.get(url), "a late caller after the invalidation")
+        own: dict[str, Any] = {}
+        if how == "refresh":
+            own = {"refresh": True}
+        elif how == "no-cache":
+            own = {"headers": {"Cache-Control": "no-cache"}}
+        else:  # the URL invalidated, or everything cleared, while its body arrives
+            await (s.invalidate(url) if how == "invalidate" else s.clear())
+        late = await finished(s.get(url, **own), "a late caller")
         assert late.cache_status == "miss" and late.snapshot.stream is not first.snapshot.stream
-        assert origin.calls["/gone"] == 2
+        assert origin.calls["/own"] == 2
         origin.gate.set()
         assert await finished(digest_of(late), "its body") == DIGEST
         assert await finished(digest_of(first), "the first body") == DIGEST
