@@ -30,7 +30,7 @@ from coalesce_client import (
 from coalesce_client.client import pump
 from coalesce_client.client.body import ReaderStream
 from coalesce_client.core.spool import Spool
-from coalesce_client.spec.snapshot import Snapshot
+from coalesce_client.spec.snapshot import Snapshot, TruncatedBodyError
 from coalesce_client.storage.base import StoresStreams
 
 BOUND = 64 * 1024  # max_body_size: what one response may hold in memory
@@ -395,3 +395,79 @@ async def test_the_client_middleware_shares_a_large_body_as_it_streams_and_repla
         with pytest.raises(aiohttp.ClientConnectionError):
             await third.content.read(10)
     assert origin.calls["/big"] == 1
+
+
+# -- Late callers: after the flight handed the head out, while the body still arrives ----------
+
+
+async def test_late_callers_join_a_body_still_arriving_then_a_new_caller_sends_anew(
+    origin: Origin,
+) -> None:
+    big_route(origin, "/late")
+    await origin.start()
+    origin.gate.clear()
+    async with session() as s:  # MemoryStorage: it takes no streamed body
+        url = origin.url("/late")
+        early = await finished(asyncio.gather(*(s.get(url) for _ in range(5))), "5 callers")
+        spool = early[0].snapshot.stream
+        assert isinstance(spool, Spool) and not spool.done  # the body is held at the gate
+        late = await finished(asyncio.gather(*(s.get(url) for _ in range(5))), "5 late callers")
+        assert all(r.snapshot.stream is spool for r in early + late)
+        assert origin.calls["/late"] == 1
+        assert [r.cache_status for r in late] == ["coalesced"] * 5
+        origin.gate.set()
+        digests = await finished(
+            asyncio.gather(*(digest_of(r) for r in early + late)), "every caller read the body"
+        )
+        assert digests == [DIGEST] * 10
+        assert spool.done and not spool.failed
+        after = await s.get(url)  # the body completed, and nothing stored: a new request
+        assert after.cache_status == "miss" and after.snapshot.stream is not spool
+        assert await digest_of(after) == DIGEST
+        assert origin.calls["/late"] == 2
+        assert s.stats.stored == 0
+
+
+async def test_a_body_that_failed_is_never_handed_to_a_late_caller(origin: Origin) -> None:
+    big_route(origin, "/fails", die_at=SIZE // 2)
+    await origin.start()
+    origin.gate.clear()
+    async with session() as s:
+        url = origin.url("/fails")
+        early = await finished(asyncio.gather(*(s.get(url) for _ in range(2))), "2 callers")
+        spool = early[0].snapshot.stream
+        assert isinstance(spool, Spool)
+        origin.gate.set()
+        with pytest.raises(TruncatedBodyError):
+            await finished(spool.complete(), "the origin dying mid-body")
+        late = await s.get(url)  # its own request, not the failed body
+        assert late.cache_status == "miss" and late.snapshot.stream is not spool
+        assert origin.calls["/fails"] == 2
+        for resp in (*early, late):
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await finished(resp.read(), "a truncated body")
+
+
+@pytest.mark.parametrize("how", ["refresh", "no-cache", "invalidate", "clear"])
+async def test_a_late_caller_that_refreshes_or_follows_an_invalidation_sends_its_own(
+    origin: Origin, how: str
+) -> None:
+    big_route(origin, "/own")
+    await origin.start()
+    origin.gate.clear()
+    async with session() as s:
+        url = origin.url("/own")
+        first = await finished(s.get(url), "the first caller")
+        own: dict[str, Any] = {}
+        if how == "refresh":
+            own = {"refresh": True}
+        elif how == "no-cache":
+            own = {"headers": {"Cache-Control": "no-cache"}}
+        else:  # the URL invalidated, or everything cleared, while its body arrives
+            await (s.invalidate(url) if how == "invalidate" else s.clear())
+        late = await finished(s.get(url, **own), "a late caller")
+        assert late.cache_status == "miss" and late.snapshot.stream is not first.snapshot.stream
+        assert origin.calls["/own"] == 2
+        origin.gate.set()
+        assert await finished(digest_of(late), "its body") == DIGEST
+        assert await finished(digest_of(first), "the first body") == DIGEST

@@ -341,3 +341,35 @@ async def test_a_streamed_body_is_stored_on_disk_then_replayed_from_it(tmp_path:
     assert {d for d, _ in first + hits} == {digest(data)}
     assert {h["X-Cache"] for _, h in hits} == {"HIT"}
     assert {(h["Content-Length"], h["ETag"]) for _, h in hits} == {(str(len(data)), '"d"')}
+
+
+async def test_a_late_client_joins_the_run_whose_body_still_arrives() -> None:
+    mw = coalesce_middleware(ttl=60, policy=SMALL)  # MemoryStorage: it takes no streamed body
+    origin = Origin(middlewares=[mw])
+    data = body_of(1 * MIB)
+    first = 128 * KIB  # over max_body_size: the head is handed out, the rest held at the gate
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[:first])
+        await origin.wait()
+        for at in range(first, len(data), CHUNK):
+            await resp.write(data[at : at + CHUNK])
+        return resp
+
+    origin.route("/late", handler)
+    origin.gate.clear()
+    async with serving(origin) as client:
+        url = origin.url("/late")
+        early = await finished(asyncio.gather(*(client.get(url) for _ in range(3))), "3 heads")
+        await origin.at_gate.reach(1, "the handler held at the gate")
+        late = await finished(asyncio.gather(*(client.get(url) for _ in range(3))), "3 late heads")
+        assert origin.calls["/late"] == 1  # the late clients joined the run
+        origin.gate.set()
+        bodies = await transferred(asyncio.gather(*(r.read() for r in early + late)), "bodies")
+        assert {digest(b) for b in bodies} == {digest(data)}
+        for r in early + late:
+            r.release()
+        assert (await transferred(get(client, url), "a new client"))[0] == digest(data)
+    assert origin.calls["/late"] == 2  # the body completed, not stored: a new run

@@ -18,7 +18,8 @@ Rules of this module (the wiring; each stage's rules are at the top of its modul
   writer keeps in storage. ``fetch`` takes the URL key of its request so that a stored response
   is indexed; a hit never reads or writes the index. The faces decide when
   (``spec/invalidation.invalidates``): they hold the method, the status and the headers. The
-  flights of the keys dropped take no new callers, and the keys are no longer pass-through.
+  flights of the keys dropped take no new callers, nor do their streamed responses still
+  arriving (``streaming.py``), and the keys are no longer pass-through.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .records import (
     no_headers,
 )
 from .refreshes import Refreshes
+from .streaming import Streaming
 from .writer import Writer
 
 __all__ = [
@@ -121,8 +123,9 @@ class Coalescer(Counters):
         self._writer = writer = Writer(storage, setup.clock, setup.policy.max_variants)
         self._flight: SingleFlight[str, FlightResult] = SingleFlight()
         self._refreshes = Refreshes(self._flight)
-        self._lookup = Lookup(writer, setup.clock, self._flight, self._refreshes)
-        leader = Leader(setup, writer, self, passes)
+        streaming = Streaming()  # streamed responses still arriving, for late callers
+        self._lookup = Lookup(writer, setup.clock, self._flight, self._refreshes, streaming)
+        leader = Leader(setup, writer, self, passes, streaming)
         # Issue 14: a storage shared by processes (SharesFlights) extends each flight to them.
         leases = leases_of(storage)
         self._fleet: Fleet[FlightResult] | None = None
@@ -239,20 +242,28 @@ class Coalescer(Counters):
         takes no new callers."""
         self._flight.forget(key)
         self._passes.pop(key, None)
+        streaming = self._lookup.streaming
+        streaming.forget(key)
         for vkey in await self._writer.delete(key):
             self._flight.forget(vkey)
+            streaming.forget(vkey)
 
     async def invalidate_url(self, url_key: str) -> None:
         """Drop every stored response of the URL whose URL key this is (module rules); the
-        flights of the keys dropped take no new callers."""
+        flights of the keys dropped take no new callers, nor its streamed responses still
+        arriving (``streaming.py``)."""
+        streaming = self._lookup.streaming
+        streaming.forget_url(url_key)
         for key in await self._writer.delete_url(url_key):
             self._flight.forget(key)
             self._passes.pop(key, None)
+            streaming.forget(key)
 
     async def clear(self) -> None:
         """Remove every stored response."""
         await self.storage.clear()
         self._writer.forget_indexes()
+        self._lookup.streaming.clear()
 
 
 class Fronted:

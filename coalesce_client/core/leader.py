@@ -22,7 +22,8 @@ Rules of this module:
   face's ``core/spool.py``): its followers get it as any shared response. It is handed to the
   writer only when the storage takes streams (``Writer.stream_limit`` over 0) and its length,
   when known, is within that limit and ``max_stored_size`` (``storing``'s ``Room``); a stream
-  of unknown length is stopped at the limit by the storage as it arrives.
+  of unknown length is stopped at the limit by the storage as it arrives. One not handed to
+  the writer is kept for the flight's late callers while it arrives (``streaming.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from .counters import Counters
 from .keys import variant_key
 from .passes import Passes
 from .records import Call, Fetched, Flight, FlightResult, Setup
+from .streaming import Streaming
 from .writer import Writer
 
 __all__ = ["Leader"]
@@ -66,10 +68,13 @@ log = logging.getLogger("coalesce_client")
 class Leader:
     """The work of a coalescer's flights (module rules)."""
 
-    __slots__ = ("_counters", "_passes", "_room", "_setup", "_terms", "_writer")
+    __slots__ = ("_counters", "_passes", "_room", "_setup", "_streaming", "_terms", "_writer")
 
-    def __init__(self, setup: Setup, writer: Writer, counters: Counters, passes: Passes) -> None:
+    def __init__(
+        self, setup: Setup, writer: Writer, counters: Counters, passes: Passes, streaming: Streaming
+    ) -> None:
         self._setup = setup
+        self._streaming = streaming
         self._writer = writer
         self._counters = counters
         self._passes = passes
@@ -148,11 +153,21 @@ class Leader:
         variant = variant_of(names, flight.call.header)
         stored = await self._kept(flight, shared, fetched.storable, variant)
         if isinstance(stored, str):
-            return FlightResult(own, shared, variant, reason=stored)
-        # The leader's own response says when its stored copy expires (CachedResponse.expires):
-        # the stored copy itself when nothing was dropped from it (issue 20: a copy fewer).
-        own = stored if shared is own else _stamped(own, stored.stored_at, stored.expires_at)
-        return FlightResult(own, stored, variant, reason=self._writer.failure)
+            result = FlightResult(own, shared, variant, reason=stored)
+        else:
+            # The leader's own response says when its stored copy expires (CachedResponse.expires):
+            # the stored copy itself when nothing was dropped from it (issue 20: a copy fewer).
+            own = stored if shared is own else _stamped(own, stored.stored_at, stored.expires_at)
+            result = FlightResult(own, stored, variant, reason=self._writer.failure)
+        if shared.stream is not None and not flight.detached and not self._handed(stored):
+            # Its late callers join it while it streams (module rules, streaming.py).
+            self._streaming.keep(flight.fkey, result, flight.call.url_key)
+        return result
+
+    def _handed(self, stored: Snapshot | ShareOnlyReason) -> bool:
+        """Was this streamed response handed to the writer (``_kept``), whose pending map then
+        answers the late callers? Only when stored, by a storage that writes (``writer.py``)."""
+        return not isinstance(stored, str) and self._writer.stores
 
     async def _renew(self, flight: Flight, prior: Snapshot, fetched: Fetched) -> FlightResult:
         """A 304 selected ``prior``: its headers updated, its freshness renewed (RFC 9111

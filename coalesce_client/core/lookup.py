@@ -11,7 +11,8 @@ Rules of this module:
   stage returns is a response or None.
 * A caller that finds its variant's flight in progress joins it without reading storage (what is
   stored is being replaced); a background refresh is no such flight (its callers are served
-  what is stored).
+  what is stored). Nor, while its body still arrives, does a caller that finds the streamed
+  response of an ended flight of its key (``streaming.py``): the pipeline reads that first.
 * A pointer is its own record (``storage/records.py``'s ``VaryPointer``); a response is told
   from it by ``isinstance(record, Snapshot)``, which is true at once for a response (an exact
   type), the common case (``Coalescer.peek`` does the same, inlined).
@@ -28,6 +29,7 @@ from .flight import SingleFlight
 from .keys import variant_key
 from .records import ViaPointer
 from .refreshes import Refreshes
+from .streaming import Streaming
 from .writer import Found, Writer
 
 __all__ = ["Lookup"]
@@ -41,7 +43,7 @@ def _response(record: Found | None) -> Snapshot | None:
 class Lookup:
     """Storage reads for one coalescer's calls (module rules)."""
 
-    __slots__ = ("clock", "flight", "refreshes", "writer")
+    __slots__ = ("clock", "flight", "refreshes", "streaming", "writer")
 
     def __init__(
         self,
@@ -49,8 +51,10 @@ class Lookup:
         clock: Clock,
         flight: SingleFlight[str, Any],
         refreshes: Refreshes,
+        streaming: Streaming,
     ) -> None:
         self.writer = writer
+        self.streaming = streaming  # streamed responses still arriving, for late callers
         self.clock = clock
         self.flight = flight  # the flights in progress, by flight key
         self.refreshes = refreshes  # the background refreshes among them

@@ -16,6 +16,10 @@ Rules of this module:
   whose flight answered another Vary variant than its own makes a second round on its own
   variant's key: two rounds at most, written out in ``fetch`` (``followers.py`` never asks a
   second round for a third), never a call of ``fetch`` by itself.
+* A caller that comes after a flight ended with a streamed response whose body still arrives,
+  not handed to the writer (``streaming.py``), takes it as a follower of that flight would
+  (``_share``, and its own directives: ``Call.wanted``), without a request; a refresh does not.
+  One dict lookup on a miss's path, none on a hit's.
 * A second round's flight starts its work one turn of the loop later (``_regrouped``): the
   followers woken by one outcome all join their variant's flight first, whatever order the loop
   wakes them in (a flight starts eagerly on Python 3.12+, ``flight.py``). A first round's flight
@@ -88,6 +92,8 @@ class Pipeline:
         "_refreshes",
         "_refreshing",
         "_setup",
+        "_streamed",
+        "_streaming",
     )
 
     def __init__(
@@ -102,6 +108,8 @@ class Pipeline:
         self._flight = lookup.flight
         self._refreshes = lookup.refreshes
         self._refreshing = lookup.refreshes.tasks  # fkey -> task, tested on every call's path
+        self._streaming = lookup.streaming
+        self._streamed = lookup.streaming.entries  # fkey -> entry, tested on a miss's path
 
     async def fetch(self, call: Call, send: Send) -> Answer:
         """The response for one call: from storage, from a flight in progress, or sent now.
@@ -143,8 +151,7 @@ class Pipeline:
     async def _round(
         self, call: Call, send: Send, names: tuple[str, ...], tally: Tally
     ) -> Answer | OwnVariant:
-        """One round of a call: its flight's key, what storage answers, else its share of the
-        flight (a leader's, or a follower's: ``_share``)."""
+        """One round of a call: what storage answers, else its share of its flight (``_share``)."""
         key = call.key
         assert key is not None  # fetch: a call without a key is sent alone
         # The flight's key: the request's, or its variant's once a pointer (or names) says so.
@@ -153,8 +160,10 @@ class Pipeline:
         # A background refresh is no flight to join: its callers are served what is stored.
         joining = fkey in flights and fkey not in self._refreshing
         stored = None  # what is stored: the flight's prior, to revalidate or serve if it fails
-        now = 0.0  # read only when something is stored (reuse.py)
         if not joining:
+            late = self._late(call, names, fkey) if fkey in self._streamed else None
+            if late is not None:  # a late caller of a streamed body (module rules)
+                return late
             lookup = self._lookup
             found = await (lookup.variant(fkey) if names else lookup.resolve(key, call.header))
             if isinstance(found, ViaPointer):  # through a Vary pointer: its variant's flight
@@ -162,8 +171,7 @@ class Pipeline:
             else:
                 stored = found
             joining = fkey in flights  # a slow storage read may have let a flight start
-            if stored is not None:
-                now = self._clock()
+        now = 0.0 if stored is None else self._clock()  # read only then (reuse.py)
         stale = (  # the origin's stale terms: a parse of its fields, for a stale response only
             NOT_STALE
             if stored is None or call.refresh or stored.expires_at > now
@@ -240,6 +248,20 @@ class Pipeline:
                 return result.reason or "streamed" if why == "not shared" else why
             case _:
                 assert_never(decision)
+
+    def _late(self, call: Call, names: tuple[str, ...], fkey: str) -> Answer | OwnVariant | None:
+        """A late caller's share of an ended flight whose streamed body still arrives
+        (``streaming.py``), as a follower's, if its own directives accept it; None: it goes on
+        as any call (to storage, then a flight of its own)."""
+        result = None if call.refresh else self._streaming.take(fkey)
+        if result is None:
+            return None
+        wanted = call.wanted
+        assert result.shared is not None  # Streaming keeps shared responses only
+        if wanted is not None and not wanted.accepts(result.shared, self._clock()):
+            return None
+        share = self._share(result, call, names)
+        return None if isinstance(share, str) else share
 
     def _refresh(self, flight: Flight) -> None:
         """Refresh the flight's key in the background (``refreshes.py``)."""
