@@ -59,8 +59,9 @@ class Streaming:
         entries = self.entries
 
         def gone(_: object) -> None:  # the spool is gone: so is its entry, if still its own
+            # (maybe in another thread, one that dropped the last reference: a pop, never a del)
             if entries.get(fkey) is entry:
-                del entries[fkey]
+                entries.pop(fkey, None)
 
         try:
             ref = weakref.ref(stream, gone)
