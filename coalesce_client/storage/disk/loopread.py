@@ -26,7 +26,7 @@ from typing import Any
 from diskcache.core import MODE_RAW  # type: ignore[import-untyped]
 
 from ..records import Record
-from .sealed import Decoded, entry
+from .sealed import Decoded
 
 __all__ = ["USE_THREAD", "LoopRead", "UseThread"]
 
@@ -58,7 +58,7 @@ class LoopRead:
         self._cache = cache
         self._pid = os.getpid()
         self._cursor = cache._con.cursor()  # reused: a cursor per read costs its allocation
-        self._decoded = Decoded()  # records of the rows read on the loop (sealed.py)
+        self._decoded = Decoded()  # entries made of the rows read on the loop (sealed.py)
 
     def entry(self, key: str) -> tuple[Record, float] | UseThread | None:
         """The entry stored under ``key`` as (record, absolute expiry), None if there is none
@@ -75,7 +75,7 @@ class LoopRead:
         ((tag, mode, value),) = rows
         if mode != MODE_RAW or type(value) is not bytes:
             return USE_THREAD  # a value in a file, or a row it fails on: the thread reads
-        return entry(key, value, tag, self._decoded)
+        return self._decoded.entry(key, value, tag)
 
     def close(self) -> None:
         """Release the connection; from any thread (``opening.py``)."""

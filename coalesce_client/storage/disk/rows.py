@@ -62,7 +62,6 @@ from ..records import Record
 from .bodies import BodyIO
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
 from .sealed import (
-    Decoded,
     InAFile,
     Sealed,
     StreamedFile,
@@ -78,7 +77,6 @@ __all__ = [
     "KEEP_EXPIRED",
     "MODE_STREAMED",
     "BytesDisk",
-    "Decoded",
     "LockTimeout",
     "Put",
     "Sealed",
