@@ -8,9 +8,12 @@ key, expiry and checksum checked before) and the same tag (``storage/disk/sealed
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,3 +137,34 @@ async def test_a_session_serves_disk_hits_from_the_row_it_reads_each_time(
         async with s.get(url) as r:
             assert await r.read() == BODY and r.cache_status == "miss"
     assert origin.calls["/item"] == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_of_a_fork_reads_on_a_connection_of_its_own(tmp_path: Path) -> None:
+    async def store() -> None:
+        writer = DiskStorage(tmp_path / "cache")
+        await writer.set(KEY_A, snapshot(BODY), 60)
+        await writer.close()
+
+    asyncio.run(store())
+    storage = DiskStorage(tmp_path / "cache")
+    try:
+        assert storage.get_nowait(KEY_A) is not None
+        reader = storage._io._reader
+        assert reader is not None
+        ours = reader._cursor.connection
+        with warnings.catch_warnings():  # 3.12 warns of a fork of a process that has threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its own connection, never the parent's
+            code = 1
+            try:
+                served = storage.get_nowait(KEY_A)
+                code = 0 if served is not None and reader._cursor.connection is not ours else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage.get_nowait(KEY_A) is not None and reader._cursor.connection is ours
+    finally:
+        asyncio.run(storage.close())
