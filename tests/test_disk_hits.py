@@ -1,16 +1,19 @@
 """DiskStorage's hot hit (issue 20): read without a coroutine, decoded once, checked every time.
 
 A row kept inside SQLite is read on the loop (``get_nowait``), so the coalescer serves it as it
-serves a memory hit; its record is decoded once and remembered by its checksum, but every read
-still reads the row and checks its key, expiry and checksum (``storage/disk/sealed.py``).
+serves a memory hit; its record is decoded once and remembered with the row's very bytes, but
+every read still reads the row, and serves the record only if the row holds those bytes (their
+key, expiry and checksum checked before) and the same tag (``storage/disk/sealed.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
-import zlib
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,8 +24,7 @@ from conftest import KEY_A, FakeClock, Origin, snapshot
 from coalesce_client import CoalescingSession
 from coalesce_client.storage import DiskStorage
 from coalesce_client.storage.base import ReadsNowait
-from coalesce_client.storage.codec import encode
-from coalesce_client.storage.disk.sealed import Decoded, Unreadable, entry, seal
+from coalesce_client.storage.disk.sealed import Decoded, Unreadable, seal
 
 BODY = bytes(range(256)) * 8
 
@@ -77,22 +79,22 @@ async def test_a_remembered_row_damaged_on_disk_is_still_a_miss(
     assert await disk.get(KEY_A) is None
 
 
-async def test_a_remembered_record_is_served_for_its_very_bytes_only() -> None:
-    # Two values whose records share a checksum (a collision, made here by hand): the second is
-    # decoded, never answered with the record remembered for the first.
+async def test_a_remembered_record_is_served_for_its_very_bytes_and_tag_only() -> None:
+    # Under one key, another value (even of the same length) is unsealed, checked and decoded
+    # anew; the same value under another tag or another key is checked again, and refused.
     decoded = Decoded()
     record_a, record_b = snapshot(b"a" * 100), snapshot(b"b" * 100)
     value_a = b"".join(seal(KEY_A, 1e12, record_a))
     value_b = b"".join(seal(KEY_A, 1e12, record_b))
-    got_a, _ = entry(KEY_A, value_a, 1e12, decoded)
-    assert got_a == record_a
-    crc_b = zlib.crc32(encode(record_b)[:-4])
-    decoded._records[crc_b] = decoded._records.pop(zlib.crc32(encode(record_a)[:-4]))
-    got_b, _ = entry(KEY_A, value_b, 1e12, decoded)
+    got_a, _ = decoded.entry(KEY_A, value_a, 1e12)
+    assert got_a == record_a and decoded.entry(KEY_A, value_a, 1e12)[0] is got_a
+    got_b, _ = decoded.entry(KEY_A, value_b, 1e12)
     assert got_b == record_b
-    assert entry(KEY_A, value_b, 1e12, decoded)[0] is got_b  # remembered in its turn
-    with pytest.raises(Unreadable, match="another key"):  # the key is checked first, always
-        entry("other", value_b, 1e12, decoded)
+    assert decoded.entry(KEY_A, value_b, 1e12)[0] is got_b  # remembered in its turn
+    with pytest.raises(Unreadable, match="another expiry"):  # a damaged tag, say
+        decoded.entry(KEY_A, value_b, 2e12)
+    with pytest.raises(Unreadable, match="another key"):  # a damaged index, say
+        decoded.entry("other", value_b, 1e12)
 
 
 async def test_an_expired_row_is_not_at_hand_and_get_deletes_it(tmp_path: Path) -> None:
@@ -135,3 +137,34 @@ async def test_a_session_serves_disk_hits_from_the_row_it_reads_each_time(
         async with s.get(url) as r:
             assert await r.read() == BODY and r.cache_status == "miss"
     assert origin.calls["/item"] == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_of_a_fork_reads_on_a_connection_of_its_own(tmp_path: Path) -> None:
+    async def store() -> None:
+        writer = DiskStorage(tmp_path / "cache")
+        await writer.set(KEY_A, snapshot(BODY), 60)
+        await writer.close()
+
+    asyncio.run(store())
+    storage = DiskStorage(tmp_path / "cache")
+    try:
+        assert storage.get_nowait(KEY_A) is not None
+        reader = storage._io._reader
+        assert reader is not None
+        ours = reader._cursor.connection
+        with warnings.catch_warnings():  # 3.12 warns of a fork of a process that has threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its own connection, never the parent's
+            code = 1
+            try:
+                served = storage.get_nowait(KEY_A)
+                code = 0 if served is not None and reader._cursor.connection is not ours else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage.get_nowait(KEY_A) is not None and reader._cursor.connection is ours
+    finally:
+        asyncio.run(storage.close())

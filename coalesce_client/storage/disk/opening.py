@@ -1,6 +1,6 @@
 """Opening a DiskStorage directory: checked once, at construction, with errors that name the path.
 
-Rules of this module (with ``rows.py``, the only ones that import diskcache):
+Rules of this module (with ``rows.py`` and ``loopread.py``, the only ones that import diskcache):
 
 * Whatever is wrong with a directory is a ``ValueError`` naming it (and its database), raised at
   construction: a missing or unwritable directory, a file where it should be, a database SQLite
@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import diskcache  # type: ignore[import-untyped]
 from diskcache.core import DBNAME, DEFAULT_SETTINGS, METADATA  # type: ignore[import-untyped]
 
+from .loopread import LoopRead
 from .rows import BytesDisk
 
 __all__ = ["DAMAGE", "Opening", "ReadOnlyCache", "open_caches"]
@@ -57,8 +58,8 @@ class Opening:
     read_only: bool  # a ReadOnlyCache for the worker, no cache for the loop
 
 
-def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
-    """The worker's cache and the loop's cache on one directory; ValueError naming the path.
+def open_caches(path: Path, opening: Opening) -> tuple[Any, LoopRead | None]:
+    """The worker's cache and the loop's reads on one directory; ValueError naming the path.
 
     ``read_only``: a ``ReadOnlyCache`` for the worker and no cache for the loop; nothing in the
     directory is created or changed. ``create=False``: the directory must hold a cache already.
@@ -93,7 +94,7 @@ def open_caches(path: Path, opening: Opening) -> tuple[Any, Any]:
         loop_reader = _loop_reader(path, opening.loop_timeout, settings)
     except Exception as exc:  # whatever a damaged database makes diskcache raise (module rules)
         raise _cannot_hold_a_cache(path, exc) from None
-    return writer, loop_reader
+    return writer, LoopRead(loop_reader)
 
 
 def _cache(path: Path, timeout: float, settings: dict[str, Any]) -> Any:

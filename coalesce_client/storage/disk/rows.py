@@ -1,7 +1,7 @@
 """How DiskStorage's entries are kept in diskcache: one row per key, bytes only, never pickle.
 
-Rules of this module (with ``opening.py``, which opens a directory, the only ones that import
-diskcache):
+Rules of this module (with ``opening.py``, which opens a directory, and ``loopread.py``, the
+loop's read of a row, the only ones that import diskcache):
 
 * One diskcache row per key, whatever the kind of record it keeps (a response, a Vary pointer, a
   URL index: ``records.py``). Its value is *sealed* (``sealed.py``): the key it was stored under,
@@ -62,7 +62,6 @@ from ..records import Record
 from .bodies import BodyIO
 from .files import ORPHAN_GRACE, is_value_name, remove_orphans, value_files
 from .sealed import (
-    Decoded,
     InAFile,
     Sealed,
     StreamedFile,
@@ -78,7 +77,6 @@ __all__ = [
     "KEEP_EXPIRED",
     "MODE_STREAMED",
     "BytesDisk",
-    "Decoded",
     "LockTimeout",
     "Put",
     "Sealed",

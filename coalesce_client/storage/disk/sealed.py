@@ -16,13 +16,15 @@ Rules of this module (bytes and value files only; no SQLite, no diskcache import
   the record of its response with an empty body; its body is in the file the row names.
 * A value file that cannot be opened or read (removed with its row by another process
   meanwhile) is a miss, as diskcache has it, not an unreadable row.
-* A value read on the event loop again and again (a hot entry kept inside SQLite) is decoded once
-  (issue 20: the decode was most of a disk hit): ``Decoded`` remembers the records it decoded by
-  their checksum, with the bytes they came from. Every read still reads the row and checks its
-  key, its expiry and its checksum; a remembered record is served only if the row's value is
-  the very bytes it was decoded from (a checksum alone could collide), else it is decoded anew.
-  The records are immutable, shared by the hits as ``MemoryStorage``'s are; at most
-  ``REMEMBERED`` bytes of values (each at most ``REMEMBER_MAX``), the oldest forgotten first.
+* A value read on the event loop again and again (a hot entry kept inside SQLite) is unsealed,
+  checked and decoded once (issue 20: the decode, then the checksum, was most of a disk hit):
+  ``Decoded`` remembers, by key, the entry it made of a row with the row's very value and tag.
+  Every read still reads the row; a remembered entry is served only if the row holds the very
+  bytes it was made from, their key, expiry and checksum checked then (equal bytes have equal
+  checksums: comparing them is that check, and cheaper), and the same tag; anything else is
+  unsealed, checked and decoded anew. The records are immutable, shared by the hits as
+  ``MemoryStorage``'s are; at most ``REMEMBERED`` bytes of values (each at most
+  ``REMEMBER_MAX``), the oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import struct
 from typing import Any, NamedTuple
 
 from ...spec.snapshot import Snapshot
-from ..codec import body_span, checksum, decode, decode_split, encode_parts
+from ..codec import body_span, decode, decode_split, encode_parts
 from ..records import Record
 from .bodies import Blocks, BodyIO, Damaged, FileBody
 
@@ -137,51 +139,50 @@ def streamed_entry(
     return dataclasses.replace(record, stream=body), float(expiry)
 
 
-class Decoded:
-    """The records decoded from values read on the loop, by checksum (module rules)."""
+class _Known(NamedTuple):
+    """An entry ``Decoded`` made, and the row's value and tag it made it of."""
 
-    __slots__ = ("_bytes", "_records")
+    value: bytes
+    tag: Any
+    entry: tuple[Record, float]
+
+
+class Decoded:
+    """The entries made of rows read on the loop, by key (module rules)."""
+
+    __slots__ = ("_bytes", "_known")
 
     def __init__(self) -> None:
-        self._records: dict[int, tuple[bytes, Record]] = {}  # oldest first
+        self._known: dict[str, _Known] = {}  # oldest first
         self._bytes = 0
 
-    def decode(self, value: bytes, start: int) -> Record:
-        """The record of ``value`` from ``start`` on, its checksum checked: remembered, or
-        decoded (and remembered)."""
-        view = memoryview(value)[start:]
-        crc = checksum(view)
-        known = self._records.get(crc)
-        if known is not None and known[0] == value:  # the very bytes (module rules)
-            return known[1]
-        record = decode(view)
+    def entry(self, key: str, value: bytes, tag: Any) -> tuple[Record, float]:
+        """``entry(key, value, tag)``: remembered if this row was read before as it is now."""
+        known = self._known.get(key)
+        if known is not None and known.value == value and known.tag == tag:
+            return known.entry  # the very bytes checked before (module rules)
+        found = entry(key, value, tag)
         if len(value) <= REMEMBER_MAX:
-            self._remember(crc, value, record)
-        return record
+            self._remember(key, _Known(value, tag, found))
+        return found
 
-    def _remember(self, crc: int, value: bytes, record: Record) -> None:
-        old = self._records.pop(crc, None)
+    def _remember(self, key: str, known: _Known) -> None:
+        old = self._known.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[0])
-        self._records[crc] = (value, record)
-        self._bytes += len(value)
+            self._bytes -= len(old.value)
+        self._known[key] = known
+        self._bytes += len(known.value)
         while self._bytes > REMEMBERED:
-            first = next(iter(self._records))
-            self._bytes -= len(self._records.pop(first)[0])
+            first = next(iter(self._known))
+            self._bytes -= len(self._known.pop(first).value)
 
 
-def entry(
-    key: str, value: bytes, expiry: Any, decoded: Decoded | None = None
-) -> tuple[Record, float]:
+def entry(key: str, value: bytes, expiry: Any) -> tuple[Record, float]:
     """A row's value and tag as (record, absolute expiry); ``Unreadable`` if they are not, or
-    if the record was sealed for another key or another expiry than its row's. ``decoded``
-    remembers what it decoded (module rules)."""
+    if the record was sealed for another key or another expiry than its row's."""
     start = _unsealed(key, value, expiry)
     try:
-        if decoded is None:
-            record = decode(memoryview(value)[start:])
-        else:
-            record = decoded.decode(value, start)
+        record = decode(memoryview(value)[start:])
     except Exception as exc:  # SnapshotError above all, but nothing read back may escape
         raise Unreadable(f"does not decode: {exc}") from None
     return record, float(expiry)

@@ -53,7 +53,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..base import StorageClosedError
 from ..records import Record
-from .rows import Decoded, entry, is_busy
+from .loopread import USE_THREAD, LoopRead, UseThread
+from .rows import Unreadable, is_busy
 
 __all__ = ["DELIVER_BATCH", "FILE_THREADS", "LOOP_BACKOFF", "USE_THREAD", "DiskIO", "UseThread"]
 
@@ -75,23 +76,12 @@ class _Outcome(NamedTuple):
     error: BaseException | None
 
 
-class UseThread:
-    """What a loop-side read returns when the worker thread must read: a value kept in a file, a
-    busy database, or a call from a thread that does not own the loop's connection."""
-
-    __slots__ = ()
-
-
-USE_THREAD = UseThread()
-
-
 class DiskIO:
     """The loop's connection, the worker thread and its connection, for one DiskStorage."""
 
     __slots__ = (
         "_batch",
         "_closed",
-        "_decoded",
         "_delivering",
         "_done",
         "_executor",
@@ -107,7 +97,7 @@ class DiskIO:
     )
 
     def __init__(
-        self, worker_cache: Any, reader: Any, directory: Path, lock_timeout: float
+        self, worker_cache: Any, reader: LoopRead | None, directory: Path, lock_timeout: float
     ) -> None:
         self.directory = directory  # named in errors
         self.lock_timeout = lock_timeout  # named in errors: how long a write waited for a lock
@@ -129,7 +119,6 @@ class DiskIO:
         self._done: deque[tuple[asyncio.Future[Any], _Outcome]] = deque()
         self._lock = threading.Lock()
         self._delivering = False
-        self._decoded = Decoded()  # records of the rows read on the loop (sealed.py), loop only
 
     def read_on_loop(self, key: str) -> tuple[Record, float] | UseThread | None:
         """A read on the event loop when it is cheap and bounded, or ``USE_THREAD``.
@@ -145,7 +134,9 @@ class DiskIO:
         if threading.get_ident() != self._loop_thread:
             return USE_THREAD
         try:
-            value, expiry = self._reader.get(key, read=True, tag=True)
+            return self._reader.entry(key)  # type: ignore[union-attr]  # None: never _loop_reads
+        except Unreadable:
+            raise
         except Exception as exc:
             # Busy (another process is recovering the database): the thread waits with the long
             # timeout, and the loop leaves reads to it for a while. Anything else (a damaged
@@ -154,9 +145,6 @@ class DiskIO:
                 self._loop_reads = False
                 self._loop_reads_after = time.monotonic() + LOOP_BACKOFF
             return USE_THREAD
-        if type(value) is bytes:
-            return entry(key, value, expiry, self._decoded)
-        return None if value is None else USE_THREAD  # a value in a file: read in the thread
 
     async def run(self, op: Callable[..., T], *args: Any) -> T:
         """``op(cache, *args)`` in the worker thread, after everything queued before it."""
