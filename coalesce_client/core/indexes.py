@@ -22,8 +22,14 @@ from typing import NamedTuple
 
 from ..storage.base import Clock
 from ..storage.records import Record, UrlIndex
+from .slots import slot_setters
 
 __all__ = ["IndexUpdate", "UrlIndexes"]
+
+# An index is built on every miss of a new URL: by its slots (slots.py; 8,000 instructions, 4,000).
+_keys, _url, _stored_at, _expires_at = slot_setters(
+    UrlIndex, ("keys", "url", "stored_at", "expires_at")
+)
 
 
 class IndexUpdate(NamedTuple):
@@ -60,8 +66,9 @@ class UrlIndexes:
             known = dict.fromkeys(listed + mine)
             kept = tuple(k for k in known if k not in keys) + keys
         excess = len(kept) - self.max_keys
-        dropped = kept[:excess] if excess > 0 else ()
-        kept = kept[len(dropped) :]
+        dropped: tuple[str, ...] = ()
+        if excess > 0:
+            dropped, kept = kept[:excess], kept[excess:]
         copies[url_key] = kept
         while len(copies) > self.max_urls:
             del copies[next(iter(copies))]
@@ -71,7 +78,12 @@ class UrlIndexes:
                 return IndexUpdate(dropped, None, 0.0)  # listed already, long enough
             expires_at = max(expires_at, current.expires_at)
         now = self._clock()
-        return IndexUpdate(dropped, UrlIndex(kept, url, now, expires_at), expires_at - now)
+        index = object.__new__(UrlIndex)  # UrlIndex(kept, url, now, expires_at), faster
+        _keys(index, kept)
+        _url(index, url)
+        _stored_at(index, now)
+        _expires_at(index, expires_at)
+        return IndexUpdate(dropped, index, expires_at - now)
 
     def pop(self, url_key: str) -> tuple[str, ...]:
         """Forget the index of ``url_key`` (invalidated); the keys it listed."""

@@ -116,6 +116,8 @@ def parse_response_cache_control(values: str | Iterable[str] | None) -> Response
     >>> parse_response_cache_control("max-age=+60").max_age
     0
     """
+    if values is None:
+        return _NO_RESPONSE_DIRECTIVES  # the common case: no Cache-Control field
     d = _directives(values)
     if not d:
         return _NO_RESPONSE_DIRECTIVES

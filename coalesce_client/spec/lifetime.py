@@ -118,6 +118,7 @@ NOT_STORED = Lifetime(0.0, 0.0)
 UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}
 _PARTS = frozenset({206, 304})  # RFC 9111 §3: never stored as a complete response
 _NO_DIRECTIVES = ResponseDirectives()
+_NO_WINDOWS = StaleWindows(0.0, 0.0)
 # The fields the lifetime reads (with the targeted ones in a shared cache), gathered in one pass
 # over the headers (``cache_control.field_values``): a response has a dozen or two.
 _FIELDS = DIRECTIVE_FIELDS | {"date", "age", "last-modified", "etag"}
@@ -150,7 +151,7 @@ def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | N
     effective = directives_of(values, targeted, shared=shared)
     cc = effective.directives
     read = rules.reads_origin
-    if read and _no_store(cc, status):
+    if read and cc.no_store and _no_store(cc, status):
         return NotStored("no-store")  # 2
     if read and shared and cc.private:
         return NotStored("private")  # 3
@@ -305,8 +306,10 @@ def _kept(cc: ResponseDirectives, validated: bool, shared: bool, rules: Freshnes
 
 def _windows(cc: ResponseDirectives, shared: bool, rules: FreshnessRules) -> StaleWindows:
     if _forbids_stale(cc, shared):
-        return StaleWindows(0.0, 0.0)
+        return _NO_WINDOWS
     swr, sie = cc.stale_while_revalidate, cc.stale_if_error
+    if swr is None and sie is None:
+        return rules.stale  # the policy's, as built (no new record)
     return StaleWindows(
         rules.stale.while_revalidate if swr is None else float(swr),
         rules.stale.if_error if sie is None else float(sie),

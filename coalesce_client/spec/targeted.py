@@ -94,6 +94,9 @@ class EffectiveDirectives(NamedTuple):
     expires: str | None
 
 
+_NONE = EffectiveDirectives(parse_response_cache_control(None), None)
+
+
 def effective_directives(
     headers: Sequence[tuple[str, str]], targeted: Sequence[str], *, shared: bool
 ) -> EffectiveDirectives:
@@ -132,5 +135,7 @@ def directives_of(
             targeted_directives = parse_targeted_cache_control(values.get(name))
             if targeted_directives is not None:
                 return EffectiveDirectives(targeted_directives, None)
-    directives = parse_response_cache_control(values.get("cache-control"))
-    return EffectiveDirectives(directives, values.get("expires"))
+    cache_control, expires = values.get("cache-control"), values.get("expires")
+    if cache_control is None and expires is None:
+        return _NONE  # the common case, without a new record
+    return EffectiveDirectives(parse_response_cache_control(cache_control), expires)

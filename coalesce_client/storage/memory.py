@@ -182,7 +182,8 @@ class MemoryStorage(StorageBase):
 
     def set_nowait(self, key: str, value: Record, ttl: float) -> None:
         """``set`` without a coroutine: the coalescer's write of a miss (see storage/base.py)."""
-        self._check_open()
+        if self._closed:  # a miss's path: the check costs one attribute read
+            self._check_open()
         if key in self._entries:
             self._drop(key)
         size = entry_cost(key, value)
