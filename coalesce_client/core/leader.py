@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import fields, replace
-from operator import attrgetter
+from dataclasses import replace
 
 from ..spec.decisions import assert_never
 from ..spec.decisions.failure import ERROR_STATUSES, FailureStands, StaleIfError, on_failure
@@ -57,6 +56,7 @@ from .counters import Counters
 from .keys import variant_key
 from .passes import Passes
 from .records import Call, Fetched, Flight, FlightResult, Setup
+from .slots import slot_setters
 from .streaming import Streaming
 from .writer import Writer
 
@@ -234,16 +234,15 @@ class Leader:
         # The face's times around the real request (its clock): the age on arrival. A response
         # without them (a face's test double) is taken as received now.
         received = snap.response_time or setup.clock()
-        facts = ResponseFacts(
-            snap.status,
-            snap.headers,
-            request_time=snap.request_time or received,
-            response_time=received,
-            session_ttl=setup.ttl,
-            call_ttl=call.ttl,
-            url=call.url,
-            shared_cache=setup.shared_cache,
-        )
+        facts = _new(ResponseFacts)  # ResponseFacts(...), faster (below)
+        _f_status(facts, snap.status)
+        _f_headers(facts, snap.headers)
+        _f_sent(facts, snap.request_time or received)
+        _f_received(facts, received)
+        _f_session_ttl(facts, setup.ttl)
+        _f_call_ttl(facts, call.ttl)
+        _f_url(facts, call.url)
+        _f_shared(facts, setup.shared_cache)
         return setup.policy.lifetime_of(facts)
 
     def _windows(self, snap: Snapshot) -> StaleWindows:
@@ -262,16 +261,72 @@ def _storable(own: Snapshot, storable_headers: Callable[[Headers], Headers]) -> 
     return replace(own, headers=headers, history=history)
 
 
-# A stored response's copy with its storage times (``replace()`` without its per-field loop:
-# about 40% of its cost; issue 20). Read from the record's fields, so it follows their changes.
-_FIELDS = tuple(f.name for f in fields(Snapshot) if f.init)
-_VALUES = attrgetter(*_FIELDS)
-_STORED_AT, _EXPIRES_AT = _FIELDS.index("stored_at"), _FIELDS.index("expires_at")
+# The records built on every miss, by their slots (``slots.py``: issue 20, 25,300 instructions a
+# Snapshot copy, now 11,600; a ResponseFacts 17,100, now 7,600).
+_SNAPSHOT_SLOTS = (
+    "status",
+    "reason",
+    "headers",
+    "url",
+    "method",
+    "body",
+    "stored_at",
+    "expires_at",
+    "history",
+    "request_time",
+    "response_time",
+    "stream",
+    "_initial_age",
+    "replay_form",
+)
+_FACTS_SLOTS = (
+    "status",
+    "headers",
+    "request_time",
+    "response_time",
+    "session_ttl",
+    "call_ttl",
+    "url",
+    "shared_cache",
+)
+(
+    _status,
+    _reason,
+    _headers,
+    _url,
+    _method,
+    _body,
+    _stored_at,
+    _expires_at,
+    _history,
+    _request_time,
+    _response_time,
+    _stream,
+    _initial_age,
+    _replay_form,
+) = slot_setters(Snapshot, _SNAPSHOT_SLOTS)
+_f_status, _f_headers, _f_sent, _f_received, _f_session_ttl, _f_call_ttl, _f_url, _f_shared = (
+    slot_setters(ResponseFacts, _FACTS_SLOTS)
+)
+_new = object.__new__
 
 
 def _stamped(snap: Snapshot, stored_at: float, expires_at: float) -> Snapshot:
-    """``replace(snap, stored_at=stored_at, expires_at=expires_at)``, faster."""
-    values = list(_VALUES(snap))
-    values[_STORED_AT] = stored_at
-    values[_EXPIRES_AT] = expires_at
-    return Snapshot(*values)
+    """``replace(snap, stored_at=stored_at, expires_at=expires_at)``, faster: its memos
+    (``_initial_age``, ``replay_form``) start afresh, as ``replace()`` starts them."""
+    new = _new(Snapshot)
+    _status(new, snap.status)
+    _reason(new, snap.reason)
+    _headers(new, snap.headers)
+    _url(new, snap.url)
+    _method(new, snap.method)
+    _body(new, snap.body)
+    _stored_at(new, stored_at)
+    _expires_at(new, expires_at)
+    _history(new, snap.history)
+    _request_time(new, snap.request_time)
+    _response_time(new, snap.response_time)
+    _stream(new, snap.stream)
+    _initial_age(new, None)
+    _replay_form(new, None)
+    return new

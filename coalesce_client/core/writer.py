@@ -34,13 +34,12 @@ records, ``storage/records.py``, and no concrete storage):
   lists every variant this process stored, at most ``max_variants``, the oldest dropped first.
   Processes sharing one storage may each lose the other's latest variant from the list (it
   stays readable through the names; it just is not dropped by an invalidation).
+* A storage that writes without waiting (``WritesNowait``: ``MemoryStorage``) is written at
+  once, in the flight, when no write runs in the background (which it could overtake): no task,
+  nothing pending (issue 20: a task per miss). Its failures count as any other.
 * URL indexes (``UrlIndex``) are updated after the write they index, one at a time in the
-  process (a lock), newest last, at most ``MAX_KEYS``: the key that falls out is
-  deleted from storage, so whatever is stored can be invalidated. An index that lists the keys
-  already, in that order, and lasts long enough is not written again (issue 20: a response
-  stored again paid a second write for nothing). The process also keeps its own
-  copy of the indexes it wrote (at most ``MAX_URLS`` URLs), so that a storage that evicted an
-  index record (an LRU under pressure) still has this process's entries of that URL dropped.
+  process (a lock), newest last, at most ``MAX_KEYS``; the process keeps a copy of the indexes
+  it wrote (at most ``MAX_URLS`` URLs): ``indexes.py`` decides what to delete and write.
   Processes sharing one storage may each lose the other's latest key from an index (a
   read-modify-write); the entry then stays until it expires.
 * An invalidation first waits for the writes already in progress (only those), so that a
@@ -54,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Literal, TypeAlias, cast
 
@@ -69,8 +68,10 @@ from ..storage.base import (
     StorageUnavailableError,
     StoresStreams,
     StreamTooLargeError,
+    WritesNowait,
 )
 from ..storage.records import UrlIndex, VaryPointer
+from .indexes import UrlIndexes
 
 __all__ = ["Writer"]
 
@@ -94,6 +95,7 @@ class Writer:
         "_index_lock",
         "_indexes",
         "_logged",
+        "_now",
         "_pending_bytes",
         "_pointers",
         "_room",
@@ -122,6 +124,12 @@ class Writer:
         self.stores = not (isinstance(storage, OpensReadOnly) and storage.read_only)
         # The largest streamed body (Snapshot.stream) the storage takes; 0: it takes none.
         self.stream_limit = storage.stream_limit if isinstance(storage, StoresStreams) else 0
+        # The storage when it writes without waiting (module rules), else None.
+        self._now = (
+            storage
+            if isinstance(storage, WritesNowait) and storage.writes_nowait and self.stores
+            else None
+        )
         self.max_variants = max_variants
         self._clock = clock
         # Records whose write has not finished (key -> record), and the tasks writing them.
@@ -132,9 +140,8 @@ class Writer:
         self._room: deque[asyncio.Future[None]] = deque()  # callers waiting for it to shrink
         self._pointers = asyncio.Lock()  # one Vary pointer update at a time (module rules)
         self._index_lock = asyncio.Lock()  # one URL index update at a time (module rules)
-        # This process's copy of the URL indexes it wrote: url key -> storage keys, oldest first;
-        # the dict's end is the URL stored most recently. Written by _index and delete_url only.
-        self._indexes: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # This process's copy of the URL indexes it wrote (indexes.py), read under _index_lock.
+        self._indexes = UrlIndexes(clock, MAX_KEYS, MAX_URLS)
         self.stored = 0  # writes that succeeded
         self._logged: set[tuple[str, type[BaseException]]] = set()
         # "storage error" from the last failure until a write succeeds: the reason a leader gives
@@ -179,6 +186,10 @@ class Writer:
         ``key``), listed in the index of ``url_key`` when given, in the background; wait only
         while the running writes hold more than ``MAX_PENDING`` bytes (module rules)."""
         if not self.stores or (shared.stream is not None and not self.stream_limit):
+            return
+        now, busy = self._now, self._background or self._index_lock.locked()
+        if now is not None and vkey is None and not busy:  # nothing to overtake (module rules)
+            self._store_now(now, key, shared, ttl, url_key)
             return
         if vkey is None:
             self.pending[key] = shared
@@ -248,8 +259,7 @@ class Writer:
         except Exception as exc:
             self.failed("set", exc)
         else:
-            self.stored += 1
-            self.failure = None
+            self._succeeded()
             if url_key is not None:
                 try:
                     keys = (key,) if vkey is None else (key, vkey)
@@ -289,32 +299,43 @@ class Writer:
     async def _index(
         self, url_key: str, keys: tuple[str, ...], shared: Snapshot, until: float
     ) -> None:
-        """Add ``keys`` to the index of ``url_key``, newest last; the oldest past the bound go,
-        from the index and from storage (module rules)."""
+        """Add ``keys`` to the index of ``url_key`` (module rules, ``indexes.py``)."""
         async with self._index_lock:
             current = await self.storage.get(url_key)
-            mine = self._indexes.pop(url_key, ())
-            listed = current.keys if isinstance(current, UrlIndex) else ()
-            # The storage's record first (other processes' keys), then what only we remember.
-            known = tuple(dict.fromkeys(listed + mine))
-            kept = tuple(k for k in known if k not in keys) + keys
-            excess = len(kept) - MAX_KEYS
-            if excess > 0:
-                for old in kept[:excess]:
-                    self.pending.pop(old, None)
-                    await self._drop(old)
-                kept = kept[excess:]
-            self._indexes[url_key] = kept
-            while len(self._indexes) > MAX_URLS:
-                del self._indexes[next(iter(self._indexes))]
-            expires_at = until  # as long as the entries it lists are stored
-            if isinstance(current, UrlIndex) and listed:
-                if kept == listed and until <= current.expires_at:
-                    return  # the index lists these keys already, newest last, long enough
-                expires_at = max(expires_at, current.expires_at)
-            now = self._clock()
-            index = UrlIndex(kept, shared.url, now, expires_at)
-            await self.storage.set(url_key, index, expires_at - now)
+            update = self._indexes.add(url_key, keys, current, shared.url, until)
+            for old in update.dropped:
+                self.pending.pop(old, None)
+                await self._drop(old)
+            if update.record is not None:
+                await self.storage.set(url_key, update.record, update.ttl)
+
+    def _store_now(
+        self, now: WritesNowait, key: str, shared: Snapshot, ttl: float, url_key: str | None
+    ) -> None:
+        """``_store`` of a response without Vary to a storage that writes without waiting
+        (module rules), its index with it: the same steps, none of them awaited."""
+        try:
+            now.set_nowait(key, shared, ttl)
+        except Exception as exc:
+            self.failed("set", exc)
+            return
+        self._succeeded()
+        if url_key is None:
+            return
+        try:
+            current = now.get_nowait(url_key)
+            update = self._indexes.add(url_key, (key,), current, shared.url, shared.stored_at + ttl)
+            for old in update.dropped:
+                self.pending.pop(old, None)
+                now.delete_nowait(old)
+            if update.record is not None:
+                now.set_nowait(url_key, update.record, update.ttl)
+        except Exception as exc:
+            self.failed("index", exc)
+
+    def _succeeded(self) -> None:
+        self.stored += 1
+        self.failure = None
 
     async def delete_url(self, url_key: str) -> list[str]:
         """Drop every entry the index of ``url_key`` lists (Vary variants included) and the index
@@ -331,7 +352,7 @@ class Writer:
             except Exception as exc:
                 self.failed("get", exc)
                 current = None
-            mine = self._indexes.pop(url_key, ())
+            mine = self._indexes.pop(url_key)
             listed = current.keys if isinstance(current, UrlIndex) else ()
             for key in dict.fromkeys(listed + mine):
                 dropped.append(key)

@@ -60,11 +60,11 @@ revalidated) and its stale windows (below, with the origin's directives only whe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from .cache_control import ResponseDirectives, field_value
+from .cache_control import ResponseDirectives, field_values
 from .dates import parse_http_date
 from .freshness import (
     HEURISTICALLY_CACHEABLE,
@@ -77,7 +77,13 @@ from .freshness import (
     freshness_lifetime,
     heuristic_lifetime,
 )
-from .targeted import effective_directives
+from .targeted import (
+    DIRECTIVE_FIELDS,
+    EffectiveDirectives,
+    directive_fields,
+    directives_of,
+    effective_directives,
+)
 
 __all__ = [
     "NOT_STORED",
@@ -112,6 +118,10 @@ NOT_STORED = Lifetime(0.0, 0.0)
 UNDERSTOOD = HEURISTICALLY_CACHEABLE - {206}
 _PARTS = frozenset({206, 304})  # RFC 9111 §3: never stored as a complete response
 _NO_DIRECTIVES = ResponseDirectives()
+_NO_WINDOWS = StaleWindows(0.0, 0.0)
+# The fields the lifetime reads (with the targeted ones in a shared cache), gathered in one pass
+# over the headers (``cache_control.field_values``): a response has a dozen or two.
+_FIELDS = DIRECTIVE_FIELDS | {"date", "age", "last-modified", "etag"}
 
 
 class _Fresh(NamedTuple):
@@ -136,9 +146,12 @@ def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | N
     status, headers, shared = facts.status, facts.headers, facts.shared_cache
     if rules.status_ttl.get(status, 1.0) <= 0:
         return NotStored("ttl 0")  # 1: status_ttl={status: 0}, whatever the call asks
-    cc, expires = effective_directives(headers, rules.targeted_cache_control, shared=shared)
+    targeted = rules.targeted_cache_control
+    values = field_values(headers, directive_fields(_FIELDS, targeted, shared=shared))
+    effective = directives_of(values, targeted, shared=shared)
+    cc = effective.directives
     read = rules.reads_origin
-    if read and _no_store(cc, status):
+    if read and cc.no_store and _no_store(cc, status):
         return NotStored("no-store")  # 2
     if read and shared and cc.private:
         return NotStored("private")  # 3
@@ -148,14 +161,14 @@ def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | N
         return NotStored("status not cacheable")  # 4, 6
     if not http and configured <= 0:
         return NotStored("ttl 0")  # 5
-    validated = any(k.lower() in ("etag", "last-modified") for k, _ in headers)
+    validated = "etag" in values or "last-modified" in values
     kept = _kept(cc if read else _NO_DIRECTIVES, validated, shared, rules)
     if read and cc.no_cache:
         # 7: stored, but never reused without the origin's word (§5.2.2.4): a conditional
         # request when it has a validator; without one there is nothing to keep it for.
         fresh: _Fresh | NotStored = _Fresh(0.0)
     else:
-        fresh = _fresh(facts, cc, expires, configured, rules)  # 8 to 13
+        fresh = _fresh(facts, values, effective, configured, rules)  # 8 to 13
     if isinstance(fresh, NotStored):
         return fresh
     if fresh.seconds <= 0 and (not validated or kept <= 0):
@@ -171,36 +184,39 @@ def lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime:
 
 def _fresh(
     facts: ResponseFacts,
-    cc: ResponseDirectives,
-    expires: str | None,
+    values: Mapping[str, str],
+    effective: EffectiveDirectives,
     configured: float,
     rules: FreshnessRules,
 ) -> _Fresh | NotStored:
-    """Rows 8 to 13: how long a response that may be stored stays fresh from its arrival."""
-    headers, received = facts.headers, facts.response_time
-    date = parse_http_date(field_value(headers, "date") or "", now=received)
+    """Rows 8 to 13: how long a response that may be stored stays fresh from its arrival.
+    ``values``: its fields (``_FIELDS``) by lower-case name."""
+    cc, expires = effective
+    shared, received = facts.shared_cache, facts.response_time
+    ttl = rules.freshness == "ttl"
+    if ttl and not (rules.respect_cache_control and _explicit(cc, expires, shared)):
+        return _Fresh(float(configured))  # 9 (more than 0: row 5), without reading a date
+    date = parse_http_date(values.get("date", ""), now=received)
     explicit = freshness_lifetime(
-        cc, expires=expires, date=date, response_time=received, shared=facts.shared_cache
+        cc, expires=expires, date=date, response_time=received, shared=shared
     )
     age = current_age(
-        field_value(headers, "age"),
+        values.get("age"),
         date,
         request_time=facts.request_time,
         response_time=received,
         now=received,
     )
-    if rules.freshness == "ttl":
-        if rules.respect_cache_control and explicit is not None:
-            # 8: the origin's remaining freshness caps the configured lifetime: an Expires in
-            # the past, or an Age at or above max-age, means stale on arrival.
-            return _Fresh(max(0.0, min(float(configured), explicit - age)))
-        return _Fresh(float(configured))  # 9: more than 0 (row 5)
+    if ttl and explicit is not None:
+        # 8: the origin's remaining freshness caps the configured lifetime: an Expires in
+        # the past, or an Age at or above max-age, means stale on arrival.
+        return _Fresh(max(0.0, min(float(configured), explicit - age)))
     if explicit is not None:
         return _Fresh(max(0.0, explicit - age))  # 10
     # Heuristics for the statuses that allow them, or any status marked public (§4.2.2).
     if facts.status not in HEURISTICALLY_CACHEABLE and not cc.public:
         return NotStored("status not cacheable")  # 11
-    last_modified = parse_http_date(field_value(headers, "last-modified") or "", now=received)
+    last_modified = parse_http_date(values.get("last-modified", ""), now=received)
     heuristic = heuristic_lifetime(
         facts.status,
         date=received if date is None else date,
@@ -290,12 +306,19 @@ def _kept(cc: ResponseDirectives, validated: bool, shared: bool, rules: Freshnes
 
 def _windows(cc: ResponseDirectives, shared: bool, rules: FreshnessRules) -> StaleWindows:
     if _forbids_stale(cc, shared):
-        return StaleWindows(0.0, 0.0)
+        return _NO_WINDOWS
     swr, sie = cc.stale_while_revalidate, cc.stale_if_error
+    if swr is None and sie is None:
+        return rules.stale  # the policy's, as built (no new record)
     return StaleWindows(
         rules.stale.while_revalidate if swr is None else float(swr),
         rules.stale.if_error if sie is None else float(sie),
     )
+
+
+def _explicit(cc: ResponseDirectives, expires: str | None, shared: bool) -> bool:
+    """Does the origin give an explicit lifetime (``freshness_lifetime`` is not None)?"""
+    return expires is not None or cc.max_age is not None or (shared and cc.s_maxage is not None)
 
 
 def _forbids_stale(cc: ResponseDirectives, shared: bool) -> bool:

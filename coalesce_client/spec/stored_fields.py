@@ -67,17 +67,21 @@ def storable_headers(
     (('ETag', '"a"'),)
     """
     exact, prefixes = dropped.exact, dropped.prefixes
-    headers = tuple(headers)  # read twice below
-    connection = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    out = []
-    for name, value in headers:
-        low = name.lower()
-        if low in exact or low in connection or low.startswith(prefixes):
+    headers = tuple(headers)
+    kept = []
+    listed = False  # a Connection field seen ("connection" is hop-by-hop: in ``exact``)
+    for pair in headers:
+        low = pair[0].lower()
+        if low in exact or low.startswith(prefixes):
+            listed = listed or low == "connection"
             continue
-        out.append((name, value))
-    return tuple(out)
+        kept.append(pair)
+    if listed:  # the fields a Connection field lists go too (rare: the headers read again)
+        names = {
+            token.strip().lower()
+            for name, value in headers
+            if name.lower() == "connection"
+            for token in value.split(",")
+        }
+        kept = [pair for pair in kept if pair[0].lower() not in names]
+    return headers if len(kept) == len(headers) else tuple(kept)  # nothing dropped: no copy

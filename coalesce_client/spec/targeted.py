@@ -14,17 +14,27 @@ Rules of this module (pure functions, standard library only):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from .cache_control import (
     ResponseDirectives,
-    field_value,
+    field_values,
     members,
     parse_response_cache_control,
 )
 
-__all__ = ["EffectiveDirectives", "effective_directives", "parse_targeted_cache_control"]
+__all__ = [
+    "DIRECTIVE_FIELDS",
+    "EffectiveDirectives",
+    "directive_fields",
+    "directives_of",
+    "effective_directives",
+    "parse_targeted_cache_control",
+]
+
+DIRECTIVE_FIELDS = frozenset({"cache-control", "expires"})
+"""The fields ``directives_of`` reads, besides the targeted ones."""
 
 # RFC 9213 §2.1: a targeted field is a Structured Fields Dictionary (RFC 8941 §3.2): lower-case
 # keys, and bare items: integers, decimals, strings, tokens, byte sequences, booleans.
@@ -84,6 +94,9 @@ class EffectiveDirectives(NamedTuple):
     expires: str | None
 
 
+_NONE = EffectiveDirectives(parse_response_cache_control(None), None)
+
+
 def effective_directives(
     headers: Sequence[tuple[str, str]], targeted: Sequence[str], *, shared: bool
 ) -> EffectiveDirectives:
@@ -97,10 +110,32 @@ def effective_directives(
     >>> effective_directives(h, ("cdn-cache-control",), shared=False).directives.max_age
     5
     """
+    return directives_of(
+        field_values(headers, directive_fields(DIRECTIVE_FIELDS, targeted, shared=shared)),
+        targeted,
+        shared=shared,
+    )
+
+
+def directive_fields(
+    names: frozenset[str], targeted: Sequence[str], *, shared: bool
+) -> frozenset[str]:
+    """``names`` and the targeted fields a ``shared`` cache reads: the fields to gather for
+    ``directives_of`` (and for the caller's other rules, ``names``)."""
+    return names.union(targeted) if shared and targeted else names
+
+
+def directives_of(
+    values: Mapping[str, str], targeted: Sequence[str], *, shared: bool
+) -> EffectiveDirectives:
+    """``effective_directives`` of a response's fields gathered once (``field_values`` of
+    ``directive_fields``): lower-case names to values."""
     if shared:
         for name in targeted:
-            targeted_directives = parse_targeted_cache_control(field_value(headers, name))
+            targeted_directives = parse_targeted_cache_control(values.get(name))
             if targeted_directives is not None:
                 return EffectiveDirectives(targeted_directives, None)
-    directives = parse_response_cache_control(field_value(headers, "cache-control"))
-    return EffectiveDirectives(directives, field_value(headers, "expires"))
+    cache_control, expires = values.get("cache-control"), values.get("expires")
+    if cache_control is None and expires is None:
+        return _NONE  # the common case, without a new record
+    return EffectiveDirectives(parse_response_cache_control(cache_control), expires)

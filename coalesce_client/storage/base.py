@@ -13,6 +13,10 @@ fast path off):
 * ``ReadsNowait``: ``get_nowait(key)``, the same answer as ``get`` when the backend has one at hand,
   without waiting (None when it would have to wait or has none). The coalescer then serves hits
   without a trip through coroutines; None always falls back to ``get``.
+* ``WritesNowait``: ``set_nowait`` and ``delete_nowait``, ``set`` and ``delete`` done at once,
+  without waiting (a storage in this process's memory), when ``writes_nowait`` is True (False:
+  ``set``, ``delete`` or ``get`` do more, in a subclass, and must be called). The coalescer then
+  writes a response and its URL index in the flight that got it, without a task (issue 20).
 * ``ReadsExpiry``: ``get_with_expiry(key)``, the entry and its absolute expiry on the storage's
   clock; ``TieredStorage`` refills its front with what is left of it.
 * ``Lists``: ``entries()``, the stored responses with their keys (never a Vary pointer or a URL
@@ -60,6 +64,7 @@ __all__ = [
     "StorageUnavailableError",
     "StoresStreams",
     "StreamTooLargeError",
+    "WritesNowait",
     "wall_clock",
 ]
 
@@ -116,6 +121,25 @@ class ReadsNowait(Protocol):
 
     def get_nowait(self, key: str) -> Record | None:
         """The entry for ``key`` if at hand now; None when absent, expired, or it would wait."""
+        ...
+
+
+@runtime_checkable
+class WritesNowait(ReadsNowait, Protocol):
+    """A storage that reads, writes and deletes without waiting (see the module rules)."""
+
+    @property
+    def writes_nowait(self) -> bool:
+        """Are ``set_nowait``, ``delete_nowait`` and ``get_nowait`` all that ``set``,
+        ``delete`` and ``get`` do?"""
+        ...
+
+    def set_nowait(self, key: str, value: Record, ttl: float) -> None:
+        """``set``, done before it returns."""
+        ...
+
+    def delete_nowait(self, key: str) -> None:
+        """``delete``, done before it returns."""
         ...
 
 

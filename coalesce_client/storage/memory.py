@@ -178,7 +178,12 @@ class MemoryStorage(StorageBase):
         return entry[0]
 
     async def set(self, key: str, value: Record, ttl: float) -> None:
-        self._check_open()
+        self.set_nowait(key, value, ttl)
+
+    def set_nowait(self, key: str, value: Record, ttl: float) -> None:
+        """``set`` without a coroutine: the coalescer's write of a miss (see storage/base.py)."""
+        if self._closed:  # a miss's path: the check costs one attribute read
+            self._check_open()
         if key in self._entries:
             self._drop(key)
         size = entry_cost(key, value)
@@ -191,6 +196,10 @@ class MemoryStorage(StorageBase):
             self._drop(oldest)
 
     async def delete(self, key: str) -> None:
+        self.delete_nowait(key)
+
+    def delete_nowait(self, key: str) -> None:
+        """``delete`` without a coroutine (see storage/base.py)."""
         self._check_open()
         if key in self._entries:
             self._drop(key)
@@ -211,6 +220,14 @@ class MemoryStorage(StorageBase):
         pointer or a URL index. What is stored meanwhile is not listed; nothing is refreshed."""
         self._check_open()
         return _responses(list(self._entries.items()))
+
+    @property
+    def writes_nowait(self) -> bool:
+        """True unless a subclass changed ``set``, ``delete`` or ``get`` (storage/base.py): the
+        coalescer then calls them, and they may wait or fail as they please."""
+        cls = type(self)
+        own = MemoryStorage
+        return cls.set is own.set and cls.delete is own.delete and cls.get is own.get
 
     def __len__(self) -> int:
         return len(self._entries)
