@@ -74,7 +74,6 @@ class CachedResponse:
         self,
         snapshot: Snapshot,
         cache_status: CacheStatus,
-        *,
         request_url: URL | None = None,
         request_headers: CIMultiDict[str] | None = None,
         now: float = 0.0,
