@@ -161,7 +161,7 @@ class CallPath(Fronted):
         if key is not None and not refresh:
             snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                hit = CachedResponse(snap, "hit", ident.url, None, self._core.clock())
+                hit = CachedResponse(snap, "hit", ident.url, None, self._core.peeked_at)
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
