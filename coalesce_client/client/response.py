@@ -393,5 +393,6 @@ class CallContext(Coroutine[Any, Any, CachedResponse]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._resp is not None:
-            self._resp.release()
+        resp = self._resp
+        if resp is not None and resp.snapshot.stream is not None:  # release(), inlined: a hit's
+            resp._let_go()  # body in memory has nothing to give back
