@@ -6,6 +6,7 @@ machine's load, so that two revisions can be compared in one run and a budget ca
     python benchmarks/instructions.py --budget           # exit 1 past benchmarks/budget.json
     python benchmarks/instructions.py --only "middleware hit"
     python benchmarks/instructions.py --only miss --reference   # and plain aiohttp's calls
+    python benchmarks/instructions.py --only "client hit" --reference   # and the hit's floor
 
 What is counted (each in a fresh interpreter under ``valgrind --tool=callgrind``, PYTHONHASHSEED=0):
 
@@ -213,6 +214,52 @@ PLAIN_MISS = (
     .replace("assert s.stats.misses == n + 20 and s.stats.stored == n + 20, s.stats", "pass")
 )
 
+# The client hit's floor (``--reference``): the same loop over a dict of prebuilt responses, as
+# ``bench_client.py``'s floor: a lookup, an ``async with``, an awaited ``read``, nothing else.
+HIT_FLOOR = """
+import asyncio, sys
+
+class Prebuilt:
+    __slots__ = ("body",)
+    def __init__(self, body):
+        self.body = body
+    async def __aenter__(self):
+        return self
+    async def __aexit__(self, *exc):
+        return None
+    async def read(self):
+        return self.body
+
+class FloorCall:
+    __slots__ = ("_coro", "_resp")
+    def __init__(self, coro):
+        self._coro = coro
+    def __await__(self):
+        return self._coro.__await__()
+    async def __aenter__(self):
+        self._resp = await self._coro
+        return await self._resp.__aenter__()
+    async def __aexit__(self, *exc):
+        await self._resp.__aexit__(*exc)
+
+class FloorSession:
+    def __init__(self, responses):
+        self._responses = responses
+    async def _lookup(self, url):
+        return self._responses[url]
+    def get(self, url):
+        return FloorCall(self._lookup(url))
+
+async def main(n):
+    url = "http://127.0.0.1:8080/item"
+    s = FloorSession({url: Prebuilt(b"x" * 2048)})
+    for _ in range(n):
+        async with s.get(url) as r:
+            await r.read()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
 PROGRAMS = {
     "client hit": CLIENT,
     "middleware hit": SERVER,
@@ -281,7 +328,9 @@ def main() -> None:
     parser.add_argument("--budget", action="store_true", help=f"exit 1 past {BUDGET.name}")
     parser.add_argument("--only", choices=sorted(PROGRAMS), help="measure this path only")
     parser.add_argument(
-        "--reference", action="store_true", help="and the miss's calls through plain aiohttp"
+        "--reference",
+        action="store_true",
+        help="and the references: plain aiohttp's miss, the hit's floor",
     )
     args = parser.parse_args()
     here = HERE.parent
@@ -310,8 +359,12 @@ def main() -> None:
                 line += "   OVER"
         print(line, flush=True)
     if args.reference:
-        plain = per_hit(PLAIN_MISS, here)
-        print(f"  {'miss, plain aiohttp (reference)':<16} {plain:>10,.0f}", flush=True)
+        if args.only in (None, "miss"):
+            plain = per_hit(PLAIN_MISS, here)
+            print(f"  {'miss, plain aiohttp (reference)':<16} {plain:>10,.0f}", flush=True)
+        if args.only in (None, "client hit"):
+            floor = per_hit(HIT_FLOOR, here)
+            print(f"  {'client hit floor (reference)':<16} {floor:>10,.0f}", flush=True)
     if over:
         raise SystemExit(f"over budget: {'; '.join(over)} (raise {BUDGET.name} only with a reason)")
 

@@ -66,9 +66,12 @@ class CallPath(Fronted):
 
     # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.
     __slots__ = (
+        "_authless",
         "_checks",
         "_closed",
         "_core",
+        "_default_headers",
+        "_jar",
         "_keys",
         "_memo",
         "_session",
@@ -84,26 +87,44 @@ class CallPath(Fronted):
     _memo: KeyMemo[Identity]  # request parts of plain calls -> their identity
     _session: aiohttp.ClientSession | None  # built on first use when we own it
     _session_kwargs: dict[str, Any]
+    # What a plain call's identity depends on, read once from the session (``_bind``): a
+    # ClientSession's auth, cookie jar and default headers are fixed objects (the jar's
+    # cookies and the headers' contents change: read on every call).
+    _authless: bool
+    _jar: aiohttp.abc.AbstractCookieJar
+    _default_headers: Any  # the session's CIMultiDict, for getversion()
+
+    def _bind(self, session: aiohttp.ClientSession) -> None:
+        """Use ``session`` (the given one, or ours built on first use)."""
+        self._session = session
+        self._checks = session.raise_for_status
+        self._authless = session.auth is None
+        self._jar = session.cookie_jar
+        self._default_headers = session.headers
 
     def _client(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("CoalescingSession is closed")
         if self._session is None:
             # Built on first use, inside the running loop, as aiohttp wants.
-            self._session = aiohttp.ClientSession(**self._session_kwargs)
-            self._checks = self._session.raise_for_status
+            self._bind(aiohttp.ClientSession(**self._session_kwargs))
+        assert self._session is not None
         return self._session
 
     async def _request(
         self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
     ) -> CachedResponse:
-        cache = kwargs.pop("cache", True)
-        cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
-        refresh = kwargs.pop("refresh", False)
-        if cache is not True or refresh is not False:  # not both defaults (identity: cheapest)
-            _check_flags(cache, refresh)
-        session = self._client()
-        method = method.upper()
+        if kwargs:  # our own options taken out; none given (a plain hit): their defaults
+            cache = kwargs.pop("cache", True)
+            cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
+            refresh = kwargs.pop("refresh", False)
+            if cache is not True or refresh is not False:  # not both defaults (identity: cheapest)
+                _check_flags(cache, refresh)
+        else:
+            cache, cache_ttl, refresh = True, None, False
+        session = self._session
+        if session is None or self._closed:
+            session = self._client()
         if not (cache and method in self.policy.methods):  # aiohttp's own request, and checks
             out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
             return await self._pass(out, None, "method not cached" if cache else "cache=False")
@@ -115,16 +136,12 @@ class CallPath(Fronted):
             own_options, checks = _NO_OPTIONS, self._checks
         # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
-        if (
-            (not kwargs or kwargs.keys() <= _MEMO_KWARGS)
-            and session.auth is None
-            and not len(session.cookie_jar)
-        ):
+        if (not kwargs or kwargs.keys() <= _MEMO_KWARGS) and self._authless and not len(self._jar):
             parts = (
                 method,
                 str_or_url,
-                kwargs.get("allow_redirects", True),
-                getversion(session.headers),  # type: ignore[arg-type]  # typed too narrowly
+                kwargs.get("allow_redirects", True) if kwargs else True,
+                getversion(self._default_headers),
             )
             ident = self._memo.get(parts)
         if ident is None:
@@ -144,7 +161,7 @@ class CallPath(Fronted):
         if key is not None and not refresh:
             snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
-                hit = CachedResponse(snap, "hit", request_url=ident.url, now=self._core.clock())
+                hit = CachedResponse(snap, "hit", ident.url, None, self._core.peeked_at)
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)

@@ -74,7 +74,6 @@ class CachedResponse:
         self,
         snapshot: Snapshot,
         cache_status: CacheStatus,
-        *,
         request_url: URL | None = None,
         request_headers: CIMultiDict[str] | None = None,
         now: float = 0.0,
@@ -394,5 +393,6 @@ class CallContext(Coroutine[Any, Any, CachedResponse]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._resp is not None:
-            self._resp.release()
+        resp = self._resp
+        if resp is not None and resp.snapshot.stream is not None:  # release(), inlined: a hit's
+            resp._let_go()  # body in memory has nothing to give back

@@ -138,8 +138,10 @@ class CoalescingSession(CallPath):
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         self._memo: KeyMemo[Identity] = KeyMemo()  # see CallPath._request
-        self._session = session
-        self._checks = False if session is None else session.raise_for_status
+        self._session = None
+        self._checks = False
+        if session is not None:
+            self._bind(session)
         self._owns_session = session is None
         self._session_kwargs = client_session_kwargs
         self._closed = False
@@ -156,7 +158,7 @@ class CoalescingSession(CallPath):
         origin whatever is stored (a conditional request when the stored response has a
         validator; still coalesced and stored); ``cache=False`` is a plain pass-through.
         """
-        return CallContext(self._request(method, url, kwargs))
+        return CallContext(self._request(method.upper(), url, kwargs))
 
     def get(self, url: str | URL, **kwargs: Any) -> CallContext:
         """GET ``url``, like ``ClientSession.get``; see ``request`` for the extra options."""

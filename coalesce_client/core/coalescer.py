@@ -94,6 +94,7 @@ class Coalescer(Counters):
         "_writer",
         "fetch",
         "pass_ttl",
+        "peeked_at",
         "policy",
         "shared_cache",
         "storage",
@@ -113,6 +114,9 @@ class Coalescer(Counters):
         self.wait_timeout = setup.wait_timeout  # seconds a follower waits for the leader
         self.shared_cache = setup.shared_cache  # True in the server middleware (RFC 9111)
         self._clock: Clock = setup.clock
+        # The clock's reading when ``peek`` last found a hit: the face stamps the response it
+        # builds from that hit with it (nothing is awaited in between), one clock read a hit.
+        self.peeked_at = 0.0
         # Seconds a key whose outcome could not be shared goes straight through: a shared cache's
         # defence against serializing private routes (0 in a private cache: never).
         self.pass_ttl = (
@@ -199,6 +203,7 @@ class Coalescer(Counters):
             return None
         self.requests += 1
         self._outcomes["hit"] += 1  # count_hit(), inlined: this is the whole cost of a hit
+        self.peeked_at = now
         return snap
 
     async def fresh(
