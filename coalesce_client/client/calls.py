@@ -50,7 +50,7 @@ from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_
 from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
 from .checks import UNSET, check_call, request_url, wait_bound
-from .compat import merge_params
+from .compat import base_url_of, merge_params
 from .ranges import ranged_hit
 from .response import CachedResponse
 from .send import Outgoing, Passing, SharedRequest
@@ -67,6 +67,7 @@ class CallPath(Fronted):
     # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.
     __slots__ = (
         "_authless",
+        "_baseless",
         "_checks",
         "_closed",
         "_core",
@@ -91,6 +92,7 @@ class CallPath(Fronted):
     # ClientSession's auth, cookie jar and default headers are fixed objects (the jar's
     # cookies and the headers' contents change: read on every call).
     _authless: bool
+    _baseless: bool  # the session has no base URL
     _jar: aiohttp.abc.AbstractCookieJar
     _default_headers: Any  # the session's CIMultiDict, for getversion()
 
@@ -99,6 +101,7 @@ class CallPath(Fronted):
         self._session = session
         self._checks = session.raise_for_status
         self._authless = session.auth is None
+        self._baseless = base_url_of(session) is None
         self._jar = session.cookie_jar
         self._default_headers = session.headers
 
@@ -165,7 +168,10 @@ class CallPath(Fronted):
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
-        out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
+        # The URL checked for the identity, not parsed again by aiohttp; not with params= (merged
+        # into it already) nor a base URL (aiohttp 3.10 asserts that a URL given is relative).
+        target = ident.url if self._baseless and "params" not in kwargs else str_or_url
+        out = Outgoing(session, method, target, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
             return await self._pass(out, ident.url, ident.reason or "request no-store")
         url_ttl = bool(self.policy.url_ttl)
