@@ -158,15 +158,13 @@ class CallPath(Fronted):
     async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
         """A call that leads or joins a flight (or is answered from storage through one)."""
         core = self._core
-        policy = self.policy
-        send = SharedRequest(
-            out, limit=policy.max_body_size, should_store=policy.should_store, clock=core.clock
-        )
+        send = SharedRequest(out, self.policy, core.clock)
         started = (
             core.clock() if calllog.on is not False and calllog.debugging() else 0.0
         )  # the DEBUG record's, or 0.0
         fetch = core.fetch(call, send)
-        total = wait_bound(out.own.get("timeout", UNSET))
+        own = out.own  # the caller's own options, most often none
+        total = wait_bound(own.get("timeout", UNSET)) if own else None
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         except BaseException:
