@@ -158,9 +158,10 @@ class CallPath(Fronted):
     async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
         """A call that leads or joins a flight (or is answered from storage through one)."""
         core = self._core
-        send = SharedRequest(out, self.policy, core.clock)
+        clock = core.clock  # a property: read once
+        send = SharedRequest(out, self.policy, clock)
         started = (
-            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+            clock() if calllog.on is not False and calllog.debugging() else 0.0
         )  # the DEBUG record's, or 0.0
         fetch = core.fetch(call, send)
         own = out.own  # the caller's own options, most often none
@@ -172,7 +173,7 @@ class CallPath(Fronted):
             raise
         if answer.status == "stale":
             send.drop()  # a background refresh may use it: what it keeps is nobody's
-        resp = send.caller_response(answer, url, core.clock())
+        resp = send.caller_response(answer, url, clock())
         if started:
             _log(resp, url, call.key, started)
         if out.method not in SAFE_METHODS:
