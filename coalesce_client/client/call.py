@@ -144,15 +144,9 @@ class Identity:
     ) -> Call:
         """The core's record of this call (``Coalescer.fetch``), with the caller's options:
         ``url_ttl`` says whether the policy has patterns to match the URL against."""
-        return Call(
-            self.key,
-            header=self.header,
-            ttl=ttl,
-            refresh=refresh,
-            url=self.url_text() if url_ttl else None,
-            url_key=self.url_key,
-            wanted=wanted,
-        )
+        url = self.url_text() if url_ttl else None
+        # Positional: half the cost of keywords, on every call that is not a hit (issue 20).
+        return Call(self.key, self.header, ttl, refresh, url, self.url_key, wanted)
 
 
 def identify(

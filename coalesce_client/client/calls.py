@@ -181,15 +181,14 @@ class CallPath(Fronted):
     async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
         """A call that leads or joins a flight (or is answered from storage through one)."""
         core = self._core
-        policy = self.policy
-        send = SharedRequest(
-            out, limit=policy.max_body_size, should_store=policy.should_store, clock=core.clock
-        )
+        clock = core.clock  # a property: read once
+        send = SharedRequest(out, self.policy, clock)
         started = (
-            core.clock() if calllog.on is not False and calllog.debugging() else 0.0
+            clock() if calllog.on is not False and calllog.debugging() else 0.0
         )  # the DEBUG record's, or 0.0
         fetch = core.fetch(call, send)
-        total = wait_bound(out.own.get("timeout", UNSET))
+        own = out.own  # the caller's own options, most often none
+        total = wait_bound(own.get("timeout", UNSET)) if own else None
         try:
             answer = await (fetch if total is None else asyncio.wait_for(fetch, total))
         except BaseException:
@@ -197,7 +196,7 @@ class CallPath(Fronted):
             raise
         if answer.status == "stale":
             send.drop()  # a background refresh may use it: what it keeps is nobody's
-        resp = send.caller_response(answer, url, core.clock())
+        resp = send.caller_response(answer, url, clock())
         if started:
             _log(resp, url, call.key, started)
         if out.method not in SAFE_METHODS:

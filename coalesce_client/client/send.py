@@ -31,6 +31,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..core.policy import CachePolicy
 from ..core.records import Answer, Fetched
 from ..core.spool import Spool
 from ..spec.decisions.reasons import CacheReason
@@ -72,23 +73,16 @@ class Outgoing(NamedTuple):
 
 
 class SharedRequest:
-    """The real request behind a flight, and what its own caller gets (module rules)."""
+    """The real request behind a flight, and what its own caller gets (module rules). Built for
+    every call that is not a hit (a burst's followers each build one, and most never send it):
+    positional, and what it reads of the policy read only when it sends."""
 
-    __slots__ = ("_clock", "_limit", "_out", "_should_store", "times")
+    __slots__ = ("_clock", "_out", "_policy")
 
-    def __init__(
-        self,
-        out: Outgoing,
-        *,
-        limit: int,
-        should_store: Callable[[Any], bool] | None,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, out: Outgoing, policy: CachePolicy, clock: Callable[[], float]) -> None:
         self._out = out  # sent without its caller's own options (each applies its own)
-        self._limit = limit
-        self._should_store = should_store
+        self._policy = policy  # read when it sends: max_body_size, should_store
         self._clock = clock
-        self.times = _NOT_SENT
 
     async def __call__(self, conditional: Headers = (), detached: bool = False) -> Fetched:
         out = self._out
@@ -100,9 +94,11 @@ class SharedRequest:
             kwargs = {**kwargs, "headers": headers}
         sent = self._clock()
         resp = await out.session.request(out.method, out.url, raise_for_status=False, **kwargs)
-        self.times = Times(sent, self._clock())  # its head is here: the response_time
-        snap = await received(resp, self._limit, self.times, out.session)
-        verdict = self._should_store is None or self._should_store(CachedResponse(snap, "miss"))
+        times = Times(sent, self._clock())  # its head is here: the response_time
+        policy = self._policy
+        snap = await received(resp, policy.max_body_size, times, out.session)
+        should_store = policy.should_store
+        verdict = should_store is None or should_store(CachedResponse(snap, "miss"))
         return Fetched(snap, bool(verdict))  # the filter sees what every caller would
 
     def drop(self) -> None:
@@ -118,7 +114,8 @@ class SharedRequest:
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
             )
             resp = CachedResponse(gateway_timeout, "miss", request_url=url)
-        resp.cache_reason = answer.reason
+        if answer.reason is not None:  # else None already
+            resp.cache_reason = answer.reason
         return resp
 
 

@@ -117,6 +117,51 @@ class SingleFlight(Generic[K, V]):
         finally:
             self._exit(key, call, waiter, timer)
 
+    async def join(self, key: K, *, timeout: float | None = None) -> V:
+        """Wait for the flight in progress for ``key``, as a caller of ``do`` that joins it
+        would: for a caller that was just told ``joinable(key)`` (nothing awaited since).
+
+        Its own waiter, its own ``timeout`` (:class:`WaitTimeout`), its leaving (cancelled,
+        timed out) never touching the others: as ``do``. No work to hand over, no ``Outcome``
+        to build: a burst's followers each call this (issue 20).
+        """
+        call = self._calls[key]
+        waiter: asyncio.Future[V] = call.loop.create_future()
+        call.waiters.append(waiter)
+        self._joined += 1
+        timer = None if timeout is None else call.loop.call_later(timeout, _expire, waiter)
+        try:
+            value = await waiter
+        except BaseException:
+            self._exit(key, call, waiter, timer)
+            raise
+        if timer is not None:  # resolved by the work, which took it off its list of waiters
+            timer.cancel()
+        return value
+
+    def joinable(self, key: K) -> bool:
+        """Whether a flight for ``key`` is in progress on the running event loop, for a caller
+        to ``join``. A flight left by a closed loop is dropped (as ``do`` drops it); one on
+        another running loop raises ``RuntimeError``."""
+        call = self._calls.get(key)
+        if call is None:
+            return False
+        if call.loop is not asyncio.get_running_loop():
+            self._drop_foreign(key, call)
+            return False
+        return True
+
+    def _drop_foreign(self, key: K, call: _Call[V]) -> None:
+        """A flight on another event loop than the running one: an error while that loop runs."""
+        if not call.loop.is_closed():
+            raise RuntimeError(
+                f"SingleFlight: key {key!r} is in flight on another event loop; "
+                "one SingleFlight serves one running event loop at a time"
+            )
+        # Left behind by a loop that was closed without finishing its tasks: nobody can ever
+        # complete it, so it is dropped rather than waited on forever.
+        del self._calls[key]
+
     def _enter(
         self, key: K, fetch: Callable[[], Awaitable[V]]
     ) -> tuple[_Call[V], asyncio.Future[V], bool]:
@@ -125,14 +170,7 @@ class SingleFlight(Generic[K, V]):
         waiter: asyncio.Future[V] = loop.create_future()
         call = self._calls.get(key)
         if call is not None and call.loop is not loop:
-            if not call.loop.is_closed():
-                raise RuntimeError(
-                    f"SingleFlight: key {key!r} is in flight on another event loop; "
-                    "one SingleFlight serves one running event loop at a time"
-                )
-            # Left behind by a loop that was closed without finishing its tasks: nobody can
-            # ever complete it, so it is dropped rather than waited on forever.
-            del self._calls[key]
+            self._drop_foreign(key, call)
             call = None
         if call is None:
             call = _Call(loop)
@@ -201,23 +239,22 @@ class SingleFlight(Generic[K, V]):
             value = await fetch()
         except Exception as exc:
             self._release(key, call)
-            for w in call.waiters:
+            for w in _taken(call):
                 if not w.done():
                     w.set_exception(exc)
         except BaseException:  # cancelled (every caller left), or the process is going down
             self._release(key, call)
-            for w in call.waiters:
+            for w in _taken(call):
                 w.cancel()
             raise
         else:
             self._release(key, call)
+            waiters = _taken(call)
             if self.completed is not None:
-                self.completed(max(len(call.waiters) - 1, 0))
-            for w in call.waiters:
+                self.completed(max(len(waiters) - 1, 0))
+            for w in waiters:
                 if not w.done():
                     w.set_result(value)
-        finally:
-            call.waiters = []
 
     def _release(self, key: K, call: _Call[V]) -> None:
         # Only our own entry: after forget(), the key may already belong to a newer flight.
@@ -238,6 +275,14 @@ class SingleFlight(Generic[K, V]):
             # arrives in between must start a fresh flight, not join one that is being cancelled.
             self._release(key, call)
             call.task.cancel()
+
+
+def _taken(call: _Call[V]) -> list[asyncio.Future[V]]:
+    """The flight's waiters, taken off it as the work ends: a waiter resolved by the work is no
+    longer listed, so that its caller has nothing left to undo (``join``)."""
+    waiters = call.waiters
+    call.waiters = []
+    return waiters
 
 
 def _start(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -77,7 +77,7 @@ class Lookup:
             return None  # a pointer is read only while it lasts
         names = record.names
         vkey = variant_key(key, names, values_of(names, header))
-        if vkey in self.flight and vkey not in self.refreshes.tasks:
+        if vkey not in self.refreshes.tasks and self.flight.joinable(vkey):
             return ViaPointer(vkey, None)  # joins the flight in progress: nothing to read
         return ViaPointer(vkey, _response(await self.writer.read(vkey)))
 

@@ -158,7 +158,7 @@ class Pipeline:
         fkey = variant_key(key, names, values_of(names, call.header)) if names else key
         flights = self._flight
         # A background refresh is no flight to join: its callers are served what is stored.
-        joining = fkey in flights and fkey not in self._refreshing
+        joining = fkey not in self._refreshing and flights.joinable(fkey)
         stored = None  # what is stored: the flight's prior, to revalidate or serve if it fails
         if not joining:
             late = self._late(call, names, fkey) if fkey in self._streamed else None
@@ -170,7 +170,7 @@ class Pipeline:
                 fkey, stored = found
             else:
                 stored = found
-            joining = fkey in flights  # a slow storage read may have let a flight start
+            joining = flights.joinable(fkey)  # a slow storage read may have let a flight start
         now = 0.0 if stored is None else self._clock()  # read only then (reuse.py)
         stale = (  # the origin's stale terms: a parse of its fields, for a stale response only
             NOT_STALE
@@ -191,21 +191,21 @@ class Pipeline:
                 return Answer(None, "miss", "only-if-cached")
             case _:
                 assert_never(decision)
-        flight = Flight(call, send, key, fkey, names, stored)
-        timeout = self._setup.wait_timeout if joining else None
-        work = partial(self._regrouped if names else self._lead, flight)
-        try:
-            outcome = await flights.run(fkey, work, timeout=timeout)
+        if not joining:  # the leader: its flight's work is its request (module rules)
+            flight = Flight(call, send, key, fkey, names, stored)
+            result = await flights.do(
+                fkey, partial(self._regrouped if names else self._lead, flight)
+            )
+            # "coalesced": answered by another process's flight (fleet.py)
+            status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
+            return Answer(result.own, status, result.reason)
+        try:  # a follower: its own wait on the flight in progress, and nothing built for it
+            result = await flights.join(fkey, timeout=self._setup.wait_timeout)
         except WaitTimeout:  # our own request, never stored (nginx proxy_cache_lock_timeout)
             return await self._alone(send, "miss", tally, "wait timeout")
         except BaseException:
-            if joining:  # counted as the caller would have been (counters.py)
-                tally.status = "coalesced"
+            tally.status = "coalesced"  # counted as the caller would have been (counters.py)
             raise
-        result = outcome.value
-        if not outcome.joined:  # the leader; "coalesced" by another process's flight (fleet.py)
-            status: CacheStatus = "coalesced" if result.remote else (result.served or "miss")
-            return Answer(result.own, status, result.reason)
         share = self._share(result, call, names)  # a str: its own request, not stored, and why
         return await self._alone(send, "miss", tally, share) if isinstance(share, str) else share
 
