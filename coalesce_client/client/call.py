@@ -160,38 +160,38 @@ def identify(
     aiohttp's, without ``CALLER_ALONE``."""
     url, merged = checked.url, checked.headers
     header = _sent(session, kwargs, merged, url)
-    conditional = None
-    if any(h in merged for h in VALIDATION_HEADERS):
+    conditional = ranged = None
+    if merged and any(h in merged for h in VALIDATION_HEADERS):  # no header: the common call
         if method not in VALIDATED_METHODS:
             return Identity(None, url, header, reason="conditional request")
         conditional = validators_of(header)
     if kwargs.get("middlewares"):
         return Identity(None, url, header, reason="per-call middlewares")
-    ranged = None
-    if any(h in merged for h in UNSHARED_HEADERS):
-        if method not in VALIDATED_METHODS or any(h in merged for h in PRECONDITION_HEADERS):
-            return Identity(None, url, header, reason=bypass_reason(merged.__contains__))
-        ranged, conditional = range_request_of(header), validators_of(header)
-    if not all(map(TOKEN.fullmatch, merged)) or NOT_IN_FIELD_VALUE.search(
-        "".join(merged.values())
-    ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which aiohttp
-        # may send (a NUL on 3.10); no stored answer is its own
-        return Identity(None, url, header, reason="malformed request")
+    if merged:
+        if any(h in merged for h in UNSHARED_HEADERS):
+            if method not in VALIDATED_METHODS or any(h in merged for h in PRECONDITION_HEADERS):
+                return Identity(None, url, header, reason=bypass_reason(merged.__contains__))
+            ranged, conditional = range_request_of(header), validators_of(header)
+        if not all(map(TOKEN.fullmatch, merged)) or NOT_IN_FIELD_VALUE.search(
+            "".join(merged.values())
+        ):  # a header that is no header (RFC 9110 §5.1, §5.5): a malformed request, which
+            # aiohttp may send (a NUL on 3.10); no stored answer is its own
+            return Identity(None, url, header, reason="malformed request")
     body_digest = None
     if method in _BODY_METHODS or "data" in kwargs or checked.json is not None:
         body_digest = _body_digest(kwargs.get("data"), checked.json)
         if body_digest is None:
             return Identity(None, url, header, reason="request body")
+    parts = url_parts(url)  # read once: the request key and the URL key both hash them
     key = keys.request_key(
         method,
-        url_parts(url),
+        parts,
         lambda name: ", ".join(merged.getall(name)) if name in merged else None,
         body_digest=body_digest,
         extra=_extra(session, keys, url, kwargs, merged),
     )
-    return Identity(
-        key, url, header, asked_by(header), url_key(keys, url), conditional, ranged=ranged
-    )
+    asked = asked_by(header) if merged else None  # the caller's Cache-Control or Pragma
+    return Identity(key, url, header, asked, keys.url_key_of(parts), conditional, ranged=ranged)
 
 
 def _sent(
@@ -202,14 +202,17 @@ def _sent(
 ) -> Header:
     """What the request will really send for a header name (module rules: Vary): the merged
     headers, else aiohttp's automatic ones unless skipped."""
-    skipped = {h.lower() for h in session.skip_auto_headers}
-    skipped.update(h.lower() for h in kwargs.get("skip_auto_headers") or ())
+
+    def skipped(name: str) -> bool:  # read only when an automatic header is asked for
+        return name in {h.lower() for h in session.skip_auto_headers} or name in {
+            h.lower() for h in kwargs.get("skip_auto_headers") or ()
+        }
 
     def header(name: str) -> str | None:
         values = merged.getall(name, None)
         if values is not None:
             return ", ".join(values)
-        if name in skipped:
+        if (name != "host" and name not in _AUTO_HEADERS) or skipped(name):
             return None
         if name == "host":
             port = url.explicit_port

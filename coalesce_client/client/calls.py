@@ -6,6 +6,9 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
 * ``CallPath`` is the half of ``CoalescingSession`` that answers calls; the session is one (a
   base class, so that a hit pays for no call nor lookup more: it is measured in instructions).
   The state it reads is declared in its slots; the session's constructor sets it.
+* aiohttp is given the URL the call's checks built, not the caller's string to parse again;
+  not with ``params=`` (merged into it already) nor with a base URL (aiohttp 3.10 asserts that a
+  URL it is given is relative then).
 * Every call that may be answered by another's request or from storage is checked as aiohttp
   would check it, hits included (``checks.check_call``); a call that takes no part
   (``cache=False``, a method the policy does not cache) is aiohttp's own request, checked by
@@ -50,7 +53,7 @@ from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_
 from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
 from .checks import UNSET, check_call, request_url, wait_bound
-from .compat import merge_params
+from .compat import base_url_of, merge_params
 from .ranges import ranged_hit
 from .response import CachedResponse
 from .send import Outgoing, Passing, SharedRequest
@@ -67,6 +70,7 @@ class CallPath(Fronted):
     # The session's state, kept here since this half reads it; CoalescingSession.__init__ sets it.
     __slots__ = (
         "_authless",
+        "_baseless",
         "_checks",
         "_closed",
         "_core",
@@ -91,6 +95,7 @@ class CallPath(Fronted):
     # ClientSession's auth, cookie jar and default headers are fixed objects (the jar's
     # cookies and the headers' contents change: read on every call).
     _authless: bool
+    _baseless: bool  # the session has no base URL
     _jar: aiohttp.abc.AbstractCookieJar
     _default_headers: Any  # the session's CIMultiDict, for getversion()
 
@@ -99,6 +104,7 @@ class CallPath(Fronted):
         self._session = session
         self._checks = session.raise_for_status
         self._authless = session.auth is None
+        self._baseless = base_url_of(session) is None
         self._jar = session.cookie_jar
         self._default_headers = session.headers
 
@@ -114,14 +120,13 @@ class CallPath(Fronted):
     async def _request(
         self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
     ) -> CachedResponse:
-        if kwargs:  # our own options taken out; none given (a plain hit): their defaults
+        cache, cache_ttl, refresh = True, None, False  # our own options' defaults
+        if kwargs:  # our own options taken out; none given (a plain hit): nothing to take
             cache = kwargs.pop("cache", True)
             cache_ttl = check_seconds_or_none(kwargs.pop("cache_ttl", None), "cache_ttl")
             refresh = kwargs.pop("refresh", False)
             if cache is not True or refresh is not False:  # not both defaults (identity: cheapest)
                 _check_flags(cache, refresh)
-        else:
-            cache, cache_ttl, refresh = True, None, False
         session = self._session
         if session is None or self._closed:
             session = self._client()
@@ -165,7 +170,8 @@ class CallPath(Fronted):
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
-        out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
+        target = ident.url if self._baseless and "params" not in kwargs else str_or_url  # rules
+        out = Outgoing(session, method, target, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
             return await self._pass(out, ident.url, ident.reason or "request no-store")
         url_ttl = bool(self.policy.url_ttl)

@@ -61,7 +61,8 @@ class Outgoing(NamedTuple):
 
     session: aiohttp.ClientSession
     method: str  # upper case
-    url: str | URL  # as the caller gave it (aiohttp joins a relative one to its base URL)
+    url: str | URL  # as the caller gave it (aiohttp joins a relative one to its base URL), or
+    # the absolute URL the call's checks built from it (calls.py)
     kwargs: dict[str, Any]  # aiohttp's options, without the caller's own
     own: Mapping[str, Any]  # CALLER_ALONE: timeout, raise_for_status
     checks: Any  # raise_for_status for its caller's response: the call's, else the session's
