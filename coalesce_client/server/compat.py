@@ -90,14 +90,15 @@ def request_line(request: web.Request) -> tuple[str, str, str, str]:
     # already read, or set by clone(scheme=, host=) or an absolute-form request target, is in
     # request._cache; else scheme is "https" when _transport_sslcontext is set, host is the
     # message's Host header (without one: the socket's name, left to the property), raw_path the
-    # message's path. A subclass may override any of them: it reads them as properties.
+    # message's path; method is the message's. A subclass may override any of them: it reads
+    # them as properties.
     cache = request._cache
     if "host" not in cache and "scheme" not in cache and type(request) is web.Request:
-        msg = request._message
+        msg = request._message  # clone(method=, rel_url=, headers=) makes a new one
         host = msg.headers.get(hdrs.HOST)
         if host is not None:
             scheme = "https" if request._transport_sslcontext else "http"
-            return request.method, scheme, host, msg.path
+            return msg.method, scheme, host, msg.path
     return request.method, request.scheme, request.host, request.raw_path
 
 
@@ -124,7 +125,7 @@ class ResponseTemplate:
     """A ``web.Response`` kept as its state, from which fresh equivalents are made fast: each
     copy has its own headers and state, and shares only immutable values (the body bytes)."""
 
-    __slots__ = ("_cls", "_empty", "_headers", "_state")
+    __slots__ = ("_cls", "_dicts", "_empty", "_headers", "_state")
 
     def __init__(
         self, cls: type[web.Response], state: dict[str, Any], empty: tuple[str, ...]
@@ -132,7 +133,8 @@ class ResponseTemplate:
         self._cls = cls
         self._headers: CIMultiDict[str] = state.pop("_headers")
         self._state = state
-        self._empty = tuple((name, type(state[name])) for name in empty)
+        self._dicts = tuple(name for name in empty if type(state[name]) is dict)
+        self._empty = tuple((name, type(state[name])) for name in empty if name not in self._dicts)
 
     def headers(self, age: str, name: str | None, value: str) -> CIMultiDict[str]:
         """The template's headers with ``Age: age`` and ``name: value`` (None: no such header)
@@ -147,6 +149,8 @@ class ResponseTemplate:
         """A fresh response with a copy of ``headers`` (a block of ``self.headers()``)."""
         resp = _new(self._cls)
         state = self._state.copy()
+        for attr in self._dicts:  # {} costs less than dict()
+            state[attr] = {}
         for attr, kind in self._empty:
             state[attr] = kind()
         state["_headers"] = headers.copy()

@@ -123,6 +123,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
         "_key_func",
         "_key_names",
         "_keys",
+        "_line_keyed",
         "_memo",
         "_plain",
         "_plain_names",
@@ -189,6 +190,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
             h for h in self._keys.header_names if h not in credentials and h not in forwarded
         )
         self._key_func = key_func
+        self._line_keyed = key_func is None and not self._key_names  # see __call__
         self._memo: KeyMemo[str] = KeyMemo()  # request parts -> key, see _key()
         self._audit = audit_of(audit, self._keys.header_names, key_func)
 
@@ -225,7 +227,11 @@ class CoalesceMiddleware(RangeReplies, Fronted):
             (plain and request.method != "CONNECT")
             or (not request.body_exists and headers.keys().isdisjoint(self._bypass_headers))
         ):
-            key = self._key(request, plain)
+            # A route keyed on its request line alone: its memo is read here (_key's own first
+            # step), without _key's call (1.3 k instructions a hit).
+            key = self._memo.get(request_line(request)) if plain and self._line_keyed else None
+            if key is None:
+                key = self._key(request, plain)
             if self._request_cache_control and ("cache-control" in headers or "pragma" in headers):
                 asked = asked_by(header)
                 if asked is not None:
