@@ -66,7 +66,6 @@ from ..options import (
     check_header_names,
     check_string,
 )
-from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import SAFE_METHODS, invalidates, invalidation_targets
 from ..spec.requests import (
     PRECONDITION_HEADERS,
@@ -75,13 +74,12 @@ from ..spec.requests import (
     VALIDATION_HEADERS,
     Wanted,
     asked_by,
-    bypass_reason,
 )
 from ..storage.base import Clock, Storage, wall_clock
 from ..storage.memory import MemoryStorage
 from .audit import audit_of
 from .compat import fresh_exception, request_line
-from .parts import base_of, forwarded_value, origin_of, url_of, url_parts
+from .parts import base_of, forwarded_value, origin_of, url_of, url_parts, why_bypass
 from .ranges import RangeReplies
 from .send import Handler, HandlerSend
 
@@ -178,9 +176,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
         # As istr: a CIMultiDict finds an istr without folding it (0.4 k instructions a hit).
         self._conditional_bypass = tuple(map(istr, credentials + PRECONDITION_HEADERS))
         self._bypass_headers = tuple(map(istr, credentials + UNSHARED_HEADERS + VALIDATION_HEADERS))
-        # RFC 9112 §6.3: a request (but a CONNECT) without Content-Length or Transfer-Encoding
-        # has no body (aiohttp's parser gives it none). A request with none of these names takes
-        # the hot path without a look at its payload or its forwarding headers (_key).
+        # RFC 9112 §6.3: without Content-Length or Transfer-Encoding, no body (but a CONNECT's).
         self._plain = self._bypass_headers + _BODY_HEADERS + self._forwarded
         self._plain_names: KeyMemo[bool] = KeyMemo()  # header names -> none of _plain's
         super().__init__(clock, cache_status_header)
@@ -216,19 +212,16 @@ class CoalesceMiddleware(RangeReplies, Fronted):
 
         wanted: Wanted | None = None
         refresh = False
-        # Whether the request has none of _plain's names, remembered by its header names as
-        # sent (one tuple, where the scan costs a lookup per name: 0.2 k instructions each).
+        # _plain's scan (0.2 k instructions a name), remembered by the header names as sent.
         names = tuple(headers)
         plain = self._plain_names.get(names)
         if plain is None:
             plain = self._plain_names.remember(names, headers.keys().isdisjoint(self._plain))
-        # Only a request with one of them asks aiohttp for its body, and scans the bypass names.
         if request.method in self.policy.methods and (
             (plain and request.method != "CONNECT")
             or (not request.body_exists and headers.keys().isdisjoint(self._bypass_headers))
         ):
-            # A route keyed on its request line alone: its memo is read here (_key's own first
-            # step), without _key's call (1.3 k instructions a hit).
+            # A route keyed on its request line alone: _key's memo without _key's call (1.3 k).
             key = self._memo.get(request_line(request)) if plain and self._line_keyed else None
             if key is None:
                 key = self._key(request, plain)
@@ -259,17 +252,9 @@ class CoalesceMiddleware(RangeReplies, Fronted):
             url_key=url_key,
             refresh=refresh,
             wanted=wanted,
-            reason=None if key is not None else self._bypass_reason(request),
+            reason=None if key is not None else why_bypass(request, self.policy, self._credentials),
         )
         return await self._through(request, handler, call)
-
-    def _bypass_reason(self, request: web.Request) -> CacheReason:
-        """Why a request without a key bypasses (the module rules' list, in its order)."""
-        if request.method not in self.policy.methods:
-            return "method not cached"
-        if request.body_exists:
-            return "request body"
-        return bypass_reason(request.headers.__contains__, self._credentials)
 
     async def _through(
         self, request: web.Request, handler: Handler, call: Call
@@ -360,8 +345,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
             await self._core.invalidate_url(self._url_key(request, target))
 
     def _key(self, request: web.Request, plain: bool = False) -> str:
-        """The request's key (remembered by the parts it is made of); ``plain``: the request
-        has none of the forwarding headers."""
+        """The request's key, remembered; ``plain``: no forwarding header is in the request."""
         extra: tuple[str, ...] = ()
         if self._key_func is not None:
             part = self._key_func(request)
@@ -376,8 +360,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
         sent: tuple[str | None, ...] = ()  # the forwarding headers, when the request has one
         if not plain and not headers.keys().isdisjoint(self._forwarded):
             sent = tuple(forwarded_value(request, h) for h in self._forwarded)
-        # Everything the key is made of, as the request carries it (see KeyMemo): the request
-        # line alone for a route keyed on nothing more (the default).
+        # Everything the key is made of, as the request carries it (see KeyMemo).
         parts: tuple[object, ...] = request_line(request)
         if values or extra or sent:
             parts += (values, extra, sent)
