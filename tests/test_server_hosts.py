@@ -11,6 +11,7 @@ proxy in front must pass the public ``Host`` (README, Security).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -52,3 +53,40 @@ async def test_each_host_has_its_own_answer_in_bursts_and_hits() -> None:
     for site, body, _ in replies + hits:
         assert body == f"welcome to {site}"
     assert [cache for _, _, cache in hits] == ["HIT"] * len(SITES)
+
+
+async def test_a_scheme_and_host_set_by_clone_ahead_split_the_key() -> None:
+    """A middleware ahead that trusts a proxy (as aiohttp-remotes does) hands on
+    ``request.clone(scheme=..., host=...)``: the key reads the clone's scheme and host, not the
+    connection's and the ``Host`` header's (server/compat.py, request_line)."""
+    mw = coalesce_middleware(ttl=60)
+
+    @web.middleware
+    async def proxied(request: web.Request, handler: Any) -> web.StreamResponse:
+        site = request.headers.get("X-Test-Site")
+        if site is not None:
+            scheme, _, host = site.partition("://")
+            request = request.clone(scheme=scheme, host=host)
+        return await handler(request)
+
+    origin = Origin(middlewares=[proxied, mw])
+
+    async def home(request: web.Request) -> web.Response:
+        return web.Response(text=f"{request.scheme}://{request.host}")
+
+    origin.route("/", home)
+    await origin.start()
+    sites = ("http://a.example", "https://a.example", "https://b.example")
+    try:
+        async with aiohttp.ClientSession() as client:
+            replies = []
+            for site in sites * 2:
+                headers = {"Host": "a.example", "X-Test-Site": site}
+                async with client.get(origin.url("/"), headers=headers) as r:
+                    replies.append((site, await r.text(), r.headers["X-Cache"]))
+    finally:
+        await origin.stop()
+
+    assert origin.calls["/"] == len(sites)
+    assert [body for _, body, _ in replies] == [site for site, _, _ in replies]
+    assert [cache for _, _, cache in replies] == ["MISS"] * 3 + ["HIT"] * 3

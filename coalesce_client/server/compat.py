@@ -23,6 +23,7 @@ __all__ = [
     "ResponseTemplate",
     "detach",
     "fresh_exception",
+    "request_line",
     "template_of",
     "writing_to",
 ]
@@ -81,6 +82,26 @@ def writing_to(request: web.BaseRequest, writer: AbstractStreamWriter) -> Abstra
     return was
 
 
+def request_line(request: web.Request) -> tuple[str, str, str, str]:
+    """``(request.method, request.scheme, request.host, request.raw_path)``: the same values,
+    read without calling the three properties (each a Python call when first read; a third of a
+    stored route's key, issue 20). A hashable tuple: the middleware's key memo is keyed by it."""
+    # Checked on aiohttp 3.10.0 and 3.14.5: scheme, host and raw_path are reified: a value
+    # already read, or set by clone(scheme=, host=) or an absolute-form request target, is in
+    # request._cache; else scheme is "https" when _transport_sslcontext is set, host is the
+    # message's Host header (without one: the socket's name, left to the property), raw_path the
+    # message's path; method is the message's. A subclass may override any of them: it reads
+    # them as properties.
+    cache = request._cache
+    if "host" not in cache and "scheme" not in cache and type(request) is web.Request:
+        msg = request._message  # clone(method=, rel_url=, headers=) makes a new one
+        host = msg.headers.get(hdrs.HOST)
+        if host is not None:
+            scheme = "https" if request._transport_sslcontext else "http"
+            return msg.method, scheme, host, msg.path
+    return request.method, request.scheme, request.host, request.raw_path
+
+
 def fresh_exception(exc: web.HTTPException) -> web.HTTPException:
     """An equivalent of ``exc`` that shares no mutable state with it, for one more waiter."""
     # Checked on aiohttp 3.10.0 and 3.14.5: an HTTPException is a web.Response (and an
@@ -104,7 +125,7 @@ class ResponseTemplate:
     """A ``web.Response`` kept as its state, from which fresh equivalents are made fast: each
     copy has its own headers and state, and shares only immutable values (the body bytes)."""
 
-    __slots__ = ("_cls", "_empty", "_headers", "_state")
+    __slots__ = ("_cls", "_dicts", "_empty", "_headers", "_state")
 
     def __init__(
         self, cls: type[web.Response], state: dict[str, Any], empty: tuple[str, ...]
@@ -112,19 +133,27 @@ class ResponseTemplate:
         self._cls = cls
         self._headers: CIMultiDict[str] = state.pop("_headers")
         self._state = state
-        self._empty = tuple((name, type(state[name])) for name in empty)
+        self._dicts = tuple(name for name in empty if type(state[name]) is dict)
+        self._empty = tuple((name, type(state[name])) for name in empty if name not in self._dicts)
 
-    def copy(self, age: str, name: str | None, value: str) -> web.Response:
-        """A fresh response, with ``Age: age`` and ``name: value`` (None: no such header) set in
-        its own headers, as ``headers[name] = value`` sets them."""
-        resp = _new(self._cls)
-        state = self._state.copy()
-        for attr, kind in self._empty:
-            state[attr] = kind()
-        headers = state["_headers"] = self._headers.copy()
+    def headers(self, age: str, name: str | None, value: str) -> CIMultiDict[str]:
+        """The template's headers with ``Age: age`` and ``name: value`` (None: no such header)
+        set, as ``headers[name] = value`` sets them: a header block for ``copy``."""
+        headers: CIMultiDict[str] = self._headers.copy()
         headers[hdrs.AGE] = age
         if name is not None:
             headers[name] = value
+        return headers
+
+    def copy(self, headers: CIMultiDict[str]) -> web.Response:
+        """A fresh response with a copy of ``headers`` (a block of ``self.headers()``)."""
+        resp = _new(self._cls)
+        state = self._state.copy()
+        for attr in self._dicts:  # {} costs less than dict()
+            state[attr] = {}
+        for attr, kind in self._empty:
+            state[attr] = kind()
+        state["_headers"] = headers.copy()
         resp.__dict__ = state
         return resp
 

@@ -12,10 +12,12 @@ from aiohttp import web
 from yarl import URL
 
 from ..core.keys import UrlParts, query_pairs
+from ..core.policy import CachePolicy
+from ..spec.decisions.reasons import CacheReason
 from ..spec.invalidation import Origin
-from ..spec.requests import forwarded_part
+from ..spec.requests import bypass_reason, forwarded_part
 
-__all__ = ["base_of", "forwarded_value", "origin_of", "url_of", "url_parts"]
+__all__ = ["base_of", "forwarded_value", "origin_of", "url_of", "url_parts", "why_bypass"]
 
 
 def forwarded_value(request: web.Request, name: str) -> str | None:
@@ -47,3 +49,14 @@ def base_of(request: web.Request) -> URL:
     """The request's absolute URL, to resolve ``Location`` against. Not ``request.url``: aiohttp
     3.10 builds it with the Host's port in the host, which newer yarl refuses."""
     return URL(f"{request.scheme}://{request.host}").join(request.rel_url)
+
+
+def why_bypass(
+    request: web.Request, policy: CachePolicy, credentials: tuple[str, ...]
+) -> CacheReason:
+    """Why a request without a key bypasses the middleware (its module rules' list, in order)."""
+    if request.method not in policy.methods:
+        return "method not cached"
+    if request.body_exists:
+        return "request body"
+    return bypass_reason(request.headers.__contains__, credentials)

@@ -18,7 +18,8 @@ Rules of this module (docs/architecture.md, the server face):
   snapshot replayed a second time gets a template (``compat.ResponseTemplate``, kept on the
   snapshot as its ``replay_form``, so it lives exactly as long as the stored response): every
   later replay is a copy of it with only ``Age`` and the cache status written, the ``Age`` text
-  kept while the age stays in the same whole second. A snapshot replayed once (a disk or Redis
+  and the header block holding both kept while the age stays in the same whole second: a
+  replay then copies that block, and writes no header. A snapshot replayed once (a disk or Redis
   read decodes a new one each time) pays nothing for it.
 """
 
@@ -60,25 +61,35 @@ _NEVER = object()
 
 class _Form:
     """A snapshot's replay form (``Snapshot.replay_form``): its response template, and the text
-    of its ``Age`` while the age stays within one whole second ``[low, high)``."""
+    of its ``Age`` while the age stays within one whole second ``[low, high)``, with the header
+    block (``ResponseTemplate.headers``) of each cache status replayed in that second."""
 
-    __slots__ = ("age", "high", "initial_age", "low", "response_time", "template")
+    __slots__ = ("age", "blocks", "high", "initial_age", "low", "response_time", "template")
 
     def __init__(self, snap: Snapshot, template: ResponseTemplate) -> None:
         self.template = template
         self.response_time = snap.response_time
         self.initial_age = snap.age(snap.response_time)  # the corrected initial age
         self.age = ""
+        self.blocks: dict[CacheStatus, CIMultiDict[str]] = {}
         self.low = self.high = 0.0  # no age is within: the first copy computes its text
 
     def at(self, age: float) -> None:
         """The ``Age`` text of a replay ``age`` seconds old (``age_header``), and the second it
         holds for."""
         self.age = age_header(age)
+        self.blocks = {}
         whole = float(int(self.age))
         # Only where age_header's text is int(age): not at 0 and below (a clock that went
         # back), nor at the cap.
         self.low, self.high = (whole, whole + 1.0) if 0.0 < age < DELTA_SECONDS_MAX else (0.0, 0.0)
+
+    def block(self, header: istr | None, status: CacheStatus) -> CIMultiDict[str]:
+        """The header block of a replay with this status in the current second (kept)."""
+        block = self.blocks[status] = self.template.headers(
+            self.age, header, _HEADER_VALUES[status]
+        )
+        return block
 
 
 class Replayer:
@@ -100,7 +111,10 @@ class Replayer:
             age = form.initial_age + (self._clock() - form.response_time)
             if not form.low <= age < form.high:
                 form.at(age)
-            return form.template.copy(form.age, self._header, _HEADER_VALUES[status])
+            block = form.blocks.get(status)
+            if block is None:
+                block = form.block(self._header, status)
+            return form.template.copy(block)
         if snap.stream is not None:  # never a template: each reply reads the stream itself
             return self._stream_reply(snap, status)
         # web.Response copies the headers it is given into its own CIMultiDict: given the
