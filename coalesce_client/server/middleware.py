@@ -234,7 +234,7 @@ class CoalesceMiddleware(RangeReplies, Fronted):
                 if snap is not None:  # the hot path: a hit answered without awaiting
                     if calllog.on is not False and calllog.debugging():
                         log_answer(Answer(snap, "hit"), request.method, url_of(request), key, 0.0)
-                    return self._replay(snap, "hit")
+                    return self._replay(snap, "hit", self._core.peeked_at)
             url_key = self._url_key(request, request.rel_url)
         elif (
             request.method in VALIDATED_METHODS

@@ -103,12 +103,17 @@ class Replayer:
         # replay (as Age's, hdrs.AGE).
         self._header = None if cache_status_header is None else istr(cache_status_header)
 
-    def _replay(self, snap: Snapshot, status: CacheStatus) -> web.StreamResponse:
-        """A fresh response for one more request: its own headers (a copy), the shared body."""
+    def _replay(
+        self, snap: Snapshot, status: CacheStatus, now: float | None = None
+    ) -> web.StreamResponse:
+        """A fresh response for one more request: its own headers (a copy), the shared body;
+        ``now``: the clock's reading when it was found (``Coalescer.peeked_at``), else read."""
+        if now is None:
+            now = self._clock()
         form = snap.replay_form
         if type(form) is _Form and status != "miss":  # the hot path: a copy of the template
             # snap.age(now) (RFC 9111 §4.2.3), inlined; its Age text is the same for a second.
-            age = form.initial_age + (self._clock() - form.response_time)
+            age = form.initial_age + (now - form.response_time)
             if not form.low <= age < form.high:
                 form.at(age)
             block = form.blocks.get(status)
@@ -129,7 +134,7 @@ class Replayer:
             elif form is _ONCE:  # taken before this caller's own headers are set
                 template = template_of(resp)
                 snap.keep_replay_form(_NEVER if template is None else _Form(snap, template))
-            headers[hdrs.AGE] = age_header(snap.age(self._clock()))
+            headers[hdrs.AGE] = age_header(snap.age(now))
         if self._header is not None:
             headers[self._header] = _HEADER_VALUES[status]
         return resp
