@@ -272,9 +272,8 @@ def decode(data: bytes | memoryview) -> Record:
 
 
 def checksum(data: bytes | memoryview) -> int:
-    """The CRC-32 of the record ``data``, once its version and checksum are checked (as
-    :func:`decode` checks them first): a reader that remembers what it decoded (``DiskStorage``)
-    checks every record it reads again, and skips only the decode.
+    """The CRC-32 of the record ``data``, once its version and checksum are checked: the check
+    :func:`decode` makes first.
 
     >>> good = encode(Snapshot(200, "OK", (), "http://x/", "GET", b"hi"))
     >>> checksum(good) == int.from_bytes(good[-4:], "big")

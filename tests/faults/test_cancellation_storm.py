@@ -23,7 +23,7 @@ import asyncio
 import os
 import random
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -110,13 +110,26 @@ class LoopReports:
         return [r for r in self.reports if "never retrieved" in r or "destroyed" in r]
 
 
-async def storm(calls: int, rng: random.Random, one: Any) -> Counter[str]:
-    """Run ``calls`` calls of ``one(key)`` in batches, cancelling some at random points."""
+class Shape(NamedTuple):
+    """A storm's shape: how many keys, how many calls in flight together, and at most how many
+    loop turns before a batch's victims are cancelled."""
+
+    keys: int
+    batch: int
+    turns: int
+
+
+SHAPE = Shape(KEYS, BATCH, 6)
+
+
+async def storm(calls: int, rng: random.Random, one: Any, shape: Shape = SHAPE) -> Counter[str]:
+    """Run ``calls`` calls of ``one(key)`` in batches, cancelling some at random points (while
+    they wait for their flight, or read their body)."""
     results: Counter[str] = Counter()
-    for _ in range(0, calls, BATCH):
-        tasks = [asyncio.ensure_future(one(rng.randrange(KEYS))) for _ in range(BATCH)]
-        victims = rng.sample(tasks, k=BATCH // 6)
-        for _ in range(rng.randrange(1, 6)):
+    for _ in range(0, calls, shape.batch):
+        tasks = [asyncio.ensure_future(one(rng.randrange(shape.keys))) for _ in range(shape.batch)]
+        victims = rng.sample(tasks, k=shape.batch // 6)
+        for _ in range(rng.randrange(1, shape.turns)):
             await asyncio.sleep(0)
         for task in victims:
             task.cancel()

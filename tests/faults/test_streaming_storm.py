@@ -22,13 +22,11 @@ import hashlib
 import os
 import random
 import tempfile
-from collections import Counter
-from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import web
 from conftest import Origin, finished
-from test_cancellation_storm import LoopReports, a_seed
+from test_cancellation_storm import LoopReports, Shape, a_seed, storm
 
 from coalesce_client import CachePolicy, CoalescingSession
 from coalesce_client.client import pump
@@ -131,7 +129,7 @@ async def test_streaming_storm_presents_no_short_body_and_leaves_nothing_behind(
                     body = b"".join(parts)
             return "ok" if body == BODIES[key] else "SHORT OR WRONG BODY"
 
-        results = await asyncio.wait_for(storm(CALLS, rng, one), LIMIT)
+        results = await asyncio.wait_for(storm(CALLS, rng, one, Shape(KEYS, BATCH, 40)), LIMIT)
         await finished(s._core.drain(), "background writes")
         in_flight = len(s._core.flight)
     gc.collect()  # a cancelled caller's frames may hold its response in a cycle
@@ -148,29 +146,6 @@ async def test_streaming_storm_presents_no_short_body_and_leaves_nothing_behind(
     assert files_after == files_before
     assert leftovers == []
     assert faults.seen < CALLS  # shared: far fewer requests than calls
-
-
-async def storm(
-    calls: int, rng: random.Random, one: Callable[[int], Awaitable[str]]
-) -> Counter[str]:
-    """Run ``calls`` calls of ``one(key)`` in batches, cancelling some at random points (while
-    they wait for their flight, or read their body)."""
-    results: Counter[str] = Counter()
-    for _ in range(0, calls, BATCH):
-        tasks = [asyncio.ensure_future(one(rng.randrange(KEYS))) for _ in range(BATCH)]
-        victims = rng.sample(tasks, k=BATCH // 6)
-        for _ in range(rng.randrange(1, 40)):
-            await asyncio.sleep(0)
-        for task in victims:
-            task.cancel()
-        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(outcome, asyncio.CancelledError):
-                results["cancelled"] += 1
-            elif isinstance(outcome, BaseException):
-                results[type(outcome).__name__] += 1
-            else:
-                results[outcome] += 1
-    return results
 
 
 async def _pumps_ended() -> None:
