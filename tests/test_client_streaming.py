@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from conftest import Origin, finished, signalled
@@ -127,3 +128,27 @@ async def test_a_streamed_response_reads_as_text_and_json_like_any_other(origin:
             assert await resp.text() == '{"rows": [1, 2, 3]}'  # read once, kept
         assert (await (await s.get(origin.url("/data"))).json()) == {"rows": [1, 2, 3]}
         assert origin.calls["/data"] == 2
+
+
+@pytest.mark.parametrize(
+    ("policy", "options"),
+    [(None, {"cache": False}), (CachePolicy(methods={"HEAD"}), {})],
+    ids=["cache=False", "method not cached"],
+)
+async def test_leaving_async_with_gives_a_passed_response_s_connection_back(
+    origin: Origin, policy: CachePolicy | None, options: dict[str, Any]
+) -> None:
+    """The session has one connection; the origin holds the body's tail. A caller that leaves
+    its ``async with`` without reading lets the next call have the connection, as aiohttp's
+    ``ClientResponse`` does on leaving (``release()``)."""
+    streaming_route(origin, "/big", length=True)
+    await origin.start()
+    origin.gate.clear()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+    async with CoalescingSession(ttl=60, policy=policy, session=session) as s:
+        async with s.get(origin.url("/big"), **options) as first:
+            assert first.cache_status == "bypass" and not origin.gate.is_set()
+        # Not given back, the next call waits for the connection until `finished` fails.
+        second = await finished(s.get(origin.url("/big"), **options), "the next call")
+        second.release()
+    await session.close()

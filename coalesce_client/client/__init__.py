@@ -6,6 +6,6 @@ face. What it needs of aiohttp beyond its public API is in ``compat.py``. Its mo
 private: users import from ``coalesce_client``.
 
 * ``session.py`` the public object; ``calls.py`` how one call is answered; ``call.py`` what a
-  call is (its key, what it may share); ``send.py`` its real request; ``response.py`` and
-  ``body.py`` what a caller gets.
+  call is (its key, what it may share); ``send.py`` its real request; ``context.py`` what a request
+  method returns; ``response.py`` and ``body.py`` what a caller gets.
 """

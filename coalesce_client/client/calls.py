@@ -54,6 +54,7 @@ from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
 from .checks import UNSET, check_call, request_url, wait_bound
 from .compat import base_url_of, merge_params
+from .context import CallContext
 from .ranges import ranged_hit
 from .response import CachedResponse
 from .send import Outgoing, Passing, SharedRequest
@@ -118,7 +119,7 @@ class CallPath(Fronted):
         return self._session
 
     async def _request(
-        self, method: str, str_or_url: str | URL, kwargs: dict[str, Any]
+        self, method: str, str_or_url: str | URL, kwargs: dict[str, Any], ctx: CallContext
     ) -> CachedResponse:
         cache, cache_ttl, refresh = True, None, False  # our own options' defaults
         if kwargs:  # our own options taken out; none given (a plain hit): nothing to take
@@ -132,7 +133,9 @@ class CallPath(Fronted):
             session = self._client()
         if not (cache and method in self.policy.methods):  # aiohttp's own request, and checks
             out = Outgoing(session, method, str_or_url, kwargs, _NO_OPTIONS, False)
-            return await self._pass(out, None, "method not cached" if cache else "cache=False")
+            return ctx._keep(
+                await self._pass(out, None, "method not cached" if cache else "cache=False")
+            )
         if kwargs:  # the caller's alone (call.py): not part of the shared request
             own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
             checks = own_options.get("raise_for_status")
@@ -142,12 +145,8 @@ class CallPath(Fronted):
         # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
         if (not kwargs or kwargs.keys() <= _MEMO_KWARGS) and self._authless and not len(self._jar):
-            parts = (
-                method,
-                str_or_url,
-                kwargs.get("allow_redirects", True) if kwargs else True,
-                getversion(self._default_headers),
-            )
+            follows = kwargs.get("allow_redirects", True) if kwargs else True
+            parts = (method, str_or_url, follows, getversion(self._default_headers))
             ident = self._memo.get(parts)
         if ident is None:
             ident = self._identity(session, method, str_or_url, kwargs, own_options)
@@ -162,7 +161,7 @@ class CallPath(Fronted):
             refresh = refresh or ident.asked.refresh
         if ident.conditional is not None:  # the caller's own If-None-Match / If-Modified-Since
             out = Outgoing(session, method, str_or_url, kwargs, own_options, checks)
-            return await self._conditional(out, ident, wanted, refresh)
+            return ctx._keep(await self._conditional(out, ident, wanted, refresh))
         if key is not None and not refresh:
             snap = self._core.peek(key, ident.header, wanted)
             if snap is not None:  # the hot path: a hit answered without awaiting anything
@@ -173,10 +172,10 @@ class CallPath(Fronted):
         target = ident.url if self._baseless and "params" not in kwargs else str_or_url  # rules
         out = Outgoing(session, method, target, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
-            return await self._pass(out, ident.url, ident.reason or "request no-store")
+            return ctx._keep(await self._pass(out, ident.url, ident.reason or "request no-store"))
         url_ttl = bool(self.policy.url_ttl)
         call = ident.call(ttl=cache_ttl, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
-        return await self._shared(out, call, ident.url)
+        return ctx._keep(await self._shared(out, call, ident.url))
 
     async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
         """A call that leads or joins a flight (or is answered from storage through one)."""

@@ -9,14 +9,12 @@ own (``body.ReaderStream``), opened on first use; ``release()``, ``close()`` and
 ``async with`` close it and let go of the stream, so that a body nobody reads any more is not
 fetched on (``client/pump.py``); ``read()`` gives the whole body, or raises
 ``ClientPayloadError`` when it ended short.
-``CallContext`` is what a request method returns before the response exists: a coroutine that is
-also an async context manager, as aiohttp's own.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from http.cookies import SimpleCookie
@@ -33,7 +31,8 @@ from ..spec.freshness import age_header
 from ..spec.snapshot import Snapshot
 from .body import BodyStream, LiveStream, ReaderStream, released
 
-__all__ = ["CachedResponse", "CallContext", "LiveResponse"]
+__all__ = ["CachedResponse", "LiveResponse"]
+
 
 # The statuses of a response served from storage (``from_cache``).
 _FROM_CACHE = frozenset({"hit", "stale", "revalidated"})
@@ -354,45 +353,3 @@ def _json_like(actual: str, expected: str) -> bool:
             actual.startswith("application/") and actual.endswith("+json")
         )
     return expected in actual
-
-
-class CallContext(Coroutine[Any, Any, CachedResponse]):
-    """What ``s.get(...)`` returns: a coroutine that is also an async context manager.
-
-    Like aiohttp's own ``_RequestContextManager``: ``await``, ``async with``,
-    ``asyncio.create_task`` and ``gather`` all accept it.
-    """
-
-    __slots__ = ("_coro", "_resp")
-
-    def __init__(self, coro: Coroutine[Any, Any, CachedResponse]) -> None:
-        self._coro = coro
-        self._resp: CachedResponse | None = None
-
-    def send(self, value: Any) -> Any:
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if val is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)  # pragma: no cover - legacy signature
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, None, CachedResponse]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> CachedResponse:
-        self._resp = await self._coro
-        return self._resp
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        resp = self._resp
-        if resp is not None and resp.snapshot.stream is not None:  # release(), inlined: a hit's
-            resp._let_go()  # body in memory has nothing to give back

@@ -28,8 +28,8 @@ from ..storage.memory import MemoryStorage
 from .call import Identity, check_base_url, url_key
 from .calls import CallPath
 from .compat import KNOWN_SESSION_KWARGS, base_url_of
+from .context import CallContext
 from .pump import stop_pumps
-from .response import CallContext
 
 __all__ = ["CoalescingSession"]
 
@@ -158,36 +158,36 @@ class CoalescingSession(CallPath):
         origin whatever is stored (a conditional request when the stored response has a
         validator; still coalesced and stored); ``cache=False`` is a plain pass-through.
         """
-        return CallContext(self._request(method.upper(), url, kwargs))
+        return CallContext(self, method.upper(), url, kwargs)
 
     def get(self, url: str | URL, **kwargs: Any) -> CallContext:
         """GET ``url``, like ``ClientSession.get``; see ``request`` for the extra options."""
-        return CallContext(self._request("GET", url, kwargs))
+        return CallContext(self, "GET", url, kwargs)
 
     def head(self, url: str | URL, **kwargs: Any) -> CallContext:
         """HEAD ``url`` (without following redirects, as aiohttp); see ``request``."""
         kwargs.setdefault("allow_redirects", False)  # as aiohttp does for HEAD
-        return CallContext(self._request("HEAD", url, kwargs))
+        return CallContext(self, "HEAD", url, kwargs)
 
     def options(self, url: str | URL, **kwargs: Any) -> CallContext:
         """OPTIONS ``url``: passed through unless the policy lists OPTIONS; see ``request``."""
-        return CallContext(self._request("OPTIONS", url, kwargs))
+        return CallContext(self, "OPTIONS", url, kwargs)
 
     def post(self, url: str | URL, **kwargs: Any) -> CallContext:
         """POST ``url``: passed through unless the policy lists POST; see ``request``."""
-        return CallContext(self._request("POST", url, kwargs))
+        return CallContext(self, "POST", url, kwargs)
 
     def put(self, url: str | URL, **kwargs: Any) -> CallContext:
         """PUT ``url``: passed through unless the policy lists PUT; see ``request``."""
-        return CallContext(self._request("PUT", url, kwargs))
+        return CallContext(self, "PUT", url, kwargs)
 
     def patch(self, url: str | URL, **kwargs: Any) -> CallContext:
         """PATCH ``url``: passed through unless the policy lists PATCH; see ``request``."""
-        return CallContext(self._request("PATCH", url, kwargs))
+        return CallContext(self, "PATCH", url, kwargs)
 
     def delete(self, url: str | URL, **kwargs: Any) -> CallContext:
         """DELETE ``url``: passed through unless the policy lists DELETE; see ``request``."""
-        return CallContext(self._request("DELETE", url, kwargs))
+        return CallContext(self, "DELETE", url, kwargs)
 
     @property
     def session(self) -> aiohttp.ClientSession:
