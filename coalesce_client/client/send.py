@@ -33,6 +33,7 @@ from yarl import URL
 
 from ..core.policy import CachePolicy
 from ..core.records import Answer, Fetched
+from ..core.slots import SnapshotShell
 from ..core.spool import Spool
 from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Headers, Snapshot
@@ -167,15 +168,19 @@ async def received(
 
 def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:
     """The response as received, with the times its age is computed from (a redirect's are those
-    of the whole request: aiohttp does not say when each hop arrived)."""
-    return Snapshot(
-        status=resp.status,
-        reason=resp.reason or "",
-        headers=tuple(resp.headers.items()),
-        url=str(resp.url),
-        method=resp.method,
-        body=body,
-        history=tuple(snapshot_of(h, b"", times) for h in resp.history),
-        request_time=times.request_time,
-        response_time=times.response_time,
-    )
+    of the whole request: aiohttp does not say when each hop arrived). Built on every miss: in
+    its shell (``core/slots.py``), as ``Snapshot(...)`` builds it."""
+    snap = SnapshotShell()
+    snap.status = resp.status
+    snap.reason = resp.reason or ""
+    snap.headers = tuple(resp.headers.items())
+    snap.url = str(resp.url)
+    snap.method = resp.method
+    snap.body = body
+    snap.stored_at = snap.expires_at = 0.0
+    history = resp.history
+    snap.history = tuple(snapshot_of(h, b"", times) for h in history) if history else ()
+    snap.request_time, snap.response_time = times
+    snap.stream = snap._initial_age = snap.replay_form = None
+    snap.__class__ = Snapshot
+    return snap  # type: ignore[no-any-return]
