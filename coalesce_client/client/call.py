@@ -189,10 +189,14 @@ def identify(
         if body_digest is None:
             return Identity(None, url, header, reason="request body")
     parts = url_parts(url)  # read once: the request key and the URL key both hash them
+
+    def sent(name: str) -> str | None:  # what the key reads of the headers aiohttp sends
+        return ", ".join(merged.getall(name)) if name in merged else None
+
     key = keys.request_key(
         method,
         parts,
-        lambda name: ", ".join(merged.getall(name)) if name in merged else None,
+        sent if merged else None,  # None: no headers, the common call (keys.py)
         body_digest=body_digest,
         extra=_extra(session, keys, url, kwargs, merged),
     )

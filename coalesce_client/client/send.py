@@ -33,7 +33,7 @@ from yarl import URL
 
 from ..core.policy import CachePolicy
 from ..core.records import Answer, Fetched
-from ..core.slots import SnapshotShell
+from ..core.slots import FetchedShell, SnapshotShell
 from ..core.spool import Spool
 from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Headers, Snapshot
@@ -100,7 +100,11 @@ class SharedRequest:
         snap = await received(resp, policy.max_body_size, times, out.session)
         should_store = policy.should_store
         verdict = should_store is None or should_store(CachedResponse(snap, "miss"))
-        return Fetched(snap, bool(verdict))  # the filter sees what every caller would
+        fetched = FetchedShell()  # Fetched(snap, bool(verdict)), faster (core/slots.py)
+        fetched.snapshot, fetched.withheld = snap, "streamed"
+        fetched.storable = bool(verdict)  # the filter sees what every caller would
+        fetched.__class__ = Fetched
+        return fetched  # type: ignore[no-any-return]
 
     def drop(self) -> None:
         """Its caller gave up: nothing is kept for a caller alone (a large body is shared as it

@@ -223,7 +223,9 @@ class Leader:
                 key = flight.key
                 vkey = None if variant is None else variant_key(key, *variant)
                 ttl = kept.fresh + kept.kept
-                await self._writer.write(key, vkey, stored, ttl, flight.call.url_key)
+                writer, url_key = self._writer, flight.call.url_key
+                if not writer.write_nowait(key, vkey, stored, ttl, url_key):
+                    await writer.write(key, vkey, stored, ttl, url_key)
                 return stored
             case _:
                 assert_never(decision)

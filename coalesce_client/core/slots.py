@@ -24,8 +24,9 @@ from typing import Any
 from ..spec.freshness import ResponseFacts
 from ..spec.snapshot import Snapshot
 from ..storage.records import UrlIndex
+from .records import Fetched
 
-__all__ = ["FactsShell", "IndexShell", "SnapshotShell", "shell_of"]
+__all__ = ["FactsShell", "FetchedShell", "IndexShell", "SnapshotShell", "shell_of"]
 
 
 def shell_of(cls: type, names: tuple[str, ...]) -> type[Any]:
@@ -76,3 +77,4 @@ FactsShell = shell_of(
     ),
 )
 IndexShell = shell_of(UrlIndex, ("keys", "url", "stored_at", "expires_at"))
+FetchedShell = shell_of(Fetched, ("snapshot", "storable", "withheld"))
