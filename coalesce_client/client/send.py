@@ -113,7 +113,7 @@ class SharedRequest:
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
         if answer.snapshot is not None:
-            resp = CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+            resp = CachedResponse(answer.snapshot, answer.status, url, None, now)  # positional
         else:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
