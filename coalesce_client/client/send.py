@@ -157,7 +157,9 @@ async def received(
     to ``limit``, else shared as it streams (module rules; both client faces)."""
     try:
         bodiless = resp.method == "HEAD" or resp.status in _BODILESS
-        body = await (resp.read() if bodiless else read_within(resp, limit))
+        length = None if bodiless else announced_length(resp)
+        whole = bodiless or (length is not None and length <= limit)  # as read_within reads it
+        body = await (resp.read() if whole else read_within(resp, limit))
     except BaseException:
         resp.close()  # a truncated or cancelled read: nobody gets a short body
         raise
