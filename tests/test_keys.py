@@ -494,3 +494,12 @@ def test_a_key_maker_used_many_times_gives_the_keys_of_a_fresh_one(
         assert shared.url_key_of(url) == fresh().url_key_of(url)
         url.query.append(("b", "=changed"))  # the list it was built from, changed afterwards
         assert shared.url_key_of(url) == fresh().url_key_of(url)
+
+
+def test_a_request_without_headers_has_the_key_of_one_whose_headers_are_all_absent() -> None:
+    # header=None (client/call.py: a call that sends no header at all) writes every header
+    # field absent at once: the same bytes, so the same key, as a header() answering None.
+    km = KeyMaker(namespace="n", key_headers=("accept", "x-extra"))
+    url = UrlParts("https", "example.com", None, "/a", [("q", "1")])
+    assert km.request_key("GET", url, None) == km.request_key("GET", url, lambda name: None)
+    assert km.request_key("GET", url, None) != km.request_key("GET", url, {"accept": ""}.get)

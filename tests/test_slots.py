@@ -1,4 +1,4 @@
-"""core/slots.py: the records built on every miss by their slots (issue 20) are the records
+"""core/slots.py: the records built on every miss in their shells (issue 20) are the records
 their ``__init__`` or ``replace()`` would build: same type, fields, equality, hash, memos
 afresh, still frozen; a record whose slots change stops the import of its builder."""
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from coalesce_client.client.send import Times, snapshot_of
 from coalesce_client.core.leader import _stamped
-from coalesce_client.core.slots import slot_setters
+from coalesce_client.core.slots import shell_of
 from coalesce_client.spec.snapshot import Snapshot
 
 
@@ -62,12 +63,14 @@ class Checked:
         assert self.a > 0
 
 
-def test_slot_setters_build_the_record_its_init_builds() -> None:
-    set_a, set_b = slot_setters(Pair, ("a", "b"))
-    pair = object.__new__(Pair)
-    set_a(pair, 1)
-    set_b(pair, 2)
+def test_a_shell_becomes_the_record_its_init_builds() -> None:
+    pair = shell_of(Pair, ("a", "b"))()
+    pair.a, pair.b = 1, 2
+    pair.__class__ = Pair
+    assert type(pair) is Pair
     assert pair == Pair(1, 2) and hash(pair) == hash(Pair(1, 2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pair.a = 3
 
 
 @pytest.mark.parametrize(("cls", "names"), [(Pair, ("a",)), (Pair, ("b", "a")), (Checked, ("a",))])
@@ -75,4 +78,35 @@ def test_a_record_whose_slots_are_not_the_builders_stops_it(
     cls: type, names: tuple[str, ...]
 ) -> None:
     with pytest.raises(ImportError):
-        slot_setters(cls, names)
+        shell_of(cls, names)
+
+
+class _Received:
+    """What ``snapshot_of`` reads of an aiohttp response."""
+
+    def __init__(self, url: str, history: tuple[_Received, ...] = ()) -> None:
+        self.status, self.reason, self.method = 200, "OK", "GET"
+        self.headers = {"Content-Type": "text/plain", "Date": "Mon, 07 Dec 2026 04:00:00 GMT"}
+        self.url, self.history = url, history
+
+
+def test_a_received_snapshot_is_what_its_init_builds() -> None:
+    hop = _Received("http://x/a")
+    snap = snapshot_of(_Received("http://x/b", (hop,)), b"body", Times(1.0, 2.0))  # type: ignore[arg-type]
+    headers = (("Content-Type", "text/plain"), ("Date", "Mon, 07 Dec 2026 04:00:00 GMT"))
+    expected = Snapshot(
+        200,
+        "OK",
+        headers,
+        "http://x/b",
+        "GET",
+        b"body",
+        history=(Snapshot(200, "OK", headers, "http://x/a", "GET", b"", 0.0, 0.0, (), 1.0, 2.0),),
+        request_time=1.0,
+        response_time=2.0,
+    )
+    assert type(snap) is Snapshot and type(snap.history[0]) is Snapshot
+    assert snap == expected and hash(snap) == hash(expected)
+    for field in dataclasses.fields(Snapshot):
+        assert getattr(snap, field.name) == getattr(expected, field.name), field.name
+    assert snap.stream is None and snap._initial_age is None and snap.replay_form is None

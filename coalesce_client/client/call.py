@@ -49,6 +49,7 @@ from yarl import URL
 
 from ..core.keys import KeyMaker, UrlParts, query_pairs
 from ..core.records import Call
+from ..core.slots import shell_of
 from ..spec.conditional import Validators, validators_of
 from ..spec.decisions.reasons import BypassReason
 from ..spec.fields import NOT_IN_FIELD_VALUE, TOKEN
@@ -149,6 +150,11 @@ class Identity:
         return Call(self.key, self.header, ttl, refresh, url, self.url_key, wanted)
 
 
+_IdentityShell = shell_of(
+    Identity, ("key", "url", "header", "asked", "url_key", "conditional", "reason", "ranged")
+)
+
+
 def identify(
     session: aiohttp.ClientSession,
     keys: KeyMaker,
@@ -183,15 +189,23 @@ def identify(
         if body_digest is None:
             return Identity(None, url, header, reason="request body")
     parts = url_parts(url)  # read once: the request key and the URL key both hash them
+
+    def sent(name: str) -> str | None:  # what the key reads of the headers aiohttp sends
+        return ", ".join(merged.getall(name)) if name in merged else None
+
     key = keys.request_key(
         method,
         parts,
-        lambda name: ", ".join(merged.getall(name)) if name in merged else None,
+        sent if merged else None,  # None: no headers, the common call (keys.py)
         body_digest=body_digest,
         extra=_extra(session, keys, url, kwargs, merged),
     )
-    asked = asked_by(header) if merged else None  # the caller's Cache-Control or Pragma
-    return Identity(key, url, header, asked, keys.url_key_of(parts), conditional, ranged=ranged)
+    ident = _IdentityShell()  # Identity(...), faster: built on every call not remembered
+    ident.key, ident.url, ident.header, ident.url_key = key, url, header, keys.url_key_of(parts)
+    ident.asked = asked_by(header) if merged else None  # the caller's Cache-Control or Pragma
+    ident.conditional, ident.ranged, ident.reason = conditional, ranged, None
+    ident.__class__ = Identity
+    return ident  # type: ignore[no-any-return]
 
 
 def _sent(
@@ -266,7 +280,7 @@ def _extra(
         cookies = kwargs.get("cookies")
         if cookies:
             extra.append("cookies:" + _cookies(cookies))
-    for name, default in SPLIT.items():
+    for name, default in SPLIT.items() if kwargs else ():
         if name in kwargs and kwargs[name] != default:
             extra.append(f"{name}:{_stable(kwargs[name])}")
     return extra

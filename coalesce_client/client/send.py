@@ -33,6 +33,7 @@ from yarl import URL
 
 from ..core.policy import CachePolicy
 from ..core.records import Answer, Fetched
+from ..core.slots import FetchedShell, SnapshotShell
 from ..core.spool import Spool
 from ..spec.decisions.reasons import CacheReason
 from ..spec.snapshot import Headers, Snapshot
@@ -99,7 +100,11 @@ class SharedRequest:
         snap = await received(resp, policy.max_body_size, times, out.session)
         should_store = policy.should_store
         verdict = should_store is None or should_store(CachedResponse(snap, "miss"))
-        return Fetched(snap, bool(verdict))  # the filter sees what every caller would
+        fetched = FetchedShell()  # Fetched(snap, bool(verdict)), faster (core/slots.py)
+        fetched.snapshot, fetched.withheld = snap, "streamed"
+        fetched.storable = bool(verdict)  # the filter sees what every caller would
+        fetched.__class__ = Fetched
+        return fetched  # type: ignore[no-any-return]
 
     def drop(self) -> None:
         """Its caller gave up: nothing is kept for a caller alone (a large body is shared as it
@@ -108,7 +113,7 @@ class SharedRequest:
     def caller_response(self, answer: Answer, url: URL, now: float) -> CachedResponse:
         """What this caller gets of its flight's answer (module rules)."""
         if answer.snapshot is not None:
-            resp = CachedResponse(answer.snapshot, answer.status, request_url=url, now=now)
+            resp = CachedResponse(answer.snapshot, answer.status, url, None, now)  # positional
         else:  # only-if-cached, nothing usable stored (RFC 9111 §5.2.1.7)
             gateway_timeout = Snapshot(
                 504, "Gateway Timeout", (("Content-Length", "0"),), str(url), self._out.method, b""
@@ -152,7 +157,9 @@ async def received(
     to ``limit``, else shared as it streams (module rules; both client faces)."""
     try:
         bodiless = resp.method == "HEAD" or resp.status in _BODILESS
-        body = await (resp.read() if bodiless else read_within(resp, limit))
+        length = None if bodiless else announced_length(resp)
+        whole = bodiless or (length is not None and length <= limit)  # as read_within reads it
+        body = await (resp.read() if whole else read_within(resp, limit))
     except BaseException:
         resp.close()  # a truncated or cancelled read: nobody gets a short body
         raise
@@ -167,15 +174,19 @@ async def received(
 
 def snapshot_of(resp: aiohttp.ClientResponse, body: bytes, times: Times) -> Snapshot:
     """The response as received, with the times its age is computed from (a redirect's are those
-    of the whole request: aiohttp does not say when each hop arrived)."""
-    return Snapshot(
-        status=resp.status,
-        reason=resp.reason or "",
-        headers=tuple(resp.headers.items()),
-        url=str(resp.url),
-        method=resp.method,
-        body=body,
-        history=tuple(snapshot_of(h, b"", times) for h in resp.history),
-        request_time=times.request_time,
-        response_time=times.response_time,
-    )
+    of the whole request: aiohttp does not say when each hop arrived). Built on every miss: in
+    its shell (``core/slots.py``), as ``Snapshot(...)`` builds it."""
+    snap = SnapshotShell()
+    snap.status = resp.status
+    snap.reason = resp.reason or ""
+    snap.headers = tuple(resp.headers.items())
+    snap.url = str(resp.url)
+    snap.method = resp.method
+    snap.body = body
+    snap.stored_at = snap.expires_at = 0.0
+    history = resp.history
+    snap.history = tuple(snapshot_of(h, b"", times) for h in history) if history else ()
+    snap.request_time, snap.response_time = times
+    snap.stream = snap._initial_age = snap.replay_form = None
+    snap.__class__ = Snapshot
+    return snap  # type: ignore[no-any-return]

@@ -117,6 +117,8 @@ class KeyMaker:
     _last: list[tuple[str, tuple[tuple[str, str], ...], bytes]] = field(
         init=False, repr=False, compare=False
     )
+    # The header fields of a request that sends none of the headers the key reads.
+    _absent: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Credential headers first, then the user's, each once: one loop on the hot path.
@@ -126,6 +128,7 @@ class KeyMaker:
         object.__setattr__(self, "_headers", names)
         object.__setattr__(self, "_heads", KeyMemo())
         object.__setattr__(self, "_last", [("", (), b"")])
+        object.__setattr__(self, "_absent", _ABSENT * len(names))
 
     @property
     def header_names(self) -> tuple[str, ...]:
@@ -136,7 +139,7 @@ class KeyMaker:
         self,
         method: str,
         url: UrlParts,
-        header: Callable[[str], str | None],
+        header: Callable[[str], str | None] | None,
         *,
         body_digest: bytes | None = None,
         extra: Sequence[str] = (),
@@ -144,19 +147,23 @@ class KeyMaker:
         """The key of one request, as a 64-character hex digest.
 
         ``header(name)`` returns the request's value for a lower-case header name (repeated headers
-        joined by ``", "``) or None when absent. ``body_digest`` identifies a request body (methods
-        with a body only). ``extra`` holds more parts a face adds (the middleware's ``key_func``, a
-        redirect setting).
+        joined by ``", "``) or None when absent; ``header`` None: the request has no headers (the
+        key of a ``header`` that answers None to every name). ``body_digest`` identifies a request
+        body (methods with a body only). ``extra`` holds more parts a face adds (the middleware's
+        ``key_func``, a redirect setting).
         """
         head = (method, url.scheme, url.host, url.port)
         parts = [self._heads.get(head) or self._head(head, url, method.upper().encode())]
         parts.append(self._rest(url))
-        for name in self._headers:
-            hvalue = header(name)
-            if hvalue is None:
-                parts.append(_ABSENT)
-            else:
-                put_field(parts, hvalue.encode("utf-8", "surrogatepass"))
+        if header is None:  # none of them sent: every field absent, at once
+            parts.append(self._absent)
+        else:
+            for name in self._headers:
+                hvalue = header(name)
+                if hvalue is None:
+                    parts.append(_ABSENT)
+                else:
+                    put_field(parts, hvalue.encode("utf-8", "surrogatepass"))
         if body_digest is None:
             parts.append(_ABSENT)
         else:

@@ -36,7 +36,8 @@ records, ``storage/records.py``, and no concrete storage):
   stays readable through the names; it just is not dropped by an invalidation).
 * A storage that writes without waiting (``WritesNowait``: ``MemoryStorage``) is written at
   once, in the flight, when no write runs in the background (which it could overtake): no task,
-  nothing pending (issue 20: a task per miss). Its failures count as any other.
+  nothing pending, no coroutine (issue 20: a task per miss); and read without a coroutine. Its
+  failures count as any other.
 * URL indexes (``UrlIndex``) are updated after the write they index, one at a time in the
   process (a lock), newest last, at most ``MAX_KEYS``; the process keeps a copy of the indexes
   it wrote (at most ``MAX_URLS`` URLs): ``indexes.py`` decides what to delete and write.
@@ -113,8 +114,7 @@ class Writer:
 
     def __init__(self, storage: Storage, clock: Clock, max_variants: int) -> None:
         self.storage = storage
-        # Reads without a coroutine, when the storage can answer without waiting (storage/base).
-        # Of a request's key (a URL index is never under one: module rules), so a Found.
+        # Reads of a request's key (so a Found: module rules) when at hand (storage/base.py).
         self.get_nowait = (
             cast("Callable[[str], Found | None]", storage.get_nowait)
             if isinstance(storage, ReadsNowait)
@@ -124,12 +124,8 @@ class Writer:
         self.stores = not (isinstance(storage, OpensReadOnly) and storage.read_only)
         # The largest streamed body (Snapshot.stream) the storage takes; 0: it takes none.
         self.stream_limit = storage.stream_limit if isinstance(storage, StoresStreams) else 0
-        # The storage when it writes without waiting (module rules), else None.
-        self._now = (
-            storage
-            if isinstance(storage, WritesNowait) and storage.writes_nowait and self.stores
-            else None
-        )
+        now = storage if isinstance(storage, WritesNowait) and storage.writes_nowait else None
+        self._now = now if self.stores else None  # writes and reads without waiting (rules)
         self.max_variants = max_variants
         self._clock = clock
         # Records whose write has not finished (key -> record), and the tasks writing them.
@@ -155,8 +151,9 @@ class Writer:
         found = self.pending.get(key)
         if found is not None:
             return found
+        now = self._now  # get_nowait is all its get does: no coroutine (a miss reads so)
         try:
-            record = await self.storage.get(key)
+            record = now.get_nowait(key) if now is not None else await self.storage.get(key)
         except Exception as exc:
             self.failed("get", exc)
             return None
@@ -185,11 +182,7 @@ class Writer:
         """Store ``shared`` under ``key`` (or under its variant ``vkey``, with a pointer under
         ``key``), listed in the index of ``url_key`` when given, in the background; wait only
         while the running writes hold more than ``MAX_PENDING`` bytes (module rules)."""
-        if not self.stores or (shared.stream is not None and not self.stream_limit):
-            return
-        now, busy = self._now, self._background or self._index_lock.locked()
-        if now is not None and vkey is None and not busy:  # nothing to overtake (module rules)
-            self._store_now(now, key, shared, ttl, url_key)
+        if self.write_nowait(key, vkey, shared, ttl, url_key):
             return
         if vkey is None:
             self.pending[key] = shared
@@ -211,6 +204,18 @@ class Writer:
             waiter = asyncio.get_running_loop().create_future()
             self._room.append(waiter)
             await waiter
+
+    def write_nowait(
+        self, key: str, vkey: str | None, shared: Snapshot, ttl: float, url_key: str | None
+    ) -> bool:
+        """``write`` without a coroutine when it waits for nothing (module rules): True if done."""
+        if not self.stores or (shared.stream is not None and not self.stream_limit):
+            return True
+        now, busy = self._now, self._background or self._index_lock.locked()
+        if now is not None and vkey is None and not busy:  # nothing to overtake (module rules)
+            self._store_now(now, key, shared, ttl, url_key)
+            return True
+        return False
 
     async def delete(self, key: str) -> list[str]:
         """Drop ``key`` and every variant its pointer lists; return the variant keys dropped."""

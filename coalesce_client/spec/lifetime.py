@@ -167,8 +167,10 @@ def decide_lifetime(facts: ResponseFacts, rules: FreshnessRules) -> Lifetime | N
         # 7: stored, but never reused without the origin's word (§5.2.2.4): a conditional
         # request when it has a validator; without one there is nothing to keep it for.
         fresh: _Fresh | NotStored = _Fresh(0.0)
+    elif not http and not (rules.respect_cache_control and _explicit(cc, effective[1], shared)):
+        return Lifetime(float(configured), kept)  # 9, then 15 (more than 0: row 5)
     else:
-        fresh = _fresh(facts, values, effective, configured, rules)  # 8 to 13
+        fresh = _fresh(facts, values, effective, configured, rules)  # 8, 10 to 13
     if isinstance(fresh, NotStored):
         return fresh
     if fresh.seconds <= 0 and (not validated or kept <= 0):
@@ -189,13 +191,12 @@ def _fresh(
     configured: float,
     rules: FreshnessRules,
 ) -> _Fresh | NotStored:
-    """Rows 8 to 13: how long a response that may be stored stays fresh from its arrival.
-    ``values``: its fields (``_FIELDS``) by lower-case name."""
+    """Rows 8 and 10 to 13 (row 9 is ``decide_lifetime``'s, without reading a date): how long
+    a response that may be stored stays fresh from its arrival. ``values``: its fields
+    (``_FIELDS``) by lower-case name."""
     cc, expires = effective
     shared, received = facts.shared_cache, facts.response_time
     ttl = rules.freshness == "ttl"
-    if ttl and not (rules.respect_cache_control and _explicit(cc, expires, shared)):
-        return _Fresh(float(configured))  # 9 (more than 0: row 5), without reading a date
     date = parse_http_date(values.get("date", ""), now=received)
     explicit = freshness_lifetime(
         cc, expires=expires, date=date, response_time=received, shared=shared
