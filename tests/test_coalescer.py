@@ -106,6 +106,29 @@ async def test_every_call_counts_in_requests_and_in_exactly_one_outcome(clock: F
     assert upstream.calls == 2
 
 
+async def test_the_request_is_cancelled_when_its_last_caller_leaves_followers_included(
+    clock: FakeClock,
+) -> None:
+    core = Coalescer(MemoryStorage(clock=clock), Setup.of(policy=None, ttl=60, clock=clock))
+    upstream = Upstream()
+    upstream.gate.clear()
+    leader = asyncio.ensure_future(core.fetch(Call(KEY), upstream))
+    await upstream.arrived.wait()
+    followers = [asyncio.ensure_future(core.fetch(Call(KEY), upstream)) for _ in range(2)]
+    await until(lambda: core.flight.joined == 2, "the followers joined")
+    for caller in (leader, followers[0]):  # the others still want the response
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert KEY in core.flight
+    followers[1].cancel()  # the last one out: nobody wants it any more
+    with pytest.raises(asyncio.CancelledError):
+        await followers[1]
+    assert KEY not in core.flight
+    stats = core.stats
+    assert (stats.requests, stats.misses, stats.coalesced, stats.errors) == (3, 1, 2, 3)
+
+
 async def test_a_body_in_memory_is_shared_whatever_its_size_and_stored_within_max_stored_size(
     clock: FakeClock,
 ) -> None:

@@ -98,3 +98,35 @@ def test_joinable_drops_a_flight_left_on_a_closed_loop() -> None:
 
 async def _joinable(flight: SingleFlight[str, str], key: str) -> bool:
     return flight.joinable(key)
+
+
+async def test_wait_gives_a_waiter_of_its_own_on_the_flight_in_progress_only() -> None:
+    flight: SingleFlight[str, str] = SingleFlight()
+    gate = Gate("v")
+    assert flight.wait("k") is None and flight.joined == 0  # nothing in flight: nothing to wait on
+    leader = await _started(flight, gate)
+    joined = flight.wait("k")
+    assert joined is not None and flight.joined == 1 and "k" in flight.keys
+    _, waiter = joined
+    gate.release.set()
+    assert await finished(leader, "the leader") == "v"
+    assert await finished(waiter, "the waiter") == "v"
+    assert "k" not in flight.keys
+
+
+async def test_leave_lets_the_others_wait_and_the_last_one_out_cancels_the_work() -> None:
+    flight: SingleFlight[str, str] = SingleFlight()
+    gate = Gate("v")
+    leader = await _started(flight, gate)
+    first, second = flight.wait("k"), flight.wait("k")
+    assert first is not None and second is not None
+    leader.cancel()
+    await until(leader.done, "the leader left")
+    first[1].cancel()  # as the task awaiting it is cancelled: its waiter is, and then it leaves
+    flight.leave("k", *first)
+    await asyncio.sleep(0)
+    assert gate.cancelled == 0 and flight.joinable("k")  # the second still wants it
+    second[1].cancel()
+    flight.leave("k", *second)
+    await until(lambda: gate.cancelled == 1, "the work was cancelled")
+    assert not flight.joinable("k")

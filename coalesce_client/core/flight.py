@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Outcome", "SingleFlight", "WaitTimeout"]
+__all__ = ["Joined", "Outcome", "SingleFlight", "WaitTimeout"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -57,6 +58,10 @@ class _Call(Generic[V]):
         self.waiters: list[asyncio.Future[V]] = []
 
 
+Joined = _Call
+"""The flight a caller of ``SingleFlight.wait`` joined: what it hands back to ``leave``."""
+
+
 class SingleFlight(Generic[K, V]):
     """Run an async callable once per key among concurrent callers.
 
@@ -79,10 +84,12 @@ class SingleFlight(Generic[K, V]):
         Exception: whatever ``fetch`` raises reaches every caller of that flight.
     """
 
-    __slots__ = ("_calls", "_joined", "_started", "completed")
+    __slots__ = ("_calls", "_joined", "_started", "completed", "keys")
 
     def __init__(self) -> None:
         self._calls: dict[K, _Call[V]] = {}
+        # The keys of the flights in progress, read-only: ``key in flight.keys`` costs no call.
+        self.keys: Mapping[K, object] = MappingProxyType(self._calls)
         # Told, when a flight's work returns, how many callers besides one share its value (the
         # callers still waiting, less its leader): a metrics hook, or None.
         self.completed: Callable[[int], None] | None = None
@@ -125,10 +132,10 @@ class SingleFlight(Generic[K, V]):
         timed out) never touching the others: as ``do``. No work to hand over, no ``Outcome``
         to build: a burst's followers each call this (issue 20).
         """
-        call = self._calls[key]
-        waiter: asyncio.Future[V] = call.loop.create_future()
-        call.waiters.append(waiter)
-        self._joined += 1
+        joined = self.wait(key)
+        if joined is None:
+            raise KeyError(key)  # not joinable: nothing to wait for
+        call, waiter = joined
         timer = None if timeout is None else call.loop.call_later(timeout, _expire, waiter)
         try:
             value = await waiter
@@ -138,6 +145,29 @@ class SingleFlight(Generic[K, V]):
         if timer is not None:  # resolved by the work, which took it off its list of waiters
             timer.cancel()
         return value
+
+    def wait(self, key: K) -> tuple[Joined[V], asyncio.Future[V]] | None:
+        """``join`` without a coroutine of its own, for a caller that awaits the waiter in its
+        own frame (a burst's followers, issue 20: each frame is paid twice per follower): its
+        own waiter on the flight in progress for ``key``, and that flight, to hand to ``leave``
+        if it stops waiting before the waiter is resolved. None: no flight to join on the
+        running loop (``joinable``)."""
+        call = self._calls.get(key)
+        if call is None:
+            return None
+        loop = call.loop
+        if loop is not asyncio.get_running_loop():
+            self._drop_foreign(key, call)
+            return None
+        waiter: asyncio.Future[V] = loop.create_future()
+        call.waiters.append(waiter)
+        self._joined += 1
+        return call, waiter
+
+    def leave(self, key: K, call: Joined[V], waiter: asyncio.Future[V]) -> None:
+        """A caller of ``wait`` stopped waiting (cancelled, or its waiter failed): as ``join``
+        leaves, the last caller out cancelling the work."""
+        self._exit(key, call, waiter, None)
 
     def joinable(self, key: K) -> bool:
         """Whether a flight for ``key`` is in progress on the running event loop, for a caller

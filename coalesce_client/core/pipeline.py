@@ -12,7 +12,9 @@ Rules of this module:
 * One call, one ``Tally`` (``counters.py``): counted once in ``requests`` and once in one
   outcome, however it ends. The common ways out (a hit, a miss, a follower) write nothing to
   it: a call sent alone commits its status before it sends, a follower's failure sets its own.
-* A caller that finds a flight in progress on its key joins it without reading storage. A call
+* A caller that finds a flight in progress on its key joins it without reading storage; in its
+  first round it waits in ``fetch``'s own frame (``SingleFlight.wait``): a burst's followers
+  each pay for every frame twice, once asleep and once woken (issue 20). A call
   whose flight answered another Vary variant than its own makes a second round on its own
   variant's key: two rounds at most, written out in ``fetch`` (``followers.py`` never asks a
   second round for a third), never a call of ``fetch`` by itself.
@@ -56,7 +58,7 @@ from ..spec.snapshot import Headers, Snapshot
 from ..spec.vary import values_of
 from ..storage.base import Clock
 from .counters import Counters, Tally
-from .flight import WaitTimeout
+from .flight import Joined, WaitTimeout
 from .keys import variant_key
 from .lookup import Lookup
 from .passes import Passes
@@ -74,6 +76,7 @@ from .records import (
 
 __all__ = ["Lead", "Pipeline"]
 
+Waiter = asyncio.Future[FlightResult]  # a follower's own (flight.py)
 Lead = Callable[[Flight], Awaitable[FlightResult]]
 """The work of a flight: ``Leader.lead``, or ``FleetLeader.lead`` with a storage that shares
 flights."""
@@ -86,6 +89,7 @@ class Pipeline:
         "_clock",
         "_counters",
         "_flight",
+        "_flying",
         "_lead",
         "_lookup",
         "_passes",
@@ -106,6 +110,7 @@ class Pipeline:
         self._passes = passes
         self._lead = lead
         self._flight = lookup.flight
+        self._flying = lookup.flight.keys  # fkey -> its flight, tested on every call's path
         self._refreshes = lookup.refreshes
         self._refreshing = lookup.refreshes.tasks  # fkey -> task, tested on every call's path
         self._streaming = lookup.streaming
@@ -131,7 +136,23 @@ class Pipeline:
             elif passes.until and passes.passing(key):
                 answer = await self._alone(send, "bypass", tally, "pass-through key")
             else:
-                step = await self._round(call, send, (), tally)
+                joined = self._joined(call, key) if key in self._flying else None
+                if joined is None:
+                    step = await self._round(call, send, (), tally)
+                else:  # a follower: its own wait on the flight, in this frame (module rules)
+                    flight, waiter = joined
+                    try:
+                        result = await waiter
+                    except BaseException:
+                        self._flight.leave(key, flight, waiter)
+                        tally.status = "coalesced"  # counted as the caller would have been
+                        raise
+                    share = self._share(result, call, ())
+                    step = (  # a str: its own request, not stored, and why
+                        await self._alone(send, "miss", tally, share)
+                        if isinstance(share, str)
+                        else share
+                    )
                 if isinstance(step, OwnVariant):
                     step = await self._round(call, send, step.names, tally)
                     # followers.follow answers OwnVariant in a first round only
@@ -147,6 +168,18 @@ class Pipeline:
         if recorder is not None and answer.reason is not None:
             recorder.not_stored(answer.reason)
         return answer
+
+    def _joined(self, call: Call, key: str) -> tuple[Joined[FlightResult], Waiter] | None:
+        """A first round's own waiter on the flight in progress for its key, and that flight
+        (``SingleFlight.wait``), where ``_round`` would join it at once: no background refresh
+        (not a flight to join), no ``wait_timeout`` to bound the wait, not ``only-if-cached``
+        (``reuse`` answers it a miss). None: the call makes its round (``_round``)."""
+        if key in self._refreshing or self._setup.wait_timeout is not None:
+            return None
+        wanted = call.wanted
+        if wanted is not None and wanted.only_if_cached:
+            return None
+        return self._flight.wait(key)
 
     async def _round(
         self, call: Call, send: Send, names: tuple[str, ...], tally: Tally
