@@ -137,7 +137,7 @@ class CallPath(Fronted):
                 await self._pass(out, None, "method not cached" if cache else "cache=False")
             )
         if kwargs:  # the caller's alone (call.py): not part of the shared request
-            own_options = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
+            own_options = _own_options(kwargs)
             checks = own_options.get("raise_for_status")
             checks = self._checks if checks is None else checks  # None: the session's, as aiohttp
         else:  # the session's raise_for_status (fixed when it was built)
@@ -285,6 +285,13 @@ def _log(resp: CachedResponse, url: str | URL, key: str | None, started: float) 
     target = str((URL(url) if isinstance(url, str) else url).with_query(None).with_fragment(None))
     answer = Answer(resp.snapshot, resp.cache_status, resp.cache_reason)
     log_answer(answer, resp.method, target, key, resp._now - started)
+
+
+def _own_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The caller's own options (``CALLER_ALONE``), taken out of ``kwargs``. A function of its
+    own: a comprehension in ``_request`` would make ``kwargs`` a cell, one object more per
+    call, hits included."""
+    return {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
 
 
 def _check_flags(cache: Any, refresh: Any) -> None:
