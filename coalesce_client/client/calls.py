@@ -173,8 +173,7 @@ class CallPath(Fronted):
         out = Outgoing(session, method, target, kwargs, own_options, checks)
         if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
             return ctx._keep(await self._pass(out, ident.url, ident.reason or "request no-store"))
-        url_ttl = bool(self.policy.url_ttl)
-        call = ident.call(ttl=cache_ttl, refresh=refresh, wanted=wanted, url_ttl=url_ttl)
+        call = ident.call(cache_ttl, refresh, wanted, self.policy.url_ttl)
         return ctx._keep(await self._shared(out, call, ident.url))
 
     async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
