@@ -141,6 +141,7 @@ class Pipeline:
                     step = await self._round(call, send, (), tally)
                 else:  # a follower: its own wait on the flight, in this frame (module rules)
                     flight, waiter = joined
+                    del joined  # not kept while it waits: one object less per follower
                     try:
                         result = await waiter
                     except BaseException:
