@@ -216,6 +216,22 @@ async def test_raise_for_status_none_is_the_sessions(echo: Origin) -> None:
             await s.get(echo.url("/missing"), raise_for_status=None)
 
 
+async def test_a_callers_own_options_never_reach_a_plain_call_nor_the_reverse(
+    echo: Origin,
+) -> None:
+    """A plain call's flight request is built once and kept (calls.py, issue 20); a call with
+    options of its own builds its own, which neither takes the kept one nor is kept."""
+    async with CoalescingSession(ttl=60) as s:  # a 404 is not stored: each call is sent
+        url = echo.url("/missing")
+        for _ in range(2):
+            with pytest.raises(aiohttp.ClientResponseError):
+                await s.get(url, raise_for_status=True)
+            for _ in range(2):  # the first builds the plain call's request, the second takes it
+                async with s.get(url) as resp:
+                    assert resp.status == 404
+        assert s.stats.upstream == 6
+
+
 async def test_an_unknown_client_session_option_fails_at_construction() -> None:
     with pytest.raises(TypeError) as plain:
         aiohttp.ClientSession(expire_after=60)  # type: ignore[call-arg]

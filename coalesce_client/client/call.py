@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json as jsonlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookies import Morsel
 from typing import Any
 
@@ -129,9 +129,6 @@ class Identity:
     # The caller's own Range and If-Range, when it sent one (``conditional`` is then set too):
     # answered from a complete stored response (ranges.py), never sent through a flight.
     ranged: RangeRequest | None = None
-    # The core's record of a call with no options of its own (``call``), built on its first
-    # use: the calls of a remembered identity (a burst's followers, issue 20) then build none.
-    plain: Call | None = field(default=None, compare=False, repr=False)
 
     def url_text(self) -> str:
         """The URL without its scheme, as ``CachePolicy.url_ttl`` patterns see it:
@@ -147,12 +144,6 @@ class Identity:
         """The core's record of this call (``Coalescer.fetch``), with the caller's options:
         ``url_ttl`` (the policy's) says whether there are patterns to match the URL against.
         Positional: half the cost of keywords, on every call that is not a hit (issue 20)."""
-        if ttl is None and not refresh and wanted is None and not url_ttl:
-            plain = self.plain
-            if plain is None:  # the same for every such call: built once (a frozen record)
-                plain = Call(self.key, self.header, None, False, None, self.url_key, None)
-                object.__setattr__(self, "plain", plain)
-            return plain
         url = self.url_text() if url_ttl else None
         return Call(self.key, self.header, ttl, refresh, url, self.url_key, wanted)
 

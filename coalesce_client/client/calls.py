@@ -17,7 +17,9 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
   credentials of the session's own) is remembered by the method, the URL and the session's
   default headers: building it (and checking the URL and those headers) is most of what a hit
   costs. Only a call whose checks passed is remembered; the caller's own ``timeout`` is checked
-  on every call.
+  on every call. So is a plain call's flight request (``Sending``), when nothing of it is the
+  call's own (no ``timeout``, ``raise_for_status``, ``cache_ttl`` or refresh): a burst's
+  followers build none (issue 20); ``SharedRequest`` keeps nothing per call, so one serves all.
 * A caller's ``If-None-Match`` / ``If-Modified-Since`` is answered from a fresh stored response
   (RFC 9111 §4.3.2: a 304 when it is not modified for the caller, only for a 2xx, RFC 9110
   §13.2.1; else the stored response), a hit; nothing fresh stored: its own request. Never a
@@ -34,7 +36,8 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, NamedTuple
 
 import aiohttp
 from multidict import getversion
@@ -62,6 +65,19 @@ from .send import Outgoing, Passing, SharedRequest
 __all__ = ["CallPath"]
 
 _MEMO_KWARGS = frozenset({"allow_redirects"})  # options a remembered identity may include
+_NO_STORE: CacheReason = "request no-store"
+
+
+class Sending(NamedTuple):
+    """A call's flight request as the session hands it to the core: its request, its record
+    and its ``send`` (``SharedRequest``, which keeps nothing of a call's: one serves every
+    plain call of an identity, module rules)."""
+
+    out: Outgoing
+    call: Call
+    send: SharedRequest
+
+
 _NO_OPTIONS: dict[str, Any] = {}  # a call with no options of its own (never written to)
 
 
@@ -79,6 +95,7 @@ class CallPath(Fronted):
         "_jar",
         "_keys",
         "_memo",
+        "_sent",
         "_session",
         "_session_kwargs",
         "policy",
@@ -90,6 +107,7 @@ class CallPath(Fronted):
     _core: Coalescer
     _keys: KeyMaker
     _memo: KeyMemo[Identity]  # request parts of plain calls -> their identity
+    _sent: KeyMemo[Sending]  # request parts of plain calls -> their flight request (_bind)
     _session: aiohttp.ClientSession | None  # built on first use when we own it
     _session_kwargs: dict[str, Any]
     # What a plain call's identity depends on, read once from the session (``_bind``): a
@@ -108,6 +126,7 @@ class CallPath(Fronted):
         self._baseless = base_url_of(session) is None
         self._jar = session.cookie_jar
         self._default_headers = session.headers
+        self._sent = KeyMemo()  # what it holds holds the session: one memo per session bound
 
     def _client(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -169,18 +188,29 @@ class CallPath(Fronted):
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
-        target = ident.url if self._baseless and "params" not in kwargs else str_or_url  # rules
-        out = Outgoing(session, method, target, kwargs, own_options, checks)
-        if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
-            return ctx._keep(await self._pass(out, ident.url, ident.reason or "request no-store"))
-        call = ident.call(cache_ttl, refresh, wanted, self.policy.url_ttl)
-        return ctx._keep(await self._shared(out, call, ident.url))
+        sent = self._sent.get(parts) if cache_ttl is None and not (own_options or refresh) else None
+        if sent is None:  # a plain call's is built once (module rules)
+            target = ident.url if self._baseless and "params" not in kwargs else str_or_url
+            out = Outgoing(session, method, target, kwargs, own_options, checks)
+            if key is None or no_store:  # a bypass; or §5.2.1.5: nothing of it is stored
+                return ctx._keep(await self._pass(out, ident.url, ident.reason or _NO_STORE))
+            call = ident.call(cache_ttl, refresh, wanted, self.policy.url_ttl)
+            sent = self._sending(out, call, parts)
+        return ctx._keep(await self._shared(sent, ident.url))
 
-    async def _shared(self, out: Outgoing, call: Call, url: URL) -> CachedResponse:
+    def _sending(self, out: Outgoing, call: Call, parts: Hashable | None) -> Sending:
+        """A call's flight request, remembered by its request parts when nothing of it is the
+        call's own: no options of its own, no ``cache_ttl``, no refresh (module rules)."""
+        sent = Sending(out, call, SharedRequest(out, self.policy, self._core.clock))
+        if parts is not None and not out.own and call.ttl is None and not call.refresh:
+            self._sent.remember(parts, sent)
+        return sent
+
+    async def _shared(self, sent: Sending, url: URL) -> CachedResponse:
         """A call that leads or joins a flight (or is answered from storage through one)."""
+        out, call, send = sent
         core = self._core
         clock = core.clock  # a property: read once
-        send = SharedRequest(out, self.policy, clock)
         started = (
             clock() if calllog.on is not False and calllog.debugging() else 0.0
         )  # the DEBUG record's, or 0.0
