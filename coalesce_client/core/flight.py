@@ -46,12 +46,15 @@ class Outcome(Generic[V]):
 class _Call(Generic[V]):
     """One flight. Touched only from the thread of the event loop it runs on."""
 
-    __slots__ = ("loop", "task", "waiters")
+    __slots__ = ("loop", "shared", "task", "waiters")
 
     task: asyncio.Future[None]  # the work; set once, right after the call is registered
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop  # a flight never crosses event loops
+        # What its callers of ``wait`` derive from its value, once for all of them: set by the
+        # first that needs it, never read here (the pipeline: its followers' share).
+        self.shared: Any = None
         # Futures of the callers still waiting. Appended by run(); removed by _leave() when a caller
         # gives up (cancelled, timed out); drained by _work() when the work ends, which resolves
         # them directly so that a waiter wakes one loop iteration after the work returns.

@@ -148,7 +148,11 @@ class Pipeline:
                         self._flight.leave(key, flight, waiter)
                         tally.status = "coalesced"  # counted as the caller would have been
                         raise
-                    share = self._share(result, call, ())
+                    share: Answer | OwnVariant | CacheReason = flight.shared  # the same for
+                    if share is None:  # every follower when it does not vary: found once
+                        share = self._share(result, call, ())
+                        if result.variant is None:
+                            flight.shared = share
                     step = (  # a str: its own request, not stored, and why
                         await self._alone(send, "miss", tally, share)
                         if isinstance(share, str)
