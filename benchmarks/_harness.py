@@ -15,9 +15,11 @@ import platform
 import pstats
 import sys
 import time
+from asyncio.subprocess import PIPE
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -91,6 +93,43 @@ class Origin:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+HERE = str(Path(__file__).resolve().parent)  # benchmarks/: where an origin process imports from
+
+
+class OriginProcess:
+    """The same origin in a process of its own, as an origin is: its 50 ms start when a request
+    reaches it, while the callers' loop goes on (the in-loop ``Origin`` starts them only after
+    every task ready before its socket's turn has run). Counts stay in the child."""
+
+    _CODE = (
+        "import asyncio, sys; sys.path.insert(0, sys.argv[1]); from _harness import Origin\n"
+        "async def main():\n"
+        "    origin = Origin(); await origin.start(); print(origin.base, flush=True)\n"
+        "    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)\n"
+        "asyncio.run(main())\n"
+    )
+
+    def __init__(self) -> None:
+        self.base = ""
+        self._child: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", self._CODE, HERE, stdin=PIPE, stdout=PIPE
+        )
+        assert self._child.stdout is not None
+        self.base = (await self._child.stdout.readline()).decode().strip()
+        check(self.base.startswith("http://"), "the origin process did not start")
+
+    async def stop(self) -> None:
+        if self._child is not None and self._child.stdin is not None:
+            self._child.stdin.close()  # its stdin ends: it exits
+            await self._child.wait()
 
     def url(self, path: str) -> str:
         return self.base + path

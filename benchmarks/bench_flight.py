@@ -24,8 +24,9 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
+from contextlib import AsyncExitStack
 
-from _harness import BODY, DELAY, TTL, Origin, check, floor_burst
+from _harness import BODY, DELAY, TTL, Origin, OriginProcess, check, floor_burst
 
 from coalesce_client import CoalescingSession, SingleFlight
 
@@ -74,10 +75,14 @@ async def burst(calls: int = 100_000, keys: int = 1_000) -> tuple[int, float]:
     return fetches, wall
 
 
-async def session_burst(origin: Origin, n: int, tag: str) -> float:
-    """Wall seconds of n concurrent GETs of one fresh URL through a CoalescingSession."""
+async def session_burst(
+    origin: Origin | OriginProcess, n: int, tag: str, warm: CoalescingSession | None
+) -> float:
+    """Wall seconds of n concurrent GETs of one fresh URL through a CoalescingSession: a fresh
+    one (its connection opened by the burst's request), or ``warm``, whose connection is open."""
     url = origin.url(f"/slow/burst-{tag}")
-    async with CoalescingSession(ttl=TTL) as s:
+    async with AsyncExitStack() as stack:
+        s = warm or await stack.enter_async_context(CoalescingSession(ttl=TTL))
 
         async def one() -> str:
             async with s.get(url) as r:
@@ -91,13 +96,16 @@ async def session_burst(origin: Origin, n: int, tag: str) -> float:
     return wall
 
 
-async def bursts(rounds: int) -> tuple[list[float], list[float]]:
+async def bursts(
+    rounds: int, origin: Origin | OriginProcess, warm: bool
+) -> tuple[list[float], list[float]]:
     """The floor and the session burst, alternating, after one untimed round of each."""
-    origin = Origin()
     await origin.start()
     floors: list[float] = []
     ours: list[float] = []
-    try:
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(origin.stop)
+        session = await stack.enter_async_context(CoalescingSession(ttl=TTL)) if warm else None
         for i in range(rounds + 1):
             for out in (floors, ours):
                 gc.collect()
@@ -105,11 +113,9 @@ async def bursts(rounds: int) -> tuple[list[float], list[float]]:
                 if out is floors:
                     wall = await floor_burst(CALLERS)
                 else:
-                    wall = await session_burst(origin, CALLERS, str(i))
-                if i:  # the first round warms both up
+                    wall = await session_burst(origin, CALLERS, str(i), session)
+                if i:  # the first round warms both up (and opens the warm session's connection)
                     out.append(wall)
-    finally:
-        await origin.stop()
     return floors, ours
 
 
@@ -133,16 +139,21 @@ def main() -> None:
         f"burst: 100,000 calls over 1,000 keys -> {fetches} fetch calls, "
         f"{wall * 1000:.0f} ms wall, peak traced memory {peak / 2**20:.1f} MiB"
     )
-    floors, ours = asyncio.run(bursts(args.rounds))
-    floor, mine = statistics.median(floors), statistics.median(ours)
-    print(
-        f"session burst: {CALLERS:,} callers of one fresh URL, origin answers after "
-        f"{DELAY * 1000:.0f} ms, median of {args.rounds} rounds: CoalescingSession "
-        f"{mine * 1000:.1f} ms, floor ({CALLERS:,} tasks awaiting one future) "
-        f"{floor * 1000:.1f} ms: {mine / floor:.2f}x the floor (goal: at most 1.1x)"
+    setups = (
+        (Origin(), False, "origin in this loop, a fresh session each round (the issue's setup)"),
+        (OriginProcess(), True, "origin in a process of its own, one session, its connection open"),
     )
-    print(f"  per round, ms: ours {' '.join(f'{w * 1000:.1f}' for w in ours)}")
-    print(f"  per round, ms: floor {' '.join(f'{w * 1000:.1f}' for w in floors)}")
+    for origin, warm, where in setups:
+        floors, ours = asyncio.run(bursts(args.rounds, origin, warm))
+        floor, mine = statistics.median(floors), statistics.median(ours)
+        print(
+            f"session burst, {where}: {CALLERS:,} callers of one fresh URL, origin answers"
+            f" after {DELAY * 1000:.0f} ms, median of {args.rounds} rounds: CoalescingSession "
+            f"{mine * 1000:.1f} ms, floor ({CALLERS:,} tasks awaiting one future) "
+            f"{floor * 1000:.1f} ms: {mine / floor:.2f}x the floor (goal: at most 1.1x)"
+        )
+        print(f"  per round, ms: ours {' '.join(f'{w * 1000:.1f}' for w in ours)}")
+        print(f"  per round, ms: floor {' '.join(f'{w * 1000:.1f}' for w in floors)}")
 
 
 if __name__ == "__main__":

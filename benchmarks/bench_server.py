@@ -86,7 +86,7 @@ STAMPEDE_TTL = 1
 THROUGHPUT_CONNECTIONS = 50
 STAMPEDE_CONNECTIONS = 200
 HOST = "127.0.0.1"
-LABELS = {"bare": "bare", "noop": "no-op mw", "mw": "coalesce"}
+LABELS = {"bare": "bare", "noop": "no-op mw", "mw": "coalesce", "route": "route"}
 
 
 def _body() -> bytes:
@@ -143,11 +143,12 @@ async def slow(request: web.Request) -> web.Response:
 
 def make_app(mode: str, ttl: float) -> tuple[web.Application, Any]:
     """The app under test and its middleware object (None for bare and noop)."""
-    mw = coalesce_middleware(ttl=ttl) if mode == "mw" else None
-    middlewares = {"bare": [], "noop": [noop_middleware], "mw": [mw]}[mode]
+    mw = coalesce_middleware(ttl=ttl) if mode in ("mw", "route") else None
+    middlewares = {"bare": [], "noop": [noop_middleware], "mw": [mw], "route": []}[mode]
     app = web.Application(middlewares=middlewares)  # type: ignore[arg-type]
     app[CALLS] = Counter()
-    app.router.add_get("/item", item)
+    # "route": the same middleware on the stored route alone (mw.decorate), no app middleware
+    app.router.add_get("/item", mw.decorate(item) if mw is not None and mode == "route" else item)
     app.router.add_get("/slow", slow)
     return app, mw
 
@@ -394,14 +395,17 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
     )
     print(
         "   apps: bare (no middleware), no-op mw (one @web.middleware that only awaits the "
-        f"handler), coalesce (coalesce_middleware(ttl={STORED_TTL}))"
+        f"handler), coalesce (coalesce_middleware(ttl={STORED_TTL})), route (the same on the "
+        "route alone: mw.decorate(handler), no app middleware)"
     )
-    with servers(("bare", 0.0), ("noop", 0.0), ("mw", float(STORED_TTL))) as apps:
+    stored = float(STORED_TTL)
+    with servers(("bare", 0.0), ("noop", 0.0), ("mw", stored), ("route", stored)) as apps:
         mw = apps[2]
+        cached = (mw, apps[3])
         # A curl of each first: the same body every way; the middleware's first answer is a
         # MISS, its next a HIT.
         for srv in apps:
-            for expect in ("MISS", "HIT") if srv is mw else ("(none)",):
+            for expect in ("MISS", "HIT") if srv in cached else ("(none)",):
                 status, headers, body = get_once(srv.base + "/item")
                 got = headers.get("X-Cache", "(none)")
                 check(status == 200 and body == BODY and got == expect, headers)
@@ -413,9 +417,9 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
             run_load(loadgen, srv.base + "/item", conns, 1.0)
         out = Throughput({s.mode: [] for s in apps}, {s.mode: [] for s in apps})
         for i in range(rounds):
-            for srv in apps[i % 3 :] + apps[: i % 3]:
+            for srv in apps[i % len(apps) :] + apps[: i % len(apps)]:
                 res, d = measured(srv, loadgen, "/item", conns, seconds)
-                if srv is mw:
+                if srv in cached:
                     # The handler never ran; every request the server saw was a HIT.
                     check(d["calls.item"] == 0 and d["requests"] == d["hits"], d)
                     check(abs(d["hits"] - res.requests) <= conns, (d, res))
@@ -445,6 +449,10 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
         f"   coalesce/bare: ratio of medians {out.ratio:.1%}; per round "
         f"{' '.join(f'{p:.0%}' for p in paired)} (median {statistics.median(paired):.1%}); "
         f"by server CPU per request {out.cpu('bare') / out.cpu('mw'):.1%}"
+    )
+    print(
+        f"   route/bare: ratio of medians {out.median('route') / out.median('bare'):.1%}; "
+        f"by server CPU per request {out.cpu('bare') / out.cpu('route'):.1%}"
     )
     print(
         f"   coalesce middleware totals: requests {final['requests']:,}, hits {final['hits']:,}, "
@@ -661,7 +669,7 @@ def main() -> None:
         "--loadgen", choices=("wrk", "python"), help="default: wrk if on PATH, else python"
     )
     # Internal: the subprocesses this script starts.
-    parser.add_argument("--serve", choices=("bare", "noop", "mw"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=tuple(LABELS), help=argparse.SUPPRESS)
     parser.add_argument("--ttl", type=float, default=STORED_TTL, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
