@@ -22,6 +22,7 @@ from conftest import Handler, LoopClock, Origin, finished, until
 from yarl import URL
 
 from coalesce_client import CachedResponse, CachePolicy, CoalescingSession, MemoryStorage
+from coalesce_client.client.compat import counts_cookies
 
 Outcome = CachedResponse | BaseException
 
@@ -193,6 +194,49 @@ async def test_session_cookie_jars_split_the_key_of_a_shared_storage(origin: Ori
         for s in sessions:
             await s.close()
         await storage.close()
+
+
+async def test_a_jar_that_gains_a_cookie_after_a_remembered_call_is_not_served_its_page(
+    origin: Origin,
+) -> None:
+    """A plain call's identity is remembered while the session's jar is empty (calls.py); a
+    cookie that arrives later makes the next call its own, not the anonymous page."""
+
+    async def me(request: web.Request) -> web.Response:
+        return web.Response(text=f"me={request.cookies.get('sid', '-')}")
+
+    origin.route("/me", me)
+    await origin.start()
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with CoalescingSession(ttl=60, cookie_jar=jar) as s:
+        for _ in range(2):  # the second is a hit through the remembered identity
+            anonymous = await s.get(origin.url("/me"))
+            assert await anonymous.text() == "me=-"
+        assert anonymous.cache_status == "hit"
+        jar.update_cookies({"sid": "u1"}, URL(origin.base))
+        mine = await s.get(origin.url("/me"))
+        assert (mine.cache_status, await mine.text()) == ("miss", "me=u1")
+
+
+async def test_the_jar_count_read_without_a_call_is_the_jar_s_length() -> None:
+    """``compat.counts_cookies``: where it says so, ``_cookie_count`` is ``len(jar)`` through
+    cookies added, replaced and expired (it fails on an aiohttp whose count drifts)."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    if not counts_cookies(jar):
+        pytest.skip(f"aiohttp {aiohttp.__version__} keeps no count: len(jar) is used")
+    url = URL("http://127.0.0.1/")
+    jar.update_cookies({"a": "1", "b": "2"}, url)
+    jar.update_cookies({"a": "3"}, url)
+    jar.update_cookies({"c": "4; Max-Age=0"}, url)
+    jar.update_cookies({"b": "gone; Max-Age=0"}, url)
+    assert jar._cookie_count == len(jar) == len(list(jar))
+
+    class Counted(aiohttp.CookieJar):
+        def __len__(self) -> int:
+            return 1
+
+    assert not counts_cookies(Counted(unsafe=True))
+    assert not counts_cookies(aiohttp.DummyCookieJar())
 
 
 async def test_credentials_in_the_url_split_the_key(origin: Origin, client_face: Any) -> None:

@@ -56,7 +56,7 @@ from ..spec.invalidation import SAFE_METHODS, Origin, invalidates, invalidation_
 from ..spec.requests import Wanted
 from .call import CALLER_ALONE, Identity, identify, url_key
 from .checks import UNSET, check_call, request_url, wait_bound
-from .compat import base_url_of, merge_params
+from .compat import base_url_of, counts_cookies, merge_params
 from .context import CallContext
 from .ranges import ranged_hit
 from .response import CachedResponse
@@ -93,6 +93,7 @@ class CallPath(Fronted):
         "_core",
         "_default_headers",
         "_jar",
+        "_jar_counted",
         "_keys",
         "_memo",
         "_sent",
@@ -115,7 +116,8 @@ class CallPath(Fronted):
     # cookies and the headers' contents change: read on every call).
     _authless: bool
     _baseless: bool  # the session has no base URL
-    _jar: aiohttp.abc.AbstractCookieJar
+    _jar: Any  # the session's cookie jar; _jar_counted: its _cookie_count is its len (compat)
+    _jar_counted: bool
     _default_headers: Any  # the session's CIMultiDict, for getversion()
 
     def _bind(self, session: aiohttp.ClientSession) -> None:
@@ -125,6 +127,7 @@ class CallPath(Fronted):
         self._authless = session.auth is None
         self._baseless = base_url_of(session) is None
         self._jar = session.cookie_jar
+        self._jar_counted = counts_cookies(session.cookie_jar)
         self._default_headers = session.headers
         self._sent = KeyMemo()  # what it holds holds the session: one memo per session bound
 
@@ -155,15 +158,13 @@ class CallPath(Fronted):
             return ctx._keep(
                 await self._pass(out, None, "method not cached" if cache else "cache=False")
             )
+        own_options, checks = _NO_OPTIONS, self._checks  # none of its own: the session's checks
         if kwargs:  # the caller's alone (call.py): not part of the shared request
-            own_options = _own_options(kwargs)
-            checks = own_options.get("raise_for_status")
-            checks = self._checks if checks is None else checks  # None: the session's, as aiohttp
-        else:  # the session's raise_for_status (fixed when it was built)
-            own_options, checks = _NO_OPTIONS, self._checks
+            own_options, checks = self._own_options(kwargs)
         # A plain call's identity, remembered (module rules); getversion(): the session headers'.
         parts = ident = None
-        if (not kwargs or kwargs.keys() <= _MEMO_KWARGS) and self._authless and not len(self._jar):
+        cookies = self._jar._cookie_count if self._jar_counted else len(self._jar)
+        if (not kwargs or kwargs.keys() <= _MEMO_KWARGS) and self._authless and not cookies:
             follows = kwargs.get("allow_redirects", True) if kwargs else True
             parts = (method, str_or_url, follows, getversion(self._default_headers))
             ident = self._memo.get(parts)
@@ -197,6 +198,15 @@ class CallPath(Fronted):
             call = ident.call(cache_ttl, refresh, wanted, self.policy.url_ttl)
             sent = self._sending(out, call, parts)
         return ctx._keep(await self._shared(sent, ident.url))
+
+    def _own_options(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The caller's own options (``CALLER_ALONE``), taken out of ``kwargs``, and the checks
+        its response gets: its own ``raise_for_status``, else (None too) the session's, as
+        aiohttp. A method of its own: a comprehension in ``_request`` would make ``kwargs`` a
+        cell, one object more per call, hits included."""
+        own = {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
+        checks = own.get("raise_for_status")
+        return own, self._checks if checks is None else checks
 
     def _sending(self, out: Outgoing, call: Call, parts: Hashable | None) -> Sending:
         """A call's flight request, remembered by its request parts when nothing of it is the
@@ -314,13 +324,6 @@ def _log(resp: CachedResponse, url: str | URL, key: str | None, started: float) 
     target = str((URL(url) if isinstance(url, str) else url).with_query(None).with_fragment(None))
     answer = Answer(resp.snapshot, resp.cache_status, resp.cache_reason)
     log_answer(answer, resp.method, target, key, resp._now - started)
-
-
-def _own_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The caller's own options (``CALLER_ALONE``), taken out of ``kwargs``. A function of its
-    own: a comprehension in ``_request`` would make ``kwargs`` a cell, one object more per
-    call, hits included."""
-    return {k: kwargs.pop(k) for k in CALLER_ALONE if k in kwargs}
 
 
 def _check_flags(cache: Any, refresh: Any) -> None:

@@ -85,6 +85,18 @@ def base_url_of(session: aiohttp.ClientSession) -> URL | None:
     return session._base_url
 
 
+def counts_cookies(jar: aiohttp.abc.AbstractCookieJar) -> bool:
+    """Whether ``jar._cookie_count`` is ``len(jar)``, read without a call: aiohttp's own
+    ``CookieJar``, its ``__len__`` not overridden, on an aiohttp that keeps the count (3.14.5:
+    ``__len__`` returns it; 3.10.0 and 3.12.0 count by iterating: no such attribute). A hit
+    reads it on every call (``len(jar)``: about 700 instructions, issue 20)."""
+    return (
+        type(jar).__len__ is aiohttp.CookieJar.__len__
+        and type(getattr(jar, "_cookie_count", None)) is int
+        and jar._cookie_count == len(jar)  # type: ignore[attr-defined]
+    )
+
+
 def allowed_schemes(session: aiohttp.ClientSession) -> AbstractSet[str]:
     """The URL schemes a session sends: 3.14.5 asks its connector (``""`` included: a relative
     URL is refused later, for its missing host); 3.10.0 has one module-wide set."""
