@@ -201,8 +201,10 @@ class Coalescer(Counters):
         now = self._clock()
         if snap.expires_at <= now or (wanted is not None and not wanted.accepts(snap, now)):
             return None
-        self.requests += 1
-        self._outcomes["hit"] += 1  # count_hit(), inlined: this is the whole cost of a hit
+        if self.recorder is None:  # a hit begun and ended: one counter (counters.py)
+            self.peeked += 1
+        else:
+            self.count_hit()  # recorded
         self.peeked_at = now
         return snap
 
