@@ -713,3 +713,45 @@ def test_a_response_with_a_lifetime_goes_stale_as_it_sits() -> None:
         for t in (0, 3599, 3600)
     }
     assert [is_fresh(life, a) for a in ages.values()] == [True, True, False]
+
+
+# -- values read once (issue 20: a miss reads its origin's usual Date and Cache-Control) ----------
+
+
+def test_a_fixed_length_date_read_again_is_the_same_and_the_memo_stays_bounded() -> None:
+    from coalesce_client.spec import dates
+
+    value = "Sun, 06 Nov 1994 08:49:37 GMT"
+    assert parse_http_date(value, now=None) == parse_http_date(value, now=None) == 784111777.0
+    assert parse_http_date(f" {value}\t", now=None) == 784111777.0  # padded: read, not kept
+    assert f" {value}\t" not in dates._READ
+    assert parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT", now=None) is None  # kept as None
+    assert parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT", now=None) is None
+    for at in range(784111777, 784111777 + 3 * dates._READ_MAX):
+        assert parse_http_date(email.utils.formatdate(at, usegmt=True), now=None) == at
+    assert 0 < len(dates._READ) <= dates._READ_MAX
+
+
+def test_an_rfc850_date_is_read_against_each_calls_own_now() -> None:
+    value = "Sunday, 06-Nov-94 08:49:37 GMT"
+    assert parse_http_date(value, now=1_700_000_000) == 784111777.0  # 1994
+    in_2090 = calendar.timegm((2090, 1, 1, 0, 0, 0))
+    assert parse_http_date(value, now=in_2090) == calendar.timegm((2094, 11, 6, 8, 49, 37))
+    assert parse_http_date(value, now=None) is None
+
+
+def test_a_one_line_cache_control_is_parsed_once_and_the_memo_stays_bounded() -> None:
+    from coalesce_client.spec import cache_control
+
+    first = parse_response_cache_control("max-age=60, must-revalidate")
+    assert first is parse_response_cache_control("max-age=60, must-revalidate")
+    assert (first.max_age, first.must_revalidate) == (60, True)
+    lines = ["max-age=60", "must-revalidate"]
+    assert parse_response_cache_control(lines) == first  # several lines: parsed each time
+    assert parse_response_cache_control(lines) is not first
+    long = "max-age=5, " + "x" * 300
+    assert parse_response_cache_control(long).max_age == 5
+    assert long not in cache_control._RESPONSE_READ  # too long to keep
+    for n in range(3 * cache_control._READ_MAX):
+        assert parse_response_cache_control(f"max-age={n}").max_age == n
+    assert 0 < len(cache_control._RESPONSE_READ) <= cache_control._READ_MAX

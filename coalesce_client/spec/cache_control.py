@@ -118,6 +118,27 @@ def parse_response_cache_control(values: str | Iterable[str] | None) -> Response
     """
     if values is None:
         return _NO_RESPONSE_DIRECTIVES  # the common case: no Cache-Control field
+    if isinstance(values, str):  # one line: read once (an origin sends few values, many times)
+        known = _RESPONSE_READ.get(values)
+        if known is None:
+            known = _parse_response(values)
+            if len(values) <= _READ_LENGTH_MAX:
+                if len(_RESPONSE_READ) >= _READ_MAX:
+                    _RESPONSE_READ.clear()
+                _RESPONSE_READ[values] = known
+        return known
+    return _parse_response(values)
+
+
+# The response directives of each one-line value read (the records are frozen: shared), so that
+# a miss parses an origin's usual Cache-Control once, not once a response (issue 20); bounded.
+_RESPONSE_READ: dict[str, ResponseDirectives] = {}
+_READ_MAX = 256
+_READ_LENGTH_MAX = 256
+
+
+def _parse_response(values: str | Iterable[str]) -> ResponseDirectives:
+    """``parse_response_cache_control`` of a value not remembered."""
     d = _directives(values)
     if not d:
         return _NO_RESPONSE_DIRECTIVES

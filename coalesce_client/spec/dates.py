@@ -70,26 +70,47 @@ def parse_http_date(value: str, *, now: float | None) -> float | None:
     >>> [parse_http_date(v, now=None) for v in ("0", "Sun, 06 Nov 1994 08:49:37 UTC")]
     [None, None]
     """
+    known = _READ.get(value, _UNREAD)  # a fixed-length form read before: the same answer
+    if known is not _UNREAD:
+        return known
     # Whitespace around a field value is not part of it (RFC 9110 §5.5); inside, it must be exact.
-    value = value.strip(" \t")
-    if not value.isascii():  # and so str.isdigit() below accepts 0-9 only
+    v = value.strip(" \t")
+    if not v.isascii():  # and so str.isdigit() below accepts 0-9 only
         return None
-    v = value.lower()
-    n = len(v)
-    if n == 29:  # IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+    v = v.lower()
+    if len(v) not in (29, 24):
+        return _rfc850_date(v, now)
+    at = _fixed_length_date(v)
+    if len(value) == len(v):  # remembered without padding only: the memo's keys stay short
+        if len(_READ) >= _READ_MAX:
+            _READ.clear()
+        _READ[value] = at
+    return at
+
+
+# The two fixed-length forms do not depend on ``now``: each value read is remembered (an origin
+# sends one Date a second, the same Last-Modified and Expires many times), so that a miss
+# parses its Date once a second, not once a response (issue 20).
+_READ: dict[str, float | None] = {}
+_READ_MAX = 256
+_UNREAD = float("nan")  # found by identity: never a result
+
+
+def _fixed_length_date(v: str) -> float | None:
+    """An IMF-fixdate (29 characters) or an asctime-date (24), lower-cased."""
+    if len(v) == 29:  # IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
         if v[3:5] != ", " or v[7] != " " or v[11] != " " or v[16] != " " or v[25:] != " gmt":
             return None
         if v[:3] not in _DAY_NAMES:
             return None
         return _timestamp(v[12:16], v[8:11], v[5:7], v[17:25])
-    if n == 24:  # asctime-date: "Sun Nov  6 08:49:37 1994" (day: 2DIGIT or SP DIGIT)
-        if v[3] != " " or v[7] != " " or v[10] != " " or v[19] != " " or v[:3] not in _DAY_NAMES:
-            return None
-        day = v[8:10]
-        if day[0] == " ":
-            day = "0" + day[1]  # a space then one digit; "  " stays invalid below
-        return _timestamp(v[20:24], v[4:7], day, v[11:19])
-    return _rfc850_date(v, now)
+    # asctime-date: "Sun Nov  6 08:49:37 1994" (day: 2DIGIT or SP DIGIT)
+    if v[3] != " " or v[7] != " " or v[10] != " " or v[19] != " " or v[:3] not in _DAY_NAMES:
+        return None
+    day = v[8:10]
+    if day[0] == " ":
+        day = "0" + day[1]  # a space then one digit; "  " stays invalid below
+    return _timestamp(v[20:24], v[4:7], day, v[11:19])
 
 
 def format_http_date(at: float) -> str:
