@@ -21,7 +21,14 @@ What is measured:
 2. Cold burst: N concurrent GETs (``asyncio.gather``) of one fresh URL whose handler answers after
    50 ms, each contender on a fresh session, wall time from creating the tasks to the last result
    (TCP connects included). The floor is the same N tasks awaiting one shared future that resolves
-   after 50 ms, measured in the same run. Plain aiohttp and aiohttp-client-cache use
+   after 50 ms, measured in the same run. The minimal coalescer (``_minimal.MinimalCoalescer``)
+   is the least a library with aiohttp's call shape does: ``get(url)`` returns an object both
+   awaitable and an async context manager; the first caller of a URL starts a task doing the real
+   aiohttp GET (a task: a cancelled caller cancels nothing), every caller awaits a future of its
+   own (a shared one would be cancelled by one cancelled caller), and the task resolves them all
+   with a prebuilt response. Between the floor and it lie the real request and the call shape,
+   aiohttp's and CPython's costs that any such library pays; between it and ours, what is ours.
+   Plain aiohttp and aiohttp-client-cache use
    ``TCPConnector(limit=0)`` (no connection limit: with aiohttp's default of 100, 1,000 requests
    would queue in 10 waves of 50 ms). The origin listens with a backlog of 2,048 so that no
    connection attempt is dropped and retried a second later. Note that aiohttp-client-cache (0.15
@@ -31,7 +38,10 @@ What is measured:
    ms: ours pays aiohttp's request plus the snapshot, the store and the URL index; the same
    route through plain aiohttp, interleaved round by round, is the reference; so is plain aiohttp
    keeping each body in a dict by its URL, the least any cache does (a body kept is memory that
-   is not reused: new pages for every miss, which a plain GET that drops its body never touches).
+   is not reused: new pages for every miss, which a plain GET that drops its body never touches);
+   so is the minimal cache (``_minimal.MinimalCache``: the minimal coalescer above, keeping each
+   response in a dict by URL), the least a coalescing cache with aiohttp's call shape does, on a
+   fresh session each round as ours: ours minus it is the part of the miss that is ours.
 
 The origin and the clients share one process and one event loop (the default asyncio loop, or
 uvloop with ``--uvloop``), so the origin's work is on the same CPU as the client's: the
@@ -47,7 +57,7 @@ import gc
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from typing import Any
 
@@ -67,6 +77,7 @@ from _harness import (
     sequential,
 )
 from _harness import run as run_on_loop
+from _minimal import FloorCall, MinimalCache, MinimalCoalescer, Prebuilt
 from aiohttp_client_cache import CacheBackend, CachedSession
 
 from coalesce_client import CoalescingSession, cache_info, client_middleware
@@ -74,44 +85,6 @@ from coalesce_client import CoalescingSession, cache_info, client_middleware
 # -- 1. hot memory hit ----------------------------------------------------------------------------
 
 Get = Callable[[str], Any]  # s.get: returns an awaitable async context manager
-
-
-class Prebuilt:
-    """The hit floor's response: built once, entered and read as an aiohttp response is."""
-
-    __slots__ = ("body",)
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    async def __aenter__(self) -> Prebuilt:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def read(self) -> bytes:
-        return self.body
-
-
-class FloorCall:
-    """What ``s.get(url)`` must return in aiohttp's API, at its thinnest: awaitable (the
-    response) and an async context manager (entered on the awaited response)."""
-
-    __slots__ = ("_coro", "_resp")
-
-    def __init__(self, coro: Coroutine[Any, Any, Prebuilt]) -> None:
-        self._coro = coro
-
-    def __await__(self) -> Generator[Any, None, Prebuilt]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> Prebuilt:
-        self._resp = await self._coro
-        return await self._resp.__aenter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._resp.__aexit__(*exc)
 
 
 class FloorSession:
@@ -225,6 +198,18 @@ async def burst_ours(origin: Origin, n: int, tag: str) -> Burst:
     return Burst(wall, origin.calls[path], f"{statuses['miss']} miss, {statuses['coalesced']} coal")
 
 
+async def burst_minimal(origin: Origin, n: int, tag: str) -> Burst:
+    """The least a coalescer with aiohttp's call shape does (``_minimal.MinimalCoalescer``)."""
+    path = f"/slow/minimal-{tag}"
+    async with aiohttp.ClientSession() as session:
+        m = MinimalCoalescer(session)
+        t0 = time.perf_counter()
+        await _gather_reads(m.get, origin.url(path), n)
+        wall = time.perf_counter() - t0
+    check(origin.calls[path] == 1 and m.fetches == 1, f"{origin.calls[path]} upstream requests")
+    return Burst(wall, origin.calls[path])
+
+
 async def burst_theirs(origin: Origin, n: int, tag: str) -> Burst:
     path = f"/slow/theirs-{tag}"
     async with CachedSession(
@@ -249,13 +234,14 @@ async def burst_plain(origin: Origin, n: int, tag: str) -> Burst:
 
 async def bursts(origin: Origin, n: int, repeats: int) -> dict[str, list[Burst]]:
     """Each contender ``repeats`` times, interleaved, each on a fresh URL and a fresh session."""
-    runs: dict[str, list[Burst]] = {"floor": [], "ours": [], "theirs": [], "plain": []}
     steps: dict[str, Callable[[str], Awaitable[Burst]]] = {
         "floor": lambda tag: burst_floor(n),
+        "minimal": lambda tag: burst_minimal(origin, n, tag),
         "ours": lambda tag: burst_ours(origin, n, tag),
         "theirs": lambda tag: burst_theirs(origin, n, tag),
         "plain": lambda tag: burst_plain(origin, n, tag),
     }
+    runs: dict[str, list[Burst]] = {name: [] for name in steps}
     for i in range(repeats):
         for name, step in steps.items():
             gc.collect()
@@ -282,10 +268,24 @@ async def _fetch_each(get: Get, urls: list[str], kept: dict[str, bytes] | None =
     return (time.perf_counter() - t0) / len(urls) * 1e3
 
 
+async def _minimal_misses(origin: Origin, urls: list[str]) -> float:
+    """Per-call ms of ``_minimal.MinimalCache``'s misses over ``urls``, on a fresh session (its
+    connection opened first, untimed, as ours is)."""
+    warm = origin.url(f"/sized/warm/{MISS_SIZE}")
+    async with aiohttp.ClientSession() as session:
+        minimal = MinimalCache(session)
+        await _fetch_each(minimal.get, [warm])
+        gc.collect()
+        took = await _fetch_each(minimal.get, urls)
+    check(minimal.fetches == len(urls) + 1 and len(minimal.kept) == len(urls) + 1)
+    return took
+
+
 async def misses(origin: Origin, calls: int, rounds: int) -> dict[str, list[float]]:
     """Per-call ms of each round: our miss (a URL not stored yet, cacheable for an hour: fetched,
-    stored, indexed) and a plain aiohttp GET of the same route, interleaved, both kept-alive."""
-    times: dict[str, list[float]] = {"ours": [], "plain": [], "kept": []}
+    stored, indexed), the minimal cache's, and a plain aiohttp GET of the same route (dropping
+    or keeping each body), interleaved, all kept-alive."""
+    times: dict[str, list[float]] = {"ours": [], "minimal": [], "plain": [], "kept": []}
     async with aiohttp.ClientSession() as plain:
         await _fetch_each(plain.get, [origin.url(f"/sized/warm/{MISS_SIZE}")])
         for i in range(rounds + 1):  # the first round warms up, untimed
@@ -298,12 +298,14 @@ async def misses(origin: Origin, calls: int, rounds: int) -> dict[str, list[floa
                 gc.collect()
                 took = await _fetch_each(ours.get, urls["ours"])
                 check(ours.stats.misses == calls + 1 and ours.stats.stored == calls + 1, ours.stats)
+            minimal_took = await _minimal_misses(origin, urls["minimal"])
             gc.collect()
             plain_took = await _fetch_each(plain.get, urls["plain"])
             gc.collect()
             kept_took = await _fetch_each(plain.get, urls["kept"], {})
             if i:
                 times["ours"].append(took)
+                times["minimal"].append(minimal_took)
                 times["plain"].append(plain_took)
                 times["kept"].append(kept_took)
     return times
@@ -370,6 +372,7 @@ async def run(args: argparse.Namespace) -> None:
         runs = await bursts(origin, n, repeats)
         blabels = {
             "floor": "floor: shared future, 50 ms",
+            "minimal": "minimal coalescer (aiohttp GET)",
             "ours": "coalesce_client CoalescingSession",
             "theirs": "aiohttp-client-cache (memory)",
             "plain": "plain aiohttp (limit=0)",
@@ -388,13 +391,14 @@ async def run(args: argparse.Namespace) -> None:
         print(
             f"\n3. miss, {MISS_SIZE // 1024} KiB body on loopback: {rounds} rounds of {n_miss} "
             "sequential GETs of URLs not stored yet (ours: fetched, stored, indexed; a fresh "
-            "session each round), plain aiohttp GETs of the same route interleaved (dropping or "
-            "keeping each body)"
+            "session each round), the minimal cache's misses and plain aiohttp GETs of the same "
+            "route interleaved (dropping or keeping each body)"
         )
         mtimes = await misses(origin, n_miss, rounds)
         mmed = {k: statistics.median(v) for k, v in mtimes.items()}
         for key, label in (
             ("ours", "coalesce_client miss"),
+            ("minimal", "minimal cache (aiohttp GET, a dict)"),
             ("plain", "plain aiohttp GET"),
             ("kept", "plain aiohttp GET, bodies kept"),
         ):
@@ -424,6 +428,11 @@ async def run(args: argparse.Namespace) -> None:
         f"{bmed['theirs'] / floor:>21.2f}x{bmed['plain'] / floor:>14.2f}x"
     )
     print(
+        f"   {'  minimal coalescer, ms wall':<34}{bmed['minimal'] * 1000:>17.1f}"
+        f"   ({bmed['minimal'] / floor:.2f}x the floor; ours {bmed['ours'] / bmed['minimal']:.2f}x"
+        " the minimal coalescer)"
+    )
+    print(
         f"   {'  upstream requests':<34}{ups['ours']:>17.0f}{ups['theirs']:>22.0f}"
         f"{ups['plain']:>15.0f}"
     )
@@ -439,6 +448,11 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"   {'  plain, each body kept in a dict':<34}{'':>17}{'':>22}{mmed['kept']:>15.3f}"
         f"   (ours +{mmed['ours'] - mmed['kept']:.3f} ms over it)"
+    )
+    print(
+        f"   {'  minimal cache (a dict by URL)':<34}{mmed['minimal']:>17.3f}"
+        f"   ({mmed['minimal'] - mmed['plain']:+.3f} ms over plain; ours "
+        f"{mmed['ours'] - mmed['minimal']:+.3f} ms over it)"
     )
     hit_floor = med["ours"] / med["floor"]
     print(
