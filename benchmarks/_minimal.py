@@ -20,7 +20,8 @@ one upstream request per flight, a cancelled caller cancels nobody else's reques
 * ``minimal_cache_middleware()``: an ``aiohttp.web`` middleware that keeps, per ``path_qs`` of a
   GET, the handler's status, body and headers the first time, and answers every later request
   with a fresh ``web.Response`` (aiohttp's responses are single-use) carrying those, plus the
-  ``Age`` (RFC 9111 §5.1) and ``X-Cache: HIT`` lines coalesce_middleware adds.
+  ``Age`` (RFC 9111 §5.1) and ``X-Cache: HIT`` lines coalesce_middleware adds. It does not
+  coalesce misses: it is the reference of a stored route's HIT, where no flight is involved.
 """
 
 from __future__ import annotations

@@ -13,14 +13,21 @@ generator below.
 Three kinds of process, so that the load and the server can each use one of two cores (placed by
 the scheduler: pinning them to one CPU each left the server idle a fifth of the time here):
 
-* servers: this script run as ``--serve bare|noop|mw`` in a subprocess. An ``aiohttp.web`` app on
-  the default asyncio loop, or uvloop with ``--uvloop`` (``AppRunner``, access log off, backlog
-  2,048) serving ``/item`` (a constant 1,016-byte JSON document, the same bytes every time) and
-  ``/slow`` (the same body after a 50 ms ``asyncio.sleep``). ``mw`` is that app with
-  ``middlewares=[coalesce_middleware(ttl=...)]``; ``noop`` has one middleware that only awaits
-  the handler (what any middleware costs in aiohttp). Each server also answers ``/__stats``
-  (handler calls per route, the middleware's ``stats``, the process's CPU time) on a second port,
-  from an app of its own that no middleware sees.
+* servers: this script run as ``--serve bare|noop|minimal|mw|route`` in a subprocess. An
+  ``aiohttp.web`` app on the default asyncio loop, or uvloop with ``--uvloop`` (``AppRunner``,
+  access log off, backlog 2,048) serving ``/item`` (a constant 1,016-byte JSON document, the same
+  bytes every time) and ``/slow`` (the same body after a 50 ms ``asyncio.sleep``). ``mw`` is that
+  app with ``middlewares=[coalesce_middleware(ttl=...)]``; ``noop`` has one middleware that only
+  awaits the handler (what any middleware costs in aiohttp); ``minimal`` has the minimal caching
+  middleware (``_minimal.minimal_cache_middleware``), the least a caching middleware must do in
+  aiohttp: it keeps, per ``path_qs`` of a GET, the handler's first ``web.Response`` status, body
+  and headers, and answers every later request with a fresh ``web.Response`` of them (aiohttp's
+  responses are single-use) plus an ``Age`` (whole seconds since stored) and ``X-Cache: HIT``,
+  the header lines coalesce_middleware adds. Its cost over bare is aiohttp's and CPython's, paid
+  by any caching middleware; coalesce_middleware's over it is ours. ``route`` is the
+  coalesce_middleware on the stored route alone (``mw.decorate(handler)``, no app middleware).
+  Each server also answers ``/__stats`` (handler calls per route, the middleware's ``stats``,
+  the process's CPU time) on a second port, from an app of its own that no middleware sees.
 * load: ``wrk -t1 -cN -dS --latency`` (HTTP/1.1 keep-alive), or this script run as ``--load``
   (an ``aiohttp.ClientSession`` with N concurrent workers for a fixed duration). The Python
   generator spends more CPU per request than the server does, so with it the rates say more about
@@ -29,14 +36,19 @@ the scheduler: pinning them to one CPU each left the server idle a fifth of the 
 
 What is measured:
 
-1. Throughput of a stored route: ``GET /item`` over 50 connections, against three apps: bare (no
-   middleware), noop, and ``coalesce_middleware(ttl=3600)`` (the first request stores the body,
-   every later one is a HIT). After an untimed warm-up of each, the apps take turns, the order
-   rotated each round so that drift in the machine's speed hits all of them. Reported: each
-   app's median rate, the ratio of medians coalesce/bare (the target: at least 80%), the median
-   of the per-round ratios, and the server's CPU time per request (``time.process_time()`` over
-   requests served: a second view, less sensitive to a load generator that falls behind).
-   The server's counters check that every timed middleware request was a HIT.
+1. Throughput of a stored route: ``GET /item`` over 50 connections, against five apps: bare (no
+   middleware), noop, minimal, ``coalesce_middleware(ttl=3600)`` (the first request stores the
+   body, every later one is a HIT) and route. After an untimed warm-up of each, the apps take
+   turns, the order rotated each round so that drift in the machine's speed hits all of them.
+   Reported: each app's median rate, the ratio of medians coalesce/bare (the target: at least
+   80%), the median of the per-round ratios, and the server's CPU time per request
+   (``time.process_time()`` over requests served: a second view, less sensitive to a load
+   generator that falls behind).
+   The server's counters check that every timed middleware request was a HIT (the minimal
+   cache keeps no counters: its handler ran 0 times; its CPU per request divides by the load
+   generator's count). The minimal cache's HIT must carry the same header lines as ours.
+   Also printed: coalesce and route as a share of the minimal cache's rate, and their server CPU
+   per request over its.
 2. Stampede: 200 connections for 10 s on ``/slow`` (50 ms handler) with
    ``coalesce_middleware(ttl=1)``: the handler should run about once a second (one leader per
    expiry; everybody else is COALESCED onto its flight or served a HIT), then the same load
@@ -74,6 +86,7 @@ from typing import Any
 import aiohttp
 from _harness import add_loop_option, check, loop_name, met, python_platform
 from _harness import run as run_on_loop
+from _minimal import minimal_cache_middleware
 from aiohttp import web
 
 from coalesce_client import coalesce_middleware
@@ -86,7 +99,13 @@ STAMPEDE_TTL = 1
 THROUGHPUT_CONNECTIONS = 50
 STAMPEDE_CONNECTIONS = 200
 HOST = "127.0.0.1"
-LABELS = {"bare": "bare", "noop": "no-op mw", "mw": "coalesce", "route": "route"}
+LABELS = {
+    "bare": "bare",
+    "noop": "no-op mw",
+    "minimal": "minimal cache mw",
+    "mw": "coalesce",
+    "route": "route",
+}
 
 
 def _body() -> bytes:
@@ -142,9 +161,15 @@ async def slow(request: web.Request) -> web.Response:
 
 
 def make_app(mode: str, ttl: float) -> tuple[web.Application, Any]:
-    """The app under test and its middleware object (None for bare and noop)."""
+    """The app under test and its coalesce middleware object (None for bare, noop, minimal)."""
     mw = coalesce_middleware(ttl=ttl) if mode in ("mw", "route") else None
-    middlewares = {"bare": [], "noop": [noop_middleware], "mw": [mw], "route": []}[mode]
+    middlewares = {
+        "bare": [],
+        "noop": [noop_middleware],
+        "minimal": [minimal_cache_middleware()] if mode == "minimal" else [],
+        "mw": [mw],
+        "route": [],
+    }[mode]
     app = web.Application(middlewares=middlewares)  # type: ignore[arg-type]
     app[CALLS] = Counter()
     # "route": the same middleware on the stored route alone (mw.decorate), no app middleware
@@ -395,31 +420,42 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
     )
     print(
         "   apps: bare (no middleware), no-op mw (one @web.middleware that only awaits the "
-        f"handler), coalesce (coalesce_middleware(ttl={STORED_TTL})), route (the same on the "
-        "route alone: mw.decorate(handler), no app middleware)"
+        "handler), minimal cache mw (the least a caching middleware does: the first response's "
+        "status, body and headers kept by path, a fresh web.Response of them for every later "
+        f"request, Age and X-Cache added), coalesce (coalesce_middleware(ttl={STORED_TTL})), "
+        "route (the same on the route alone: mw.decorate(handler), no app middleware)"
     )
     stored = float(STORED_TTL)
-    with servers(("bare", 0.0), ("noop", 0.0), ("mw", stored), ("route", stored)) as apps:
-        mw = apps[2]
-        cached = (mw, apps[3])
-        # A curl of each first: the same body every way; the middleware's first answer is a
-        # MISS, its next a HIT.
+    specs = (("bare", 0.0), ("noop", 0.0), ("minimal", 0.0), ("mw", stored), ("route", stored))
+    with servers(*specs) as apps:
+        by_mode = {srv.mode: srv for srv in apps}
+        cached = ("minimal", "mw", "route")
+        # A curl of each first: the same body every way; a caching middleware's first answer is
+        # a MISS, its next a HIT, with the same header lines from both caches.
+        hit_lines: dict[str, list[str]] = {}
         for srv in apps:
-            for expect in ("MISS", "HIT") if srv in cached else ("(none)",):
+            for expect in ("MISS", "HIT") if srv.mode in cached else ("(none)",):
                 status, headers, body = get_once(srv.base + "/item")
                 got = headers.get("X-Cache", "(none)")
                 check(status == 200 and body == BODY and got == expect, headers)
                 print(
-                    f"   curl {LABELS[srv.mode]:<8} /item: {status}, {len(body)} B, "
+                    f"   curl {LABELS[srv.mode]:<16} /item: {status}, {len(body)} B, "
                     f"Content-Type {headers.get('Content-Type')}, X-Cache {got}"
                 )
+            hit_lines[srv.mode] = sorted(headers)
+        print(f"   header lines of a HIT: {', '.join(hit_lines['mw'])}")
+        check(hit_lines["minimal"] == hit_lines["mw"] == hit_lines["route"], hit_lines)
         for srv in apps:  # untimed warm-up
             run_load(loadgen, srv.base + "/item", conns, 1.0)
         out = Throughput({s.mode: [] for s in apps}, {s.mode: [] for s in apps})
         for i in range(rounds):
             for srv in apps[i % len(apps) :] + apps[: i % len(apps)]:
                 res, d = measured(srv, loadgen, "/item", conns, seconds)
-                if srv in cached:
+                if srv.mode == "minimal":  # no counters: the handler's count shows every HIT
+                    check(d["calls.item"] == 0, d)
+                    served = res.requests
+                    note = f"{served:,} answered (load generator's count), handler ran 0 times"
+                elif srv.mode in cached:
                     # The handler never ran; every request the server saw was a HIT.
                     check(d["calls.item"] == 0 and d["requests"] == d["hits"], d)
                     check(abs(d["hits"] - res.requests) <= conns, (d, res))
@@ -432,15 +468,15 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
                 out.rates[srv.mode].append(res.rps)
                 out.cpu_us[srv.mode].append(cpu_us)
                 print(
-                    f"   round {i + 1} {LABELS[srv.mode]:<8} {res.rps:>7,.0f} req/s  "
+                    f"   round {i + 1} {LABELS[srv.mode]:<16} {res.rps:>7,.0f} req/s  "
                     f"p50 {res.p50_ms:5.2f} ms  p99 {res.p99_ms:5.2f} ms  "
                     f"server CPU {cpu_us:5.1f} µs/req  ({note})"
                 )
-        final = mw.stats()["mw"]
+        final = by_mode["mw"].stats()["mw"]
     print("   medians:")
     for mode in out.rates:
         print(
-            f"     {LABELS[mode]:<8} {out.median(mode):>7,.0f} req/s "
+            f"     {LABELS[mode]:<16} {out.median(mode):>7,.0f} req/s "
             f"{out.median(mode) / out.median('bare'):7.1%} of bare   "
             f"server CPU {out.cpu(mode):5.1f} µs/req (+{out.cpu(mode) - out.cpu('bare'):4.1f})"
         )
@@ -449,6 +485,13 @@ def throughput(loadgen: str, rounds: int, seconds: float) -> Throughput:
         f"   coalesce/bare: ratio of medians {out.ratio:.1%}; per round "
         f"{' '.join(f'{p:.0%}' for p in paired)} (median {statistics.median(paired):.1%}); "
         f"by server CPU per request {out.cpu('bare') / out.cpu('mw'):.1%}"
+    )
+    print(
+        f"   minimal/bare: ratio of medians {out.median('minimal') / out.median('bare'):.1%}; "
+        f"coalesce/minimal {out.median('mw') / out.median('minimal'):.1%}, route/minimal "
+        f"{out.median('route') / out.median('minimal'):.1%}; by server CPU per request: "
+        f"coalesce {out.cpu('mw') - out.cpu('minimal'):+.1f} µs, route "
+        f"{out.cpu('route') - out.cpu('minimal'):+.1f} µs over the minimal cache"
     )
     print(
         f"   route/bare: ratio of medians {out.median('route') / out.median('bare'):.1%}; "
@@ -520,7 +563,7 @@ async def components(n: int, rounds: int) -> dict[str, float]:
     # name -> (zero-argument call, the request it uses, whether to await it)
     steps: dict[str, tuple[Callable[[], Any], Any, bool]] = {}
     mws: dict[str, Any] = {}
-    for mode in ("bare", "noop", "mw", "decorate"):
+    for mode in ("bare", "noop", "minimal", "mw", "decorate"):
         if mode == "decorate":  # the same middleware on the route only: mw.decorate(handler)
             app = web.Application()
             app[CALLS] = Counter()
@@ -533,7 +576,8 @@ async def components(n: int, rounds: int) -> dict[str, float]:
             getattr(req, "_cache", {}).clear()
             resp = await app._handle(req)
         check(isinstance(resp, web.Response) and resp.body == BODY, mode)
-        check(resp.headers.get("X-Cache") == ("HIT" if mode in ("mw", "decorate") else None))
+        hit = mode in ("minimal", "mw", "decorate")
+        check(resp.headers.get("X-Cache") == ("HIT" if hit else None))
         steps[mode] = (functools.partial(app._handle, req), req, True)
     mw, req = mws["mw"], steps["mw"][1]
     key = mw._key(req)
@@ -574,6 +618,7 @@ def profile(loadgen: str, quick: bool) -> None:
     for mode, label in (
         ("bare", "bare app (route + handler)"),
         ("noop", "no-op middleware"),
+        ("minimal", "minimal caching mw, HIT"),
         ("mw", "coalesce_middleware, HIT"),
         ("decorate", "mw.decorate(handler), HIT"),
     ):
@@ -645,6 +690,12 @@ def main_bench(args: argparse.Namespace) -> None:
         f"   stored route: coalesce {tp.median('mw'):,.0f} req/s vs bare {tp.median('bare'):,.0f}"
         f" req/s = {tp.ratio:.1%} (no-op middleware: {tp.median('noop') / tp.median('bare'):.1%});"
         f" server CPU {tp.cpu('mw'):.1f} vs {tp.cpu('bare'):.1f} µs per request"
+    )
+    minimal = tp.median("minimal")
+    print(
+        f"   minimal cache mw {minimal:,.0f} req/s = {minimal / tp.median('bare'):.1%} of bare, "
+        f"server CPU {tp.cpu('minimal'):.1f} µs per request; coalesce = "
+        f"{tp.median('mw') / minimal:.1%} of it, route = {tp.median('route') / minimal:.1%}"
     )
     print(
         f"   stampede ({burst:g} s, {STAMPEDE_CONNECTIONS} connections): coalesce ran the handler "
