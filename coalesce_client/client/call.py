@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json as jsonlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.cookies import Morsel
 from typing import Any
 
@@ -139,6 +139,13 @@ class Identity:
         if port is not None and port != _DEFAULT_PORTS.get(url.scheme):
             host = f"{host}:{port}"
         return host + url.raw_path_qs
+
+    def keyed(self, key: str | None) -> Identity:
+        """This identity with the same ``key`` as another string object, or itself: a face that
+        remembers it takes the first call's string (``keys.Sightings``)."""
+        if key is self.key or key != self.key:
+            return self
+        return replace(self, key=key)
 
     def call(self, ttl: float | None, refresh: bool, wanted: Wanted | None, url_ttl: Any) -> Call:
         """The core's record of this call (``Coalescer.fetch``), with the caller's options:

@@ -20,6 +20,8 @@ Rules of this module (docs/architecture.md, the client face; ``call.py`` says wh
   on every call. So is a plain call's flight request (``Sending``), when nothing of it is the
   call's own (no ``timeout``, ``raise_for_status``, ``cache_ttl`` or refresh): a burst's
   followers build none (issue 20); ``SharedRequest`` keeps nothing per call, so one serves all.
+  Both are remembered from the second call of their request parts on (``keys.Sightings``): a
+  URL called once (a scraper's) leaves nothing behind for the collector to walk.
 * A caller's ``If-None-Match`` / ``If-Modified-Since`` is answered from a fresh stored response
   (RFC 9111 §4.3.2: a 304 when it is not modified for the caller, only for a 2xx, RFC 9110
   §13.2.1; else the stored response), a hit; nothing fresh stored: its own request. Never a
@@ -46,7 +48,7 @@ from yarl import URL
 from ..core import calllog
 from ..core.calllog import log_answer
 from ..core.coalescer import Coalescer, Fronted
-from ..core.keys import KeyMaker, KeyMemo
+from ..core.keys import UNSEEN, KeyMaker, KeyMemo, Sightings
 from ..core.policy import CachePolicy
 from ..core.records import Answer, Call
 from ..options import check_flag, check_seconds_or_none
@@ -99,6 +101,7 @@ class CallPath(Fronted):
         "_sent",
         "_session",
         "_session_kwargs",
+        "_sightings",
         "policy",
     )
 
@@ -109,6 +112,7 @@ class CallPath(Fronted):
     _keys: KeyMaker
     _memo: KeyMemo[Identity]  # request parts of plain calls -> their identity
     _sent: KeyMemo[Sending]  # request parts of plain calls -> their flight request (_bind)
+    _sightings: Sightings  # the request parts of plain calls seen once (module rules)
     _session: aiohttp.ClientSession | None  # built on first use when we own it
     _session_kwargs: dict[str, Any]
     # What a plain call's identity depends on, read once from the session (``_bind``): a
@@ -162,7 +166,8 @@ class CallPath(Fronted):
         if kwargs:  # the caller's alone (call.py): not part of the shared request
             own_options, checks = self._own_options(kwargs)
         # A plain call's identity, remembered (module rules); getversion(): the session headers'.
-        parts = ident = None
+        parts: Hashable | None = None
+        ident = None
         cookies = self._jar._cookie_count if self._jar_counted else len(self._jar)
         if (not kwargs or kwargs.keys() <= _MEMO_KWARGS) and self._authless and not cookies:
             follows = kwargs.get("allow_redirects", True) if kwargs else True
@@ -170,8 +175,8 @@ class CallPath(Fronted):
             ident = self._memo.get(parts)
         if ident is None:
             ident = self._identity(session, method, str_or_url, kwargs, own_options)
-            if parts is not None:
-                self._memo.remember(parts, ident)
+            if parts is not None:  # remembered from its second call on (module rules)
+                parts, ident = self._remember(parts, ident)
         elif own_options:
             wait_bound(own_options.get("timeout", UNSET))  # checked on every call (module rules)
         key = ident.key
@@ -189,7 +194,8 @@ class CallPath(Fronted):
                 if calllog.on is not False and calllog.debugging():
                     _log(hit, ident.url, key, hit._now)
                 return hit if checks is False else await self._checked(hit, checks)
-        sent = self._sent.get(parts) if cache_ttl is None and not (own_options or refresh) else None
+        plain = parts is not None and cache_ttl is None and not (own_options or refresh)
+        sent = self._sent.get(parts) if plain else None
         if sent is None:  # a plain call's is built once (module rules)
             target = ident.url if self._baseless and "params" not in kwargs else str_or_url
             out = Outgoing(session, method, target, kwargs, own_options, checks)
@@ -198,6 +204,15 @@ class CallPath(Fronted):
             call = ident.call(cache_ttl, refresh, wanted, self.policy.url_ttl)
             sent = self._sending(out, call, parts)
         return ctx._keep(await self._shared(sent, ident.url))
+
+    def _remember(self, parts: Hashable, ident: Identity) -> tuple[Hashable | None, Identity]:
+        """A plain call's identity, remembered by its request parts from their second call on
+        (module rules), under the first call's key string; the parts (None the first time: its
+        flight request is not remembered either, ``_sending``) and the identity to go on with."""
+        first = self._sightings.sighted(parts, ident.key)
+        if first is UNSEEN:
+            return None, ident
+        return parts, self._memo.remember(parts, ident.keyed(first))
 
     def _own_options(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """The caller's own options (``CALLER_ALONE``), taken out of ``kwargs``, and the checks

@@ -18,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from ..core.coalescer import Coalescer
-from ..core.keys import KeyMemo
+from ..core.keys import KeyMemo, Sightings
 from ..core.policy import CachePolicy
 from ..core.records import Setup
 from ..metrics.base import Metrics, recorder_of
@@ -140,6 +140,7 @@ class CoalescingSession(CallPath):
         if base_url is not None and session is None:
             client_session_kwargs["base_url"] = base_url
         self._memo: KeyMemo[Identity] = KeyMemo()  # see CallPath._request
+        self._sightings = Sightings()
         self._session = None
         self._checks = False
         if session is not None:

@@ -79,6 +79,36 @@ class KeyMemo(dict[Hashable, V]):
         return value
 
 
+UNSEEN = ""  # no key is empty: Sightings.sighted's answer for parts seen the first time
+
+
+class Sightings:
+    """Request parts seen once, by their hash, with the key their call had: a face remembers a
+    call's work (``KeyMemo``) from the second call of its parts on. A scraper's every URL once
+    kept its identity and its flight request for nothing, thirteen objects a URL that the
+    collector walked again and again (issue 20); hashes and key strings it never walks. Two
+    parts of one hash are remembered from their first call: no harm, a memo's value is the
+    same whenever it is built."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[int, str | None] = {}
+
+    def sighted(self, parts: Hashable, key: str | None) -> str | None:
+        """The key of the first call of ``parts`` when they were seen before: the same string,
+        so that a hit's lookups find what that call stored by identity, not by comparing 64
+        characters; else ``UNSEEN``, and ``key`` is noted (bounded, cleared when full)."""
+        seen = hash(parts)
+        keys = self._keys
+        first = keys.get(seen, UNSEEN)
+        if first is UNSEEN:
+            if len(keys) >= _MEMO_SIZE:
+                keys.clear()
+            keys[seen] = key
+        return first
+
+
 class UrlParts(NamedTuple):
     """A request's URL as its face parsed it: what a key reads of it (normalized here, see the
     module rules). ``query`` is raw (``query_pairs``); ``port`` None when the URL names none."""
