@@ -37,7 +37,18 @@ from collections import Counter
 from contextlib import AsyncExitStack
 
 import aiohttp
-from _harness import BODY, DELAY, TTL, Origin, OriginProcess, check, floor_burst
+from _harness import (
+    BODY,
+    DELAY,
+    TTL,
+    Origin,
+    OriginProcess,
+    add_loop_option,
+    check,
+    floor_burst,
+    loop_name,
+)
+from _harness import run as run_on_loop
 from _minimal import MinimalCoalescer
 
 from coalesce_client import CoalescingSession, SingleFlight
@@ -156,17 +167,18 @@ async def bursts(rounds: int, origin: Origin | OriginProcess, warm: bool) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="session bursts (and floors) timed")
+    add_loop_option(parser)
     args = parser.parse_args()
-    print(f"Python {sys.version.split()[0]} on {sys.platform}")
-    direct, through = asyncio.run(overhead())
+    print(f"Python {sys.version.split()[0]} on {sys.platform}; {loop_name(args.uvloop)}")
+    direct, through = run_on_loop(overhead(), args.uvloop)
     print(
         f"uncontended: direct await {direct:.2f} µs, flight.do {through:.2f} µs, "
         f"added {through - direct:.2f} µs per call"
     )
     gc.collect()
-    fetches, wall = asyncio.run(burst())
+    fetches, wall = run_on_loop(burst(), args.uvloop)
     tracemalloc.start()
-    asyncio.run(burst())
+    run_on_loop(burst(), args.uvloop)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(
@@ -178,7 +190,7 @@ def main() -> None:
         (OriginProcess(), True, "origin in a process of its own, one session, its connection open"),
     )
     for origin, warm, where in setups:
-        walls = asyncio.run(bursts(args.rounds, origin, warm))
+        walls = run_on_loop(bursts(args.rounds, origin, warm), args.uvloop)
         med = {name: statistics.median(w) for name, w in walls.items()}
         floor, minimal, mine = med["floor"], med["minimal"], med["ours"]
         print(
