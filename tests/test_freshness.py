@@ -727,9 +727,9 @@ def test_a_fixed_length_date_read_again_is_the_same_and_the_memo_stays_bounded()
     assert f" {value}\t" not in dates._READ
     assert parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT", now=None) is None  # kept as None
     assert parse_http_date("Sun, 31 Feb 1994 08:49:37 GMT", now=None) is None
-    for at in range(784111777, 784111777 + 3 * dates._READ_MAX):
+    for at in range(784111777, 784111777 + 3 * dates._READ.limit):
         assert parse_http_date(email.utils.formatdate(at, usegmt=True), now=None) == at
-    assert 0 < len(dates._READ) <= dates._READ_MAX
+    assert 0 < len(dates._READ) <= dates._READ.limit
 
 
 def test_an_rfc850_date_is_read_against_each_calls_own_now() -> None:
@@ -752,6 +752,6 @@ def test_a_one_line_cache_control_is_parsed_once_and_the_memo_stays_bounded() ->
     long = "max-age=5, " + "x" * 300
     assert parse_response_cache_control(long).max_age == 5
     assert long not in cache_control._RESPONSE_READ  # too long to keep
-    for n in range(3 * cache_control._READ_MAX):
+    for n in range(3 * cache_control._RESPONSE_READ.limit):
         assert parse_response_cache_control(f"max-age={n}").max_age == n
-    assert 0 < len(cache_control._RESPONSE_READ) <= cache_control._READ_MAX
+    assert 0 < len(cache_control._RESPONSE_READ) <= cache_control._RESPONSE_READ.limit

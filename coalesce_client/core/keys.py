@@ -28,6 +28,7 @@ from typing import NamedTuple, TypeVar
 from urllib.parse import unquote_plus
 
 from ..options import check_header_names
+from ..spec.memo import Memo
 from ..storage.codec import put_field
 
 __all__ = [
@@ -62,7 +63,7 @@ CREDENTIAL_HEADERS = (
 normalize_headers = check_header_names  # lower-case names, repeats dropped, ValueError naming it
 
 
-class KeyMemo(dict[Hashable, V]):
+class KeyMemo(Memo[Hashable, V]):
     """Keys already built, by the request parts they were built from (bounded, cleared when full).
 
     Building the digest is most of what a cache hit costs; both faces look a key up here first,
@@ -72,11 +73,8 @@ class KeyMemo(dict[Hashable, V]):
 
     __slots__ = ()
 
-    def remember(self, parts: Hashable, value: V) -> V:
-        if len(self) >= _MEMO_SIZE:
-            self.clear()
-        self[parts] = value
-        return value
+    def __init__(self) -> None:
+        super().__init__(_MEMO_SIZE)
 
 
 UNSEEN = ""  # no key is empty: Sightings.sighted's answer for parts seen the first time
@@ -93,19 +91,16 @@ class Sightings:
     __slots__ = ("_keys",)
 
     def __init__(self) -> None:
-        self._keys: dict[int, str | None] = {}
+        self._keys: Memo[int, str | None] = Memo(_MEMO_SIZE)
 
     def sighted(self, parts: Hashable, key: str | None) -> str | None:
         """The key of the first call of ``parts`` when they were seen before: the same string,
         so that a hit's lookups find what that call stored by identity, not by comparing 64
         characters; else ``UNSEEN``, and ``key`` is noted (bounded, cleared when full)."""
         seen = hash(parts)
-        keys = self._keys
-        first = keys.get(seen, UNSEEN)
+        first = self._keys.get(seen, UNSEEN)
         if first is UNSEEN:
-            if len(keys) >= _MEMO_SIZE:
-                keys.clear()
-            keys[seen] = key
+            self._keys.remember(seen, key)
         return first
 
 

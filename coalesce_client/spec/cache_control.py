@@ -17,6 +17,7 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from .fields import TOKEN as _TOKEN
+from .memo import Memo
 
 __all__ = [
     "DELTA_SECONDS_MAX",
@@ -123,17 +124,14 @@ def parse_response_cache_control(values: str | Iterable[str] | None) -> Response
         if known is None:
             known = _parse_response(values)
             if len(values) <= _READ_LENGTH_MAX:
-                if len(_RESPONSE_READ) >= _READ_MAX:
-                    _RESPONSE_READ.clear()
-                _RESPONSE_READ[values] = known
+                _RESPONSE_READ.remember(values, known)
         return known
     return _parse_response(values)
 
 
 # The response directives of each one-line value read (the records are frozen: shared), so that
 # a miss parses an origin's usual Cache-Control once, not once a response (issue 20); bounded.
-_RESPONSE_READ: dict[str, ResponseDirectives] = {}
-_READ_MAX = 256
+_RESPONSE_READ: Memo[str, ResponseDirectives] = Memo(256)
 _READ_LENGTH_MAX = 256
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import time
 
+from .memo import Memo
+
 __all__ = ["format_http_date", "parse_http_date"]
 
 
@@ -82,17 +84,14 @@ def parse_http_date(value: str, *, now: float | None) -> float | None:
         return _rfc850_date(v, now)
     at = _fixed_length_date(v)
     if len(value) == len(v):  # remembered without padding only: the memo's keys stay short
-        if len(_READ) >= _READ_MAX:
-            _READ.clear()
-        _READ[value] = at
+        _READ.remember(value, at)
     return at
 
 
 # The two fixed-length forms do not depend on ``now``: each value read is remembered (an origin
 # sends one Date a second, the same Last-Modified and Expires many times), so that a miss
 # parses its Date once a second, not once a response (issue 20).
-_READ: dict[str, float | None] = {}
-_READ_MAX = 256
+_READ: Memo[str, float | None] = Memo(256)
 _UNREAD = float("nan")  # found by identity: never a result
 
 
